@@ -1,0 +1,221 @@
+package grid
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/shoalgrid/shoal/op"
+	"github.com/shoalgrid/shoal/partition"
+	"github.com/shoalgrid/shoal/wire"
+)
+
+// Config configures a member. The zero value of every field has a sensible
+// default, so Config{} starts a single member on localhost.
+type Config struct {
+	// Name is the member's unique name. Default: the hostname plus the data
+	// port.
+	Name string
+	// Cluster names the cluster; members and clients of another cluster are
+	// refused at the handshake. Default "shoal".
+	Cluster string
+	// BindAddr is the gossip (memberlist) address, host:port. Default
+	// 127.0.0.1:7946. Port 0 picks a free port.
+	BindAddr string
+	// AdvertiseAddr is the gossip address other members use, when it
+	// differs from BindAddr (NAT, containers).
+	AdvertiseAddr string
+	// DataAddr is the client/member TCP address, host:port. Default
+	// 127.0.0.1:5701. Port 0 picks a free port.
+	DataAddr string
+	// AdvertiseDataAddr is the data address published to others, when it
+	// differs from DataAddr.
+	AdvertiseDataAddr string
+	// Join lists gossip addresses of members to join (seeds). Empty starts
+	// a new cluster.
+	Join []string
+	// Zone and Host label the member's failure groups for replica placement.
+	Zone, Host string
+	// PartitionCount is the number of partitions; it must be the same on
+	// every member. Default 271.
+	PartitionCount int
+	// Gossip tunes failure detection.
+	Gossip GossipConfig
+	// Limits bound key, value and frame sizes.
+	Limits wire.Limits
+	// Services are the structure services this member runs, in addition to
+	// the built-in ones (maps).
+	Services []op.Service
+	// MigrationParallelism bounds concurrent partition migrations. Default 4.
+	MigrationParallelism int
+	// ShutdownTimeout bounds the graceful hand-over in Shutdown when the
+	// caller's context has no deadline. Default 30 s.
+	ShutdownTimeout time.Duration
+	// Logger receives structured logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// GossipConfig tunes memberlist's SWIM failure detector and the reconnect
+// loop. Defaults suit a LAN: a crashed member is declared dead in about 2-3
+// seconds.
+type GossipConfig struct {
+	// ProbeInterval is how often each member probes a random other member.
+	ProbeInterval time.Duration
+	// ProbeTimeout is how long a probe waits for an ack.
+	ProbeTimeout time.Duration
+	// SuspicionMult scales how long a suspect member has to refute before
+	// it is declared dead.
+	SuspicionMult int
+	// GossipInterval is how often gossip messages are sent.
+	GossipInterval time.Duration
+	// PushPullInterval is how often full state is exchanged.
+	PushPullInterval time.Duration
+	// ReconnectInterval is how often failed members and seeds are re-joined,
+	// so that a healed network partition merges again.
+	ReconnectInterval time.Duration
+	// ReconnectTimeout is how long a failed member is retried.
+	ReconnectTimeout time.Duration
+	// DeadNodeReclaimTime lets a member restarted under the same name on a
+	// new address rejoin after this long instead of being refused.
+	DeadNodeReclaimTime time.Duration
+}
+
+// LANGossip returns timings for a LAN: probe every 500 ms, failure detected
+// in about 2-3 s.
+func LANGossip() GossipConfig {
+	return GossipConfig{
+		ProbeInterval:       500 * time.Millisecond,
+		ProbeTimeout:        250 * time.Millisecond,
+		SuspicionMult:       3,
+		GossipInterval:      100 * time.Millisecond,
+		PushPullInterval:    15 * time.Second,
+		ReconnectInterval:   5 * time.Second,
+		ReconnectTimeout:    time.Hour,
+		DeadNodeReclaimTime: 2 * time.Second,
+	}
+}
+
+// FastGossip returns timings for tests on one machine: a crash is detected
+// in about one second.
+func FastGossip() GossipConfig {
+	return GossipConfig{
+		ProbeInterval:       200 * time.Millisecond,
+		ProbeTimeout:        100 * time.Millisecond,
+		SuspicionMult:       2,
+		GossipInterval:      50 * time.Millisecond,
+		PushPullInterval:    5 * time.Second,
+		ReconnectInterval:   500 * time.Millisecond,
+		ReconnectTimeout:    time.Minute,
+		DeadNodeReclaimTime: 500 * time.Millisecond,
+	}
+}
+
+func (g GossipConfig) withDefaults() GossipConfig {
+	d := LANGossip()
+	if g.ProbeInterval <= 0 {
+		g.ProbeInterval = d.ProbeInterval
+	}
+	if g.ProbeTimeout <= 0 {
+		g.ProbeTimeout = d.ProbeTimeout
+	}
+	if g.SuspicionMult <= 0 {
+		g.SuspicionMult = d.SuspicionMult
+	}
+	if g.GossipInterval <= 0 {
+		g.GossipInterval = d.GossipInterval
+	}
+	if g.PushPullInterval <= 0 {
+		g.PushPullInterval = d.PushPullInterval
+	}
+	if g.ReconnectInterval <= 0 {
+		g.ReconnectInterval = d.ReconnectInterval
+	}
+	if g.ReconnectTimeout <= 0 {
+		g.ReconnectTimeout = d.ReconnectTimeout
+	}
+	if g.DeadNodeReclaimTime <= 0 {
+		g.DeadNodeReclaimTime = d.DeadNodeReclaimTime
+	}
+	return g
+}
+
+// Defaults for Config.
+const (
+	DefaultBindAddr = "127.0.0.1:7946"
+	DefaultDataAddr = "127.0.0.1:5701"
+	DefaultCluster  = "shoal"
+)
+
+// ErrConfig is wrapped by configuration errors.
+var ErrConfig = errors.New("grid: invalid config")
+
+// withDefaults returns a copy of c with defaults filled in, or an error
+// describing the first invalid field.
+func (c Config) withDefaults() (Config, error) {
+	if c.Cluster == "" {
+		c.Cluster = DefaultCluster
+	}
+	if c.BindAddr == "" {
+		c.BindAddr = DefaultBindAddr
+	}
+	if c.DataAddr == "" {
+		c.DataAddr = DefaultDataAddr
+	}
+	if c.PartitionCount == 0 {
+		c.PartitionCount = partition.DefaultCount
+	}
+	if c.PartitionCount < 1 || c.PartitionCount > 1<<16 {
+		return c, fmt.Errorf("%w: partition count %d out of range 1..65536", ErrConfig, c.PartitionCount)
+	}
+	if c.MigrationParallelism <= 0 {
+		c.MigrationParallelism = 4
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = 30 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	c.Gossip = c.Gossip.withDefaults()
+	c.Limits = c.Limits.WithDefaults()
+	for _, a := range []struct{ name, v string }{{"bind", c.BindAddr}, {"addr", c.DataAddr}, {"advertise", c.AdvertiseAddr}, {"advertise-addr", c.AdvertiseDataAddr}} {
+		if a.v == "" {
+			continue
+		}
+		if _, _, err := splitHostPort(a.v); err != nil {
+			return c, fmt.Errorf("%w: %s address %q: %v", ErrConfig, a.name, a.v, err)
+		}
+	}
+	for _, j := range c.Join {
+		if _, _, err := net.SplitHostPort(j); err != nil {
+			return c, fmt.Errorf("%w: join address %q: %v", ErrConfig, j, err)
+		}
+	}
+	return c, nil
+}
+
+func splitHostPort(addr string) (net.IP, int, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, 0, err
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p > 65535 {
+		return nil, 0, fmt.Errorf("bad port %q", port)
+	}
+	if host == "" {
+		return net.IPv4zero, p, nil
+	}
+	ip := net.ParseIP(host)
+	if ip == nil {
+		ips, err := net.LookupIP(host)
+		if err != nil || len(ips) == 0 {
+			return nil, 0, fmt.Errorf("cannot resolve %q", host)
+		}
+		ip = ips[0]
+	}
+	return ip, p, nil
+}

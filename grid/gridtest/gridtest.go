@@ -1,0 +1,245 @@
+// Package gridtest starts clusters of grid members inside one test process,
+// on loopback ports, for fast multi-member tests: crash a member without
+// goodbye, stop one gracefully, add one, and wait until every member agrees
+// on a table that matches the target assignment.
+package gridtest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shoalgrid/shoal/grid"
+	"github.com/shoalgrid/shoal/partition"
+)
+
+// Cluster is a set of in-process members. Members that were crashed or shut
+// down stay in the slice as nil.
+type Cluster struct {
+	t       testing.TB
+	mu      sync.Mutex
+	members []*grid.Member
+	seed    string
+	base    grid.Config
+	next    int
+}
+
+// Option changes the config every member of the cluster starts with.
+type Option func(*grid.Config)
+
+// WithPartitions sets the partition count.
+func WithPartitions(n int) Option { return func(c *grid.Config) { c.PartitionCount = n } }
+
+// WithConfig applies f to the base config.
+func WithConfig(f func(*grid.Config)) Option { return Option(f) }
+
+// New starts n members that form one cluster and waits until it is stable.
+// Everything is stopped by t.Cleanup. Logs go to stderr when SHOAL_TEST_LOG
+// is set.
+func New(t testing.TB, n int, opts ...Option) *Cluster {
+	t.Helper()
+	base := grid.Config{
+		BindAddr: "127.0.0.1:0",
+		DataAddr: "127.0.0.1:0",
+		Gossip:   grid.FastGossip(),
+		Logger:   logger(),
+	}
+	for _, o := range opts {
+		o(&base)
+	}
+	c := &Cluster{t: t, base: base}
+	t.Cleanup(c.closeAll)
+	for range n {
+		c.Add()
+	}
+	c.WaitStable()
+	return c
+}
+
+func logger() *slog.Logger {
+	if os.Getenv("SHOAL_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// Add starts one more member, joining the cluster, and returns its index.
+// It does not wait for migrations (see WaitStable).
+func (c *Cluster) Add() int {
+	c.t.Helper()
+	c.mu.Lock()
+	cfg := c.base
+	cfg.Name = fmt.Sprintf("m%d", c.next)
+	c.next++
+	if c.seed != "" {
+		cfg.Join = []string{c.seed}
+	}
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	m, err := grid.Start(ctx, cfg)
+	if err != nil {
+		c.t.Fatalf("start member %s: %v", cfg.Name, err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.seed == "" {
+		c.seed = m.GossipAddr()
+	}
+	c.members = append(c.members, m)
+	return len(c.members) - 1
+}
+
+// Member returns member i (nil if it was stopped).
+func (c *Cluster) Member(i int) *grid.Member {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.members[i]
+}
+
+// Live returns the running members.
+func (c *Cluster) Live() []*grid.Member {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*grid.Member
+	for _, m := range c.members {
+		if m != nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// Crash stops member i at once, without handing anything over.
+func (c *Cluster) Crash(i int) {
+	c.t.Helper()
+	m := c.take(i)
+	m.Close()
+	c.reseed()
+}
+
+// Shutdown stops member i gracefully (hand-over first).
+func (c *Cluster) Shutdown(i int) {
+	c.t.Helper()
+	c.mu.Lock()
+	m := c.members[i]
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := m.Shutdown(ctx); err != nil {
+		c.t.Errorf("shutdown %s: %v", m.Name(), err)
+	}
+	c.take(i)
+	c.reseed()
+}
+
+func (c *Cluster) take(i int) *grid.Member {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := c.members[i]
+	if m == nil {
+		c.t.Fatalf("member %d is not running", i)
+	}
+	c.members[i] = nil
+	return m
+}
+
+func (c *Cluster) reseed() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.seed = ""
+	for _, m := range c.members {
+		if m != nil {
+			c.seed = m.GossipAddr()
+			return
+		}
+	}
+}
+
+// Stable reports whether every running member sees exactly the running
+// members, follows the same table version, and that table gives every
+// partition a running owner and matches the target assignment (no
+// migration pending). It returns a reason when not.
+func (c *Cluster) Stable() (bool, string) {
+	live := c.Live()
+	if len(live) == 0 {
+		return true, ""
+	}
+	var names []string
+	var pms []partition.Member
+	for _, m := range live {
+		names = append(names, m.Name())
+		pms = append(pms, partition.Member{Name: m.Name(), Addr: m.Addr()})
+	}
+	slices.Sort(names)
+	var t0 *partition.Table
+	for _, m := range live {
+		var seen []string
+		for _, mi := range m.Members() {
+			seen = append(seen, mi.Name)
+		}
+		if !slices.Equal(seen, names) {
+			return false, fmt.Sprintf("%s sees members %v, want %v", m.Name(), seen, names)
+		}
+		t := m.Table()
+		if t == nil {
+			return false, m.Name() + " has no table"
+		}
+		if t0 == nil {
+			t0 = t
+		} else if t.Version != t0.Version {
+			return false, fmt.Sprintf("%s has table %d, %s has %d", live[0].Name(), t0.Version, m.Name(), t.Version)
+		}
+	}
+	target, err := partition.Assign(pms, t0.Count, 0, partition.PerMember)
+	if err != nil {
+		return false, err.Error()
+	}
+	for p := range int32(t0.Count) {
+		o, ok := t0.Owner(p)
+		if !ok || !slices.Contains(names, o.Name) {
+			return false, fmt.Sprintf("partition %d has no running owner", p)
+		}
+		want, _ := target.Owner(p)
+		if o.Name != want.Name {
+			return false, fmt.Sprintf("partition %d owned by %s, target %s (migration pending)", p, o.Name, want.Name)
+		}
+	}
+	return true, ""
+}
+
+// WaitStable waits (up to 30 s) until Stable holds, failing the test
+// otherwise.
+func (c *Cluster) WaitStable() {
+	c.t.Helper()
+	Eventually(c.t, 30*time.Second, c.Stable)
+}
+
+// Eventually polls cond every 20 ms until it holds or d passes, then fails
+// the test with cond's last reason.
+func Eventually(t testing.TB, d time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		ok, why := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met after %v: %s", d, why)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval, not synchronisation
+	}
+}
+
+func (c *Cluster) closeAll() {
+	for _, m := range c.Live() {
+		m.Close()
+	}
+}

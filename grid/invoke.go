@@ -1,0 +1,139 @@
+package grid
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/shoalgrid/shoal/op"
+	"github.com/shoalgrid/shoal/partition"
+)
+
+// Invoke runs req on the owner of its partition: locally when this member
+// owns it, otherwise over the owner's connection. Calls that race a table
+// change or a migration are retried against the new owner until ctx ends;
+// they are never dropped silently. It implements op.Invoker.
+func (m *Member) Invoke(ctx context.Context, req *op.Request) (*op.Response, error) {
+	if m.closed.Load() {
+		return nil, m.errClosed()
+	}
+	if err := m.cfg.Limits.Check(req); err != nil {
+		return nil, err
+	}
+	if req.Service == "" || req.Service[0] == '_' {
+		return nil, op.Errorf(op.CodeUnknownService, "service %q", req.Service)
+	}
+	r := *req
+	if r.Partition < 0 {
+		r.Partition = m.PartitionOf(r.Key)
+	}
+	if int(r.Partition) >= m.cfg.PartitionCount {
+		return nil, op.Errorf(op.CodeBadRequest, "partition %d out of range 0..%d", r.Partition, m.cfg.PartitionCount-1)
+	}
+	cloned := false
+	backoff := time.Millisecond
+	var lastErr error
+	for {
+		changed := m.tableChanged()
+		t := m.Table()
+		var resp *op.Response
+		var err error
+		var owner partition.Member
+		if t == nil {
+			err = op.Errorf(op.CodeStaleTable, "member %s has no partition table yet", m.cfg.Name)
+		} else if o, ok := t.Owner(r.Partition); !ok {
+			err = op.Errorf(op.CodeStaleTable, "partition %d has no owner in table %d", r.Partition, t.Version)
+		} else {
+			owner = o
+			r.TableVersion = t.Version
+			if owner.Name == m.cfg.Name {
+				if !cloned {
+					// The state machine keeps the value: never let it
+					// alias the caller's buffer.
+					r.Value, r.Aux, cloned = bytes.Clone(r.Value), bytes.Clone(r.Aux), true
+				}
+				resp = m.executeLocal(&r)
+				if resp.Code == op.OK {
+					resp.Value = bytes.Clone(resp.Value)
+				}
+			} else {
+				var c interface {
+					Call(context.Context, *op.Request) (*op.Response, error)
+				}
+				c, err = m.peers.get(ctx, owner.Name, owner.Addr)
+				if err == nil {
+					resp, err = c.Call(ctx, &r)
+				}
+			}
+		}
+		if err == nil && !resp.Code.Retriable() {
+			return resp, resp.Err()
+		}
+		if err != nil {
+			if errors.Is(err, op.ErrTooLarge) || errors.Is(err, op.ErrTimeout) || errors.Is(err, op.ErrCanceled) {
+				return nil, err
+			}
+			lastErr = err
+		} else {
+			lastErr = resp.Err()
+			if t != nil && resp.TableVersion > t.Version {
+				m.pullTable(ctx, owner)
+			}
+		}
+		if m.closed.Load() {
+			return nil, m.errClosed()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (last attempt: %v)", op.FromContext(ctx), lastErr)
+		case <-changed:
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 100*time.Millisecond)
+	}
+}
+
+// pullTable fetches the table of a member that answered with a newer
+// version than ours, so we need not wait for the coordinator's next push.
+func (m *Member) pullTable(ctx context.Context, from partition.Member) {
+	if from.Name == "" || from.Name == m.cfg.Name {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	resp, err := m.peers.call(ctx, from.Name, from.Addr, &op.Request{Service: sysService, Op: sysGetTable, Partition: -1})
+	if err != nil || !resp.Found {
+		return
+	}
+	if t, err := partition.Unmarshal(resp.Value); err == nil {
+		m.adopt(t, from.Name)
+	}
+}
+
+// InvokeAll runs req on every partition (concurrently, bounded) and returns
+// the responses indexed by partition. It implements op.Invoker.
+func (m *Member) InvokeAll(ctx context.Context, req *op.Request) ([]*op.Response, error) {
+	out := make([]*op.Response, m.cfg.PartitionCount)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(64)
+	for p := range out {
+		r := *req
+		r.Partition = int32(p)
+		g.Go(func() error {
+			resp, err := m.Invoke(gctx, &r)
+			if err != nil {
+				return fmt.Errorf("partition %d: %w", p, err)
+			}
+			out[p] = resp
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}

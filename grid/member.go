@@ -1,0 +1,529 @@
+// Package grid is a Shoal cluster member: membership (memberlist gossip),
+// the partition table agreed through one coordinator, per-partition
+// execution of structure operations, the TCP server that clients and other
+// members talk to, forwarding and retries, and partition migration. All of
+// Shoal's IO lives here; the structure packages (maps, ...) are pure state
+// machines plus proxies over op.Invoker, which *Member implements.
+package grid
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/shoalgrid/shoal/maps"
+	"github.com/shoalgrid/shoal/op"
+	"github.com/shoalgrid/shoal/partition"
+	"github.com/shoalgrid/shoal/wire"
+)
+
+// Member is one running cluster member. It implements op.Invoker, so
+// structure proxies work on it directly: maps.New(member, "users").
+type Member struct {
+	cfg     Config
+	log     *slog.Logger
+	started time.Time
+	bindIP  net.IP
+
+	metaMu sync.Mutex
+	meta   nodeMeta
+
+	ml       *memberlist.Memberlist
+	ln       net.Listener
+	dataAddr string // advertised data address
+
+	services  []op.Service
+	svcIndex  map[string]int
+	slots     []*slot
+	table     atomic.Pointer[partition.Table]
+	tableMu   sync.Mutex // serialises adoption
+	tableCond chan struct{}
+
+	peers    *peers
+	counters counters
+
+	restoreMu sync.Mutex
+	restores  map[string]*restoreBuf
+
+	connsMu sync.Mutex
+	conns   map[*wire.Conn]struct{}
+
+	subsMu sync.Mutex
+	subs   map[chan Event]struct{}
+
+	failedMu sync.Mutex
+	failed   map[string]failedNode
+
+	coord *coordinator
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+	leaving   atomic.Bool
+}
+
+type failedNode struct {
+	addr  string
+	since time.Time
+}
+
+// Start starts a member: it listens for clients and members on DataAddr,
+// starts gossip on BindAddr and joins the seeds in Join (if any). It returns
+// once the member is listening and has joined (or started) a cluster; the
+// partition table arrives shortly after (see WaitReady).
+func Start(ctx context.Context, cfg Config) (*Member, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	bindIP, _, err := splitHostPort(cfg.BindAddr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: bind address: %v", ErrConfig, err)
+	}
+	dataIP, _, err := splitHostPort(cfg.DataAddr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: data address: %v", ErrConfig, err)
+	}
+	ln, err := net.Listen("tcp", cfg.DataAddr)
+	if err != nil {
+		return nil, fmt.Errorf("grid: listen on %s: %w", cfg.DataAddr, err)
+	}
+	dataAddr := ln.Addr().String()
+	if cfg.AdvertiseDataAddr != "" {
+		dataAddr = cfg.AdvertiseDataAddr
+	}
+	if cfg.Name == "" {
+		host, _ := os.Hostname()
+		if host == "" {
+			host = "member"
+		}
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		cfg.Name = host + "-" + port
+	}
+
+	mctx, cancel := context.WithCancel(context.Background())
+	m := &Member{
+		cfg:       cfg,
+		log:       cfg.Logger.With("member", cfg.Name),
+		started:   time.Now(),
+		bindIP:    bindIP,
+		ln:        ln,
+		dataAddr:  dataAddr,
+		svcIndex:  map[string]int{},
+		conns:     map[*wire.Conn]struct{}{},
+		subs:      map[chan Event]struct{}{},
+		failed:    map[string]failedNode{},
+		tableCond: make(chan struct{}),
+		ctx:       mctx,
+		cancel:    cancel,
+	}
+	m.meta = nodeMeta{Addr: dataAddr, Zone: cfg.Zone, Host: cfg.Host, Started: m.started.UnixNano(), Proto: metaProto}
+	if _, err := m.meta.encode(); err != nil {
+		ln.Close()
+		cancel()
+		return nil, err
+	}
+	for _, s := range append([]op.Service{maps.Service{}}, cfg.Services...) {
+		if _, dup := m.svcIndex[s.Name()]; dup || s.Name() == "" || s.Name()[0] == '_' {
+			ln.Close()
+			cancel()
+			return nil, fmt.Errorf("%w: service name %q is empty, reserved or registered twice", ErrConfig, s.Name())
+		}
+		m.svcIndex[s.Name()] = len(m.services)
+		m.services = append(m.services, s)
+	}
+	m.slots = make([]*slot, cfg.PartitionCount)
+	for i := range m.slots {
+		m.slots[i] = &slot{id: int32(i), states: make([]op.State, len(m.services))}
+	}
+	localIP := dataIP
+	if localIP.IsUnspecified() {
+		localIP = nil
+	}
+	m.peers = newPeers(m, localIP)
+	m.coord = newCoordinator(m)
+
+	m.wg.Add(1)
+	go m.acceptLoop()
+
+	_, bindPort, _ := splitHostPort(cfg.BindAddr)
+	mc, err := m.memberlistConfig(bindIP, bindPort)
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		mc.Transport.Shutdown()
+		m.Close()
+		return nil, fmt.Errorf("grid: start gossip on %s: %w", cfg.BindAddr, err)
+	}
+	m.ml = ml
+	m.log.Info("member started", "gossip", ml.LocalNode().Address(), "data", dataAddr, "partitions", cfg.PartitionCount, "cluster", cfg.Cluster)
+
+	if len(cfg.Join) > 0 {
+		if err := m.join(ctx, cfg.Join); err != nil {
+			m.Close()
+			return nil, err
+		}
+	}
+	m.wg.Add(3)
+	go m.coord.run()
+	go m.reconnectLoop()
+	go m.sweepLoop()
+	m.coord.trigger()
+	return m, nil
+}
+
+// join contacts the seeds until one answers or ctx ends.
+func (m *Member) join(ctx context.Context, seeds []string) error {
+	backoff := 100 * time.Millisecond
+	for {
+		n, err := m.ml.Join(seeds)
+		if n > 0 {
+			m.log.Info("joined cluster", "seeds", seeds, "contacted", n)
+			return nil
+		}
+		m.log.Warn("join failed, retrying", "seeds", seeds, "err", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("grid: join %v: %w (last error: %v)", seeds, op.FromContext(ctx), err)
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+}
+
+// Name returns the member's name.
+func (m *Member) Name() string { return m.cfg.Name }
+
+// Addr returns the member's advertised data (client) address.
+func (m *Member) Addr() string { return m.dataAddr }
+
+// GossipAddr returns the member's gossip address.
+func (m *Member) GossipAddr() string { return m.ml.LocalNode().Address() }
+
+// PartitionCount returns the number of partitions.
+func (m *Member) PartitionCount() int { return m.cfg.PartitionCount }
+
+// PartitionOf returns the partition of key.
+func (m *Member) PartitionOf(key string) int32 { return partition.ID(key, m.cfg.PartitionCount) }
+
+// Table returns the partition table this member currently follows, or nil
+// before the first table arrived.
+func (m *Member) Table() *partition.Table { return m.table.Load() }
+
+// Members returns the live members as this member's gossip sees them,
+// sorted by name.
+func (m *Member) Members() []MemberInfo {
+	if m.ml == nil {
+		return nil
+	}
+	var out []MemberInfo
+	for _, n := range m.ml.Members() {
+		if mi, ok := nodeInfo(n); ok {
+			out = append(out, mi)
+		}
+	}
+	slices.SortFunc(out, func(a, b MemberInfo) int {
+		switch {
+		case a.Name < b.Name:
+			return -1
+		case a.Name > b.Name:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// IsCoordinator reports whether this member is the oldest live member, the
+// one that publishes partition tables.
+func (m *Member) IsCoordinator() bool {
+	c, ok := m.coordinatorInfo()
+	return ok && c.Name == m.cfg.Name
+}
+
+func (m *Member) coordinatorInfo() (MemberInfo, bool) {
+	var best MemberInfo
+	found := false
+	for _, mi := range m.Members() {
+		if !found || older(mi, best) {
+			best, found = mi, true
+		}
+	}
+	return best, found
+}
+
+// WaitReady waits until this member has a partition table that includes it
+// and no migration involving it is pending, or ctx ends.
+func (m *Member) WaitReady(ctx context.Context) error {
+	for {
+		ch := m.tableChanged()
+		if t := m.Table(); t != nil {
+			if _, ok := t.Member(m.cfg.Name); ok {
+				return nil
+			}
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("grid: wait for partition table: %w", op.FromContext(ctx))
+		case <-m.ctx.Done():
+			return fmt.Errorf("grid: wait for partition table: %w", op.ErrClosed)
+		}
+	}
+}
+
+// tableChanged returns a channel closed at the next table adoption.
+func (m *Member) tableChanged() <-chan struct{} {
+	m.tableMu.Lock()
+	defer m.tableMu.Unlock()
+	return m.tableCond
+}
+
+// Subscribe returns a channel of membership events and a function that ends
+// the subscription. Events are dropped (and logged) when the subscriber
+// falls more than buffer events behind; buffer < 1 means 64.
+func (m *Member) Subscribe(buffer int) (<-chan Event, func()) {
+	if buffer < 1 {
+		buffer = 64
+	}
+	ch := make(chan Event, buffer)
+	m.subsMu.Lock()
+	m.subs[ch] = struct{}{}
+	m.subsMu.Unlock()
+	var once sync.Once
+	return ch, func() {
+		once.Do(func() {
+			m.subsMu.Lock()
+			delete(m.subs, ch)
+			m.subsMu.Unlock()
+			close(ch)
+		})
+	}
+}
+
+func (m *Member) onNode(t EventType, n *memberlist.Node) {
+	mi, ok := nodeInfo(n)
+	if !ok {
+		mi = MemberInfo{Name: n.Name, GossipAddr: n.Address()}
+	}
+	if n.Name != m.cfg.Name {
+		switch t {
+		case MemberJoined:
+			m.log.Info("member joined", "peer", n.Name, "gossip", n.Address(), "data", mi.Addr)
+		case MemberLeft:
+			m.log.Info("member left", "peer", n.Name)
+		case MemberFailed:
+			m.log.Warn("member failed", "peer", n.Name, "gossip", n.Address())
+		case MemberUpdated:
+			m.log.Info("member updated", "peer", n.Name, "leaving", mi.Leaving)
+		}
+	}
+	m.failedMu.Lock()
+	switch t {
+	case MemberFailed:
+		m.failed[n.Name] = failedNode{addr: n.Address(), since: time.Now()}
+	case MemberJoined, MemberLeft:
+		delete(m.failed, n.Name)
+	}
+	m.failedMu.Unlock()
+	if t == MemberFailed || t == MemberLeft {
+		m.peers.drop(n.Name)
+	}
+	ev := Event{Type: t, Member: mi, Time: time.Now()}
+	m.subsMu.Lock()
+	for ch := range m.subs {
+		select {
+		case ch <- ev:
+		default:
+			m.log.Warn("membership subscriber is too slow, event dropped", "event", t.String(), "peer", n.Name)
+		}
+	}
+	m.subsMu.Unlock()
+	if m.coord != nil {
+		m.coord.trigger()
+	}
+}
+
+// reconnectLoop periodically re-joins members that failed (not those that
+// left) and, while alone, the seeds: memberlist does not re-merge after a
+// healed network partition by itself.
+func (m *Member) reconnectLoop() {
+	defer m.wg.Done()
+	tick := time.NewTicker(m.cfg.Gossip.ReconnectInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		var addrs []string
+		now := time.Now()
+		m.failedMu.Lock()
+		for name, f := range m.failed {
+			if now.Sub(f.since) > m.cfg.Gossip.ReconnectTimeout {
+				delete(m.failed, name)
+				continue
+			}
+			addrs = append(addrs, f.addr)
+		}
+		m.failedMu.Unlock()
+		if m.ml.NumMembers() <= 1 {
+			addrs = append(addrs, m.cfg.Join...)
+		}
+		if len(addrs) == 0 || m.leaving.Load() {
+			continue
+		}
+		if n, err := m.ml.Join(addrs); n > 0 {
+			m.log.Info("reconnected", "contacted", n)
+		} else if err != nil {
+			m.log.Debug("reconnect failed", "addrs", addrs, "err", err)
+		}
+	}
+}
+
+// sweepLoop reclaims expired entries in owned partitions.
+func (m *Member) sweepLoop() {
+	defer m.wg.Done()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := time.Now()
+		for _, s := range m.slots {
+			s.sweep(now, 256)
+		}
+	}
+}
+
+// Shutdown leaves the cluster gracefully: it asks the coordinator to move
+// this member's partitions to others, waits until none is left here (or ctx
+// ends; without a deadline, ShutdownTimeout applies), then leaves gossip and
+// stops. Partitions not handed over in time are lost with this member.
+func (m *Member) Shutdown(ctx context.Context) error {
+	if m.closed.Load() {
+		return nil
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, m.cfg.ShutdownTimeout)
+		defer cancel()
+	}
+	start := time.Now()
+	owned := 0
+	if t := m.Table(); t != nil {
+		owned = len(t.Owned(m.cfg.Name))
+	}
+	m.log.Info("shutting down: handing partitions over", "owned", owned)
+	m.leaving.Store(true)
+	m.metaMu.Lock()
+	m.meta.Leaving = true
+	m.metaMu.Unlock()
+	if err := m.ml.UpdateNode(time.Second); err != nil {
+		m.log.Warn("announce leaving", "err", err)
+	}
+	m.coord.trigger()
+	var handErr error
+	for {
+		ch := m.tableChanged()
+		t := m.Table()
+		left := 0
+		if t != nil {
+			left = len(t.Owned(m.cfg.Name))
+		}
+		if left == 0 {
+			m.log.Info("partitions handed over", "partitions", owned, "took", time.Since(start).Round(time.Millisecond))
+			break
+		}
+		if len(m.Members()) <= 1 {
+			m.log.Warn("last member leaving: its data is discarded", "partitions", left)
+			break
+		}
+		select {
+		case <-ch:
+		case <-time.After(200 * time.Millisecond):
+			m.coord.trigger()
+			m.nudgeCoordinator()
+		case <-ctx.Done():
+			handErr = fmt.Errorf("grid: shutdown: %d partitions not handed over: %w", left, op.FromContext(ctx))
+			m.log.Error("shutdown deadline passed before hand-over finished", "partitions_left", left)
+		}
+		if handErr != nil {
+			break
+		}
+	}
+	leaveTimeout := 2 * m.cfg.Gossip.ProbeInterval
+	if err := m.ml.Leave(max(leaveTimeout, time.Second)); err != nil {
+		m.log.Warn("gossip leave", "err", err)
+	}
+	m.Close()
+	return handErr
+}
+
+// nudgeCoordinator tells the coordinator (if another member) that this
+// member is leaving, in case the metadata gossip has not reached it yet.
+func (m *Member) nudgeCoordinator() {
+	c, ok := m.coordinatorInfo()
+	if !ok || c.Name == m.cfg.Name {
+		return
+	}
+	ctx, cancel := context.WithTimeout(m.ctx, time.Second)
+	defer cancel()
+	_, _ = m.peers.call(ctx, c.Name, c.Addr, &op.Request{Service: sysService, Op: sysTrigger, Partition: -1})
+}
+
+// Close stops the member at once, without handing partitions over: to the
+// cluster it looks like a crash (tests use it as one). Use Shutdown to leave
+// gracefully. Close is idempotent.
+func (m *Member) Close() error {
+	m.closeOnce.Do(func() {
+		m.closed.Store(true)
+		m.cancel()
+		if m.ml != nil {
+			_ = m.ml.Shutdown()
+		}
+		_ = m.ln.Close()
+		m.connsMu.Lock()
+		conns := make([]*wire.Conn, 0, len(m.conns))
+		for c := range m.conns {
+			conns = append(conns, c)
+		}
+		m.connsMu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+		m.peers.closeAll()
+		m.wg.Wait()
+		m.log.Info("member stopped")
+	})
+	return nil
+}
+
+func (m *Member) errClosed() error {
+	return fmt.Errorf("grid: member %s: %w", m.cfg.Name, op.ErrClosed)
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+var _ op.Invoker = (*Member)(nil)
+var _ = errors.New

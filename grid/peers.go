@@ -1,0 +1,131 @@
+package grid
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/shoalgrid/shoal/op"
+	"github.com/shoalgrid/shoal/wire"
+)
+
+// peers keeps one multiplexed connection to each other member, dialled on
+// first use from the member's own IP.
+type peers struct {
+	m       *Member
+	localIP net.IP
+
+	mu    sync.Mutex
+	conns map[string]*peerConn
+	done  bool
+}
+
+type peerConn struct {
+	mu   sync.Mutex // serialises dialling
+	addr string
+	conn *wire.Conn
+}
+
+func newPeers(m *Member, localIP net.IP) *peers {
+	return &peers{m: m, localIP: localIP, conns: map[string]*peerConn{}}
+}
+
+// get returns a live connection to member name at addr, dialling if needed.
+func (p *peers) get(ctx context.Context, name, addr string) (*wire.Conn, error) {
+	p.mu.Lock()
+	if p.done {
+		p.mu.Unlock()
+		return nil, op.ErrClosed
+	}
+	pc := p.conns[name]
+	if pc == nil {
+		pc = &peerConn{}
+		p.conns[name] = pc
+	}
+	p.mu.Unlock()
+
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	if pc.conn != nil {
+		select {
+		case <-pc.conn.Done():
+			pc.conn = nil
+		default:
+			if pc.addr == addr {
+				return pc.conn, nil
+			}
+			pc.conn.Close()
+			pc.conn = nil
+		}
+	}
+	d := &net.Dialer{Timeout: 2 * time.Second}
+	if p.localIP != nil {
+		d.LocalAddr = &net.TCPAddr{IP: p.localIP}
+	}
+	c, err := wire.Dial(ctx, d, addr, p.m.hello(wire.RoleMember), wire.Options{Limits: p.m.cfg.Limits, Handler: p.m})
+	if err != nil {
+		return nil, fmt.Errorf("connect to member %s at %s: %w", name, addr, err)
+	}
+	if c.Peer().Name != name {
+		c.Close()
+		return nil, fmt.Errorf("%w: %s is member %q, expected %q", op.ErrUnavailable, addr, c.Peer().Name, name)
+	}
+	p.mu.Lock()
+	if p.done {
+		p.mu.Unlock()
+		c.Close()
+		return nil, op.ErrClosed
+	}
+	p.mu.Unlock()
+	pc.conn, pc.addr = c, addr
+	return c, nil
+}
+
+// call sends req to member name and returns its response; a non-OK
+// response code is returned as an error too.
+func (p *peers) call(ctx context.Context, name, addr string, req *op.Request) (*op.Response, error) {
+	c, err := p.get(ctx, name, addr)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Call(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return resp, resp.Err()
+}
+
+// drop closes the connection to a member that left or failed.
+func (p *peers) drop(name string) {
+	p.mu.Lock()
+	pc := p.conns[name]
+	delete(p.conns, name)
+	p.mu.Unlock()
+	if pc == nil {
+		return
+	}
+	pc.mu.Lock()
+	if pc.conn != nil {
+		pc.conn.Close()
+		pc.conn = nil
+	}
+	pc.mu.Unlock()
+}
+
+func (p *peers) closeAll() {
+	p.mu.Lock()
+	p.done = true
+	conns := p.conns
+	p.conns = map[string]*peerConn{}
+	p.mu.Unlock()
+	for _, pc := range conns {
+		pc.mu.Lock()
+		if pc.conn != nil {
+			pc.conn.Close()
+			pc.conn = nil
+		}
+		pc.mu.Unlock()
+	}
+}

@@ -1,0 +1,395 @@
+package maps
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// Payload codecs of the map service. They are written by hand over the
+// msgpack encoder and decoder primitives rather than with msgpack.Marshal
+// so that they never reflect, and so that a decoder checks every declared
+// length against the bytes actually left: a forged length in a hostile or
+// corrupt payload must fail, not allocate gigabytes.
+
+// kv is one entry of an OpEntries payload.
+type kv struct {
+	key   string
+	value []byte
+}
+
+// snapshotVersion tags the snapshot layout so a future layout can be told
+// apart during a rolling upgrade.
+const snapshotVersion = 1
+
+// encode runs fn over a pooled encoder writing into a buffer of capacity
+// size. Writes to a bytes.Buffer cannot fail, so neither can encode.
+func encode(size int, fn func(e *msgpack.Encoder)) []byte {
+	buf := bytes.NewBuffer(make([]byte, 0, size))
+	e := msgpack.GetEncoder()
+	e.Reset(buf)
+	fn(e)
+	msgpack.PutEncoder(e)
+	return buf.Bytes()
+}
+
+// encodeKeys encodes a key list as a msgpack array of str: the OpKeys
+// payload, identical to msgpack.Marshal of a []string.
+func encodeKeys(keys []string) []byte {
+	size := 5
+	for _, k := range keys {
+		size += 5 + len(k)
+	}
+	return encode(size, func(e *msgpack.Encoder) {
+		_ = e.EncodeArrayLen(len(keys))
+		for _, k := range keys {
+			_ = e.EncodeString(k)
+		}
+	})
+}
+
+// decodeKeys decodes an OpKeys payload.
+func decodeKeys(b []byte) ([]string, error) {
+	var keys []string
+	err := decodeAll(b, func(d *decoder) error {
+		n, err := d.length(d.DecodeArrayLen())
+		if err != nil || n < 0 {
+			return err
+		}
+		keys = make([]string, 0, n)
+		for range n {
+			k, err := d.string()
+			if err != nil {
+				return err
+			}
+			keys = append(keys, k)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("decode key list: %w", err)
+	}
+	return keys, nil
+}
+
+// encodeEntries encodes entries as a msgpack map of str to bin: the
+// OpEntries payload. The order of es is kept.
+func encodeEntries(es []kv) []byte {
+	size := 5
+	for _, e := range es {
+		size += 10 + len(e.key) + len(e.value)
+	}
+	return encode(size, func(e *msgpack.Encoder) {
+		_ = e.EncodeMapLen(len(es))
+		for _, x := range es {
+			_ = e.EncodeString(x.key)
+			_ = e.EncodeBytes(x.value)
+		}
+	})
+}
+
+// decodeEntries decodes an OpEntries payload, keeping its order. Values are
+// fresh copies, so retaining one does not pin the whole payload.
+func decodeEntries(b []byte) ([]kv, error) {
+	var es []kv
+	err := decodeAll(b, func(d *decoder) error {
+		n, err := d.length(d.DecodeMapLen())
+		if err != nil || n < 0 {
+			return err
+		}
+		es = make([]kv, 0, n)
+		for range n {
+			k, err := d.string()
+			if err != nil {
+				return err
+			}
+			v, err := d.bytes()
+			if err != nil {
+				return err
+			}
+			es = append(es, kv{key: k, value: v})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("decode entries: %w", err)
+	}
+	return es, nil
+}
+
+// encodeSnapshot writes the live entries of s at time now as
+//
+//	[version, {map name: [[key, value, expireAt], ...], ...}]
+//
+// with expireAt in absolute unix nanos (0 = never), maps and keys sorted.
+// Absolute times survive the trip to another member unchanged; the clocks of
+// members are assumed to agree far better than TTL granularity.
+func encodeSnapshot(s *state, now int64) ([]byte, error) {
+	names := make([]string, 0, len(s.maps))
+	size := 8
+	for name, tab := range s.maps {
+		if s.live(now, tab) > 0 {
+			names = append(names, name)
+			size += 10 + len(name) + 16*len(tab.entries)
+		}
+	}
+	slices.Sort(names)
+	var es []kv
+	return encode(size, func(e *msgpack.Encoder) {
+		_ = e.EncodeArrayLen(2)
+		_ = e.EncodeUint(snapshotVersion)
+		_ = e.EncodeMapLen(len(names))
+		for _, name := range names {
+			tab := s.maps[name]
+			es = es[:0]
+			for k, x := range tab.entries {
+				if x.exp == nil || x.exp.at > now {
+					es = append(es, kv{key: k, value: x.value})
+				}
+			}
+			slices.SortFunc(es, func(a, b kv) int { return strings.Compare(a.key, b.key) })
+			_ = e.EncodeString(name)
+			_ = e.EncodeArrayLen(len(es))
+			for _, x := range es {
+				var at int64
+				if ex := tab.entries[x.key].exp; ex != nil {
+					at = ex.at
+				}
+				_ = e.EncodeArrayLen(3)
+				_ = e.EncodeString(x.key)
+				_ = e.EncodeBytes(x.value)
+				_ = e.EncodeInt(at)
+			}
+		}
+	}), nil
+}
+
+// decodeSnapshot loads a snapshot into the empty state into, skipping entries
+// that expired by now. Duplicate keys keep the last value.
+func decodeSnapshot(b []byte, now int64, into *state) error {
+	return decodeAll(b, func(d *decoder) error {
+		n, err := d.DecodeArrayLen()
+		if err != nil {
+			return err
+		}
+		if n != 2 {
+			return errors.New("not a map snapshot")
+		}
+		v, err := d.DecodeInt64()
+		if err != nil {
+			return err
+		}
+		if v != snapshotVersion {
+			return fmt.Errorf("unsupported snapshot version %d", v)
+		}
+		maps, err := d.length(d.DecodeMapLen())
+		if err != nil {
+			return err
+		}
+		for range maps {
+			name, err := d.string()
+			if err != nil {
+				return err
+			}
+			if name == "" {
+				return errors.New("empty map name")
+			}
+			n, err := d.length(d.DecodeArrayLen())
+			if err != nil {
+				return err
+			}
+			for range n {
+				if err := decodeSnapshotEntry(d, now, name, into); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
+func decodeSnapshotEntry(d *decoder, now int64, name string, into *state) error {
+	n, err := d.DecodeArrayLen()
+	if err != nil {
+		return err
+	}
+	if n != 3 {
+		return fmt.Errorf("snapshot entry has %d fields, want 3", n)
+	}
+	key, err := d.string()
+	if err != nil {
+		return err
+	}
+	value, err := d.bytes()
+	if err != nil {
+		return err
+	}
+	at, err := d.DecodeInt64()
+	if err != nil {
+		return err
+	}
+	if at != 0 && at <= now {
+		return nil // expired in transit
+	}
+	tab, old, had := into.lookup(now, name, key)
+	into.store(tab, name, key, value, at, old, had)
+	return nil
+}
+
+// decoder reads msgpack from an in-memory payload. The msgpack decoder reads
+// straight from r (a bytes.Reader needs no buffering), so data[len(data) -
+// r.Len():] is always the unread rest.
+type decoder struct {
+	*msgpack.Decoder
+	data []byte
+	r    bytes.Reader
+}
+
+var errShort = errors.New("declared length exceeds payload")
+
+// decodeAll runs fn over b and fails if fn leaves bytes unread: a payload is
+// one value, and trailing garbage means corruption.
+func decodeAll(b []byte, fn func(d *decoder) error) error {
+	d := &decoder{data: b, Decoder: msgpack.GetDecoder()}
+	d.r.Reset(b)
+	d.Reset(&d.r)
+	err := fn(d)
+	msgpack.PutDecoder(d.Decoder)
+	if err == nil && d.r.Len() != 0 {
+		err = fmt.Errorf("%d trailing bytes", d.r.Len())
+	}
+	return err
+}
+
+// length checks a collection length (-1 for nil) against the bytes left: every
+// element takes at least one byte, so a larger count is a lie.
+func (d *decoder) length(n int, err error) (int, error) {
+	if err != nil {
+		return 0, err
+	}
+	if n > d.r.Len() {
+		return 0, errShort
+	}
+	return n, nil
+}
+
+// raw reads a str or bin header and returns its body in place (nil for a
+// msgpack nil).
+func (d *decoder) raw() ([]byte, error) {
+	n, err := d.DecodeBytesLen()
+	if err != nil {
+		return nil, err
+	}
+	if n < 0 {
+		return nil, nil
+	}
+	if n > d.r.Len() {
+		return nil, errShort
+	}
+	pos := len(d.data) - d.r.Len()
+	if _, err := d.r.Seek(int64(n), io.SeekCurrent); err != nil {
+		return nil, err
+	}
+	return d.data[pos : pos+n : pos+n], nil
+}
+
+func (d *decoder) string() (string, error) {
+	b, err := d.raw()
+	return string(b), err
+}
+
+// bytes returns a copy, keeping nil and empty apart.
+func (d *decoder) bytes() ([]byte, error) {
+	b, err := d.raw()
+	if b == nil || err != nil {
+		return nil, err
+	}
+	return bytes.Clone(b), nil
+}
+
+// wellFormed checks that b is exactly one msgpack value whose declared
+// lengths and counts all fit in b. It is iterative (no recursion depth to
+// exhaust) and allocation-free, and runs before handing untrusted bytes to
+// the reflective msgpack decoder, which would allocate a declared bin length
+// before reading it.
+func wellFormed(b []byte) error {
+	i, pending := 0, 1 // pending: values still to read; each takes >= 1 byte
+	for pending > 0 {
+		if i >= len(b) {
+			return io.ErrUnexpectedEOF
+		}
+		c := b[i]
+		i++
+		pending--
+		skip, count, size := 0, 0, 0 // payload bytes, child values, length-field bytes
+		switch {
+		case c <= 0x7f || c >= 0xe0: // fixint
+		case c <= 0x8f:
+			count = 2 * int(c&0x0f) // fixmap
+		case c <= 0x9f:
+			count = int(c & 0x0f) // fixarray
+		case c <= 0xbf:
+			skip = int(c & 0x1f) // fixstr
+		case c == 0xc0 || c == 0xc2 || c == 0xc3: // nil, false, true
+		case c == 0xc4 || c == 0xd9: // bin8, str8
+			size = 1
+		case c == 0xc5 || c == 0xda:
+			size = 2
+		case c == 0xc6 || c == 0xdb:
+			size = 4
+		case c >= 0xc7 && c <= 0xc9: // ext8/16/32: length, then type byte
+			size, skip = 1<<(c-0xc7), 1
+		case c == 0xca || c == 0xce || c == 0xd2: // float32, uint32, int32
+			skip = 4
+		case c == 0xcb || c == 0xcf || c == 0xd3:
+			skip = 8
+		case c == 0xcc || c == 0xd0:
+			skip = 1
+		case c == 0xcd || c == 0xd1:
+			skip = 2
+		case c >= 0xd4 && c <= 0xd8: // fixext 1..16, plus type byte
+			skip = 1 + 1<<(c-0xd4)
+		case c == 0xdc || c == 0xdd: // array16/32
+			size = 2 << (c - 0xdc)
+		case c == 0xde || c == 0xdf: // map16/32
+			size = 2 << (c - 0xde)
+		default:
+			return fmt.Errorf("invalid msgpack code %#x at %d", c, i-1)
+		}
+		if size > 0 {
+			if size > len(b)-i {
+				return io.ErrUnexpectedEOF
+			}
+			n := 0
+			for _, x := range b[i : i+size] {
+				n = n<<8 | int(x)
+			}
+			i += size
+			switch {
+			case c == 0xdc || c == 0xdd:
+				count = n
+			case c == 0xde || c == 0xdf:
+				count = 2 * n
+			default:
+				skip += n
+			}
+		}
+		if skip > len(b)-i {
+			return errShort
+		}
+		i += skip
+		pending += count
+		if pending > len(b)-i {
+			return errShort
+		}
+	}
+	if i != len(b) {
+		return fmt.Errorf("%d trailing bytes", len(b)-i)
+	}
+	return nil
+}

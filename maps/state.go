@@ -1,0 +1,465 @@
+package maps
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/shoalgrid/shoal/op"
+)
+
+// ServiceName is the op.Request.Service value the map service answers.
+const ServiceName = "map"
+
+// Operation codes of the map service (op.Request.Op). They are part of the
+// wire protocol: never renumber. Every operation reads Request.Name (the map
+// name, which must not be empty); the comments list what else it reads and
+// which Response fields it writes. Request fields not listed are ignored.
+// A TTL (Request.Num, in milliseconds) of 0 means "never expires"; a negative
+// one fails the request with op.ErrBadRequest before anything changes.
+// Response.Value may alias the partition's memory: the member core must
+// encode or copy it before it lets another request touch the partition.
+const (
+	// OpPut stores Value under Key with TTL Num.
+	// Found: Key held a live entry before (its old value is not returned,
+	// which keeps the common Put cheap).
+	OpPut uint8 = iota + 1
+	// OpGet reads Key. Found: Key is live; Value: its value.
+	OpGet
+	// OpDelete removes Key. Found: Key was live.
+	OpDelete
+	// OpPutIfAbsent stores Value under Key with TTL Num only when Key is
+	// absent. Found: the value was stored; when it was not, Value is the
+	// existing value.
+	OpPutIfAbsent
+	// OpReplace stores Value under Key with TTL Num only when Key is live.
+	// Found: the value was replaced.
+	OpReplace
+	// OpCompareAndSwap stores Value under Key with TTL Num only when Key is
+	// live and its value equals Aux byte for byte (an absent key never
+	// matches). Found: the value was swapped.
+	OpCompareAndSwap
+	// OpContains tests Key. Found: Key is live.
+	OpContains
+	// OpSize counts the map's live entries in this partition: Num.
+	OpSize
+	// OpKeys lists the map's live keys in this partition: Value is their
+	// msgpack encoding as a []string, in no particular order.
+	OpKeys
+	// OpEntries returns the map's live entries in this partition, sorted by
+	// key: Value is a msgpack map of key (str) to value (bin, or nil for a
+	// nil value). It serves iteration, one partition at a time.
+	OpEntries
+	// OpClear removes every entry of the map in this partition. Num: how
+	// many live entries were removed.
+	OpClear
+
+	opEnd
+)
+
+// Service is the map service: it creates the per-partition state machines
+// the member core hosts. Register it with the member under ServiceName.
+type Service struct{}
+
+var (
+	_ op.Service = Service{}
+	_ op.State   = (*state)(nil)
+	_ op.Sweeper = (*state)(nil)
+)
+
+// Name returns ServiceName.
+func (Service) Name() string { return ServiceName }
+
+// NewState returns the empty map state of one partition. The returned value
+// also implements op.Sweeper.
+func (Service) NewState(partition int32) op.State { return newState(partition) }
+
+// state holds every map whose keys hash to one partition. It is not safe for
+// concurrent use: the member core serialises calls (op.State contract).
+type state struct {
+	partition int32
+	maps      map[string]*table
+	// n counts stored entries across all maps, including expired ones
+	// that nobody has reclaimed yet; Len discounts those.
+	n int
+	// exp orders every entry that has a TTL by expiry, so Sweep finds the
+	// expired ones without scanning and Size/Len can count them by visiting
+	// only the expired prefix of the heap.
+	exp expHeap
+	// last is the latest time (unix nanos) seen by any call; Len has no
+	// clock of its own.
+	last int64
+}
+
+// table is one map's share of a partition.
+type table struct {
+	name    string
+	entries map[string]entry
+	// ttl counts entries with an expiry: when zero, every entry is live
+	// and Size is len(entries).
+	ttl int
+}
+
+type entry struct {
+	value []byte
+	exp   *expiry // nil: never expires
+}
+
+// expiry is an entry's slot in the expiry heap. The entry points to it so an
+// overwrite or delete can fix or drop it in O(log n) instead of leaving
+// garbage in the heap.
+type expiry struct {
+	at  int64 // unix nanos; the entry is absent from this instant on
+	tab *table
+	key string
+	idx int // position in the heap
+}
+
+func newState(partition int32) *state {
+	return &state{partition: partition, maps: make(map[string]*table)}
+}
+
+func (s *state) observe(now int64) {
+	if now > s.last {
+		s.last = now
+	}
+}
+
+func fail(c op.Code, format string, args ...any) *op.Response {
+	return &op.Response{Code: c, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Apply executes one map operation at time now. It never panics: malformed
+// requests get an error response.
+func (s *state) Apply(now time.Time, req *op.Request) *op.Response {
+	if req == nil {
+		return fail(op.CodeBadRequest, "map: nil request")
+	}
+	if req.Op == 0 || req.Op >= opEnd {
+		return fail(op.CodeUnknownOp, "map: unknown operation %d", req.Op)
+	}
+	if req.Name == "" {
+		return fail(op.CodeBadRequest, "map: empty map name")
+	}
+	t := now.UnixNano()
+	s.observe(t)
+	switch req.Op {
+	case OpGet:
+		_, e, ok := s.lookup(t, req.Name, req.Key)
+		return &op.Response{Found: ok, Value: e.value}
+	case OpContains:
+		_, _, ok := s.lookup(t, req.Name, req.Key)
+		return &op.Response{Found: ok}
+	case OpDelete:
+		tab, e, ok := s.lookup(t, req.Name, req.Key)
+		if ok {
+			s.remove(tab, req.Key, e)
+		}
+		return &op.Response{Found: ok}
+	case OpSize:
+		return &op.Response{Num: int64(s.live(t, s.maps[req.Name]))}
+	case OpKeys:
+		return &op.Response{Value: s.keys(t, s.maps[req.Name])}
+	case OpEntries:
+		return &op.Response{Value: s.entries(t, s.maps[req.Name])}
+	case OpClear:
+		return &op.Response{Num: int64(s.clear(t, s.maps[req.Name]))}
+	}
+
+	// The remaining operations write with a TTL: validate it before any
+	// change.
+	at, err := expireAt(t, req.Num)
+	if err != nil {
+		return err
+	}
+	tab, e, ok := s.lookup(t, req.Name, req.Key)
+	switch req.Op {
+	case OpPut:
+		s.store(tab, req.Name, req.Key, req.Value, at, e, ok)
+		return &op.Response{Found: ok}
+	case OpPutIfAbsent:
+		if ok {
+			return &op.Response{Value: e.value}
+		}
+	case OpReplace:
+		if !ok {
+			return &op.Response{}
+		}
+	case OpCompareAndSwap:
+		if !ok || !bytes.Equal(e.value, req.Aux) {
+			return &op.Response{}
+		}
+	}
+	s.store(tab, req.Name, req.Key, req.Value, at, e, ok)
+	return &op.Response{Found: true}
+}
+
+// expireAt converts a TTL in milliseconds into an absolute expiry (0 = none),
+// saturating instead of overflowing so a huge TTL means "practically never".
+func expireAt(now, ttlMillis int64) (int64, *op.Response) {
+	switch {
+	case ttlMillis < 0:
+		return 0, fail(op.CodeBadRequest, "map: negative TTL %dms", ttlMillis)
+	case ttlMillis == 0:
+		return 0, nil
+	case ttlMillis > math.MaxInt64/int64(time.Millisecond):
+		return math.MaxInt64, nil
+	}
+	d := ttlMillis * int64(time.Millisecond)
+	if now > 0 && d > math.MaxInt64-now {
+		return math.MaxInt64, nil
+	}
+	return now + d, nil
+}
+
+// lookup finds a live entry. An expired entry it meets is reclaimed on the
+// spot (lazy expiry), so afterwards the key is either live or not stored at
+// all. tab is the map's table, nil when the map holds nothing.
+func (s *state) lookup(now int64, name, key string) (tab *table, e entry, ok bool) {
+	tab = s.maps[name]
+	if tab == nil {
+		return nil, entry{}, false
+	}
+	e, ok = tab.entries[key]
+	if ok && e.exp != nil && e.exp.at <= now {
+		s.remove(tab, key, e)
+		if len(tab.entries) == 0 {
+			tab = nil // remove dropped the table
+		}
+		return tab, entry{}, false
+	}
+	return tab, e, ok
+}
+
+// store writes key = value with expiry at (0 = none). old and had describe
+// what lookup found under key (had only for a live entry; lookup has already
+// reclaimed an expired one). It takes ownership of value, as op.State allows.
+func (s *state) store(tab *table, name, key string, value []byte, at int64, old entry, had bool) {
+	if tab == nil {
+		tab = &table{name: name, entries: make(map[string]entry, 1)}
+		s.maps[name] = tab
+	}
+	e := entry{value: value}
+	switch {
+	case at != 0 && old.exp != nil:
+		old.exp.at = at
+		s.exp.fix(old.exp.idx)
+		e.exp = old.exp
+	case at != 0:
+		e.exp = &expiry{at: at, tab: tab, key: key}
+		s.exp.push(e.exp)
+		tab.ttl++
+	case old.exp != nil:
+		s.exp.remove(old.exp)
+		tab.ttl--
+	}
+	tab.entries[key] = e
+	if !had {
+		s.n++
+	}
+}
+
+// remove deletes a stored entry and drops its table when it empties, so
+// abandoned maps cost nothing.
+func (s *state) remove(tab *table, key string, e entry) {
+	delete(tab.entries, key)
+	if e.exp != nil {
+		s.exp.remove(e.exp)
+		tab.ttl--
+	}
+	s.n--
+	if len(tab.entries) == 0 {
+		delete(s.maps, tab.name)
+	}
+}
+
+func (s *state) expiredPending(now int64) bool {
+	return len(s.exp) > 0 && s.exp[0].at <= now
+}
+
+// live counts tab's live entries: O(1) unless expired entries are waiting
+// for the sweeper, and then O(expired entries of the partition).
+func (s *state) live(now int64, tab *table) int {
+	if tab == nil {
+		return 0
+	}
+	n := len(tab.entries)
+	if tab.ttl == 0 || !s.expiredPending(now) {
+		return n
+	}
+	return n - s.exp.countExpired(now, tab, 0)
+}
+
+func (s *state) keys(now int64, tab *table) []byte {
+	if tab == nil {
+		return encodeKeys(nil)
+	}
+	keys := make([]string, 0, s.live(now, tab))
+	for k, e := range tab.entries {
+		if e.exp == nil || e.exp.at > now {
+			keys = append(keys, k)
+		}
+	}
+	return encodeKeys(keys)
+}
+
+func (s *state) entries(now int64, tab *table) []byte {
+	if tab == nil {
+		return encodeEntries(nil)
+	}
+	es := make([]kv, 0, s.live(now, tab))
+	for k, e := range tab.entries {
+		if e.exp == nil || e.exp.at > now {
+			es = append(es, kv{key: k, value: e.value})
+		}
+	}
+	// Sorted so iteration order within a partition is deterministic.
+	slices.SortFunc(es, func(a, b kv) int { return strings.Compare(a.key, b.key) })
+	return encodeEntries(es)
+}
+
+func (s *state) clear(now int64, tab *table) int {
+	if tab == nil {
+		return 0
+	}
+	n := s.live(now, tab)
+	if tab.ttl > 0 {
+		for _, e := range tab.entries {
+			if e.exp != nil {
+				s.exp.remove(e.exp)
+			}
+		}
+	}
+	s.n -= len(tab.entries)
+	delete(s.maps, tab.name)
+	return n
+}
+
+// Sweep removes up to max expired entries, soonest-expired first. It costs
+// O(1) when nothing has expired and O(log n) per removed entry otherwise.
+func (s *state) Sweep(now time.Time, max int) int {
+	t := now.UnixNano()
+	s.observe(t)
+	n := 0
+	for n < max && s.expiredPending(t) {
+		x := s.exp[0]
+		s.remove(x.tab, x.key, x.tab.entries[x.key])
+		n++
+	}
+	return n
+}
+
+// Len reports the live entries across all maps, as of the latest time any
+// call passed in (Len takes no clock).
+func (s *state) Len() int {
+	if !s.expiredPending(s.last) {
+		return s.n
+	}
+	return s.n - s.exp.countExpired(s.last, nil, 0)
+}
+
+// Snapshot serialises every live entry with its absolute expiry. Maps and
+// keys are sorted so equal states give equal snapshots.
+func (s *state) Snapshot(now time.Time) ([]byte, error) {
+	t := now.UnixNano()
+	s.observe(t)
+	return encodeSnapshot(s, t)
+}
+
+// Restore replaces the state with a snapshot, dropping entries that have
+// expired by now. On error the state is left unchanged.
+func (s *state) Restore(now time.Time, snapshot []byte) error {
+	t := now.UnixNano()
+	fresh := newState(s.partition)
+	if err := decodeSnapshot(snapshot, t, fresh); err != nil {
+		return fmt.Errorf("maps: restore partition %d: %w", s.partition, err)
+	}
+	fresh.observe(max(t, s.last))
+	*s = *fresh
+	return nil
+}
+
+// expHeap is a binary min-heap on expiry time that keeps each item's index
+// current (container/heap would box every call through an interface).
+type expHeap []*expiry
+
+func (h expHeap) less(i, j int) bool { return h[i].at < h[j].at }
+
+func (h expHeap) swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].idx = i
+	h[j].idx = j
+}
+
+func (h expHeap) up(j int) {
+	for j > 0 {
+		i := (j - 1) / 2
+		if !h.less(j, i) {
+			break
+		}
+		h.swap(i, j)
+		j = i
+	}
+}
+
+func (h expHeap) down(i0, n int) bool {
+	i := i0
+	for {
+		j := 2*i + 1
+		if j >= n || j < 0 {
+			break
+		}
+		if r := j + 1; r < n && h.less(r, j) {
+			j = r
+		}
+		if !h.less(j, i) {
+			break
+		}
+		h.swap(i, j)
+		i = j
+	}
+	return i > i0
+}
+
+func (h *expHeap) push(x *expiry) {
+	x.idx = len(*h)
+	*h = append(*h, x)
+	h.up(x.idx)
+}
+
+func (h *expHeap) remove(x *expiry) {
+	old := *h
+	n := len(old) - 1
+	if i := x.idx; i != n {
+		old.swap(i, n)
+		if !old.down(i, n) {
+			old.up(i)
+		}
+	}
+	old[n] = nil // let the entry's memory go
+	*h = old[:n]
+	x.idx = -1
+}
+
+func (h expHeap) fix(i int) {
+	if !h.down(i, len(h)) {
+		h.up(i)
+	}
+}
+
+// countExpired counts the items at or below index i that expired by now and
+// belong to tab (any table when tab is nil). A subtree whose root expires
+// later holds only later items, so only the expired part is visited.
+func (h expHeap) countExpired(now int64, tab *table, i int) int {
+	if i >= len(h) || h[i].at > now {
+		return 0
+	}
+	n := 0
+	if tab == nil || h[i].tab == tab {
+		n = 1
+	}
+	return n + h.countExpired(now, tab, 2*i+1) + h.countExpired(now, tab, 2*i+2)
+}

@@ -1,0 +1,132 @@
+// Package op is the invocation seam of Shoal: the request and response that
+// travel from a typed proxy (maps.Map, ...) to the owner of a partition, the
+// Invoker interface that both an embedded member and the remote client
+// implement, the per-partition service interface that structure packages
+// implement, and the one table of error codes that lets errors.Is work across
+// the wire.
+//
+// The package is a leaf: it imports only the standard library, so structure
+// packages, the member core (grid) and the client can all depend on it
+// without depending on each other.
+package op
+
+import (
+	"context"
+	"time"
+)
+
+// Request is one operation on one partition (or, for InvokeAll, on every
+// partition). Its fields are a small fixed union rather than a nested payload
+// so that the hot path (a map Put or Get) encodes and decodes without a second
+// serialisation step. Each service documents what it reads from Key, Value,
+// Aux and Num for each of its operations.
+type Request struct {
+	// Service names the structure kind ("map", "queue", ...). Names starting
+	// with "_" are reserved for the member core.
+	Service string
+	// Name is the structure's name ("users").
+	Name string
+	// Op is the service-specific operation code.
+	Op uint8
+	// Partition is the target partition. Invoke fills it from Key when it
+	// is negative.
+	Partition int32
+	// Key is the entry key; it also routes the request when Partition < 0.
+	Key string
+	// Value is the main operand (the value of a Put).
+	Value []byte
+	// Aux is a second operand (the expected value of a CompareAndSwap).
+	Aux []byte
+	// Num is a numeric operand (a TTL in milliseconds, a count, ...).
+	Num int64
+	// TableVersion is the partition-table version the sender routed by. The
+	// owner refuses a request whose version differs from its own, so two
+	// members never both act as owner of a partition at one version.
+	// Zero means "route for me" and is only accepted from local callers.
+	TableVersion uint64
+	// Timeout is the time the caller is still willing to wait; it travels
+	// as a duration (not a wall-clock deadline) so clock skew between hosts
+	// does not matter. Zero means no deadline.
+	Timeout time.Duration
+}
+
+// Response is the owner's answer to a Request.
+type Response struct {
+	// Code is OK or the code of an error from the table in errors.go.
+	Code Code
+	// Msg carries the error's detail text when Code is not OK.
+	Msg string
+	// Found reports whether the key existed / the condition held.
+	Found bool
+	// Value is the main result (the value of a Get, an encoded key list).
+	Value []byte
+	// Num is a numeric result (a size, a count, a fencing token).
+	Num int64
+	// TableVersion is the responder's partition-table version; a caller that
+	// sees a newer one refreshes its table.
+	TableVersion uint64
+}
+
+// Err returns the error the response carries, or nil when Code is OK.
+func (r *Response) Err() error {
+	if r == nil || r.Code == OK {
+		return nil
+	}
+	return Error(r.Code, r.Msg)
+}
+
+// Invoker sends requests to partition owners. An embedded member
+// (*grid.Member) and a remote client (*client.Client) both implement it, so a
+// proxy written once over Invoker works in both modes.
+//
+// Implementations are safe for concurrent use. Invoke retries internally on
+// retriable errors (a stale table, a partition in migration, a lost
+// connection) until ctx ends; the error it returns is final for the caller.
+type Invoker interface {
+	// Invoke runs req on the owner of its partition and returns the owner's
+	// response. A non-OK response is returned as an error (see Response.Err);
+	// the response is returned too so callers can read detail fields.
+	Invoke(ctx context.Context, req *Request) (*Response, error)
+	// InvokeAll runs req once on every partition and returns the responses
+	// indexed by partition id. It fails if any partition fails.
+	InvokeAll(ctx context.Context, req *Request) ([]*Response, error)
+	// PartitionOf returns the partition that owns key.
+	PartitionOf(key string) int32
+}
+
+// Service is a kind of distributed structure (maps, queues, locks). The
+// member core creates one State per partition from it and never looks inside.
+type Service interface {
+	// Name is the value of Request.Service this service answers.
+	Name() string
+	// NewState returns the empty state of one partition.
+	NewState(partition int32) State
+}
+
+// State is the pure per-partition state machine of one service: every
+// structure of that service that hashes to the partition. The member core
+// guarantees that at most one goroutine calls a State's methods at a time
+// (it holds the partition's lock), so implementations need no locking. Time
+// is passed in so that state machines are deterministic and testable.
+type State interface {
+	// Apply executes req at time now and returns its response. It must not
+	// block, do IO or keep references to req's byte slices beyond the call
+	// unless it owns them (the member core hands over ownership of Value and
+	// Aux).
+	Apply(now time.Time, req *Request) *Response
+	// Snapshot serialises the whole partition state, for migration.
+	Snapshot(now time.Time) ([]byte, error)
+	// Restore replaces the state with a snapshot produced by Snapshot.
+	Restore(now time.Time, snapshot []byte) error
+	// Len reports the number of entries, for metrics and migration logs.
+	Len() int
+}
+
+// Sweeper is implemented by states that hold expiring entries. The member
+// core calls Sweep periodically, under the partition's lock, so expired
+// entries are reclaimed even when nobody reads them.
+type Sweeper interface {
+	// Sweep removes at most max expired entries at time now and returns how
+	// many it removed.
+	Sweep(now time.Time, max int) int
+}

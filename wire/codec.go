@@ -1,0 +1,302 @@
+// Package wire is Shoal's network protocol: length-prefixed frames carrying
+// msgpack-encoded requests and responses, a version handshake, and Conn, a
+// multiplexed connection on which many requests are in flight at once and
+// writes from many goroutines are coalesced into few syscalls.
+//
+// Frame layout (big endian):
+//
+//	uint32 length   bytes that follow this field (kind + id + body)
+//	uint8  kind     Hello, HelloAck, Request or Response
+//	uint64 id       request id; a response carries its request's id
+//	body            msgpack
+//
+// Requests and responses are msgpack arrays with hand-written codecs (no
+// reflection on the hot path); unknown trailing array elements are skipped so
+// later protocol versions can add fields.
+package wire
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/shoalgrid/shoal/op"
+)
+
+// Kind is a frame's type.
+type Kind uint8
+
+// Frame kinds.
+const (
+	KindHello Kind = iota + 1
+	KindHelloAck
+	KindRequest
+	KindResponse
+)
+
+const headerSize = 4 + 1 + 8
+
+// ProtocolVersion is the version this build speaks. Peers with another
+// version are refused at the handshake.
+const ProtocolVersion = 1
+
+// Magic opens every handshake so that a stray connection (an HTTP client, a
+// port scanner) is refused with a clear error.
+const Magic = "shoal"
+
+const (
+	requestFields  = 10
+	responseFields = 6
+)
+
+// ErrMalformed is wrapped by decoding errors: the input is not a valid frame
+// or body. It also wraps op.ErrBadRequest so callers can match either.
+var ErrMalformed = fmt.Errorf("%w: malformed frame", op.ErrBadRequest)
+
+func malformed(what string, err error) error {
+	if err == nil {
+		return fmt.Errorf("%w: %s", ErrMalformed, what)
+	}
+	return fmt.Errorf("%w: %s: %v", ErrMalformed, what, err)
+}
+
+// EncodeRequest writes r as a msgpack array.
+func EncodeRequest(enc *msgpack.Encoder, r *op.Request) error {
+	return errors.Join(
+		enc.EncodeArrayLen(requestFields),
+		enc.EncodeString(r.Service),
+		enc.EncodeString(r.Name),
+		enc.EncodeUint(uint64(r.Op)),
+		enc.EncodeInt(int64(r.Partition)),
+		enc.EncodeString(r.Key),
+		enc.EncodeBytes(r.Value),
+		enc.EncodeBytes(r.Aux),
+		enc.EncodeInt(r.Num),
+		enc.EncodeUint(r.TableVersion),
+		enc.EncodeInt(int64(r.Timeout)),
+	)
+}
+
+// DecodeRequest reads a request written by EncodeRequest into r. Errors wrap
+// ErrMalformed.
+func DecodeRequest(dec *msgpack.Decoder, r *op.Request) error {
+	n, err := dec.DecodeArrayLen()
+	if err != nil {
+		return malformed("request", err)
+	}
+	if n < requestFields {
+		return malformed(fmt.Sprintf("request has %d fields, want %d", n, requestFields), nil)
+	}
+	var u uint64
+	var i int64
+	if r.Service, err = dec.DecodeString(); err != nil {
+		return malformed("request service", err)
+	}
+	if r.Name, err = dec.DecodeString(); err != nil {
+		return malformed("request name", err)
+	}
+	if u, err = dec.DecodeUint64(); err != nil || u > math.MaxUint8 {
+		return malformed("request op", err)
+	}
+	r.Op = uint8(u)
+	if i, err = dec.DecodeInt64(); err != nil || i < math.MinInt32 || i > math.MaxInt32 {
+		return malformed("request partition", err)
+	}
+	r.Partition = int32(i)
+	if r.Key, err = dec.DecodeString(); err != nil {
+		return malformed("request key", err)
+	}
+	if r.Value, err = decodeBytes(dec); err != nil {
+		return malformed("request value", err)
+	}
+	if r.Aux, err = decodeBytes(dec); err != nil {
+		return malformed("request aux", err)
+	}
+	if r.Num, err = dec.DecodeInt64(); err != nil {
+		return malformed("request num", err)
+	}
+	if r.TableVersion, err = dec.DecodeUint64(); err != nil {
+		return malformed("request table version", err)
+	}
+	if i, err = dec.DecodeInt64(); err != nil || i < 0 {
+		return malformed("request timeout", err)
+	}
+	r.Timeout = time.Duration(i)
+	return skipExtra(dec, n-requestFields)
+}
+
+// EncodeResponse writes r as a msgpack array.
+func EncodeResponse(enc *msgpack.Encoder, r *op.Response) error {
+	return errors.Join(
+		enc.EncodeArrayLen(responseFields),
+		enc.EncodeUint(uint64(r.Code)),
+		enc.EncodeString(r.Msg),
+		enc.EncodeBool(r.Found),
+		enc.EncodeBytes(r.Value),
+		enc.EncodeInt(r.Num),
+		enc.EncodeUint(r.TableVersion),
+	)
+}
+
+// DecodeResponse reads a response written by EncodeResponse into r. Errors
+// wrap ErrMalformed.
+func DecodeResponse(dec *msgpack.Decoder, r *op.Response) error {
+	n, err := dec.DecodeArrayLen()
+	if err != nil {
+		return malformed("response", err)
+	}
+	if n < responseFields {
+		return malformed(fmt.Sprintf("response has %d fields, want %d", n, responseFields), nil)
+	}
+	var u uint64
+	if u, err = dec.DecodeUint64(); err != nil || u > math.MaxUint16 {
+		return malformed("response code", err)
+	}
+	r.Code = op.Code(u)
+	if r.Msg, err = dec.DecodeString(); err != nil {
+		return malformed("response message", err)
+	}
+	if r.Found, err = dec.DecodeBool(); err != nil {
+		return malformed("response found", err)
+	}
+	if r.Value, err = decodeBytes(dec); err != nil {
+		return malformed("response value", err)
+	}
+	if r.Num, err = dec.DecodeInt64(); err != nil {
+		return malformed("response num", err)
+	}
+	if r.TableVersion, err = dec.DecodeUint64(); err != nil {
+		return malformed("response table version", err)
+	}
+	return skipExtra(dec, n-responseFields)
+}
+
+// bytesChunk is the most decodeBytes allocates ahead of the data it has read
+// when it cannot see how much input is left.
+const bytesChunk = 64 << 10
+
+// decodeBytes is dec.DecodeBytes without its allocation hazard: msgpack
+// allocates the length a bin/str header claims before reading anything, so a
+// 6-byte body claiming 4 GiB made the receiver allocate 4 GiB. Here a claim
+// longer than the input left is refused when the decoder reads from an
+// in-memory reader (the case for every frame a Conn reads), and otherwise the
+// slice grows with the data actually read. Like DecodeBytes it returns nil for
+// msgpack nil and a non-nil empty slice for an empty bin.
+func decodeBytes(dec *msgpack.Decoder) ([]byte, error) {
+	n, err := dec.DecodeBytesLen()
+	switch {
+	case err != nil:
+		return nil, err
+	case n < 0:
+		return nil, nil
+	case n == 0:
+		return []byte{}, nil
+	}
+	left, known := remaining(dec)
+	if known && n > left {
+		return nil, fmt.Errorf("%d bytes claimed, %d left: %w", n, left, io.ErrUnexpectedEOF)
+	}
+	if known || n <= bytesChunk {
+		b := make([]byte, n)
+		if err := dec.ReadFull(b); err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+	b := make([]byte, 0, bytesChunk)
+	for len(b) < n {
+		if len(b) == cap(b) {
+			b = slices.Grow(b, min(n-len(b), len(b)))
+		}
+		end := min(n, cap(b))
+		if err := dec.ReadFull(b[len(b):end]); err != nil {
+			return nil, err
+		}
+		b = b[:end]
+	}
+	return b, nil
+}
+
+// remaining returns how many input bytes dec has left when it reads from an
+// in-memory reader.
+func remaining(dec *msgpack.Decoder) (int, bool) {
+	switch r := dec.Buffered().(type) {
+	case *bytes.Reader:
+		return r.Len(), true
+	case *bytes.Buffer:
+		return r.Len(), true
+	case *strings.Reader:
+		return r.Len(), true
+	}
+	return 0, false
+}
+
+func skipExtra(dec *msgpack.Decoder, n int) error {
+	for ; n > 0; n-- {
+		if err := dec.Skip(); err != nil {
+			return malformed("trailing field", err)
+		}
+	}
+	return nil
+}
+
+// Role says what kind of peer opened a connection.
+type Role uint8
+
+// Roles.
+const (
+	RoleClient Role = iota + 1
+	RoleMember
+)
+
+// Hello is the handshake each side sends first. Members refuse peers with a
+// different protocol version, cluster name or partition count.
+type Hello struct {
+	Magic      string `msgpack:"magic"`
+	Proto      int    `msgpack:"proto"`
+	Role       Role   `msgpack:"role"`
+	Name       string `msgpack:"name"`
+	Cluster    string `msgpack:"cluster"`
+	Partitions int    `msgpack:"partitions"`
+	// Err is set in a HelloAck that refuses the connection.
+	Err string `msgpack:"err,omitempty"`
+}
+
+// DecodeHello decodes a handshake body. Errors wrap ErrMalformed.
+func DecodeHello(b []byte) (Hello, error) {
+	var h Hello
+	if err := msgpack.Unmarshal(b, &h); err != nil {
+		return Hello{}, malformed("hello", err)
+	}
+	if h.Magic != Magic {
+		return Hello{}, malformed("not a shoal peer (bad magic)", nil)
+	}
+	return h, nil
+}
+
+// DecodeRequestBytes decodes a request body held in b.
+func DecodeRequestBytes(b []byte) (*op.Request, error) {
+	var r op.Request
+	dec := msgpack.NewDecoder(bytes.NewReader(b))
+	if err := DecodeRequest(dec, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// DecodeResponseBytes decodes a response body held in b.
+func DecodeResponseBytes(b []byte) (*op.Response, error) {
+	var r op.Response
+	dec := msgpack.NewDecoder(bytes.NewReader(b))
+	if err := DecodeResponse(dec, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}

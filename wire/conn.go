@@ -1,0 +1,558 @@
+package wire
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/shoalgrid/shoal/op"
+)
+
+// Handler serves the requests that arrive on a Conn.
+//
+// HandleRequest is called from the connection's read loop, one request at a
+// time, so it must not block for long: run slow work elsewhere. It must
+// eventually call c.Respond(id, ...) exactly once. It owns req and its byte
+// slices.
+type Handler interface {
+	HandleRequest(c *Conn, id uint64, req *op.Request)
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(c *Conn, id uint64, req *op.Request)
+
+// HandleRequest calls f.
+func (f HandlerFunc) HandleRequest(c *Conn, id uint64, req *op.Request) { f(c, id, req) }
+
+// Options configure a Conn.
+type Options struct {
+	// Limits bound keys, values and frames in both directions.
+	Limits Limits
+	// Handler serves incoming requests; nil refuses them with
+	// op.ErrBadRequest.
+	Handler Handler
+	// MaxPendingWrite bounds the bytes queued for writing; senders block
+	// (back-pressure) until the write loop drains below it. Default 32 MiB.
+	MaxPendingWrite int
+	// WriteTimeout bounds one write syscall; a peer that stops reading for
+	// that long is disconnected. Default 10 s.
+	WriteTimeout time.Duration
+	// HandshakeTimeout bounds the handshake. Default 5 s.
+	HandshakeTimeout time.Duration
+}
+
+func (o Options) withDefaults() Options {
+	o.Limits = o.Limits.withDefaults()
+	if o.MaxPendingWrite <= 0 {
+		o.MaxPendingWrite = 32 << 20
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 10 * time.Second
+	}
+	if o.HandshakeTimeout <= 0 {
+		o.HandshakeTimeout = 5 * time.Second
+	}
+	return o
+}
+
+// ErrNotSent is wrapped (together with op.ErrUnavailable) by Call errors for
+// requests that were never written to the connection: retrying them cannot
+// apply an operation twice.
+var ErrNotSent = errors.New("request not sent")
+
+// ErrConnLost is wrapped (together with op.ErrUnavailable) by Call errors for
+// requests that were written but whose response never came because the
+// connection broke: the operation may or may not have been applied.
+var ErrConnLost = errors.New("connection lost before the response")
+
+// Conn is one multiplexed connection between two Shoal peers. Any number of
+// goroutines may Call concurrently; each request gets an id and its response
+// is matched by id, so many requests are in flight at once. Frames queued by
+// concurrent callers are written together by one write loop (coalesced
+// flushes).
+//
+// A Conn owns two goroutines (read loop and write loop); Close stops both and
+// waits for them.
+type Conn struct {
+	nc   net.Conn
+	opts Options
+	peer Hello
+
+	// write side: frames are encoded straight into out under mu; the write
+	// loop swaps out with spare and writes it without holding mu.
+	mu       sync.Mutex
+	cond     *sync.Cond
+	out      *outBuf
+	spare    *outBuf
+	closing  bool
+	writeErr error
+
+	pmu     sync.Mutex
+	nextID  uint64
+	pending map[uint64]chan *op.Response
+
+	closeOnce sync.Once
+	done      chan struct{}
+	errMu     sync.Mutex
+	err       error
+	loops     sync.WaitGroup
+}
+
+type outBuf struct {
+	b   bytes.Buffer
+	enc *msgpack.Encoder
+}
+
+func newOutBuf() *outBuf {
+	o := &outBuf{}
+	o.enc = msgpack.NewEncoder(&o.b)
+	return o
+}
+
+// Dial connects to addr with d (whose LocalAddr should be the member's own
+// IP so that address-based network faults catch this traffic), performs the
+// handshake and starts the connection's loops. It returns the peer's hello.
+func Dial(ctx context.Context, d *net.Dialer, addr string, local Hello, opts Options) (*Conn, error) {
+	if d == nil {
+		d = &net.Dialer{}
+	}
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: dial %s: %v", op.ErrUnavailable, addr, err)
+	}
+	opts = opts.withDefaults()
+	c, err := clientHandshake(ctx, nc, local, opts)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func clientHandshake(ctx context.Context, nc net.Conn, local Hello, opts Options) (*Conn, error) {
+	dl := time.Now().Add(opts.HandshakeTimeout)
+	if cdl, ok := ctx.Deadline(); ok && cdl.Before(dl) {
+		dl = cdl
+	}
+	_ = nc.SetDeadline(dl)
+	// The deadline only covers ctx's deadline: a canceled ctx must end the
+	// handshake too, so it forces the deadline into the past.
+	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
+	c, err := clientHello(ctx, nc, local, opts)
+	if !stop() && err == nil {
+		// ctx ended as the handshake finished; the forced deadline may
+		// have hit the new connection, so do not hand it out.
+		c.Close()
+		c, err = nil, fmt.Errorf("%w: handshake with %s: %w", op.ErrUnavailable, nc.RemoteAddr(), ctx.Err())
+	}
+	return c, err
+}
+
+func clientHello(ctx context.Context, nc net.Conn, local Hello, opts Options) (*Conn, error) {
+	local.Magic = Magic
+	local.Proto = ProtocolVersion
+	if err := writeHello(nc, KindHello, local); err != nil {
+		return nil, handshakeErr(ctx, nc, err)
+	}
+	br := bufio.NewReaderSize(nc, 64<<10)
+	kind, _, body, err := readFrame(br, nil, 64<<10)
+	if err != nil {
+		return nil, handshakeErr(ctx, nc, err)
+	}
+	if kind != KindHelloAck {
+		return nil, malformed(fmt.Sprintf("handshake: got frame kind %d, want hello ack", kind), nil)
+	}
+	peer, err := DecodeHello(body)
+	if err != nil {
+		return nil, err
+	}
+	if peer.Err != "" {
+		return nil, fmt.Errorf("%w: %s refused the connection: %s", op.ErrBadRequest, nc.RemoteAddr(), peer.Err)
+	}
+	_ = nc.SetDeadline(time.Time{})
+	return start(nc, br, peer, opts), nil
+}
+
+func handshakeErr(ctx context.Context, nc net.Conn, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return fmt.Errorf("%w: handshake with %s: %v: %w", op.ErrUnavailable, nc.RemoteAddr(), err, cerr)
+	}
+	return fmt.Errorf("%w: handshake with %s: %v", op.ErrUnavailable, nc.RemoteAddr(), err)
+}
+
+// Accept performs the server side of the handshake on an accepted
+// connection: it reads the peer's hello, asks check whether to accept it
+// (check may return an error, which is sent to the peer), answers with local
+// and starts the connection's loops. When the handshake fails or is refused,
+// Accept closes nc and returns the reason.
+func Accept(nc net.Conn, local Hello, check func(peer Hello) error, opts Options) (*Conn, error) {
+	c, err := accept(nc, local, check, opts)
+	if err != nil {
+		_ = nc.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func accept(nc net.Conn, local Hello, check func(peer Hello) error, opts Options) (*Conn, error) {
+	opts = opts.withDefaults()
+	_ = nc.SetDeadline(time.Now().Add(opts.HandshakeTimeout))
+	br := bufio.NewReaderSize(nc, 64<<10)
+	kind, _, body, err := readFrame(br, nil, 64<<10)
+	if err != nil {
+		return nil, fmt.Errorf("handshake from %s: %w", nc.RemoteAddr(), err)
+	}
+	if kind != KindHello {
+		return nil, malformed(fmt.Sprintf("handshake from %s: got frame kind %d, want hello", nc.RemoteAddr(), kind), nil)
+	}
+	peer, err := DecodeHello(body)
+	if err != nil {
+		return nil, fmt.Errorf("handshake from %s: %w", nc.RemoteAddr(), err)
+	}
+	local.Magic = Magic
+	local.Proto = ProtocolVersion
+	if peer.Proto != ProtocolVersion {
+		err = fmt.Errorf("%w: protocol version %d, this member speaks %d", op.ErrBadRequest, peer.Proto, ProtocolVersion)
+	} else if check != nil {
+		err = check(peer)
+	}
+	if err != nil {
+		local.Err = op.Message(err)
+		_ = writeHello(nc, KindHelloAck, local)
+		return nil, fmt.Errorf("handshake from %s refused: %w", nc.RemoteAddr(), err)
+	}
+	if err := writeHello(nc, KindHelloAck, local); err != nil {
+		return nil, fmt.Errorf("handshake from %s: %w", nc.RemoteAddr(), err)
+	}
+	_ = nc.SetDeadline(time.Time{})
+	return start(nc, br, peer, opts), nil
+}
+
+func writeHello(w io.Writer, kind Kind, h Hello) error {
+	body, err := msgpack.Marshal(&h)
+	if err != nil {
+		return err
+	}
+	frame := make([]byte, headerSize, headerSize+len(body))
+	binary.BigEndian.PutUint32(frame, uint32(1+8+len(body)))
+	frame[4] = byte(kind)
+	frame = append(frame, body...)
+	_, err = w.Write(frame)
+	return err
+}
+
+// readFrame reads one frame into buf (grown as needed) and returns its kind,
+// id and body. Frames larger than max are refused before their body is read.
+func readFrame(r io.Reader, buf []byte, max int) (Kind, uint64, []byte, error) {
+	var hdr [headerSize]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return 0, 0, buf, err
+	}
+	n := int(binary.BigEndian.Uint32(hdr[:4]))
+	if n < 9 {
+		return 0, 0, buf, malformed(fmt.Sprintf("frame length %d is below the header size", n), nil)
+	}
+	if n+4 > max {
+		return 0, 0, buf, fmt.Errorf("%w: frame of %d bytes, limit is %d", op.ErrTooLarge, n+4, max)
+	}
+	kind := Kind(hdr[4])
+	id := binary.BigEndian.Uint64(hdr[5:])
+	body := n - 9
+	if cap(buf) < body {
+		buf = make([]byte, body)
+	}
+	buf = buf[:body]
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return 0, 0, buf, err
+	}
+	return kind, id, buf, nil
+}
+
+func start(nc net.Conn, br *bufio.Reader, peer Hello, opts Options) *Conn {
+	c := &Conn{
+		nc:      nc,
+		opts:    opts,
+		peer:    peer,
+		out:     newOutBuf(),
+		spare:   newOutBuf(),
+		pending: make(map[uint64]chan *op.Response),
+		done:    make(chan struct{}),
+	}
+	c.cond = sync.NewCond(&c.mu)
+	c.loops.Add(2)
+	go c.readLoop(br)
+	go c.writeLoop()
+	return c
+}
+
+// Peer returns the hello the peer sent.
+func (c *Conn) Peer() Hello { return c.peer }
+
+// RemoteAddr returns the peer's network address.
+func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
+
+// Limits returns the connection's limits.
+func (c *Conn) Limits() Limits { return c.opts.Limits }
+
+// Done is closed when the connection has failed or been closed.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Err returns why the connection closed, or nil while it is open.
+func (c *Conn) Err() error {
+	c.errMu.Lock()
+	defer c.errMu.Unlock()
+	return c.err
+}
+
+// Close closes the connection, fails every call in flight with
+// op.ErrUnavailable and waits for the loops to stop.
+func (c *Conn) Close() error {
+	c.fail(fmt.Errorf("%w: connection closed", op.ErrClosed))
+	c.loops.Wait()
+	return nil
+}
+
+func (c *Conn) fail(err error) {
+	c.closeOnce.Do(func() {
+		c.errMu.Lock()
+		c.err = err
+		c.errMu.Unlock()
+		// Stop new frames and new calls before Done is closed, so that a
+		// Call made after Done is closed fails with ErrNotSent, never
+		// ErrConnLost, and Done implies every call in flight was failed.
+		c.mu.Lock()
+		c.closing = true
+		c.cond.Broadcast()
+		c.mu.Unlock()
+		c.pmu.Lock()
+		pending := c.pending
+		c.pending = nil
+		c.pmu.Unlock()
+		_ = c.nc.Close()
+		for _, ch := range pending {
+			ch <- nil // nil response = connection lost
+		}
+		close(c.done)
+	})
+}
+
+// maxKeptBuf is the largest read or write buffer a Conn keeps between frames.
+const maxKeptBuf = 4 << 20
+
+var chanPool = sync.Pool{New: func() any { return make(chan *op.Response, 1) }}
+
+// Call sends req and waits for its response, ctx's end or the connection's
+// loss. The response may carry a non-OK code; Call's error covers transport
+// failures only: op.ErrTooLarge (nothing sent), op.ErrUnavailable with
+// ErrNotSent or ErrConnLost, or the context's error mapped by op.FromContext
+// (the request may have been applied).
+func (c *Conn) Call(ctx context.Context, req *op.Request) (*op.Response, error) {
+	if err := c.opts.Limits.Check(req); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, op.FromContext(ctx)
+	}
+	ch := chanPool.Get().(chan *op.Response)
+	c.pmu.Lock()
+	if c.pending == nil {
+		c.pmu.Unlock()
+		chanPool.Put(ch)
+		return nil, c.notSent()
+	}
+	c.nextID++
+	id := c.nextID
+	c.pending[id] = ch
+	c.pmu.Unlock()
+
+	// Encode a copy: writing req.Timeout would race with other goroutines
+	// sending or reading the same request.
+	r := *req
+	r.Timeout = op.Remaining(ctx, time.Now())
+	if err := c.enqueue(KindRequest, id, func(enc *msgpack.Encoder) error { return EncodeRequest(enc, &r) }); err != nil {
+		c.forget(id, ch)
+		if errors.Is(err, op.ErrTooLarge) {
+			return nil, err
+		}
+		return nil, c.notSent()
+	}
+	select {
+	case resp := <-ch:
+		chanPool.Put(ch)
+		if resp == nil {
+			return nil, fmt.Errorf("%w: %w: %v", op.ErrUnavailable, ErrConnLost, c.Err())
+		}
+		return resp, nil
+	case <-ctx.Done():
+		c.forget(id, ch)
+		return nil, op.FromContext(ctx)
+	}
+}
+
+func (c *Conn) notSent() error {
+	return fmt.Errorf("%w: %w: %v", op.ErrUnavailable, ErrNotSent, c.Err())
+}
+
+// forget removes a call whose caller gave up; a response that raced in is
+// drained so the channel can be reused.
+func (c *Conn) forget(id uint64, ch chan *op.Response) {
+	c.pmu.Lock()
+	_, still := c.pending[id]
+	delete(c.pending, id)
+	c.pmu.Unlock()
+	if still {
+		select {
+		case <-ch:
+		default:
+		}
+		chanPool.Put(ch)
+	}
+	// Otherwise fail() or the read loop owns the send; let the channel go
+	// to the garbage collector rather than risk a stale value in the pool.
+}
+
+// Respond sends the response to request id. It is safe to call from any
+// goroutine. A response too large for a frame is replaced by an
+// op.ErrTooLarge error response.
+func (c *Conn) Respond(id uint64, resp *op.Response) {
+	err := c.enqueue(KindResponse, id, func(enc *msgpack.Encoder) error { return EncodeResponse(enc, resp) })
+	if errors.Is(err, op.ErrTooLarge) {
+		_ = c.enqueue(KindResponse, id, func(enc *msgpack.Encoder) error {
+			return EncodeResponse(enc, &op.Response{Code: op.CodeTooLarge, Msg: op.Message(err), TableVersion: resp.TableVersion})
+		})
+	}
+}
+
+// enqueue encodes one frame into the pending write buffer, waiting while the
+// buffer is over its bound.
+func (c *Conn) enqueue(kind Kind, id uint64, body func(*msgpack.Encoder) error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for !c.closing && c.out.b.Len() >= c.opts.MaxPendingWrite {
+		c.cond.Wait()
+	}
+	if c.closing {
+		return op.ErrClosed
+	}
+	o := c.out
+	start := o.b.Len()
+	var hdr [headerSize]byte
+	hdr[4] = byte(kind)
+	binary.BigEndian.PutUint64(hdr[5:], id)
+	o.b.Write(hdr[:])
+	if err := body(o.enc); err != nil {
+		o.b.Truncate(start)
+		return fmt.Errorf("%w: encode: %v", op.ErrInternal, err)
+	}
+	n := o.b.Len() - start
+	if n > c.opts.Limits.MaxFrameSize {
+		o.b.Truncate(start)
+		return op.Errorf(op.CodeTooLarge, "frame of %d bytes, limit is %d", n, c.opts.Limits.MaxFrameSize)
+	}
+	binary.BigEndian.PutUint32(o.b.Bytes()[start:], uint32(n-4))
+	if start == 0 {
+		c.cond.Broadcast()
+	}
+	return nil
+}
+
+func (c *Conn) writeLoop() {
+	defer c.loops.Done()
+	for {
+		c.mu.Lock()
+		for !c.closing && c.out.b.Len() == 0 {
+			c.cond.Wait()
+		}
+		if c.closing {
+			c.mu.Unlock()
+			return
+		}
+		o := c.out
+		c.out, c.spare = c.spare, o
+		c.cond.Broadcast() // wake senders waiting for room
+		c.mu.Unlock()
+
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
+		_, err := c.nc.Write(o.b.Bytes())
+		if o.b.Cap() > maxKeptBuf {
+			// Do not keep a huge buffer alive after one large frame.
+			o.b = bytes.Buffer{}
+			o.enc.Reset(&o.b)
+		} else {
+			o.b.Reset()
+		}
+		if err != nil {
+			c.fail(fmt.Errorf("%w: write: %v", op.ErrUnavailable, err))
+			return
+		}
+	}
+}
+
+func (c *Conn) readLoop(br *bufio.Reader) {
+	defer c.loops.Done()
+	var buf []byte
+	rd := bytes.NewReader(nil)
+	dec := msgpack.NewDecoder(rd)
+	for {
+		kind, id, body, err := readFrame(br, buf, c.opts.Limits.MaxFrameSize)
+		buf = body
+		if cap(buf) > maxKeptBuf {
+			// Decoding copies what it keeps: do not pin a huge buffer
+			// for the connection's lifetime after one large frame.
+			buf = nil
+		}
+		if err != nil {
+			switch {
+			case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed):
+				err = fmt.Errorf("%w: connection closed by peer", op.ErrUnavailable)
+			case !errors.Is(err, op.ErrBadRequest) && !errors.Is(err, op.ErrTooLarge):
+				err = fmt.Errorf("%w: read: %v", op.ErrUnavailable, err)
+			}
+			c.fail(err)
+			return
+		}
+		rd.Reset(body)
+		dec.Reset(rd)
+		switch kind {
+		case KindRequest:
+			req := new(op.Request)
+			if err := DecodeRequest(dec, req); err != nil {
+				c.Respond(id, &op.Response{Code: op.CodeBadRequest, Msg: op.Message(err)})
+				continue
+			}
+			if err := c.opts.Limits.Check(req); err != nil {
+				c.Respond(id, &op.Response{Code: op.CodeOf(err), Msg: op.Message(err)})
+				continue
+			}
+			if c.opts.Handler == nil {
+				c.Respond(id, &op.Response{Code: op.CodeBadRequest, Msg: "this peer serves no requests"})
+				continue
+			}
+			c.opts.Handler.HandleRequest(c, id, req)
+		case KindResponse:
+			resp := new(op.Response)
+			if err := DecodeResponse(dec, resp); err != nil {
+				resp = &op.Response{Code: op.CodeBadRequest, Msg: "malformed response: " + op.Message(err)}
+			}
+			c.pmu.Lock()
+			ch, ok := c.pending[id]
+			delete(c.pending, id)
+			c.pmu.Unlock()
+			if ok {
+				ch <- resp
+			}
+		default:
+			c.fail(malformed(fmt.Sprintf("unexpected frame kind %d", kind), nil))
+			return
+		}
+	}
+}

@@ -1,0 +1,65 @@
+package wire
+
+import (
+	"github.com/shoalgrid/shoal/op"
+)
+
+// Limits bound what one peer may send another. Both sides enforce them: the
+// sender fails fast with op.ErrTooLarge before anything is written, and the
+// receiver refuses oversized input, so a buggy or hostile peer cannot make a
+// member allocate without bound.
+type Limits struct {
+	// MaxKeySize is the largest key in bytes.
+	MaxKeySize int
+	// MaxValueSize is the largest value (and Aux operand) in bytes.
+	MaxValueSize int
+	// MaxFrameSize is the largest frame in bytes, header included.
+	MaxFrameSize int
+}
+
+// Default limits.
+const (
+	DefaultMaxKeySize   = 32 << 10
+	DefaultMaxValueSize = 16 << 20
+	DefaultMaxFrameSize = 40 << 20
+)
+
+// DefaultLimits returns the default limits: 32 KiB keys, 16 MiB values,
+// 40 MiB frames (room for a value and an Aux operand of full size).
+func DefaultLimits() Limits {
+	return Limits{MaxKeySize: DefaultMaxKeySize, MaxValueSize: DefaultMaxValueSize, MaxFrameSize: DefaultMaxFrameSize}
+}
+
+// withDefaults fills zero fields with the defaults.
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits()
+	if l.MaxKeySize <= 0 {
+		l.MaxKeySize = d.MaxKeySize
+	}
+	if l.MaxValueSize <= 0 {
+		l.MaxValueSize = d.MaxValueSize
+	}
+	if l.MaxFrameSize <= 0 {
+		l.MaxFrameSize = d.MaxFrameSize
+	}
+	return l
+}
+
+// WithDefaults returns l with zero fields set to the defaults.
+func (l Limits) WithDefaults() Limits { return l.withDefaults() }
+
+// Check returns an error wrapping op.ErrTooLarge when req's key or values
+// exceed the limits.
+func (l Limits) Check(req *op.Request) error {
+	l = l.withDefaults()
+	if n := len(req.Key); n > l.MaxKeySize {
+		return op.Errorf(op.CodeTooLarge, "key is %d bytes, limit is %d", n, l.MaxKeySize)
+	}
+	if n := len(req.Value); n > l.MaxValueSize {
+		return op.Errorf(op.CodeTooLarge, "value is %d bytes, limit is %d", n, l.MaxValueSize)
+	}
+	if n := len(req.Aux); n > l.MaxValueSize {
+		return op.Errorf(op.CodeTooLarge, "aux value is %d bytes, limit is %d", n, l.MaxValueSize)
+	}
+	return nil
+}
