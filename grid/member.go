@@ -38,9 +38,10 @@ type Member struct {
 	metaMu sync.Mutex
 	meta   nodeMeta
 
-	ml       *memberlist.Memberlist
-	ln       net.Listener
-	dataAddr string // advertised data address
+	ml         *memberlist.Memberlist
+	ln         net.Listener
+	dataAddr   string // advertised data address
+	gossipAddr string
 
 	services  []op.Service
 	svcIndex  map[string]int
@@ -63,6 +64,12 @@ type Member struct {
 
 	failedMu sync.Mutex
 	failed   map[string]failedNode
+
+	// view is the live membership, copied from memberlist's event
+	// callbacks: memberlist.Members() returns nodes that its own
+	// goroutines keep mutating, so reading them later races.
+	viewMu sync.Mutex
+	view   map[string]MemberInfo
 
 	coord *coordinator
 
@@ -126,6 +133,7 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 		conns:     map[*wire.Conn]struct{}{},
 		subs:      map[chan Event]struct{}{},
 		failed:    map[string]failedNode{},
+		view:      map[string]MemberInfo{},
 		tableCond: make(chan struct{}),
 		ctx:       mctx,
 		cancel:    cancel,
@@ -172,7 +180,8 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 		return nil, fmt.Errorf("grid: start gossip on %s: %w", cfg.BindAddr, err)
 	}
 	m.ml = ml
-	m.log.Info("member started", "gossip", ml.LocalNode().Address(), "data", dataAddr, "partitions", cfg.PartitionCount, "cluster", cfg.Cluster)
+	m.gossipAddr = ml.LocalNode().Address() // read once: memberlist mutates the node later
+	m.log.Info("member started", "gossip", m.gossipAddr, "data", dataAddr, "partitions", cfg.PartitionCount, "cluster", cfg.Cluster)
 
 	if len(cfg.Join) > 0 {
 		if err := m.join(ctx, cfg.Join); err != nil {
@@ -214,7 +223,7 @@ func (m *Member) Name() string { return m.cfg.Name }
 func (m *Member) Addr() string { return m.dataAddr }
 
 // GossipAddr returns the member's gossip address.
-func (m *Member) GossipAddr() string { return m.ml.LocalNode().Address() }
+func (m *Member) GossipAddr() string { return m.gossipAddr }
 
 // PartitionCount returns the number of partitions.
 func (m *Member) PartitionCount() int { return m.cfg.PartitionCount }
@@ -229,15 +238,12 @@ func (m *Member) Table() *partition.Table { return m.table.Load() }
 // Members returns the live members as this member's gossip sees them,
 // sorted by name.
 func (m *Member) Members() []MemberInfo {
-	if m.ml == nil {
-		return nil
+	m.viewMu.Lock()
+	out := make([]MemberInfo, 0, len(m.view))
+	for _, mi := range m.view {
+		out = append(out, mi)
 	}
-	var out []MemberInfo
-	for _, n := range m.ml.Members() {
-		if mi, ok := nodeInfo(n); ok {
-			out = append(out, mi)
-		}
-	}
+	m.viewMu.Unlock()
 	slices.SortFunc(out, func(a, b MemberInfo) int {
 		switch {
 		case a.Name < b.Name:
@@ -317,11 +323,23 @@ func (m *Member) Subscribe(buffer int) (<-chan Event, func()) {
 	}
 }
 
+// onNode runs inside memberlist's event callbacks, which memberlist calls
+// one at a time while it holds its node lock: n may be read here only.
 func (m *Member) onNode(t EventType, n *memberlist.Node) {
 	mi, ok := nodeInfo(n)
 	if !ok {
 		mi = MemberInfo{Name: n.Name, GossipAddr: n.Address()}
 	}
+	m.viewMu.Lock()
+	switch t {
+	case MemberJoined, MemberUpdated:
+		if ok {
+			m.view[n.Name] = mi
+		}
+	case MemberLeft, MemberFailed:
+		delete(m.view, n.Name)
+	}
+	m.viewMu.Unlock()
 	if n.Name != m.cfg.Name {
 		switch t {
 		case MemberJoined:
@@ -384,7 +402,7 @@ func (m *Member) reconnectLoop() {
 			addrs = append(addrs, f.addr)
 		}
 		m.failedMu.Unlock()
-		if m.ml.NumMembers() <= 1 {
+		if len(m.Members()) <= 1 {
 			addrs = append(addrs, m.cfg.Join...)
 		}
 		if len(addrs) == 0 || m.leaving.Load() {
