@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -257,6 +258,11 @@ func (c *coordinator) learnNewestTable() {
 func (c *coordinator) publish(t *partition.Table) *partition.Table {
 	if seen := c.maxSeen.Load(); seen >= t.Version {
 		t = t.WithVersion(seen + 1)
+	}
+	if cur := c.m.Table(); cur != nil && cur.Epoch != 0 {
+		t.Epoch = cur.Epoch
+	} else if t.Epoch == 0 {
+		t.Epoch = rand.Uint64() | 1
 	}
 	c.m.adopt(t, c.m.cfg.Name)
 	c.publishRemote(t)

@@ -45,8 +45,8 @@ type options struct {
 }
 
 // WithTTL makes the written entry expire d after the owner applies the
-// write. Members keep time in whole milliseconds, so d is rounded up (a TTL
-// never ends early); d <= 0 means the entry never expires, which is also the
+// write. TTLs travel in whole milliseconds, so d is rounded up (a TTL never
+// ends early); d <= 0 means the entry never expires, which is also the
 // default. A later write without WithTTL clears the TTL.
 func WithTTL(d time.Duration) Option {
 	return func(o *options) { o.ttl = d }

@@ -20,7 +20,13 @@ const preallocLimit = 1024
 // (array-encoded structs, custom tags) and in step with DecodeMsgpack. It
 // has a value receiver so tables held by value encode too.
 func (t Table) EncodeMsgpack(e *msgpack.Encoder) error {
-	if err := e.EncodeMapLen(4); err != nil {
+	if err := e.EncodeMapLen(5); err != nil {
+		return err
+	}
+	if err := e.EncodeString("e"); err != nil {
+		return err
+	}
+	if err := e.EncodeUint(t.Epoch); err != nil {
 		return err
 	}
 	if err := e.EncodeString("v"); err != nil {
@@ -107,6 +113,8 @@ func (t *Table) DecodeMsgpack(d *msgpack.Decoder) error {
 		switch key {
 		case "v":
 			nt.Version, err = d.DecodeUint64()
+		case "e":
+			nt.Epoch, err = d.DecodeUint64()
 		case "c":
 			nt.Count, err = d.DecodeInt()
 		case "m":

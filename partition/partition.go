@@ -58,8 +58,13 @@ type Member struct {
 // EncodeMsgpack and DecodeMsgpack so that hostile input cannot force huge
 // allocations.
 type Table struct {
-	Version  uint64    `msgpack:"v"`
-	Count    int       `msgpack:"c"` // partition count
+	Version uint64 `msgpack:"v"`
+	Count   int    `msgpack:"c"` // partition count
+	// Epoch identifies the cluster incarnation: the coordinator picks it
+	// at random for the first table and carries it forward, so a client
+	// can tell a restarted cluster (versions start again) from a member
+	// with a stale table.
+	Epoch    uint64    `msgpack:"e"`
 	Members  []Member  `msgpack:"m"` // sorted by Name, unique names
 	Replicas [][]int32 `msgpack:"r"` // len == Count; Replicas[p][0] is the owner
 }

@@ -1,0 +1,197 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/shoalgrid/shoal/client"
+	"github.com/shoalgrid/shoal/grid"
+	"github.com/shoalgrid/shoal/grid/gridtest"
+	"github.com/shoalgrid/shoal/maps"
+	"github.com/shoalgrid/shoal/maps/mapstest"
+	"github.com/shoalgrid/shoal/op"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func dial(t *testing.T, cfg client.Config) *client.Client {
+	t.Helper()
+	if cfg.RefreshInterval == 0 {
+		cfg.RefreshInterval = 100 * time.Millisecond
+	}
+	c, err := client.Dial(ctxT(t, 10*time.Second), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestMapConformanceClient(t *testing.T) {
+	mapstest.Run(t, func(t *testing.T) []op.Invoker {
+		cl := gridtest.New(t, 3)
+		var invs []op.Invoker
+		for _, m := range cl.Live() {
+			invs = append(invs, dial(t, client.Config{Addrs: []string{m.Addr()}}))
+		}
+		return invs
+	})
+}
+
+func TestDialUnreachableFailsWithContext(t *testing.T) {
+	ctx := ctxT(t, 300*time.Millisecond)
+	_, err := client.Dial(ctx, client.Config{Addrs: []string{"127.0.0.1:1"}})
+	if !errors.Is(err, op.ErrTimeout) {
+		t.Fatalf("err = %v, want ErrTimeout", err)
+	}
+	if _, err := client.Dial(ctx, client.Config{Addrs: []string{"no-port"}}); !errors.Is(err, op.ErrBadRequest) {
+		t.Fatalf("bad address: %v", err)
+	}
+}
+
+func TestWrongClusterIsRefused(t *testing.T) {
+	cl := gridtest.New(t, 1)
+	ctx := ctxT(t, 500*time.Millisecond)
+	_, err := client.Dial(ctx, client.Config{Addrs: []string{cl.Member(0).Addr()}, Cluster: "other"})
+	if err == nil {
+		t.Fatal("dial into another cluster succeeded")
+	}
+}
+
+func TestCallsAfterCloseFail(t *testing.T) {
+	cl := gridtest.New(t, 1)
+	c := dial(t, client.Config{Addrs: []string{cl.Member(0).Addr()}})
+	c.Close()
+	c.Close()
+	_, _, err := maps.New(c, "m").Get(ctxT(t, time.Second), "k")
+	if !errors.Is(err, op.ErrClosed) {
+		t.Fatalf("err = %v, want ErrClosed", err)
+	}
+}
+
+func TestClientLearnsJoinsAndRoutesToOwners(t *testing.T) {
+	cl := gridtest.New(t, 2)
+	c := dial(t, client.Config{Addrs: []string{cl.Member(0).Addr()}})
+	events, cancel := c.Subscribe(8)
+	defer cancel()
+	cl.Add()
+	cl.WaitStable()
+	ctx := ctxT(t, 10*time.Second)
+	select {
+	case ev := <-events:
+		if ev.Type != client.MemberJoined || ev.Member.Name != "m2" {
+			t.Fatalf("event = %+v", ev)
+		}
+	case <-ctx.Done():
+		t.Fatal("no join event")
+	}
+	m := maps.New(c, "r")
+	for i := range 300 {
+		if err := m.Put(ctx, fmt.Sprint(i), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Every member served some of the puts directly: routing is smart.
+	for _, mem := range cl.Live() {
+		if mem.Stats().Entries == 0 {
+			t.Errorf("%s holds no entries", mem.Name())
+		}
+	}
+}
+
+// Killing the member a client talks to mid-load: callers see no error (the
+// operations are retried on the new owners) and nothing is left hanging.
+func TestClientSurvivesMemberCrash(t *testing.T) {
+	cl := gridtest.New(t, 3)
+	c := dial(t, client.Config{Addrs: []string{cl.Member(0).Addr(), cl.Member(1).Addr()}})
+	ctx := ctxT(t, 60*time.Second)
+	var ops, errs atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var firstErr atomic.Value
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m := maps.New(c, "load")
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				err := m.Put(cctx, fmt.Sprintf("w%d-%d", w, i%100), []byte("v"))
+				cancel()
+				ops.Add(1)
+				if err != nil {
+					errs.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+				}
+			}
+		}()
+	}
+	gridtest.Eventually(t, 10*time.Second, func() (bool, string) { return ops.Load() > 500, "warming up" })
+	start := time.Now()
+	cl.Crash(0)
+	cl.WaitStable()
+	recovered := time.Since(start)
+	before := ops.Load()
+	gridtest.Eventually(t, 10*time.Second, func() (bool, string) { return ops.Load() > before+500, "load after crash" })
+	close(stop)
+	wg.Wait()
+	t.Logf("%d operations, %d errors; cluster stable %v after the crash", ops.Load(), errs.Load(), recovered.Round(time.Millisecond))
+	if errs.Load() != 0 {
+		t.Fatalf("%d errors, first: %v", errs.Load(), firstErr.Load())
+	}
+}
+
+func TestNoMemberReachableFailsFastThenRecovers(t *testing.T) {
+	cl := gridtest.New(t, 1)
+	addr := cl.Member(0).Addr()
+	c := dial(t, client.Config{Addrs: []string{addr}})
+	m := maps.New(c, "m")
+	ctx := ctxT(t, 30*time.Second)
+	if err := m.Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	cl.Crash(0)
+	start := time.Now()
+	_, _, err := m.Get(ctx, "k")
+	if !errors.Is(err, op.ErrUnavailable) {
+		t.Fatalf("err = %v, want ErrUnavailable", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("took %v to fail; want fast", d)
+	}
+	// The whole "cluster" comes back on the same address: the idle client
+	// reconnects by itself and adopts the new cluster's table even though
+	// its versions started again.
+	mem, err := grid.Start(ctx, grid.Config{Name: "again", BindAddr: "127.0.0.1:0", DataAddr: addr, Gossip: grid.FastGossip(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+	gridtest.Eventually(t, 10*time.Second, func() (bool, string) {
+		err := m.Put(ctx, "k2", []byte("v2"))
+		return err == nil, fmt.Sprint(err)
+	})
+	if v, ok, err := maps.New(mem, "m").Get(ctx, "k2"); err != nil || !ok || string(v) != "v2" {
+		t.Fatalf("put through recovered client not visible: %q %v %v", v, ok, err)
+	}
+}

@@ -1,0 +1,122 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/shoalgrid/shoal/op"
+	"github.com/shoalgrid/shoal/partition"
+)
+
+// Invoke sends req to the owner of its partition and returns the owner's
+// answer, retrying (after refreshing the table) while the partition moves
+// or its owner is replaced, until ctx ends. It implements op.Invoker.
+//
+// A mutation whose connection broke after it was sent is retried too, so
+// until request identities land it may be applied twice (at-least-once).
+func (c *Client) Invoke(ctx context.Context, req *op.Request) (*op.Response, error) {
+	if c.closed.Load() {
+		return nil, c.errClosed()
+	}
+	if err := c.cfg.Limits.Check(req); err != nil {
+		return nil, err
+	}
+	if req.Service == "" || req.Service[0] == '_' {
+		return nil, op.Errorf(op.CodeUnknownService, "service %q", req.Service)
+	}
+	r := *req
+	t := c.Table()
+	if r.Partition < 0 {
+		r.Partition = partition.ID(r.Key, t.Count)
+	}
+	if int(r.Partition) >= t.Count {
+		return nil, op.Errorf(op.CodeBadRequest, "partition %d out of range 0..%d", r.Partition, t.Count-1)
+	}
+	backoff := time.Millisecond
+	var lastErr error
+	for {
+		changed := c.tableChanged()
+		t = c.Table()
+		owner, ok := t.Owner(r.Partition)
+		var resp *op.Response
+		var err error
+		if !ok {
+			err = op.Errorf(op.CodeStaleTable, "partition %d has no owner in table %d", r.Partition, t.Version)
+		} else {
+			r.TableVersion = t.Version
+			cn, cerr := c.conn(ctx, owner.Addr)
+			if cerr == nil {
+				resp, err = cn.Call(ctx, &r)
+			} else {
+				err = cerr
+			}
+		}
+		if err == nil {
+			if resp.TableVersion > t.Version || (resp.Code == op.CodeStaleTable && resp.TableVersion < t.Version) {
+				// Newer table at the owner, or the owner lags behind us
+				// (or belongs to a restarted cluster): read its table.
+				c.refreshFrom(ctx, owner.Addr)
+			}
+			if !resp.Code.Retriable() {
+				return resp, resp.Err()
+			}
+			lastErr = resp.Err()
+		} else {
+			if c.closed.Load() {
+				return nil, c.errClosed()
+			}
+			if !errors.Is(err, op.ErrUnavailable) {
+				return nil, err // too large, timeout, canceled, refused
+			}
+			lastErr = err
+			// The owner is unreachable: learn the current table from any
+			// member. If none answers, fail fast rather than hang.
+			if rerr := c.refresh(ctx); rerr != nil {
+				if ctx.Err() != nil {
+					return nil, fmt.Errorf("%w (last attempt: %v)", op.FromContext(ctx), lastErr)
+				}
+				return nil, fmt.Errorf("client: %w", rerr)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (last attempt: %v)", op.FromContext(ctx), lastErr)
+		case <-c.ctx.Done():
+			return nil, c.errClosed()
+		case <-changed:
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, c.cfg.MaxBackoff)
+	}
+}
+
+// InvokeAll runs req on every partition, concurrently (bounded), and returns
+// the responses indexed by partition. It implements op.Invoker.
+func (c *Client) InvokeAll(ctx context.Context, req *op.Request) ([]*op.Response, error) {
+	if c.closed.Load() {
+		return nil, c.errClosed()
+	}
+	out := make([]*op.Response, c.PartitionCount())
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(64)
+	for p := range out {
+		r := *req
+		r.Partition = int32(p)
+		g.Go(func() error {
+			resp, err := c.Invoke(gctx, &r)
+			if err != nil {
+				return fmt.Errorf("partition %d: %w", p, err)
+			}
+			out[p] = resp
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}

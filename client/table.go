@@ -1,0 +1,242 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/shoalgrid/shoal/op"
+	"github.com/shoalgrid/shoal/partition"
+)
+
+// Member-core system service and its table operation (see grid).
+const (
+	sysService  = "_grid"
+	sysGetTable = 1
+)
+
+// EventType is the kind of a membership event.
+type EventType int
+
+// Membership event types, derived from changes of the partition table's
+// member list.
+const (
+	MemberJoined EventType = iota + 1
+	MemberLeft
+)
+
+func (t EventType) String() string {
+	switch t {
+	case MemberJoined:
+		return "joined"
+	case MemberLeft:
+		return "left"
+	}
+	return "unknown"
+}
+
+// Event is a membership change seen by the client.
+type Event struct {
+	Type   EventType
+	Member partition.Member
+	Time   time.Time
+}
+
+// Subscribe returns a channel of membership events and a function that ends
+// the subscription. A subscriber more than buffer events behind misses
+// events; buffer < 1 means 64. Close closes every subscription.
+func (c *Client) Subscribe(buffer int) (<-chan Event, func()) {
+	if buffer < 1 {
+		buffer = 64
+	}
+	ch := make(chan Event, buffer)
+	c.subsMu.Lock()
+	if c.closed.Load() {
+		c.subsMu.Unlock()
+		close(ch)
+		return ch, func() {}
+	}
+	c.subs[ch] = struct{}{}
+	c.subsMu.Unlock()
+	return ch, func() {
+		c.subsMu.Lock()
+		defer c.subsMu.Unlock()
+		if _, ok := c.subs[ch]; ok {
+			delete(c.subs, ch)
+			close(ch)
+		}
+	}
+}
+
+func (c *Client) tableChanged() <-chan struct{} {
+	c.tableMu.Lock()
+	defer c.tableMu.Unlock()
+	return c.tableCond
+}
+
+// adopt installs t if it is newer than the current table, or belongs to
+// another cluster incarnation (the cluster was restarted: versions began
+// again).
+func (c *Client) adopt(t *partition.Table) bool {
+	c.tableMu.Lock()
+	defer c.tableMu.Unlock()
+	cur := c.table.Load()
+	if cur != nil && t.Epoch == cur.Epoch && t.Version <= cur.Version {
+		return false
+	}
+	c.table.Store(t)
+	close(c.tableCond)
+	c.tableCond = make(chan struct{})
+	if cur != nil && t.Epoch != cur.Epoch {
+		c.log.Info("cluster restarted: new partition table", "version", t.Version)
+	}
+	c.notify(cur, t)
+	return true
+}
+
+func (c *Client) notify(old, t *partition.Table) {
+	now := time.Now()
+	var evs []Event
+	for _, mb := range t.Members {
+		if old == nil {
+			break
+		}
+		if _, ok := old.Member(mb.Name); !ok {
+			evs = append(evs, Event{Type: MemberJoined, Member: mb, Time: now})
+		}
+	}
+	if old != nil {
+		for _, mb := range old.Members {
+			if _, ok := t.Member(mb.Name); !ok {
+				evs = append(evs, Event{Type: MemberLeft, Member: mb, Time: now})
+			}
+		}
+	}
+	if len(evs) == 0 {
+		return
+	}
+	c.subsMu.Lock()
+	defer c.subsMu.Unlock()
+	for _, ev := range evs {
+		c.log.Info("member "+ev.Type.String(), "member", ev.Member.Name, "addr", ev.Member.Addr)
+		for ch := range c.subs {
+			select {
+			case ch <- ev:
+			default:
+			}
+		}
+	}
+}
+
+// fetchTable reads the table of the member at addr.
+func (c *Client) fetchTable(ctx context.Context, addr string) (*partition.Table, error) {
+	cn, err := c.conn(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
+	defer cancel()
+	resp, err := cn.Call(ctx, &op.Request{Service: sysService, Op: sysGetTable, Partition: -1})
+	if err != nil {
+		return nil, err
+	}
+	if err := resp.Err(); err != nil {
+		return nil, err
+	}
+	if !resp.Found {
+		return nil, op.Errorf(op.CodeStaleTable, "member %s has no partition table yet", addr)
+	}
+	t, err := partition.Unmarshal(resp.Value)
+	if err != nil {
+		return nil, fmt.Errorf("%w: table from %s: %v", op.ErrBadRequest, addr, err)
+	}
+	return t, nil
+}
+
+func (c *Client) refreshFrom(ctx context.Context, addr string) {
+	if t, err := c.fetchTable(ctx, addr); err == nil {
+		c.adopt(t)
+	}
+}
+
+// refresh reads the table from the members of the current table and the
+// seed addresses, stopping at the first that answers. It fails with
+// op.ErrUnavailable when none does.
+func (c *Client) refresh(ctx context.Context) error {
+	var addrs []string
+	if t := c.Table(); t != nil {
+		for _, mb := range t.Members {
+			addrs = append(addrs, mb.Addr)
+		}
+	}
+	for _, a := range c.cfg.Addrs {
+		if !slices.Contains(addrs, a) {
+			addrs = append(addrs, a)
+		}
+	}
+	var errs []error
+	for _, a := range addrs {
+		t, err := c.fetchTable(ctx, a)
+		if err != nil {
+			if ctx.Err() != nil {
+				return op.FromContext(ctx)
+			}
+			errs = append(errs, err)
+			continue
+		}
+		c.adopt(t)
+		return nil
+	}
+	return fmt.Errorf("%w: no member reachable at %v: %w", op.ErrUnavailable, addrs, errors.Join(errs...))
+}
+
+// refreshLoop keeps an idle client's table current and drops connections
+// to members that left.
+func (c *Client) refreshLoop() {
+	defer c.wg.Done()
+	tick := time.NewTicker(c.cfg.RefreshInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.RefreshInterval)
+		if err := c.refresh(ctx); err != nil && c.ctx.Err() == nil {
+			c.log.Debug("table refresh", "err", err)
+		}
+		cancel()
+		c.dropStale()
+	}
+}
+
+// dropStale closes connections to addresses that are neither members nor
+// seeds any more.
+func (c *Client) dropStale() {
+	t := c.Table()
+	if t == nil {
+		return
+	}
+	keep := map[string]bool{}
+	for _, mb := range t.Members {
+		keep[mb.Addr] = true
+	}
+	for _, a := range c.cfg.Addrs {
+		keep[a] = true
+	}
+	c.mu.Lock()
+	var drop []*memberConns
+	for a, mc := range c.conns {
+		if !keep[a] {
+			drop = append(drop, mc)
+			delete(c.conns, a)
+		}
+	}
+	c.mu.Unlock()
+	for _, mc := range drop {
+		mc.closeAll()
+	}
+}

@@ -1,0 +1,300 @@
+// Package mapstest is the conformance suite for maps: the same tests run
+// against any op.Invoker (embedded members, remote clients), so both modes
+// are held to one behaviour.
+package mapstest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shoalgrid/shoal/maps"
+	"github.com/shoalgrid/shoal/op"
+)
+
+// Run runs the suite. invokers must return at least two invokers attached to
+// the same cluster (through different members where possible); each subtest
+// uses its own map name.
+func Run(t *testing.T, invokers func(t *testing.T) []op.Invoker) {
+	invs := invokers(t)
+	if len(invs) < 2 {
+		t.Fatal("mapstest: need at least two invokers")
+	}
+	a, b := invs[0], invs[len(invs)-1]
+	ctx := func(t *testing.T) context.Context {
+		c, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		t.Cleanup(cancel)
+		return c
+	}
+
+	t.Run("PutGetDelete", func(t *testing.T) {
+		ctx := ctx(t)
+		ma, mb := maps.New(a, "pgd"), maps.New(b, "pgd")
+		if err := ma.Put(ctx, "k", []byte("v1")); err != nil {
+			t.Fatal(err)
+		}
+		v, ok, err := mb.Get(ctx, "k")
+		if err != nil || !ok || string(v) != "v1" {
+			t.Fatalf("get = %q %v %v", v, ok, err)
+		}
+		if ok, err := mb.Contains(ctx, "k"); err != nil || !ok {
+			t.Fatalf("contains = %v %v", ok, err)
+		}
+		existed, err := mb.Delete(ctx, "k")
+		if err != nil || !existed {
+			t.Fatalf("delete = %v %v", existed, err)
+		}
+		if _, ok, err := ma.Get(ctx, "k"); err != nil || ok {
+			t.Fatalf("get after delete = %v %v", ok, err)
+		}
+		if existed, err := ma.Delete(ctx, "k"); err != nil || existed {
+			t.Fatalf("second delete = %v %v", existed, err)
+		}
+	})
+
+	t.Run("EmptyKeyAndValue", func(t *testing.T) {
+		ctx := ctx(t)
+		m := maps.New(a, "empty")
+		if err := m.Put(ctx, "", nil); err != nil {
+			t.Fatal(err)
+		}
+		v, ok, err := maps.New(b, "empty").Get(ctx, "")
+		if err != nil || !ok || len(v) != 0 {
+			t.Fatalf("get = %q %v %v", v, ok, err)
+		}
+	})
+
+	t.Run("CallerBuffersAreNotAliased", func(t *testing.T) {
+		ctx := ctx(t)
+		m := maps.New(a, "alias")
+		buf := []byte("original")
+		if err := m.Put(ctx, "k", buf); err != nil {
+			t.Fatal(err)
+		}
+		copy(buf, "mutated!")
+		v, _, _ := m.Get(ctx, "k")
+		copy(v, "mutated!")
+		v2, _, err := m.Get(ctx, "k")
+		if err != nil || string(v2) != "original" {
+			t.Fatalf("stored value changed through a caller's buffer: %q %v", v2, err)
+		}
+	})
+
+	t.Run("ConditionalOps", func(t *testing.T) {
+		ctx := ctx(t)
+		m := maps.New(a, "cond")
+		existing, stored, err := m.PutIfAbsent(ctx, "k", []byte("a"))
+		if err != nil || !stored || existing != nil {
+			t.Fatalf("put-if-absent on absent = %q %v %v", existing, stored, err)
+		}
+		existing, stored, err = maps.New(b, "cond").PutIfAbsent(ctx, "k", []byte("b"))
+		if err != nil || stored || string(existing) != "a" {
+			t.Fatalf("put-if-absent on present = %q %v %v", existing, stored, err)
+		}
+		if ok, err := m.Replace(ctx, "absent", []byte("x")); err != nil || ok {
+			t.Fatalf("replace absent = %v %v", ok, err)
+		}
+		if ok, err := m.Replace(ctx, "k", []byte("c")); err != nil || !ok {
+			t.Fatalf("replace present = %v %v", ok, err)
+		}
+		if ok, err := m.CompareAndSwap(ctx, "k", []byte("wrong"), []byte("d")); err != nil || ok {
+			t.Fatalf("cas with wrong old = %v %v", ok, err)
+		}
+		if ok, err := m.CompareAndSwap(ctx, "k", []byte("c"), []byte("d")); err != nil || !ok {
+			t.Fatalf("cas = %v %v", ok, err)
+		}
+		if ok, err := m.CompareAndSwap(ctx, "absent", nil, []byte("d")); err != nil || ok {
+			t.Fatalf("cas on absent = %v %v", ok, err)
+		}
+		v, _, _ := m.Get(ctx, "k")
+		if string(v) != "d" {
+			t.Fatalf("value = %q, want d", v)
+		}
+	})
+
+	t.Run("ConcurrentCASCountsExactly", func(t *testing.T) {
+		ctx := ctx(t)
+		const workers, incs = 8, 25
+		if err := maps.New(a, "ctr").Put(ctx, "n", []byte("0")); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, workers)
+		for w := range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				m := maps.New(invs[w%len(invs)], "ctr")
+				for range incs {
+					for {
+						v, _, err := m.Get(ctx, "n")
+						if err != nil {
+							errs <- err
+							return
+						}
+						var n int
+						fmt.Sscan(string(v), &n)
+						ok, err := m.CompareAndSwap(ctx, "n", v, []byte(fmt.Sprint(n+1)))
+						if err != nil {
+							errs <- err
+							return
+						}
+						if ok {
+							break
+						}
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		v, _, _ := maps.New(b, "ctr").Get(ctx, "n")
+		if string(v) != fmt.Sprint(workers*incs) {
+			t.Fatalf("counter = %s, want %d", v, workers*incs)
+		}
+	})
+
+	t.Run("TTL", func(t *testing.T) {
+		ctx := ctx(t)
+		m := maps.New(a, "ttl")
+		if err := m.Put(ctx, "short", []byte("x"), maps.WithTTL(50*time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Put(ctx, "long", []byte("y"), maps.WithTTL(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			_, ok, err := maps.New(b, "ttl").Get(ctx, "short")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !ok {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("entry with 50ms TTL still present after 10s")
+			}
+			time.Sleep(10 * time.Millisecond) // polling for expiry, not synchronisation
+		}
+		if _, ok, _ := m.Get(ctx, "long"); !ok {
+			t.Fatal("entry with 1h TTL expired")
+		}
+		if n, err := m.Size(ctx); err != nil || n != 1 {
+			t.Fatalf("size = %d %v, want 1", n, err)
+		}
+	})
+
+	t.Run("ManyKeysSizeKeysRangeClear", func(t *testing.T) {
+		ctx := ctx(t)
+		const n = 10000
+		ma := maps.New(a, "many")
+		var want []string
+		for i := range n {
+			k := fmt.Sprintf("key-%05d", i)
+			want = append(want, k)
+			if err := ma.Put(ctx, k, []byte(k)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, inv := range invs {
+			m := maps.New(inv, "many")
+			size, err := m.Size(ctx)
+			if err != nil || size != n {
+				t.Fatalf("size = %d %v, want %d", size, err, n)
+			}
+		}
+		mb := maps.New(b, "many")
+		keys, err := mb.Keys(ctx)
+		if err != nil || !slices.Equal(keys, want) {
+			t.Fatalf("keys: %d keys, err %v", len(keys), err)
+		}
+		seen := 0
+		err = mb.Range(ctx, func(k string, v []byte) bool {
+			if !bytes.Equal([]byte(k), v) {
+				t.Errorf("range: %q = %q", k, v)
+			}
+			seen++
+			return true
+		})
+		if err != nil || seen != n {
+			t.Fatalf("range saw %d, err %v", seen, err)
+		}
+		stopped := 0
+		_ = mb.Range(ctx, func(string, []byte) bool { stopped++; return stopped < 10 })
+		if stopped != 10 {
+			t.Fatalf("range did not stop early: %d", stopped)
+		}
+		if err := mb.Clear(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if size, err := ma.Size(ctx); err != nil || size != 0 {
+			t.Fatalf("size after clear = %d %v", size, err)
+		}
+	})
+
+	t.Run("MapsAreIndependent", func(t *testing.T) {
+		ctx := ctx(t)
+		if err := maps.New(a, "one").Put(ctx, "k", []byte("1")); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok, err := maps.New(b, "two").Get(ctx, "k"); err != nil || ok {
+			t.Fatalf("key leaked across maps: %v %v", ok, err)
+		}
+	})
+
+	t.Run("Typed", func(t *testing.T) {
+		ctx := ctx(t)
+		type user struct {
+			Name string
+			Age  int
+		}
+		ta := maps.NewTyped[user](a, "users")
+		if err := ta.Put(ctx, "u1", user{"ann", 41}); err != nil {
+			t.Fatal(err)
+		}
+		u, ok, err := maps.NewTyped[user](b, "users").Get(ctx, "u1")
+		if err != nil || !ok || u != (user{"ann", 41}) {
+			t.Fatalf("typed get = %+v %v %v", u, ok, err)
+		}
+		if err := maps.New(a, "users").Put(ctx, "raw", []byte{0xc1}); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := ta.Get(ctx, "raw"); !errors.Is(err, op.ErrWrongType) {
+			t.Fatalf("typed get of raw bytes: %v, want ErrWrongType", err)
+		}
+	})
+
+	t.Run("Errors", func(t *testing.T) {
+		ctx := ctx(t)
+		m := maps.New(a, "errs")
+		if err := m.Put(ctx, string(make([]byte, 1<<20)), []byte("v")); !errors.Is(err, op.ErrTooLarge) {
+			t.Fatalf("huge key: %v, want ErrTooLarge", err)
+		}
+		if err := m.Put(ctx, "k", make([]byte, 64<<20)); !errors.Is(err, op.ErrTooLarge) {
+			t.Fatalf("huge value: %v, want ErrTooLarge", err)
+		}
+		if err := m.Put(ctx, "k", []byte("v"), maps.WithTTL(-time.Second)); err != nil {
+			t.Fatalf("negative TTL means no expiry: %v", err)
+		}
+		if _, err := a.Invoke(ctx, &op.Request{Service: "nope", Partition: -1}); !errors.Is(err, op.ErrUnknownService) {
+			t.Fatalf("unknown service: %v", err)
+		}
+		if _, err := a.Invoke(ctx, &op.Request{Service: maps.ServiceName, Name: "errs", Op: 200, Partition: -1}); !errors.Is(err, op.ErrUnknownOp) {
+			t.Fatalf("unknown op: %v", err)
+		}
+		expired, cancel := context.WithTimeout(ctx, -time.Second)
+		defer cancel()
+		if err := m.Put(expired, "k", []byte("v")); !errors.Is(err, op.ErrTimeout) {
+			t.Fatalf("expired context: %v, want ErrTimeout", err)
+		}
+	})
+}
