@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"slices"
@@ -107,6 +108,10 @@ type Client struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	closed atomic.Bool
+
+	// origin and callSeq give this client's calls their identity.
+	origin  uint64
+	callSeq atomic.Uint64
 }
 
 // memberConns is the connection set to one member address.
@@ -137,6 +142,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		tableCond: make(chan struct{}),
 		ctx:       cctx,
 		cancel:    cancel,
+		origin:    rand.Uint64() | 1,
 	}
 	backoff := 50 * time.Millisecond
 	for {

@@ -16,8 +16,9 @@ import (
 // answer, retrying (after refreshing the table) while the partition moves
 // or its owner is replaced, until ctx ends. It implements op.Invoker.
 //
-// A mutation whose connection broke after it was sent is retried too, so
-// until request identities land it may be applied twice (at-least-once).
+// Every call carries an identity (client origin and call number), so a
+// mutation retried after a lost connection, a failover or a backup timeout
+// is answered with its first response instead of being applied twice.
 func (c *Client) Invoke(ctx context.Context, req *op.Request) (*op.Response, error) {
 	if c.closed.Load() {
 		return nil, c.errClosed()
@@ -35,6 +36,11 @@ func (c *Client) Invoke(ctx context.Context, req *op.Request) (*op.Response, err
 	}
 	if int(r.Partition) >= t.Count {
 		return nil, op.Errorf(op.CodeBadRequest, "partition %d out of range 0..%d", r.Partition, t.Count-1)
+	}
+	if r.Origin == 0 {
+		// An identity makes retries safe: the owner answers a repeated
+		// mutation with its first response instead of applying it again.
+		r.Origin, r.CallSeq = c.origin, c.callSeq.Add(1)
 	}
 	backoff := time.Millisecond
 	var lastErr error
@@ -61,9 +67,12 @@ func (c *Client) Invoke(ctx context.Context, req *op.Request) (*op.Response, err
 				// (or belongs to a restarted cluster): read its table.
 				c.refreshFrom(ctx, owner.Addr)
 			}
-			if !resp.Code.Retriable() {
+			if !resp.Code.Retriable() && resp.Code != op.CodeBackupTimeout {
 				return resp, resp.Err()
 			}
+			// Retriable codes mean "not applied"; a backup timeout means
+			// "applied, not yet confirmed": the retry waits for the
+			// confirmation without applying it again.
 			lastErr = resp.Err()
 		} else {
 			if c.closed.Load() {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path"
 	"strconv"
 	"time"
 
@@ -49,7 +50,23 @@ type Config struct {
 	// Services are the structure services this member runs, in addition to
 	// the built-in ones (maps).
 	Services []op.Service
-	// MigrationParallelism bounds concurrent partition migrations. Default 4.
+	// Profile picks the default backup counts: ProfileReliable (one
+	// synchronous backup; the default) or ProfilePerformance (none).
+	Profile Profile
+	// Backups overrides the profile's default backup counts.
+	Backups *Backups
+	// StructureBackups override the backup counts of structures by name
+	// pattern; the first match wins. Every member should have the same
+	// rules: the partition owner's rules apply.
+	StructureBackups []StructureBackups
+	// BackupTimeout bounds how long a mutation waits for its synchronous
+	// backups before it fails with op.ErrBackupTimeout. Default 5 s.
+	BackupTimeout time.Duration
+	// Placement spreads the replicas of a partition over distinct members
+	// (default), hosts or zones (see Zone and Host).
+	Placement partition.Placement
+	// MigrationParallelism bounds concurrent partition copies and
+	// hand-overs. Default 4.
 	MigrationParallelism int
 	// ShutdownTimeout bounds the graceful hand-over in Shutdown when the
 	// caller's context has no deadline. Default 30 s.
@@ -169,6 +186,32 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.PartitionCount < 1 || c.PartitionCount > 1<<16 {
 		return c, fmt.Errorf("%w: partition count %d out of range 1..65536", ErrConfig, c.PartitionCount)
+	}
+	if c.Backups == nil {
+		b, err := c.Profile.defaults()
+		if err != nil {
+			return c, err
+		}
+		c.Backups = &b
+	} else if _, err := c.Profile.defaults(); err != nil {
+		return c, err
+	}
+	if err := c.Backups.validate("default"); err != nil {
+		return c, err
+	}
+	for _, s := range c.StructureBackups {
+		if _, err := path.Match(s.Pattern, ""); err != nil || s.Pattern == "" {
+			return c, fmt.Errorf("%w: structure pattern %q is not valid", ErrConfig, s.Pattern)
+		}
+		if err := s.validate("pattern " + s.Pattern); err != nil {
+			return c, err
+		}
+	}
+	if c.BackupTimeout <= 0 {
+		c.BackupTimeout = 5 * time.Second
+	}
+	if c.Placement > partition.ZoneAware {
+		return c, fmt.Errorf("%w: unknown placement %d", ErrConfig, c.Placement)
 	}
 	if c.MigrationParallelism <= 0 {
 		c.MigrationParallelism = 4

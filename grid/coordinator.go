@@ -2,10 +2,13 @@ package grid
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -32,6 +35,11 @@ type coordinator struct {
 	// force makes the next round publish a new version even if nothing
 	// changed.
 	force atomic.Bool
+
+	// cancelRound cancels the round in progress: a membership change makes
+	// its waits (hand-offs to a member that just died) pointless.
+	roundMu     sync.Mutex
+	cancelRound context.CancelFunc
 }
 
 func newCoordinator(m *Member) *coordinator {
@@ -41,11 +49,20 @@ func newCoordinator(m *Member) *coordinator {
 // trigger asks the loop to re-plan soon. It never blocks.
 func (c *coordinator) trigger() {
 	c.dirty.Store(true)
+	c.roundMu.Lock()
+	if c.cancelRound != nil {
+		c.cancelRound()
+	}
+	c.roundMu.Unlock()
 	select {
 	case c.kick <- struct{}{}:
 	default:
 	}
 }
+
+// handoffTimeout bounds one partition hand-over (the wait for the new
+// owner to hold every mutation).
+const handoffTimeout = 15 * time.Second
 
 // republishEvery is how often the coordinator pushes its current table to
 // every member, so that a member that missed a publication catches up.
@@ -69,7 +86,16 @@ func (c *coordinator) run() {
 			continue
 		}
 		c.dirty.Store(false)
-		if err := c.step(); err != nil && c.m.ctx.Err() == nil {
+		ctx, cancel := context.WithCancel(c.m.ctx)
+		c.roundMu.Lock()
+		c.cancelRound = cancel
+		c.roundMu.Unlock()
+		err := c.step(ctx)
+		c.roundMu.Lock()
+		c.cancelRound = nil
+		c.roundMu.Unlock()
+		cancel()
+		if err != nil && ctx.Err() == nil {
 			c.m.log.Warn("coordinator round failed", "err", err)
 			c.trigger()
 		}
@@ -82,10 +108,20 @@ func (c *coordinator) run() {
 }
 
 // step brings the table one round closer to the target for the current
-// members: first it reassigns partitions of members that are gone, then it
-// migrates partitions to their target owners in bounded batches, publishing
-// a new table version after each batch.
-func (c *coordinator) step() error {
+// members, in phases that each publish a new version:
+//
+//  1. replicas on members that are gone are dropped; a partition whose
+//     owner is gone is taken over by its most up-to-date backup
+//     (promotion), or, with no replica left, starts again empty (lost);
+//  2. target replicas missing from a partition are added as extra backups,
+//     which the owner copies the partition to (resync);
+//  3. a partition whose owner is not the target owner is handed to it:
+//     the owner freezes the partition until the target holds every
+//     mutation, then the new table makes it the owner (no write lost or
+//     applied twice);
+//  4. once the target backups are in sync, replicas beyond the target are
+//     removed.
+func (c *coordinator) step(ctx context.Context) error {
 	m := c.m
 	takeover := c.force.Swap(false)
 	if !c.active {
@@ -97,11 +133,12 @@ func (c *coordinator) step() error {
 	if len(live) == 0 {
 		return nil
 	}
-	var targetMembers []partition.Member
+	var targetMembers, liveMembers []partition.Member
 	liveByName := map[string]partition.Member{}
 	for _, mi := range live {
 		pm := mi.partitionMember()
 		liveByName[mi.Name] = pm
+		liveMembers = append(liveMembers, pm)
 		if !mi.Leaving {
 			targetMembers = append(targetMembers, pm)
 		}
@@ -109,129 +146,277 @@ func (c *coordinator) step() error {
 	if len(targetMembers) == 0 {
 		return nil // everyone is leaving; nobody can take partitions
 	}
-	target, err := partition.Assign(targetMembers, m.cfg.PartitionCount, 0, partition.PerMember)
+	target, err := partition.Assign(targetMembers, m.cfg.PartitionCount, m.backups.table, m.cfg.Placement)
 	if err != nil {
 		return fmt.Errorf("assign partitions: %w", err)
 	}
 	cur := m.Table()
 	if cur == nil {
 		first := c.publish(target.WithVersion(1))
-		m.log.Info("first partition table published", "version", first.Version, "members", len(targetMembers))
+		m.log.Info("first partition table published", "version", first.Version, "members", len(targetMembers), "backups", m.backups.table)
 		return nil
 	}
-
-	// Phase 1: owners that are gone. Without backups their data is lost;
-	// the target owner starts the partition empty.
-	owners := make([]string, cur.Count)
-	lost := 0
-	for p := range owners {
-		o, _ := cur.Owner(int32(p))
-		if _, ok := liveByName[o.Name]; ok {
-			owners[p] = o.Name
-			continue
-		}
-		t, _ := target.Owner(int32(p))
-		owners[p] = t.Name
-		lost++
+	count := cur.Count
+	replicas := make([][]string, count)
+	for p := range replicas {
+		replicas[p] = cur.ReplicaNames(int32(p))
 	}
-	next, err := buildTable(cur.Version+1, cur.Count, live, owners)
-	if err != nil {
-		return err
-	}
-	if lost > 0 || takeover || !sameMembers(cur, next) {
-		if lost > 0 {
-			m.log.Warn("partitions reassigned from departed members; their entries are lost (no backups)", "partitions", lost)
+	commit := func(lost []int32) error {
+		next, err := partition.New(cur.Version+1, count, liveMembers, replicas)
+		if err != nil {
+			return fmt.Errorf("%w: build table: %v", op.ErrInternal, err)
 		}
+		next.Lost = lost
 		cur = c.publish(next)
+		return nil
 	}
 
-	// Phase 2: migrate toward the target.
-	var moves []partition.Move
-	for p := range owners {
-		t, _ := target.Owner(int32(p))
-		if owners[p] != t.Name {
-			moves = append(moves, partition.Move{Partition: int32(p), From: owners[p], To: t.Name})
+	// Phase 1: members that are gone.
+	var promote []int32
+	changed := takeover || !sameMembers(cur, &partition.Table{Members: sortedMembers(liveMembers)})
+	for p, names := range replicas {
+		kept := names[:0:0]
+		for _, n := range names {
+			if _, ok := liveByName[n]; ok {
+				kept = append(kept, n)
+			}
+		}
+		if len(kept) != len(names) {
+			changed = true
+			if len(names) > 0 {
+				if _, ok := liveByName[names[0]]; !ok {
+					promote = append(promote, int32(p))
+				}
+			}
+		}
+		replicas[p] = kept
+	}
+	var lost []int32
+	if len(promote) > 0 {
+		seqs := c.collectSeqs(live)
+		promoted := 0
+		for _, p := range promote {
+			best, bestSeq := "", uint64(0)
+			want, _ := target.Owner(p)
+			for _, n := range replicas[p] {
+				sq, ok := seqs[n]
+				if !ok || sq[p] == noReplica {
+					continue
+				}
+				if best == "" || sq[p] > bestSeq || (sq[p] == bestSeq && n == want.Name) {
+					best, bestSeq = n, sq[p]
+				}
+			}
+			if best == "" {
+				replicas[p] = []string{want.Name}
+				lost = append(lost, p)
+				continue
+			}
+			rest := []string{best}
+			for _, n := range replicas[p] {
+				if n != best {
+					rest = append(rest, n)
+				}
+			}
+			replicas[p] = rest
+			promoted++
+		}
+		if promoted > 0 {
+			m.log.Info("backups promoted to owners", "partitions", promoted)
+		}
+		if len(lost) > 0 {
+			m.log.Error("partitions lost: every replica is gone; they start again empty", "partitions", lost)
 		}
 	}
-	if len(moves) == 0 {
+	if changed {
+		if err := commit(lost); err != nil {
+			return err
+		}
+	}
+
+	// Phase 2: add missing target replicas.
+	added := 0
+	for p := range replicas {
+		for _, n := range target.ReplicaNames(int32(p)) {
+			if !slices.Contains(replicas[p], n) {
+				replicas[p] = append(replicas[p], n)
+				added++
+			}
+		}
+	}
+	if added > 0 {
+		m.log.Info("adding replicas", "replicas", added)
+		if err := commit(nil); err != nil {
+			return err
+		}
+	}
+	if c.dirty.Load() {
 		return nil
+	}
+
+	// Phase 3: hand partitions to their target owners.
+	var moves []partition.Move
+	for p := range replicas {
+		want, _ := target.Owner(int32(p))
+		if replicas[p][0] != want.Name {
+			moves = append(moves, partition.Move{Partition: int32(p), From: replicas[p][0], To: want.Name})
+		}
 	}
 	start := time.Now()
-	m.log.Info("migration plan", "moves", len(moves), "version", cur.Version)
+	handed := 0
 	batch := 4 * m.cfg.MigrationParallelism
-	done, entries := 0, 0
 	for len(moves) > 0 {
-		if m.ctx.Err() != nil {
-			return nil
-		}
-		if c.dirty.Load() {
-			m.log.Info("membership changed: re-planning", "migrated", done, "remaining", len(moves))
+		if ctx.Err() != nil || c.dirty.Load() {
 			return nil
 		}
 		n := min(batch, len(moves))
-		ok, moved, err := c.migrateBatch(cur, liveByName, moves[:n])
+		ok, err := c.runMoves(ctx, moves[:n], func(ctx context.Context, mv partition.Move) error {
+			return c.call(ctx, liveByName[mv.From], &op.Request{Service: sysService, Op: sysHandoff, Partition: mv.Partition, Key: mv.To, Num: 1})
+		})
 		moves = moves[n:]
-		entries += moved
 		for _, mv := range ok {
-			owners[mv.Partition] = mv.To
-		}
-		done += len(ok)
-		if len(ok) > 0 {
-			next, berr := buildTable(cur.Version+1, cur.Count, live, owners)
-			if berr != nil {
-				return berr
+			next := []string{mv.To}
+			for _, r := range replicas[mv.Partition] {
+				if r != mv.To {
+					next = append(next, r)
+				}
 			}
-			cur = c.publish(next)
+			replicas[mv.Partition] = next
+		}
+		handed += len(ok)
+		if len(ok) > 0 {
+			if cerr := commit(nil); cerr != nil {
+				return cerr
+			}
 		}
 		if err != nil {
 			return err
 		}
 	}
-	m.log.Info("migrations complete", "partitions", done, "entries", entries, "took", time.Since(start).Round(time.Millisecond), "version", cur.Version)
+	if handed > 0 {
+		m.log.Info("partitions handed to new owners", "partitions", handed, "took", time.Since(start).Round(time.Millisecond), "version", cur.Version)
+	}
+
+	// Phase 4: trim replicas beyond the target once the target backups
+	// are in sync.
+	var trims []partition.Move
+	for p := range replicas {
+		if !slices.Equal(replicas[p], target.ReplicaNames(int32(p))) {
+			trims = append(trims, partition.Move{Partition: int32(p), From: replicas[p][0]})
+		}
+	}
+	for len(trims) > 0 {
+		if ctx.Err() != nil || c.dirty.Load() {
+			return nil
+		}
+		n := min(4*batch, len(trims))
+		ok, err := c.runMoves(ctx, trims[:n], func(ctx context.Context, mv partition.Move) error {
+			return c.call(ctx, liveByName[mv.From], &op.Request{Service: sysService, Op: sysHandoff, Partition: mv.Partition})
+		})
+		trims = trims[n:]
+		for _, mv := range ok {
+			replicas[mv.Partition] = target.ReplicaNames(mv.Partition)
+		}
+		if len(ok) > 0 {
+			if cerr := commit(nil); cerr != nil {
+				return cerr
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
-// migrateBatch runs moves concurrently and returns those that succeeded.
-func (c *coordinator) migrateBatch(cur *partition.Table, live map[string]partition.Member, moves []partition.Move) ([]partition.Move, int, error) {
+// call sends a system request to member to, or runs it here when to is
+// this member.
+func (c *coordinator) call(ctx context.Context, to partition.Member, req *op.Request) error {
+	m := c.m
+	if to.Name == m.cfg.Name {
+		if req.Op == sysHandoff {
+			if req.Num == 1 {
+				return m.handoff(ctx, req.Partition, req.Key)
+			}
+			return m.waitSynced(ctx, req.Partition)
+		}
+		return fmt.Errorf("%w: local system op %d", op.ErrInternal, req.Op)
+	}
+	_, err := m.peers.call(ctx, to.Name, to.Addr, req)
+	return err
+}
+
+// runMoves executes f for each move, MigrationParallelism at a time, and returns
+// the moves that succeeded.
+func (c *coordinator) runMoves(round context.Context, moves []partition.Move, f func(context.Context, partition.Move) error) ([]partition.Move, error) {
 	m := c.m
 	results := make([]error, len(moves))
-	counts := make([]int, len(moves))
 	var g errgroup.Group
 	g.SetLimit(m.cfg.MigrationParallelism)
 	for i, mv := range moves {
 		g.Go(func() error {
-			ctx, cancel := context.WithTimeout(m.ctx, 30*time.Second)
+			ctx, cancel := context.WithTimeout(round, handoffTimeout)
 			defer cancel()
-			to := live[mv.To]
-			if mv.From == m.cfg.Name {
-				counts[i], results[i] = m.migrateOut(ctx, mv.Partition, to.Name, to.Addr, cur.Version)
-				return nil
-			}
-			from := live[mv.From]
-			resp, err := m.peers.call(ctx, from.Name, from.Addr, &op.Request{
-				Service: sysService, Op: sysMigrate, Partition: mv.Partition,
-				Key: to.Name, Aux: []byte(to.Addr), Num: int64(cur.Version),
-			})
-			if err == nil {
-				counts[i] = int(resp.Num)
-			}
-			results[i] = err
+			results[i] = f(ctx, mv)
 			return nil
 		})
 	}
 	_ = g.Wait()
 	var ok []partition.Move
 	var errs []error
-	moved := 0
 	for i, mv := range moves {
 		if results[i] != nil {
 			errs = append(errs, fmt.Errorf("partition %d %s->%s: %w", mv.Partition, mv.From, mv.To, results[i]))
 			continue
 		}
 		ok = append(ok, mv)
-		moved += counts[i]
 	}
-	return ok, moved, errors.Join(errs...)
+	return ok, errors.Join(errs...)
+}
+
+// collectSeqs asks every live member for the sequence of the last mutation
+// it applied to each partition.
+func (c *coordinator) collectSeqs(live []MemberInfo) map[string][]uint64 {
+	m := c.m
+	out := map[string][]uint64{}
+	var mu sync.Mutex
+	var g errgroup.Group
+	for _, mi := range live {
+		g.Go(func() error {
+			var b []byte
+			if mi.Name == m.cfg.Name {
+				b = m.replicaSeqs()
+			} else {
+				ctx, cancel := context.WithTimeout(m.ctx, 2*time.Second)
+				defer cancel()
+				resp, err := m.peers.call(ctx, mi.Name, mi.Addr, &op.Request{Service: sysService, Op: sysReplicaSeqs, Partition: -1})
+				if err != nil {
+					m.log.Warn("replica sequences unavailable", "peer", mi.Name, "err", err)
+					return nil
+				}
+				b = resp.Value
+			}
+			if len(b) != 8*m.cfg.PartitionCount {
+				return nil
+			}
+			seqs := make([]uint64, m.cfg.PartitionCount)
+			for i := range seqs {
+				seqs[i] = binary.BigEndian.Uint64(b[8*i:])
+			}
+			mu.Lock()
+			out[mi.Name] = seqs
+			mu.Unlock()
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return out
+}
+
+func sortedMembers(ms []partition.Member) []partition.Member {
+	out := slices.Clone(ms)
+	slices.SortFunc(out, func(a, b partition.Member) int { return strings.Compare(a.Name, b.Name) })
+	return out
 }
 
 // learnNewestTable asks every live member for its table when this member
@@ -324,65 +509,34 @@ func (m *Member) adopt(t *partition.Table, from string) bool {
 		return false
 	}
 	dropped := 0
+	var resync []resyncJob
 	for p, s := range m.slots {
-		dropped += s.adopt(t.Version, t.IsOwner(int32(p), m.cfg.Name))
+		d, names := s.adopt(m, t)
+		dropped += d
+		for _, n := range names {
+			resync = append(resync, resyncJob{int32(p), n})
+		}
 	}
 	m.table.Store(t)
 	close(m.tableCond)
 	m.tableCond = make(chan struct{})
-
-	m.restoreMu.Lock()
-	for k, rb := range m.restores {
-		if rb.tag < t.Version {
-			delete(m.restores, k)
-		}
+	for _, j := range resync {
+		m.scheduleResync(j.p, j.name)
 	}
-	m.restoreMu.Unlock()
 
 	names := make([]string, len(t.Members))
 	for i, mb := range t.Members {
 		names[i] = mb.Name
 	}
-	m.log.Info("partition table adopted", "version", t.Version, "from", from, "members", names, "owned", len(t.Owned(m.cfg.Name)))
+	m.log.Info("partition table adopted", "version", t.Version, "from", from, "members", names,
+		"owned", len(t.Owned(m.cfg.Name)), "backups", len(t.BackedUp(m.cfg.Name)))
 	if dropped > 0 {
-		m.log.Info("dropped entries of partitions handed over", "entries", dropped)
+		m.log.Info("dropped entries of partitions no longer held here", "entries", dropped)
+	}
+	if len(t.Lost) > 0 {
+		m.emitLost(t)
 	}
 	return true
-}
-
-// buildTable makes a table whose owner of partition p is owners[p], with
-// the live members (sorted by name) as its member list.
-func buildTable(version uint64, count int, live []MemberInfo, owners []string) (*partition.Table, error) {
-	members := make([]partition.Member, 0, len(live))
-	for _, mi := range live {
-		members = append(members, mi.partitionMember())
-	}
-	slices.SortFunc(members, func(a, b partition.Member) int {
-		switch {
-		case a.Name < b.Name:
-			return -1
-		case a.Name > b.Name:
-			return 1
-		}
-		return 0
-	})
-	idx := make(map[string]int32, len(members))
-	for i, mb := range members {
-		idx[mb.Name] = int32(i)
-	}
-	replicas := make([][]int32, count)
-	for p, o := range owners {
-		i, ok := idx[o]
-		if !ok {
-			return nil, fmt.Errorf("%w: owner %q of partition %d is not a live member", op.ErrInternal, o, p)
-		}
-		replicas[p] = []int32{i}
-	}
-	t := &partition.Table{Version: version, Count: count, Members: members, Replicas: replicas}
-	if err := t.Validate(); err != nil {
-		return nil, fmt.Errorf("%w: built an invalid table: %v", op.ErrInternal, err)
-	}
-	return t, nil
 }
 
 func sameMembers(a, b *partition.Table) bool {

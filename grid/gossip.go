@@ -102,6 +102,9 @@ const (
 	MemberFailed
 	// MemberUpdated: a member changed its metadata (e.g. started leaving).
 	MemberUpdated
+	// PartitionsLost: every replica of some partitions was lost; they
+	// start again empty. Event.Lost names them.
+	PartitionsLost
 )
 
 func (t EventType) String() string {
@@ -114,6 +117,8 @@ func (t EventType) String() string {
 		return "failed"
 	case MemberUpdated:
 		return "updated"
+	case PartitionsLost:
+		return "partitions-lost"
 	}
 	return "unknown"
 }
@@ -122,7 +127,9 @@ func (t EventType) String() string {
 type Event struct {
 	Type   EventType
 	Member MemberInfo
-	Time   time.Time
+	// Lost is set for PartitionsLost events.
+	Lost *PartitionLost
+	Time time.Time
 }
 
 // delegate implements memberlist's Delegate and EventDelegate. memberlist

@@ -34,6 +34,10 @@ func (m *Member) Invoke(ctx context.Context, req *op.Request) (*op.Response, err
 	if int(r.Partition) >= m.cfg.PartitionCount {
 		return nil, op.Errorf(op.CodeBadRequest, "partition %d out of range 0..%d", r.Partition, m.cfg.PartitionCount-1)
 	}
+	if r.Origin == 0 {
+		// Give the call an identity so a retry is never applied twice.
+		r.Origin, r.CallSeq = m.origin, m.callSeq.Add(1)
+	}
 	cloned := false
 	backoff := time.Millisecond
 	var lastErr error
@@ -56,9 +60,15 @@ func (m *Member) Invoke(ctx context.Context, req *op.Request) (*op.Response, err
 					// alias the caller's buffer.
 					r.Value, r.Aux, cloned = bytes.Clone(r.Value), bytes.Clone(r.Aux), true
 				}
-				resp = m.executeLocal(&r)
+				var w *ackWait
+				resp, w = m.executeLocal(&r)
 				if resp.Code == op.OK {
 					resp.Value = bytes.Clone(resp.Value)
+				}
+				if w != nil {
+					if werr := w.wait(ctx, m.cfg.BackupTimeout); werr != nil {
+						resp = errResponse(werr, resp.TableVersion)
+					}
 				}
 			} else {
 				var c interface {
@@ -70,7 +80,7 @@ func (m *Member) Invoke(ctx context.Context, req *op.Request) (*op.Response, err
 				}
 			}
 		}
-		if err == nil && !resp.Code.Retriable() {
+		if err == nil && !resp.Code.Retriable() && resp.Code != op.CodeBackupTimeout {
 			return resp, resp.Err()
 		}
 		if err != nil {
@@ -78,6 +88,11 @@ func (m *Member) Invoke(ctx context.Context, req *op.Request) (*op.Response, err
 				return nil, err
 			}
 			lastErr = err
+		} else if resp.Code == op.CodeBackupTimeout {
+			// The owner applied the mutation but its backups did not
+			// confirm: retrying with the same identity waits for them
+			// again without applying it twice.
+			lastErr = resp.Err()
 		} else {
 			lastErr = resp.Err()
 			if t != nil && resp.TableVersion > t.Version {

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"slices"
@@ -55,6 +56,23 @@ type Member struct {
 
 	restoreMu sync.Mutex
 	restores  map[string]*restoreBuf
+
+	resyncMu      sync.Mutex
+	resyncPending map[resyncJob]bool
+	resyncQueue   []resyncJob
+	resyncKick    chan struct{}
+	syncIDs       atomic.Uint64
+
+	// lastTick and fenced implement pause fencing (see pauseWatch).
+	lastTick  atomic.Int64
+	fenced    atomic.Bool
+	fenceKick chan struct{}
+
+	backups *backupRules
+	// origin and callSeq give this member's invocations their identity.
+	origin  uint64
+	callSeq atomic.Uint64
+	pulling atomic.Bool
 
 	connsMu sync.Mutex
 	conns   map[*wire.Conn]struct{}
@@ -123,20 +141,25 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 
 	mctx, cancel := context.WithCancel(context.Background())
 	m := &Member{
-		cfg:       cfg,
-		log:       cfg.Logger.With("member", cfg.Name),
-		started:   time.Now(),
-		bindIP:    bindIP,
-		ln:        ln,
-		dataAddr:  dataAddr,
-		svcIndex:  map[string]int{},
-		conns:     map[*wire.Conn]struct{}{},
-		subs:      map[chan Event]struct{}{},
-		failed:    map[string]failedNode{},
-		view:      map[string]MemberInfo{},
-		tableCond: make(chan struct{}),
-		ctx:       mctx,
-		cancel:    cancel,
+		cfg:      cfg,
+		log:      cfg.Logger.With("member", cfg.Name),
+		started:  time.Now(),
+		bindIP:   bindIP,
+		ln:       ln,
+		dataAddr: dataAddr,
+		svcIndex: map[string]int{},
+		conns:    map[*wire.Conn]struct{}{},
+		subs:     map[chan Event]struct{}{},
+		failed:   map[string]failedNode{},
+		view:     map[string]MemberInfo{},
+
+		resyncPending: map[resyncJob]bool{},
+		resyncKick:    make(chan struct{}, 1),
+		fenceKick:     make(chan struct{}, 1),
+		restores:      map[string]*restoreBuf{},
+		tableCond:     make(chan struct{}),
+		ctx:           mctx,
+		cancel:        cancel,
 	}
 	m.meta = nodeMeta{Addr: dataAddr, Zone: cfg.Zone, Host: cfg.Host, Started: m.started.UnixNano(), Proto: metaProto}
 	if _, err := m.meta.encode(); err != nil {
@@ -153,9 +176,12 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 		m.svcIndex[s.Name()] = len(m.services)
 		m.services = append(m.services, s)
 	}
+	m.backups = newBackupRules(cfg)
+	m.origin = rand.Uint64() | 1
+	m.lastTick.Store(time.Now().UnixNano())
 	m.slots = make([]*slot, cfg.PartitionCount)
 	for i := range m.slots {
-		m.slots[i] = &slot{id: int32(i), states: make([]op.State, len(m.services))}
+		m.slots[i] = &slot{id: int32(i), role: -1, states: make([]op.State, len(m.services))}
 	}
 	localIP := dataIP
 	if localIP.IsUnspecified() {
@@ -189,10 +215,15 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 			return nil, err
 		}
 	}
-	m.wg.Add(3)
+	m.wg.Add(5 + cfg.MigrationParallelism)
 	go m.coord.run()
 	go m.reconnectLoop()
 	go m.sweepLoop()
+	go m.pauseWatch()
+	go m.unfenceLoop()
+	for range cfg.MigrationParallelism {
+		go m.resyncWorker()
+	}
 	m.coord.trigger()
 	return m, nil
 }

@@ -3,11 +3,14 @@ package grid
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"strconv"
 	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/partition"
@@ -25,14 +28,24 @@ const (
 	sysGetTable uint8 = iota + 1
 	// sysPublish offers a table (Value); the receiver adopts it if newer.
 	sysPublish
-	// sysMigrate asks the owner of Partition to hand it to member Key at
-	// address Aux; Num tags the freeze with the current table version.
-	sysMigrate
-	// sysRestore delivers a chunk (Value at offset Num, Aux non-empty on
-	// the last chunk) of a partition snapshot for migration Key.
-	sysRestore
+	// sysBackup is one backup record: partition, sequence (Num), the
+	// owner's table version, and the encoded mutation (Value).
+	sysBackup
+	// sysBackupSync is a chunk (Value at offset Num) of a full partition
+	// snapshot for sync Key; Aux holds the snapshot's sequence on the last
+	// chunk.
+	sysBackupSync
 	// sysTrigger asks the coordinator to re-plan now.
 	sysTrigger
+	// sysHandoff asks the owner of Partition to freeze it until backup Key
+	// holds every mutation (before the coordinator makes Key the owner).
+	sysHandoff
+	// sysReplicaSeqs returns, for every partition, the sequence of the
+	// last mutation this member applied (8 bytes big endian each; all ones
+	// for "no replica here").
+	sysReplicaSeqs
+	// sysStatus returns the member's Stats (msgpack). Clients may call it.
+	sysStatus
 )
 
 func (m *Member) hello(role wire.Role) wire.Hello {
@@ -143,7 +156,19 @@ func (m *Member) HandleRequest(c *wire.Conn, id uint64, req *op.Request) {
 		}
 		return
 	}
-	c.Respond(id, m.executeLocal(req))
+	resp, w := m.executeLocal(req)
+	if w == nil {
+		c.Respond(id, resp)
+		return
+	}
+	// Answer once the synchronous backups acknowledged, without blocking
+	// the read loop.
+	w.then(m.cfg.BackupTimeout, func(err error) {
+		if err != nil {
+			resp = errResponse(err, resp.TableVersion)
+		}
+		c.Respond(id, resp)
+	})
 }
 
 func timeoutContext(parent context.Context, d time.Duration) (context.Context, context.CancelFunc) {
@@ -164,11 +189,13 @@ func (m *Member) tableVersion() uint64 {
 	return 0
 }
 
-// executeLocal runs req on this member's copy of its partition.
-func (m *Member) executeLocal(req *op.Request) *op.Response {
+// executeLocal runs req on this member's copy of its partition. For a
+// mutation with synchronous backups it also returns the wait for their
+// acknowledgements.
+func (m *Member) executeLocal(req *op.Request) (*op.Response, *ackWait) {
 	t := m.Table()
 	if t == nil {
-		return &op.Response{Code: op.CodeStaleTable, Msg: "member " + m.cfg.Name + " has no partition table yet"}
+		return &op.Response{Code: op.CodeStaleTable, Msg: "member " + m.cfg.Name + " has no partition table yet"}, nil
 	}
 	p := req.Partition
 	if p < 0 {
@@ -176,49 +203,101 @@ func (m *Member) executeLocal(req *op.Request) *op.Response {
 		req.Partition = p
 	}
 	if int(p) >= len(m.slots) {
-		return &op.Response{Code: op.CodeBadRequest, Msg: fmt.Sprintf("partition %d out of range 0..%d", p, len(m.slots)-1), TableVersion: t.Version}
+		return &op.Response{Code: op.CodeBadRequest, Msg: fmt.Sprintf("partition %d out of range 0..%d", p, len(m.slots)-1), TableVersion: t.Version}, nil
 	}
-	return m.slots[p].execute(m, t.Version, req)
+	return m.slots[p].execute(m, t, req)
 }
 
 func (m *Member) handleSys(c *wire.Conn, id uint64, req *op.Request) {
-	if req.Op != sysGetTable && c.Peer().Role != wire.RoleMember {
+	if req.Op != sysGetTable && req.Op != sysStatus && c.Peer().Role != wire.RoleMember {
 		c.Respond(id, &op.Response{Code: op.CodeBadRequest, Msg: "system operation reserved for members"})
 		return
 	}
+	cur := m.tableVersion()
 	switch req.Op {
 	case sysGetTable:
 		c.Respond(id, m.tableResponse())
+	case sysStatus:
+		b, err := msgpack.Marshal(m.Stats())
+		if err != nil {
+			c.Respond(id, errResponse(fmt.Errorf("%w: %v", op.ErrInternal, err), cur))
+			return
+		}
+		c.Respond(id, &op.Response{Found: true, Value: b, TableVersion: cur})
 	case sysPublish:
 		t, err := partition.Unmarshal(req.Value)
 		if err != nil {
-			c.Respond(id, errResponse(fmt.Errorf("%w: table: %v", op.ErrBadRequest, err), m.tableVersion()))
+			c.Respond(id, errResponse(fmt.Errorf("%w: table: %v", op.ErrBadRequest, err), cur))
 			return
 		}
 		m.adopt(t, c.Peer().Name)
 		c.Respond(id, &op.Response{TableVersion: m.tableVersion()})
-	case sysRestore:
-		c.Respond(id, m.handleRestore(req))
-	case sysMigrate:
+	case sysBackup:
+		c.Respond(id, m.handleRecord(req, cur))
+	case sysBackupSync:
+		c.Respond(id, m.handleSyncChunk(req, cur))
+	case sysHandoff:
 		ok := m.spawn(func() {
 			ctx, cancel := timeoutContext(m.ctx, req.Timeout)
 			defer cancel()
-			n, err := m.migrateOut(ctx, req.Partition, req.Key, string(req.Aux), uint64(req.Num))
+			var err error
+			if req.Num == 1 {
+				err = m.handoff(ctx, req.Partition, req.Key)
+			} else {
+				err = m.waitSynced(ctx, req.Partition)
+			}
 			if err != nil {
 				c.Respond(id, errResponse(err, m.tableVersion()))
 				return
 			}
-			c.Respond(id, &op.Response{Num: int64(n), TableVersion: m.tableVersion()})
+			c.Respond(id, &op.Response{TableVersion: m.tableVersion()})
 		})
 		if !ok {
 			c.Respond(id, errResponse(m.errClosed(), 0))
 		}
+	case sysReplicaSeqs:
+		c.Respond(id, &op.Response{Found: true, Value: m.replicaSeqs(), TableVersion: cur})
 	case sysTrigger:
+		if req.Num != 0 {
+			m.coord.force.Store(true)
+		}
 		m.coord.trigger()
-		c.Respond(id, &op.Response{TableVersion: m.tableVersion()})
+		c.Respond(id, &op.Response{TableVersion: cur})
 	default:
 		c.Respond(id, &op.Response{Code: op.CodeUnknownOp, Msg: fmt.Sprintf("system operation %d", req.Op)})
 	}
+}
+
+// noReplica marks a partition without a replica here in sysReplicaSeqs.
+const noReplica = ^uint64(0)
+
+func (m *Member) replicaSeqs() []byte {
+	out := make([]byte, 0, 8*len(m.slots))
+	for _, s := range m.slots {
+		s.mu.Lock()
+		seq := s.seq
+		if s.role < 0 {
+			seq = noReplica
+		}
+		s.mu.Unlock()
+		out = binary.BigEndian.AppendUint64(out, seq)
+	}
+	return out
+}
+
+func (m *Member) handleRecord(req *op.Request, cur uint64) *op.Response {
+	p := req.Partition
+	if p < 0 || int(p) >= len(m.slots) {
+		return &op.Response{Code: op.CodeBadRequest, Msg: fmt.Sprintf("partition %d out of range", p)}
+	}
+	now, inner, err := decodeRecord(req.Value)
+	if err != nil {
+		return errResponse(err, cur)
+	}
+	if req.TableVersion > cur {
+		m.pullLater(req.TableVersion)
+	}
+	return m.slots[p].applyBackup(m, cur, req.TableVersion, uint64(req.Num), now, inner)
 }
 
 func (m *Member) tableResponse() *op.Response {
@@ -233,38 +312,32 @@ func (m *Member) tableResponse() *op.Response {
 	return &op.Response{Found: true, Value: b, Num: int64(t.Version), TableVersion: t.Version}
 }
 
-// restoreBuf accumulates the chunks of one incoming partition migration.
+// restoreBuf accumulates the chunks of one incoming partition snapshot.
 type restoreBuf struct {
-	tag uint64
-	buf bytes.Buffer
+	version uint64
+	started time.Time
+	buf     bytes.Buffer
 }
 
-func migrationID(tag uint64, p int32) string {
-	return strconv.FormatUint(tag, 10) + "/" + strconv.Itoa(int(p))
-}
+// migrationChunk is the largest piece of a partition snapshot sent in one
+// frame.
+const migrationChunk = 4 << 20
 
-func (m *Member) handleRestore(req *op.Request) *op.Response {
+func (m *Member) handleSyncChunk(req *op.Request, cur uint64) *op.Response {
 	p := req.Partition
 	if p < 0 || int(p) >= len(m.slots) {
 		return &op.Response{Code: op.CodeBadRequest, Msg: fmt.Sprintf("partition %d out of range", p)}
 	}
-	var tag uint64
-	if i := bytes.IndexByte([]byte(req.Key), '/'); i > 0 {
-		tag, _ = strconv.ParseUint(req.Key[:i], 10, 64)
-	}
 	m.restoreMu.Lock()
 	rb := m.restores[req.Key]
 	if req.Num == 0 {
-		rb = &restoreBuf{tag: tag}
-		if m.restores == nil {
-			m.restores = map[string]*restoreBuf{}
-		}
+		rb = &restoreBuf{version: req.TableVersion, started: time.Now()}
 		m.restores[req.Key] = rb
 	}
 	if rb == nil || int64(rb.buf.Len()) != req.Num {
 		delete(m.restores, req.Key)
 		m.restoreMu.Unlock()
-		return &op.Response{Code: op.CodeBadRequest, Msg: fmt.Sprintf("migration %s: chunk at offset %d out of order", req.Key, req.Num)}
+		return &op.Response{Code: op.CodeBackupGap, Msg: fmt.Sprintf("sync %s: chunk at offset %d out of order", req.Key, req.Num)}
 	}
 	rb.buf.Write(req.Value)
 	final := len(req.Aux) > 0
@@ -273,46 +346,14 @@ func (m *Member) handleRestore(req *op.Request) *op.Response {
 	}
 	m.restoreMu.Unlock()
 	if !final {
-		return &op.Response{}
+		return &op.Response{TableVersion: cur}
 	}
-	n, err := m.slots[p].restore(m, rb.buf.Bytes())
+	seq, err := strconv.ParseUint(string(req.Aux), 10, 64)
 	if err != nil {
-		return errResponse(err, m.tableVersion())
+		return &op.Response{Code: op.CodeBadRequest, Msg: "sync: bad sequence"}
 	}
-	m.counters.migrationsIn.Add(1)
-	return &op.Response{Num: int64(n)}
-}
-
-// migrationChunk is the largest piece of a partition snapshot sent in one
-// frame.
-const migrationChunk = 4 << 20
-
-// migrateOut freezes partition p, copies it to member dest and leaves it
-// frozen until the coordinator's next table commits or aborts the move.
-func (m *Member) migrateOut(ctx context.Context, p int32, dest, destAddr string, tag uint64) (int, error) {
-	if p < 0 || int(p) >= len(m.slots) {
-		return 0, op.Errorf(op.CodeBadRequest, "partition %d out of range", p)
+	if req.TableVersion > cur {
+		m.pullLater(req.TableVersion)
 	}
-	s := m.slots[p]
-	data, n, err := s.freezeAndSnapshot(m, tag)
-	if err != nil {
-		return 0, err
-	}
-	id := migrationID(tag, p)
-	for off := 0; ; off += migrationChunk {
-		end := min(off+migrationChunk, len(data))
-		req := &op.Request{Service: sysService, Op: sysRestore, Partition: p, Key: id, Num: int64(off), Value: data[off:end]}
-		if end == len(data) {
-			req.Aux = []byte{1}
-		}
-		if _, err := m.peers.call(ctx, dest, destAddr, req); err != nil {
-			s.unfreeze(tag)
-			return 0, fmt.Errorf("migrate partition %d to %s: %w", p, dest, err)
-		}
-		if end == len(data) {
-			break
-		}
-	}
-	m.counters.migrationsOut.Add(1)
-	return n, nil
+	return m.slots[p].installSync(m, cur, req.TableVersion, seq, rb.buf.Bytes())
 }

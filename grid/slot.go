@@ -1,62 +1,270 @@
 package grid
 
 import (
-	"bytes"
+	"context"
 	"fmt"
 	"sync"
 	"time"
 
-	"github.com/vmihailenco/msgpack/v5"
-
 	"github.com/shoalgrid/shoal/op"
+	"github.com/shoalgrid/shoal/partition"
+	"github.com/shoalgrid/shoal/wire"
 )
 
-// slot is one partition on this member. Its lock serialises every access to
-// the partition's service states, which makes per-key operations
-// linearizable on the owner without a goroutine per partition.
+// slot is one partition on this member, whatever its role (owner, backup or
+// none). Its lock serialises every access to the partition's service
+// states, which makes per-key operations linearizable on the owner without a
+// goroutine per partition, and orders the backup records the owner sends.
 type slot struct {
 	id int32
 
-	mu     sync.Mutex
-	owned  bool   // this member owns the partition in its current table
-	since  uint64 // table version since which it has owned it continuously
-	frozen uint64 // non-zero: a migration out started at this table version
+	mu sync.Mutex
+	// role is this member's replica index in its current table: 0 owner,
+	// >= 1 backup, -1 none.
+	role int
+	// owner is the owner's name in the current table and ownerSince the
+	// table version at which it became owner. Requests and backup records
+	// stamped with an older version are refused: that fences a deposed
+	// owner that has not noticed yet.
+	owner      string
+	ownerSince uint64
+	// frozen is non-zero while the owner hands the partition over: it was
+	// frozen at that table version, and a newer table unfreezes it.
+	frozen uint64
+	// seq is the sequence number of the last mutation applied here (the
+	// owner assigns them; backups apply them in order).
+	seq    uint64
 	states []op.State
+	// targets are the backups the owner replicates to, in table order.
+	targets []*target
+	// dedup remembers the responses of recent mutations by request
+	// identity, so a retried mutation is answered, not applied again.
+	dedup dedupTable
+}
+
+// target is the owner's view of one backup of the partition.
+type target struct {
+	name, addr string
+	// acked is the highest sequence the backup acknowledged.
+	acked uint64
+	// synced is true while the backup is known to hold every mutation the
+	// owner applied, in order (after a full resync, or from the start).
+	synced bool
+	// streaming is true once a resync was enqueued on conn: records of
+	// later mutations follow it on that connection.
+	streaming bool
+	conn      *wire.Conn
+	// waiters are mutations waiting for this backup, whose records were
+	// refused (a gap) or not sent: a completed resync covers them.
+	waiters []seqWait
+	// handoff is closed when acked changes, for a waiting hand-off.
+	handoff chan struct{}
+}
+
+type seqWait struct {
+	seq uint64
+	w   *ackWait
+}
+
+// ackWait collects the backup acknowledgements one mutation waits for.
+type ackWait struct {
+	mu    sync.Mutex
+	need  int
+	done  bool
+	err   error
+	ch    chan struct{}
+	cb    func(error)
+	timer *time.Timer
+}
+
+func newAckWait(need int) *ackWait {
+	return &ackWait{need: need, ch: make(chan struct{})}
+}
+
+func (w *ackWait) ack() {
+	w.mu.Lock()
+	if w.done {
+		w.mu.Unlock()
+		return
+	}
+	w.need--
+	if w.need > 0 {
+		w.mu.Unlock()
+		return
+	}
+	w.finishLocked(nil)
+}
+
+func (w *ackWait) fail(err error) {
+	w.mu.Lock()
+	if w.done {
+		w.mu.Unlock()
+		return
+	}
+	w.finishLocked(err)
+}
+
+// finishLocked completes the wait; it is called with w.mu held and releases
+// it before running the callback.
+func (w *ackWait) finishLocked(err error) {
+	w.done, w.err = true, err
+	close(w.ch)
+	cb, timer := w.cb, w.timer
+	w.mu.Unlock()
+	if timer != nil {
+		timer.Stop()
+	}
+	if cb != nil {
+		cb(err)
+	}
+}
+
+// then runs cb once the wait completes, or fails it after timeout.
+func (w *ackWait) then(timeout time.Duration, cb func(error)) {
+	w.mu.Lock()
+	if w.done {
+		err := w.err
+		w.mu.Unlock()
+		cb(err)
+		return
+	}
+	w.cb = cb
+	w.timer = time.AfterFunc(timeout, func() {
+		w.fail(op.Errorf(op.CodeBackupTimeout, "no acknowledgement from %d backup(s) within %v", w.pending(), timeout))
+	})
+	w.mu.Unlock()
+}
+
+func (w *ackWait) pending() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.need
+}
+
+// wait blocks until the wait completes, ctx ends or timeout passes.
+func (w *ackWait) wait(ctx context.Context, timeout time.Duration) error {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-w.ch:
+		return w.result()
+	case <-ctx.Done():
+		return op.FromContext(ctx)
+	case <-t.C:
+		w.fail(op.Errorf(op.CodeBackupTimeout, "no acknowledgement from %d backup(s) within %v", w.pending(), timeout))
+		return w.result()
+	}
+}
+
+func (w *ackWait) result() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
 }
 
 // execute applies req if this member owns the partition at the request's
-// table version. cur is this member's current table version.
-func (s *slot) execute(m *Member, cur uint64, req *op.Request) *op.Response {
+// table version. For a mutation with synchronous backups it also returns
+// the wait for their acknowledgements; the caller must not report success
+// before it completes.
+func (s *slot) execute(m *Member, cur *partition.Table, req *op.Request) (*op.Response, *ackWait) {
 	svc, ok := m.svcIndex[req.Service]
 	if !ok {
-		return &op.Response{Code: op.CodeUnknownService, Msg: fmt.Sprintf("no service %q", req.Service), TableVersion: cur}
+		return &op.Response{Code: op.CodeUnknownService, Msg: fmt.Sprintf("no service %q", req.Service), TableVersion: cur.Version}, nil
+	}
+	now := time.Now()
+	if m.pausedAt(now) {
+		return &op.Response{Code: op.CodeStaleTable, Msg: fmt.Sprintf("member %s was paused and waits for a new table", m.cfg.Name), TableVersion: cur.Version}, nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if req.TableVersion > cur {
-		return &op.Response{Code: op.CodeStaleTable, Msg: fmt.Sprintf("member %s has table %d, request has %d", m.cfg.Name, cur, req.TableVersion), TableVersion: cur}
+	if req.TableVersion > cur.Version {
+		return &op.Response{Code: op.CodeStaleTable, Msg: fmt.Sprintf("member %s has table %d, request has %d", m.cfg.Name, cur.Version, req.TableVersion), TableVersion: cur.Version}, nil
 	}
-	if !s.owned || (req.TableVersion != 0 && req.TableVersion < s.since) {
-		return &op.Response{Code: op.CodeWrongOwner, Msg: fmt.Sprintf("member %s does not own partition %d at table %d", m.cfg.Name, s.id, req.TableVersion), TableVersion: cur}
+	if s.role != 0 || (req.TableVersion != 0 && req.TableVersion < s.ownerSince) {
+		return &op.Response{Code: op.CodeWrongOwner, Msg: fmt.Sprintf("member %s does not own partition %d at table %d", m.cfg.Name, s.id, req.TableVersion), TableVersion: cur.Version}, nil
 	}
 	if s.frozen != 0 {
-		return &op.Response{Code: op.CodeMigrating, Msg: fmt.Sprintf("partition %d is migrating", s.id), TableVersion: cur}
+		return &op.Response{Code: op.CodeMigrating, Msg: fmt.Sprintf("partition %d is being handed over", s.id), TableVersion: cur.Version}, nil
 	}
+	mutates := m.services[svc].Mutates(req.Op)
+	if mutates && req.Origin != 0 {
+		if resp, seq, ok := s.dedup.get(req.Origin, req.CallSeq); ok {
+			// A retry: answer with the original response, once the
+			// synchronous backups hold the original mutation.
+			r := *resp
+			r.TableVersion = cur.Version
+			return &r, s.coverage(m, req, seq)
+		}
+	}
+	st := s.state(m, svc)
+	resp := st.Apply(now, req)
+	m.counters.served.Add(1)
+	if !mutates || resp.Code != op.OK {
+		resp.TableVersion = cur.Version
+		return resp, nil
+	}
+	s.seq++
+	if req.Origin != 0 {
+		s.dedup.put(req.Origin, req.CallSeq, s.seq, resp, now)
+	}
+	var w *ackWait
+	if len(s.targets) > 0 {
+		need := min(m.syncBackups(req.Service, req.Name), len(s.targets))
+		if need > 0 {
+			w = newAckWait(need)
+		}
+		m.replicate(s, cur.Version, now, req, w, need)
+	}
+	resp.TableVersion = cur.Version
+	return resp, w
+}
+
+func (s *slot) state(m *Member, svc int) op.State {
 	st := s.states[svc]
 	if st == nil {
 		st = m.services[svc].NewState(s.id)
 		s.states[svc] = st
 	}
-	resp := st.Apply(time.Now(), req)
-	resp.TableVersion = cur
-	m.counters.served.Add(1)
-	return resp
+	return st
+}
+
+// applyBackup replays one of the owner's mutations on this backup. It
+// refuses records from an owner deposed at the record's version (fencing)
+// and reports a gap when a record is missing, so the owner resyncs.
+func (s *slot) applyBackup(m *Member, cur uint64, version, seq uint64, now time.Time, req *op.Request) *op.Response {
+	svc, ok := m.svcIndex[req.Service]
+	if !ok {
+		return &op.Response{Code: op.CodeUnknownService, Msg: fmt.Sprintf("no service %q", req.Service)}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if version < s.ownerSince {
+		return &op.Response{Code: op.CodeWrongOwner, Msg: fmt.Sprintf("backup %s: record of table %d from a deposed owner of partition %d (owner since %d)", m.cfg.Name, version, s.id, s.ownerSince), TableVersion: cur}
+	}
+	if s.role < 1 && version <= cur {
+		return &op.Response{Code: op.CodeBackupGap, Msg: fmt.Sprintf("%s is not a backup of partition %d at table %d", m.cfg.Name, s.id, cur), TableVersion: cur}
+	}
+	if seq <= s.seq {
+		return &op.Response{TableVersion: cur} // duplicate: already applied
+	}
+	if seq != s.seq+1 {
+		return &op.Response{Code: op.CodeBackupGap, Msg: fmt.Sprintf("partition %d: record %d after %d", s.id, seq, s.seq), TableVersion: cur}
+	}
+	resp := s.state(m, svc).Apply(now, req)
+	if req.Origin != 0 {
+		// Replay is deterministic, so this is the owner's response: keep
+		// it for a retry that reaches this member after a failover.
+		s.dedup.put(req.Origin, req.CallSeq, seq, resp, now)
+	}
+	s.seq = seq
+	m.counters.records.Add(1)
+	return &op.Response{TableVersion: cur}
 }
 
 func (s *slot) sweep(now time.Time, budget int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.owned {
+	if s.role < 0 {
 		return
 	}
 	for _, st := range s.states {
@@ -64,6 +272,7 @@ func (s *slot) sweep(now time.Time, budget int) {
 			sw.Sweep(now, budget)
 		}
 	}
+	s.dedup.expire(now)
 }
 
 // entries counts live entries in the partition.
@@ -79,108 +288,118 @@ func (s *slot) entries() int {
 	return n
 }
 
-// partitionSnapshot is the migration payload of one partition: every
-// service's snapshot by service name.
-type partitionSnapshot struct {
-	Partition int32             `msgpack:"p"`
-	Services  map[string][]byte `msgpack:"s"`
-}
-
-// freezeAndSnapshot stops the partition from serving (requests get
-// ErrMigrating) and returns its state; version tags the freeze so a later
-// table unfreezes it if the move is not committed.
-func (s *slot) freezeAndSnapshot(m *Member, version uint64) ([]byte, int, error) {
+// adopt updates the slot for a new table. It returns the entries dropped
+// (this member holds no replica any more) and the backups that need a full
+// resync (new backups of a partition this member owns).
+func (s *slot) adopt(m *Member, t *partition.Table) (dropped int, resync []string) {
+	names := t.ReplicaNames(s.id)
+	role := -1
+	for i, n := range names {
+		if n == m.cfg.Name {
+			role = i
+		}
+	}
+	owner := ""
+	if len(names) > 0 {
+		owner = names[0]
+	}
+	lost := false
+	for _, p := range t.Lost {
+		lost = lost || p == s.id
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.owned {
-		return nil, 0, op.Errorf(op.CodeWrongOwner, "member %s does not own partition %d", m.cfg.Name, s.id)
+	if owner != s.owner || lost {
+		s.owner, s.ownerSince = owner, t.Version
 	}
-	s.frozen = version
-	snap := partitionSnapshot{Partition: s.id, Services: map[string][]byte{}}
-	now := time.Now()
-	n := 0
-	for i, st := range s.states {
-		if st == nil || st.Len() == 0 {
-			continue
-		}
-		b, err := st.Snapshot(now)
-		if err != nil {
-			s.frozen = 0
-			return nil, 0, fmt.Errorf("%w: snapshot of %s in partition %d: %v", op.ErrInternal, m.services[i].Name(), s.id, err)
-		}
-		snap.Services[m.services[i].Name()] = b
-		n += st.Len()
-	}
-	var buf bytes.Buffer
-	if err := msgpack.NewEncoder(&buf).Encode(&snap); err != nil {
-		s.frozen = 0
-		return nil, 0, fmt.Errorf("%w: encode partition %d: %v", op.ErrInternal, s.id, err)
-	}
-	return buf.Bytes(), n, nil
-}
-
-func (s *slot) unfreeze(version uint64) {
-	s.mu.Lock()
-	if s.frozen == version {
+	if s.frozen != 0 && t.Version > s.frozen {
 		s.frozen = 0
 	}
-	s.mu.Unlock()
-}
-
-// restore replaces the partition's states with a migrated snapshot. The
-// partition is not served until a table makes this member its owner.
-func (s *slot) restore(m *Member, data []byte) (int, error) {
-	var snap partitionSnapshot
-	if err := msgpack.Unmarshal(data, &snap); err != nil {
-		return 0, fmt.Errorf("%w: partition snapshot: %v", op.ErrBadRequest, err)
-	}
-	if snap.Partition != s.id {
-		return 0, fmt.Errorf("%w: snapshot is of partition %d, not %d", op.ErrBadRequest, snap.Partition, s.id)
-	}
-	states := make([]op.State, len(m.services))
-	now := time.Now()
-	n := 0
-	for name, b := range snap.Services {
-		i, ok := m.svcIndex[name]
-		if !ok {
-			return 0, fmt.Errorf("%w: snapshot has unknown service %q", op.ErrUnknownService, name)
-		}
-		st := m.services[i].NewState(s.id)
-		if err := st.Restore(now, b); err != nil {
-			return 0, fmt.Errorf("%w: restore %s in partition %d: %v", op.ErrBadRequest, name, s.id, err)
-		}
-		states[i] = st
-		n += st.Len()
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.owned {
-		return 0, fmt.Errorf("%w: partition %d is owned here already", op.ErrBadRequest, s.id)
-	}
-	s.states = states
-	return n, nil
-}
-
-// adopt updates the slot for a new table: owned says whether this member
-// owns the partition in it.
-func (s *slot) adopt(version uint64, owned bool) (dropped int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if owned && !s.owned {
-		s.since = version
-	}
-	if owned && s.frozen != 0 && version > s.frozen {
-		s.frozen = 0 // the migration was not committed: serve again
-	}
-	if !owned {
+	if role < 0 || (lost && s.role < 0) {
 		for i, st := range s.states {
 			if st != nil {
 				dropped += st.Len()
 				s.states[i] = nil
 			}
 		}
-		s.frozen = 0
+		s.seq = 0
+		s.dedup.reset()
 	}
-	s.owned = owned
-	return dropped
+	// Rebuild the owner's targets, keeping the sync state of backups that
+	// stay.
+	var next []*target
+	if role == 0 {
+		for _, n := range names[1:] {
+			var tg *target
+			for _, old := range s.targets {
+				if old.name == n {
+					tg = old
+				}
+			}
+			if tg == nil {
+				mb, _ := t.Member(n)
+				tg = &target{name: n, addr: mb.Addr}
+				resync = append(resync, n)
+			}
+			next = append(next, tg)
+		}
+	}
+	for _, old := range s.targets {
+		keep := false
+		for _, tg := range next {
+			keep = keep || tg == old
+		}
+		if !keep {
+			old.signal() // a hand-off waiting for this backup gives up
+			for _, sw := range old.waiters {
+				sw.w.fail(op.Errorf(op.CodeBackupTimeout, "backup %s of partition %d left before acknowledging; the outcome is unknown", old.name, s.id))
+			}
+			old.waiters = nil
+		}
+	}
+	s.targets = next
+	s.role = role
+	return dropped, resync
+}
+
+// coverage returns a wait for the synchronous backups to hold mutation seq
+// (nil when they already do). s.mu is held.
+func (s *slot) coverage(m *Member, req *op.Request, seq uint64) *ackWait {
+	need := min(m.syncBackups(req.Service, req.Name), len(s.targets))
+	if need == 0 {
+		return nil
+	}
+	w := newAckWait(need)
+	for _, tg := range s.targets[:need] {
+		if tg.synced && tg.acked >= seq {
+			w.ack()
+			continue
+		}
+		tg.waiters = append(tg.waiters, seqWait{seq, w})
+		if !tg.streaming {
+			m.scheduleResync(s.id, tg.name)
+		}
+	}
+	return w
+}
+
+// advance records that the backup acknowledged everything up to seq and
+// releases the mutations waiting for it. s.mu is held.
+func (tg *target) advance(seq uint64) {
+	if seq > tg.acked {
+		tg.acked = seq
+	}
+	tg.signal()
+	if !tg.synced {
+		return
+	}
+	kept := tg.waiters[:0]
+	for _, sw := range tg.waiters {
+		if sw.seq <= tg.acked {
+			sw.w.ack()
+		} else {
+			kept = append(kept, sw)
+		}
+	}
+	tg.waiters = kept
 }

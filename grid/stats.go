@@ -19,22 +19,36 @@ type Stats struct {
 	Members int `json:"members"`
 	// PartitionsOwned is how many partitions it owns.
 	PartitionsOwned int `json:"partitions_owned"`
+	// PartitionsBackup is how many partitions it holds a backup of.
+	PartitionsBackup int `json:"partitions_backup"`
+	// UnsyncedBackups counts backups of its owned partitions that do not
+	// hold every mutation yet (being copied or catching up).
+	UnsyncedBackups int `json:"unsynced_backups"`
 	// Entries is the number of entries in its owned partitions.
 	Entries int `json:"entries"`
 	// Ready is true once it follows a table that includes it.
 	Ready bool `json:"ready"`
 	// Leaving is true while a graceful shutdown hands partitions over.
 	Leaving bool `json:"leaving"`
+	// Fenced is true while the member refuses owner operations after a
+	// pause, until it has confirmed the table with the coordinator.
+	Fenced bool `json:"fenced"`
+	// TableBackups is the number of backups per partition this member's
+	// configuration asks for.
+	TableBackups int `json:"table_backups"`
 	// RequestsServed counts requests executed on this member's partitions.
 	RequestsServed uint64 `json:"requests_served"`
-	// MigrationsOut counts partitions this member handed to others.
+	// BackupRecords counts mutations replayed here as a backup.
+	BackupRecords uint64 `json:"backup_records"`
+	// MigrationsOut counts partition copies this member sent to others.
 	MigrationsOut uint64 `json:"migrations_out"`
-	// MigrationsIn counts partitions this member received.
+	// MigrationsIn counts partition copies this member received.
 	MigrationsIn uint64 `json:"migrations_in"`
 }
 
 type counters struct {
 	served        atomic.Uint64
+	records       atomic.Uint64
 	migrationsOut atomic.Uint64
 	migrationsIn  atomic.Uint64
 }
@@ -47,7 +61,10 @@ func (m *Member) Stats() Stats {
 		Coordinator:    m.IsCoordinator(),
 		Members:        len(m.Members()),
 		Leaving:        m.leaving.Load(),
+		Fenced:         m.fenced.Load(),
+		TableBackups:   m.backups.table,
 		RequestsServed: m.counters.served.Load(),
+		BackupRecords:  m.counters.records.Load(),
 		MigrationsOut:  m.counters.migrationsOut.Load(),
 		MigrationsIn:   m.counters.migrationsIn.Load(),
 	}
@@ -56,8 +73,17 @@ func (m *Member) Stats() Stats {
 		_, s.Ready = t.Member(m.cfg.Name)
 		owned := t.Owned(m.cfg.Name)
 		s.PartitionsOwned = len(owned)
+		s.PartitionsBackup = len(t.BackedUp(m.cfg.Name))
 		for _, p := range owned {
-			s.Entries += m.slots[p].entries()
+			sl := m.slots[p]
+			s.Entries += sl.entries()
+			sl.mu.Lock()
+			for _, tg := range sl.targets {
+				if !(tg.synced && tg.acked >= sl.seq) {
+					s.UnsyncedBackups++
+				}
+			}
+			sl.mu.Unlock()
 		}
 	}
 	return s

@@ -73,6 +73,16 @@ var (
 // Name returns ServiceName.
 func (Service) Name() string { return ServiceName }
 
+// Mutates reports whether a map operation may change state (and so is
+// replayed on backups).
+func (Service) Mutates(o uint8) bool {
+	switch o {
+	case OpPut, OpDelete, OpPutIfAbsent, OpReplace, OpCompareAndSwap, OpClear:
+		return true
+	}
+	return false
+}
+
 // NewState returns the empty map state of one partition. The returned value
 // also implements op.Sweeper.
 func (Service) NewState(partition int32) op.State { return newState(partition) }

@@ -634,3 +634,12 @@ func TestExpireAt(t *testing.T) {
 		}
 	}
 }
+
+func TestMutatesClassifiesEveryOp(t *testing.T) {
+	reads := map[uint8]bool{OpGet: true, OpContains: true, OpSize: true, OpKeys: true, OpEntries: true}
+	for o := OpPut; o < opEnd; o++ {
+		if got := (Service{}).Mutates(o); got == reads[o] {
+			t.Errorf("Mutates(%d) = %v", o, got)
+		}
+	}
+}

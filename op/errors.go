@@ -28,6 +28,9 @@ const (
 	CodeUnavailable
 	CodeQuorum
 	CodeNotLeader
+	CodeBackupTimeout
+	CodeBackupGap
+	CodePartitionLost
 	codeEnd
 )
 
@@ -70,6 +73,16 @@ var (
 	// ErrNotCoordinator means a coordinator-only request reached another
 	// member. Senders retry it against the current coordinator.
 	ErrNotCoordinator = errors.New("shoal: not the coordinator")
+	// ErrBackupTimeout means the owner applied a mutation but not every
+	// synchronous backup acknowledged it in time. The outcome is unknown:
+	// the mutation may survive or be lost if the owner fails now. Retrying
+	// it is safe (mutations carry an identity and are not applied twice).
+	ErrBackupTimeout = errors.New("shoal: backup did not acknowledge in time (outcome unknown)")
+	// ErrBackupGap is a backup's answer to a record that does not follow
+	// the last one it applied; the owner resyncs it. Members only.
+	ErrBackupGap = errors.New("shoal: backup is missing records")
+	// ErrPartitionLost means every replica of a partition was lost.
+	ErrPartitionLost = errors.New("shoal: partition lost")
 )
 
 var codeErrors = [codeEnd]error{
@@ -89,6 +102,9 @@ var codeErrors = [codeEnd]error{
 	CodeUnavailable:    ErrUnavailable,
 	CodeQuorum:         ErrQuorum,
 	CodeNotLeader:      ErrNotCoordinator,
+	CodeBackupTimeout:  ErrBackupTimeout,
+	CodeBackupGap:      ErrBackupGap,
+	CodePartitionLost:  ErrPartitionLost,
 }
 
 // Sentinel returns the sentinel error of a code (ErrInternal for an unknown

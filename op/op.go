@@ -48,6 +48,13 @@ type Request struct {
 	// as a duration (not a wall-clock deadline) so clock skew between hosts
 	// does not matter. Zero means no deadline.
 	Timeout time.Duration
+	// Origin and CallSeq identify a mutation across retries: an invoker
+	// picks a random Origin once and numbers its calls. The owner (and,
+	// through replication, every backup) remembers recent identities with
+	// their responses, so a retried mutation is answered with the original
+	// response instead of being applied twice. Zero Origin opts out.
+	Origin  uint64
+	CallSeq uint64
 }
 
 // Response is the owner's answer to a Request.
@@ -101,6 +108,9 @@ type Service interface {
 	Name() string
 	// NewState returns the empty state of one partition.
 	NewState(partition int32) State
+	// Mutates reports whether operation op may change state. The owner
+	// ships such operations to the partition's backups, which replay them.
+	Mutates(op uint8) bool
 }
 
 // State is the pure per-partition state machine of one service: every
@@ -108,6 +118,11 @@ type Service interface {
 // guarantees that at most one goroutine calls a State's methods at a time
 // (it holds the partition's lock), so implementations need no locking. Time
 // is passed in so that state machines are deterministic and testable.
+//
+// Apply must be deterministic: given the same state, time and request it
+// must make the same change. Backups replay the owner's mutating requests
+// in the owner's order with the owner's time, and must end in the same
+// state.
 type State interface {
 	// Apply executes req at time now and returns its response. It must not
 	// block, do IO or keep references to req's byte slices beyond the call

@@ -20,8 +20,19 @@ const preallocLimit = 1024
 // (array-encoded structs, custom tags) and in step with DecodeMsgpack. It
 // has a value receiver so tables held by value encode too.
 func (t Table) EncodeMsgpack(e *msgpack.Encoder) error {
-	if err := e.EncodeMapLen(5); err != nil {
+	if err := e.EncodeMapLen(6); err != nil {
 		return err
+	}
+	if err := e.EncodeString("l"); err != nil {
+		return err
+	}
+	if err := e.EncodeArrayLen(len(t.Lost)); err != nil {
+		return err
+	}
+	for _, p := range t.Lost {
+		if err := e.EncodeInt(int64(p)); err != nil {
+			return err
+		}
 	}
 	if err := e.EncodeString("e"); err != nil {
 		return err
@@ -115,6 +126,8 @@ func (t *Table) DecodeMsgpack(d *msgpack.Decoder) error {
 			nt.Version, err = d.DecodeUint64()
 		case "e":
 			nt.Epoch, err = d.DecodeUint64()
+		case "l":
+			nt.Lost, err = decodeLost(d)
 		case "c":
 			nt.Count, err = d.DecodeInt()
 		case "m":
@@ -204,6 +217,22 @@ func decodeReplicas(d *msgpack.Decoder) ([][]int32, error) {
 			rs = append(rs, int32(m))
 		}
 		out = append(out, rs)
+	}
+	return out, nil
+}
+
+func decodeLost(d *msgpack.Decoder) ([]int32, error) {
+	n, err := d.DecodeArrayLen()
+	if err != nil || n <= 0 {
+		return nil, err
+	}
+	out := make([]int32, 0, min(n, preallocLimit))
+	for range n {
+		v, err := d.DecodeInt32()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
 	}
 	return out, nil
 }

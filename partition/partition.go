@@ -64,7 +64,10 @@ type Table struct {
 	// at random for the first table and carries it forward, so a client
 	// can tell a restarted cluster (versions start again) from a member
 	// with a stale table.
-	Epoch    uint64    `msgpack:"e"`
+	Epoch uint64 `msgpack:"e"`
+	// Lost lists partitions whose every replica was lost before this
+	// version: they start again empty, and members report them once.
+	Lost     []int32   `msgpack:"l,omitempty"`
 	Members  []Member  `msgpack:"m"` // sorted by Name, unique names
 	Replicas [][]int32 `msgpack:"r"` // len == Count; Replicas[p][0] is the owner
 }
@@ -206,6 +209,11 @@ func (t *Table) Validate() error {
 			seen[m] = p + 1
 		}
 	}
+	for _, p := range t.Lost {
+		if p < 0 || int(p) >= t.Count {
+			return fmt.Errorf("partition: lost partition %d out of range", p)
+		}
+	}
 	return nil
 }
 
@@ -218,6 +226,51 @@ func (t *Table) WithVersion(v uint64) *Table {
 	c := *t
 	c.Version = v
 	return &c
+}
+
+// New builds a validated table from replica lists given by member name
+// (replicas[p][0] is the owner). members may come in any order; they are
+// sorted by name.
+func New(version uint64, count int, members []Member, replicas [][]string) (*Table, error) {
+	ms := slices.Clone(members)
+	slices.SortFunc(ms, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
+	idx := make(map[string]int32, len(ms))
+	for i, m := range ms {
+		idx[m.Name] = int32(i)
+	}
+	if len(replicas) != count {
+		return nil, fmt.Errorf("partition: %d replica lists for %d partitions", len(replicas), count)
+	}
+	flat := make([]int32, 0, count*2)
+	rs := make([][]int32, count)
+	for p, names := range replicas {
+		start := len(flat)
+		for _, n := range names {
+			i, ok := idx[n]
+			if !ok {
+				return nil, fmt.Errorf("partition: replica %q of partition %d is not a member", n, p)
+			}
+			flat = append(flat, i)
+		}
+		rs[p] = flat[start:len(flat):len(flat)]
+	}
+	t := &Table{Version: version, Count: count, Members: ms, Replicas: rs}
+	if err := t.Validate(); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// ReplicaNames returns the names of partition p's replicas, owner first.
+func (t *Table) ReplicaNames(p int32) []string {
+	n := t.ReplicaCount(p)
+	out := make([]string, 0, n)
+	for i := range n {
+		if m, ok := t.Replica(p, i); ok {
+			out = append(out, m.Name)
+		}
+	}
+	return out
 }
 
 // Equal reports whether t and o have the same count, members and replicas,

@@ -379,3 +379,36 @@ func BenchmarkID(b *testing.B) {
 	}
 	_ = sink
 }
+
+func TestNewAndReplicaNames(t *testing.T) {
+	ms := []Member{{Name: "b", Addr: "b:1"}, {Name: "a", Addr: "a:1"}}
+	tb, err := New(3, 2, ms, [][]string{{"a", "b"}, {"b"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tb.ReplicaNames(0); len(got) != 2 || got[0] != "a" || got[1] != "b" {
+		t.Fatalf("replicas of 0 = %v", got)
+	}
+	if o, _ := tb.Owner(1); o.Name != "b" {
+		t.Fatalf("owner of 1 = %v", o)
+	}
+	tb.Lost = []int32{1}
+	b, err := tb.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := Unmarshal(b)
+	if err != nil || len(back.Lost) != 1 || back.Lost[0] != 1 || back.Version != 3 {
+		t.Fatalf("round trip: %+v %v", back, err)
+	}
+	if _, err := New(1, 1, ms, [][]string{{"zz"}}); err == nil {
+		t.Fatal("unknown member accepted")
+	}
+	if _, err := New(1, 2, ms, [][]string{{"a"}}); err == nil {
+		t.Fatal("wrong replica list count accepted")
+	}
+	tb.Lost = []int32{7}
+	if err := tb.Validate(); err == nil {
+		t.Fatal("lost partition out of range accepted")
+	}
+}

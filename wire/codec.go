@@ -52,7 +52,7 @@ const ProtocolVersion = 1
 const Magic = "shoal"
 
 const (
-	requestFields  = 10
+	requestFields  = 12
 	responseFields = 6
 )
 
@@ -81,11 +81,17 @@ func EncodeRequest(enc *msgpack.Encoder, r *op.Request) error {
 		enc.EncodeInt(r.Num),
 		enc.EncodeUint(r.TableVersion),
 		enc.EncodeInt(int64(r.Timeout)),
+		enc.EncodeUint(r.Origin),
+		enc.EncodeUint(r.CallSeq),
 	)
 }
 
 // DecodeRequest reads a request written by EncodeRequest into r. Errors wrap
 // ErrMalformed.
+//
+// For untrusted input use DecodeRequestBytes (a Conn does the equivalent):
+// msgpack's decoder allocates, and keeps in the decoder, up to the length a
+// string header claims, which DecodeRequest alone cannot check.
 func DecodeRequest(dec *msgpack.Decoder, r *op.Request) error {
 	n, err := dec.DecodeArrayLen()
 	if err != nil {
@@ -129,6 +135,12 @@ func DecodeRequest(dec *msgpack.Decoder, r *op.Request) error {
 		return malformed("request timeout", err)
 	}
 	r.Timeout = time.Duration(i)
+	if r.Origin, err = dec.DecodeUint64(); err != nil {
+		return malformed("request origin", err)
+	}
+	if r.CallSeq, err = dec.DecodeUint64(); err != nil {
+		return malformed("request call sequence", err)
+	}
 	return skipExtra(dec, n-requestFields)
 }
 
@@ -146,7 +158,8 @@ func EncodeResponse(enc *msgpack.Encoder, r *op.Response) error {
 }
 
 // DecodeResponse reads a response written by EncodeResponse into r. Errors
-// wrap ErrMalformed.
+// wrap ErrMalformed. Like DecodeRequest, it trusts the lengths in its input:
+// use DecodeResponseBytes for untrusted input.
 func DecodeResponse(dec *msgpack.Decoder, r *op.Response) error {
 	n, err := dec.DecodeArrayLen()
 	if err != nil {
@@ -238,6 +251,128 @@ func remaining(dec *msgpack.Decoder) (int, bool) {
 	return 0, false
 }
 
+// checkBody checks that b starts with one complete msgpack value in which
+// every length and element count fits in the bytes that follow it.
+//
+// msgpack's decoder allocates what a string, bin or ext header claims before
+// reading the data, and keeps the buffer it grew in the decoder even when the
+// read fails. A pooled decoder (msgpack.Unmarshal) or a connection's
+// long-lived one thus grew by about a quarter per lying header: a few dozen
+// 8-byte frames made it allocate gigabytes and copy them on every frame. Once
+// a body has passed checkBody, decoding it allocates at most about its own
+// size. checkBody walks without recursion, so deep nesting costs no stack.
+func checkBody(b []byte) error {
+	_, err := valueEnd(b)
+	return err
+}
+
+// valueEnd returns the length of the msgpack value b starts with, after the
+// checks of checkBody.
+func valueEnd(b []byte) (int, error) {
+	const (
+		payload = iota // the length counts bytes
+		ext            // bytes, plus the ext type byte
+		array          // values
+		dict           // key-value pairs
+	)
+	i, pending := 0, uint64(1) // values still to read
+	for pending > 0 {
+		if i >= len(b) {
+			return 0, io.ErrUnexpectedEOF
+		}
+		c := b[i]
+		i++
+		pending--
+		var size, items uint64 // bytes to skip, values to read
+		switch {
+		case c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3:
+			// fixint, nil, false, true
+		case c <= 0x8f: // fixmap
+			items = 2 * uint64(c&0x0f)
+		case c <= 0x9f: // fixarray
+			items = uint64(c & 0x0f)
+		case c <= 0xbf: // fixstr
+			size = uint64(c & 0x1f)
+		default:
+			width, kind := 0, payload
+			switch c {
+			case 0xcc, 0xd0: // uint8, int8
+				size = 1
+			case 0xcd, 0xd1:
+				size = 2
+			case 0xca, 0xce, 0xd2: // float32, uint32, int32
+				size = 4
+			case 0xcb, 0xcf, 0xd3:
+				size = 8
+			case 0xd4, 0xd5, 0xd6, 0xd7, 0xd8: // fixext 1..16, after the type
+				size = 1 + 1<<(c-0xd4)
+			case 0xc4, 0xd9: // bin8, str8
+				width = 1
+			case 0xc5, 0xda:
+				width = 2
+			case 0xc6, 0xdb:
+				width = 4
+			case 0xc7, 0xc8, 0xc9: // ext8, ext16, ext32
+				width, kind = 1<<(c-0xc7), ext
+			case 0xdc, 0xdd: // array16, array32
+				width, kind = 2<<(c-0xdc), array
+			case 0xde, 0xdf: // map16, map32
+				width, kind = 2<<(c-0xde), dict
+			default:
+				return 0, fmt.Errorf("invalid msgpack code %#x", c)
+			}
+			if width > 0 {
+				if len(b)-i < width {
+					return 0, io.ErrUnexpectedEOF
+				}
+				var n uint64
+				for _, x := range b[i : i+width] {
+					n = n<<8 | uint64(x)
+				}
+				i += width
+				switch kind {
+				case payload:
+					size = n
+				case ext:
+					size = n + 1
+				case array:
+					items = n
+				case dict:
+					items = 2 * n
+				}
+			}
+		}
+		left := uint64(len(b) - i)
+		if size > left {
+			return 0, fmt.Errorf("%d bytes claimed, %d left: %w", size, left, io.ErrUnexpectedEOF)
+		}
+		i += int(size)
+		left -= size
+		// Every value takes at least one byte.
+		if pending+items > left {
+			return 0, fmt.Errorf("%d values claimed, %d bytes left: %w", pending+items, left, io.ErrUnexpectedEOF)
+		}
+		pending += items
+	}
+	return i, nil
+}
+
+// decodeRequestBody decodes body, which dec reads from, after checkBody.
+func decodeRequestBody(dec *msgpack.Decoder, body []byte, r *op.Request) error {
+	if err := checkBody(body); err != nil {
+		return malformed("request", err)
+	}
+	return DecodeRequest(dec, r)
+}
+
+// decodeResponseBody decodes body, which dec reads from, after checkBody.
+func decodeResponseBody(dec *msgpack.Decoder, body []byte, r *op.Response) error {
+	if err := checkBody(body); err != nil {
+		return malformed("response", err)
+	}
+	return DecodeResponse(dec, r)
+}
+
 func skipExtra(dec *msgpack.Decoder, n int) error {
 	for ; n > 0; n-- {
 		if err := dec.Skip(); err != nil {
@@ -272,6 +407,9 @@ type Hello struct {
 // DecodeHello decodes a handshake body. Errors wrap ErrMalformed.
 func DecodeHello(b []byte) (Hello, error) {
 	var h Hello
+	if err := checkBody(b); err != nil {
+		return Hello{}, malformed("hello", err)
+	}
 	if err := msgpack.Unmarshal(b, &h); err != nil {
 		return Hello{}, malformed("hello", err)
 	}
@@ -285,7 +423,7 @@ func DecodeHello(b []byte) (Hello, error) {
 func DecodeRequestBytes(b []byte) (*op.Request, error) {
 	var r op.Request
 	dec := msgpack.NewDecoder(bytes.NewReader(b))
-	if err := DecodeRequest(dec, &r); err != nil {
+	if err := decodeRequestBody(dec, b, &r); err != nil {
 		return nil, err
 	}
 	return &r, nil
@@ -295,7 +433,7 @@ func DecodeRequestBytes(b []byte) (*op.Request, error) {
 func DecodeResponseBytes(b []byte) (*op.Response, error) {
 	var r op.Response
 	dec := msgpack.NewDecoder(bytes.NewReader(b))
-	if err := DecodeResponse(dec, &r); err != nil {
+	if err := decodeResponseBody(dec, b, &r); err != nil {
 		return nil, err
 	}
 	return &r, nil

@@ -99,6 +99,8 @@ type Conn struct {
 	pmu     sync.Mutex
 	nextID  uint64
 	pending map[uint64]chan *op.Response
+	// callbacks holds calls made with Go, answered by running the callback.
+	callbacks map[uint64]func(*op.Response, error)
 
 	closeOnce sync.Once
 	done      chan struct{}
@@ -182,8 +184,14 @@ func clientHello(ctx context.Context, nc net.Conn, local Hello, opts Options) (*
 	return start(nc, br, peer, opts), nil
 }
 
+// handshakeErr wraps a handshake IO error, and ctx's error when ctx ended
+// (the socket deadline may fire a moment before ctx's own timer does).
 func handshakeErr(ctx context.Context, nc net.Conn, err error) error {
-	if cerr := ctx.Err(); cerr != nil {
+	cerr := ctx.Err()
+	if dl, ok := ctx.Deadline(); cerr == nil && ok && !time.Now().Before(dl) {
+		cerr = context.DeadlineExceeded
+	}
+	if cerr != nil {
 		return fmt.Errorf("%w: handshake with %s: %v: %w", op.ErrUnavailable, nc.RemoteAddr(), err, cerr)
 	}
 	return fmt.Errorf("%w: handshake with %s: %v", op.ErrUnavailable, nc.RemoteAddr(), err)
@@ -279,13 +287,14 @@ func readFrame(r io.Reader, buf []byte, max int) (Kind, uint64, []byte, error) {
 
 func start(nc net.Conn, br *bufio.Reader, peer Hello, opts Options) *Conn {
 	c := &Conn{
-		nc:      nc,
-		opts:    opts,
-		peer:    peer,
-		out:     newOutBuf(),
-		spare:   newOutBuf(),
-		pending: make(map[uint64]chan *op.Response),
-		done:    make(chan struct{}),
+		nc:        nc,
+		opts:      opts,
+		peer:      peer,
+		out:       newOutBuf(),
+		spare:     newOutBuf(),
+		pending:   make(map[uint64]chan *op.Response),
+		callbacks: make(map[uint64]func(*op.Response, error)),
+		done:      make(chan struct{}),
 	}
 	c.cond = sync.NewCond(&c.mu)
 	c.loops.Add(2)
@@ -334,12 +343,18 @@ func (c *Conn) fail(err error) {
 		c.cond.Broadcast()
 		c.mu.Unlock()
 		c.pmu.Lock()
-		pending := c.pending
-		c.pending = nil
+		pending, callbacks := c.pending, c.callbacks
+		c.pending, c.callbacks = nil, nil
 		c.pmu.Unlock()
 		_ = c.nc.Close()
 		for _, ch := range pending {
 			ch <- nil // nil response = connection lost
+		}
+		if len(callbacks) > 0 {
+			lost := fmt.Errorf("%w: %w: %v", op.ErrUnavailable, ErrConnLost, err)
+			for _, cb := range callbacks {
+				cb(nil, lost)
+			}
 		}
 		close(c.done)
 	})
@@ -396,6 +411,44 @@ func (c *Conn) Call(ctx context.Context, req *op.Request) (*op.Response, error) 
 		c.forget(id, ch)
 		return nil, op.FromContext(ctx)
 	}
+}
+
+// Go sends req without waiting: done runs exactly once, with the response
+// or with the error that ended the connection (wrapping op.ErrUnavailable
+// and ErrConnLost). It runs on the connection's read loop, so it must be
+// quick and must not call Call on this connection. Frames are written in
+// the order of Go and Call calls, so a caller that serialises its calls
+// (e.g. under a lock) gets its requests delivered in that order. If Go
+// returns an error, nothing was sent and done is never called.
+func (c *Conn) Go(req *op.Request, done func(*op.Response, error)) error {
+	if err := c.opts.Limits.Check(req); err != nil {
+		return err
+	}
+	c.pmu.Lock()
+	if c.callbacks == nil {
+		c.pmu.Unlock()
+		return c.notSent()
+	}
+	c.nextID++
+	id := c.nextID
+	c.callbacks[id] = done
+	c.pmu.Unlock()
+	if err := c.enqueue(KindRequest, id, func(enc *msgpack.Encoder) error { return EncodeRequest(enc, req) }); err != nil {
+		c.pmu.Lock()
+		_, still := c.callbacks[id]
+		delete(c.callbacks, id)
+		c.pmu.Unlock()
+		if !still {
+			// fail() took the callback and runs it; report success so the
+			// caller does not handle the failure twice.
+			return nil
+		}
+		if errors.Is(err, op.ErrTooLarge) {
+			return err
+		}
+		return c.notSent()
+	}
+	return nil
 }
 
 func (c *Conn) notSent() error {
@@ -525,7 +578,7 @@ func (c *Conn) readLoop(br *bufio.Reader) {
 		switch kind {
 		case KindRequest:
 			req := new(op.Request)
-			if err := DecodeRequest(dec, req); err != nil {
+			if err := decodeRequestBody(dec, body, req); err != nil {
 				c.Respond(id, &op.Response{Code: op.CodeBadRequest, Msg: op.Message(err)})
 				continue
 			}
@@ -540,15 +593,19 @@ func (c *Conn) readLoop(br *bufio.Reader) {
 			c.opts.Handler.HandleRequest(c, id, req)
 		case KindResponse:
 			resp := new(op.Response)
-			if err := DecodeResponse(dec, resp); err != nil {
+			if err := decodeResponseBody(dec, body, resp); err != nil {
 				resp = &op.Response{Code: op.CodeBadRequest, Msg: "malformed response: " + op.Message(err)}
 			}
 			c.pmu.Lock()
 			ch, ok := c.pending[id]
 			delete(c.pending, id)
+			cb, isCB := c.callbacks[id]
+			delete(c.callbacks, id)
 			c.pmu.Unlock()
 			if ok {
 				ch <- resp
+			} else if isCB {
+				cb(resp, nil)
 			}
 		default:
 			c.fail(malformed(fmt.Sprintf("unexpected frame kind %d", kind), nil))

@@ -197,7 +197,8 @@ func (c *Cluster) Stable() (bool, string) {
 			return false, fmt.Sprintf("%s has table %d, %s has %d", live[0].Name(), t0.Version, m.Name(), t.Version)
 		}
 	}
-	target, err := partition.Assign(pms, t0.Count, 0, partition.PerMember)
+	st := live[0].Stats()
+	target, err := partition.Assign(pms, t0.Count, st.TableBackups, partition.PerMember)
 	if err != nil {
 		return false, err.Error()
 	}
@@ -206,9 +207,13 @@ func (c *Cluster) Stable() (bool, string) {
 		if !ok || !slices.Contains(names, o.Name) {
 			return false, fmt.Sprintf("partition %d has no running owner", p)
 		}
-		want, _ := target.Owner(p)
-		if o.Name != want.Name {
-			return false, fmt.Sprintf("partition %d owned by %s, target %s (migration pending)", p, o.Name, want.Name)
+		if got, want := t0.ReplicaNames(p), target.ReplicaNames(p); !slices.Equal(got, want) {
+			return false, fmt.Sprintf("partition %d has replicas %v, target %v (migration pending)", p, got, want)
+		}
+	}
+	for _, m := range live {
+		if s := m.Stats(); s.UnsyncedBackups > 0 || s.Fenced {
+			return false, fmt.Sprintf("%s has %d backups not in sync (fenced %v)", m.Name(), s.UnsyncedBackups, s.Fenced)
 		}
 	}
 	return true, ""

@@ -1,0 +1,13 @@
+# gridnode in an empty image. `make image` builds the static binary on the
+# host (CGO_ENABLED=0) first, so nothing is pulled or compiled here.
+FROM scratch
+COPY bin/gridnode /gridnode
+# Listen on every interface of the container. The data address announced
+# to other members is then the container's private IP (override it with
+# SHOAL_ADVERTISE_ADDR, and the gossip one with SHOAL_ADVERTISE).
+ENV SHOAL_BIND=0.0.0.0:7946 \
+    SHOAL_ADDR=0.0.0.0:5701 \
+    SHOAL_HTTP=0.0.0.0:8080
+EXPOSE 5701/tcp 7946/tcp 7946/udp 8080/tcp
+USER 65534:65534
+ENTRYPOINT ["/gridnode"]

@@ -1,0 +1,94 @@
+// Command gridctl is the command-line client of a Shoal cluster, for
+// operators and scripts: it shows the cluster's state, reads and writes map
+// entries, and generates load.
+//
+// Usage:
+//
+//	gridctl COMMAND [ARGS] [FLAGS]
+//
+// Flags may appear before or after the command and its arguments. Every
+// command accepts the global flags:
+//
+//	--addr host:port[,host:port]  data addresses of members to contact; the
+//	                              first that answers is used (default 127.0.0.1:5701)
+//	--timeout D                   bound on connecting, and on each operation (default 5s)
+//	--cluster NAME                cluster name, as given to gridnode (default shoal)
+//
+// # status
+//
+// status lists the members (name, data address, zone and host labels when
+// set), the partition table version, and how many partitions each member
+// owns and backs up, as read from the partition table the client receives:
+//
+//	$ gridctl status --addr 10.0.0.1:5701
+//	cluster shoal: 3 members, table version 7, 271 partitions, 2 replica(s) each, safe: yes
+//
+//	NAME  ADDR            ZONE  HOST  OWNED  BACKUP
+//	n1    10.0.0.1:5701   -     -     91     90
+//	...
+//
+// The cluster is safe when every partition has its full replica count. The
+// backup count is not published in the table, so it is inferred as the
+// largest replica count of any partition minus one (B), and a partition can
+// have no more replicas than there are members (N): safe means every
+// partition has at least min(1+B, N) replicas. With no backups configured
+// this is simply "every partition has an owner". status --json prints one
+// object:
+//
+//	{"members":[{"name":"n1","addr":"10.0.0.1:5701","partitions_owned":91,"partitions_backup":90}, ...],
+//	 "table_version":7,"partition_count":271,"safe":true}
+//
+// (zone and host appear in a member's object only when set.)
+//
+// # map
+//
+//	gridctl map put NAME KEY VALUE [--ttl 10s]   # VALUE "-" reads it from stdin
+//	gridctl map get NAME KEY                     # prints exactly the value, no newline
+//	gridctl map delete NAME KEY                  # exit 1 if the key was absent
+//	gridctl map size NAME                        # prints the number of live entries
+//	gridctl map keys NAME                        # prints every key, one per line, sorted
+//
+// For example:
+//
+//	gridctl map put users alice '{"age":30}'
+//	gzip < report.pdf | gridctl map put files report.pdf.gz -
+//	gridctl map get files report.pdf.gz | gunzip > report.pdf
+//
+// A missing key makes get print nothing on stdout, say
+// `key "K" not found in map "NAME"` on stderr and exit 1, so scripts can
+// test presence with the exit status. A VALUE starting with "-" must follow
+// "--" (gridctl map put m k -- -5).
+//
+// # bench
+//
+// bench is a load generator in the spirit of redis-benchmark: --clients
+// goroutines share one client (and its multiplexed connections) and issue
+// gets and puts of --value-size bytes on keys drawn uniformly from
+// key:0 .. key:N-1 of map --map, for --requests operations in total or for
+// --duration:
+//
+//	gridctl bench --clients 50 --requests 200000 --ratio 0:1 --prefill
+//	gridctl bench --duration 30s --ratio 9:1 --json
+//
+// Flags: --clients N (50), --requests N (100000) or --duration D, --keys N
+// (100000), --value-size N (100), --ratio GETS:PUTS (1:1), --map NAME
+// (bench), --prefill (put every key once before measuring), --json.
+//
+// It reports operations, errors, seconds, operations per second, gets and
+// puts, and the p50/p90/p99/p99.9 latency of successful operations, from a
+// log-bucket histogram accurate to 0.2%. With --json it prints one object:
+//
+//	{"ops":200000,"errors":0,"seconds":1.52,"ops_per_sec":131578.9,"p50_ms":0.31,
+//	 "p90_ms":0.62,"p99_ms":1.4,"p999_ms":3.1,"gets":0,"puts":200000,"clients":50,"value_size":100}
+//
+// Failed operations are counted, not fatal; the first error is printed on
+// stderr at the end. When stderr is a terminal a progress line is refreshed
+// every 500ms. Ctrl-C stops the run and prints the partial results.
+//
+// # Exit status
+//
+// 0 on success; 1 when the command failed (cluster unreachable within
+// --timeout, key not found, value too large, ...); 2 for a usage error
+// (unknown command or subcommand, missing argument, bad flag). Every failure
+// is reported as one line on stderr.
+package main

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"fmt"
+	"io"
+)
+
+const globalHelp = `Global flags (before or after the command):
+  --addr host:port[,host:port]  data addresses of members to contact; the first
+                                that answers is used (default 127.0.0.1:5701)
+  --timeout D                   bound on connecting and on each operation (default 5s)
+  --cluster NAME                cluster name, as given to gridnode (default shoal)
+`
+
+const topHelp = `Usage: gridctl COMMAND [ARGS] [FLAGS]
+
+gridctl is the command-line client of a Shoal cluster.
+
+Commands:
+  status [--json]                      members, partition ownership and safety
+  map put NAME KEY VALUE [--ttl D]     store VALUE under KEY ("-" reads VALUE from stdin)
+  map get NAME KEY                     print the value, exactly (no newline added)
+  map delete NAME KEY                  remove KEY (exit 1 if it was absent)
+  map size NAME                        print the number of entries
+  map keys NAME                        print every key, one per line, sorted
+  bench [FLAGS]                        load generator (see gridctl help bench)
+  help [COMMAND]                       show help
+
+` + globalHelp + `
+Exit status: 0 success; 1 failure (cluster unreachable, key not found,
+value too large, ...); 2 usage error (unknown command, missing argument).
+`
+
+const statusHelp = `Usage: gridctl status [--json]
+
+Shows the members of the cluster, the partition table version, how many
+partitions each member owns and backs up, and whether the cluster is safe.
+
+Safe means every partition has its full replica count: with B the largest
+backup count seen in the table (replicas - 1) and N the member count, every
+partition has at least min(1+B, N) replicas. With no backups configured
+that is: every partition has an owner.
+
+  --json   print one JSON object:
+           {"members":[{"name","addr","partitions_owned","partitions_backup"}],
+            "table_version","partition_count","safe"}
+
+` + globalHelp
+
+const mapHelp = `Usage: gridctl map SUBCOMMAND NAME [KEY [VALUE]] [FLAGS]
+
+  put NAME KEY VALUE [--ttl D]  store VALUE under KEY; VALUE "-" reads stdin;
+                                --ttl makes the entry expire after D
+  get NAME KEY                  print the value as raw bytes; a missing key
+                                prints nothing on stdout and exits 1
+  delete NAME KEY               remove KEY; exits 1 if it was absent
+  size NAME                     print the number of live entries
+  keys NAME                     print every live key, one per line, sorted
+
+A VALUE that starts with "-" must follow "--": gridctl map put m k -- -5
+
+` + globalHelp
+
+const benchHelp = `Usage: gridctl bench [FLAGS]
+
+Load generator in the spirit of redis-benchmark: --clients goroutines share
+one client connection pool and issue gets and puts on random keys of one map,
+then throughput and latency percentiles are printed. Errors are counted, not
+fatal; the first one is printed on stderr at the end.
+
+  --clients N      concurrent workers (default 50)
+  --requests N     total operations (default 100000)
+  --duration D     run for D instead of a number of requests
+  --keys N         key space: keys key:0 .. key:N-1 (default 100000)
+  --value-size N   bytes per value (default 100)
+  --ratio G:P      get:put mix, e.g. 1:0, 0:1, 9:1 (default 1:1)
+  --map NAME       map to use (default bench)
+  --prefill        put every key once before measuring
+  --json           print one JSON object: {"ops","errors","seconds",
+                   "ops_per_sec","p50_ms","p90_ms","p99_ms","p999_ms",
+                   "gets","puts","clients","value_size"}
+
+Latencies are those of successful operations. On a terminal a progress
+line is refreshed on stderr every 500ms.
+
+` + globalHelp
+
+// printUsage prints the top-level help.
+func printUsage(w io.Writer) { fmt.Fprint(w, topHelp) }
+
+// printHelp prints the help of topic ("" = top level).
+func printHelp(w io.Writer, topic string) {
+	switch topic {
+	case "status":
+		fmt.Fprint(w, statusHelp)
+	case "map":
+		fmt.Fprint(w, mapHelp)
+	case "bench":
+		fmt.Fprint(w, benchHelp)
+	default:
+		printUsage(w)
+	}
+}

@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/shoalgrid/shoal/grid"
+)
+
+// httpStopTimeout bounds how long in-flight HTTP requests may finish once
+// the member has stopped.
+const httpStopTimeout = 5 * time.Second
+
+// run starts the HTTP server (if any) and the member, then waits for the
+// first signal on sigs and leaves the cluster gracefully. A second signal
+// calls exit(1) at once. It returns the process exit code.
+func run(o options, log *slog.Logger, stderr io.Writer, sigs <-chan os.Signal, exit func(int)) int {
+	stop, requestStop := context.WithCancel(context.Background())
+	defer requestStop()
+	done := make(chan struct{})
+	watcherDone := make(chan struct{})
+	go func() {
+		defer close(watcherDone)
+		watchSignals(sigs, log, requestStop, exit, done)
+	}()
+	defer func() {
+		close(done)
+		<-watcherDone
+	}()
+
+	// The HTTP server starts first so that a busy port fails before this
+	// member joins (and at once leaves) a cluster, and so that /healthz
+	// answers while a slow join is still retrying.
+	var member atomic.Pointer[grid.Member]
+	var httpDone <-chan struct{}
+	httpAddr := ""
+	if o.http != "" {
+		hs, err := startHTTP(o.http, newHTTPHandler(member.Load), log)
+		if err != nil {
+			log.Error("cannot start the HTTP server", "err", err)
+			return 1
+		}
+		defer hs.stop(log)
+		httpDone, httpAddr = hs.done, hs.addr
+	}
+
+	startCtx, cancelStart := context.WithTimeout(stop, o.joinTimeout)
+	m, err := grid.Start(startCtx, o.gridConfig(log))
+	cancelStart()
+	if err != nil {
+		switch {
+		case stop.Err() != nil:
+			log.Info("stopped before the member started", "err", err)
+			return 0
+		case errors.Is(err, grid.ErrConfig):
+			fmt.Fprintf(stderr, "gridnode: %v (see gridnode -h)\n", err)
+			return 2
+		}
+		log.Error("cannot start the member", "err", err)
+		return 1
+	}
+	member.Store(m)
+	events, unsubscribe := m.Subscribe(64)
+	size, coord := len(m.Members()), m.IsCoordinator()
+	log.Info("gridnode running: clients connect to the data address",
+		"version", buildVersion(), "data", m.Addr(), "gossip", m.GossipAddr(), "http", httpAddr,
+		"cluster", o.cluster, "members", size, "coordinator", coord)
+	logged := make(chan struct{})
+	go func() {
+		defer close(logged)
+		logMembership(log, m, events, size, coord)
+	}()
+
+	code := 0
+	select {
+	case <-stop.Done():
+	case <-httpDone:
+		log.Error("HTTP server failed: leaving the cluster")
+		code = 1
+	}
+	// While leaving, this member's own view of the cluster is no news; the
+	// grid logs the hand-over.
+	unsubscribe()
+	<-logged
+	ctx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
+	err = m.Shutdown(ctx)
+	cancel()
+	if err != nil {
+		log.Error("graceful shutdown incomplete", "err", err)
+		code = 1
+	}
+	log.Info("gridnode stopped", "exit_code", code)
+	return code
+}
+
+// watchSignals calls stop at the first signal and exit(1) at the second,
+// until done is closed.
+func watchSignals(sigs <-chan os.Signal, log *slog.Logger, stop func(), exit func(int), done <-chan struct{}) {
+	select {
+	case s := <-sigs:
+		log.Info("signal received: leaving the cluster gracefully (send it again to exit at once)", "signal", s.String())
+		stop()
+	case <-done:
+		return
+	}
+	select {
+	case s := <-sigs:
+		log.Error("second signal received: exiting at once, partitions not handed over are lost", "signal", s.String())
+		exit(1)
+	case <-done:
+	}
+}
+
+// logMembership logs what grid's own per-peer event logs do not say: the
+// cluster size as this member sees it, and when this member starts or stops
+// coordinating. It returns when events is closed.
+func logMembership(log *slog.Logger, m *grid.Member, events <-chan grid.Event, size int, coord bool) {
+	for range events {
+		if n := len(m.Members()); n != size {
+			size = n
+			log.Info("cluster size changed", "members", size)
+		}
+		if c := m.IsCoordinator(); c != coord {
+			coord = c
+			if c {
+				log.Info("this member now coordinates the partition table")
+			} else {
+				log.Info("this member no longer coordinates the partition table")
+			}
+		}
+	}
+}
+
+// httpServer is the HTTP server for health, status and metrics.
+type httpServer struct {
+	srv  *http.Server
+	addr string
+	done chan struct{} // closed when Serve returns
+}
+
+// startHTTP listens on addr and serves h until stop.
+func startHTTP(addr string, h http.Handler, log *slog.Logger) (*httpServer, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("http listen on %s: %w", addr, err)
+	}
+	hs := &httpServer{
+		srv: &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: 5 * time.Second,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		},
+		addr: ln.Addr().String(),
+		done: make(chan struct{}),
+	}
+	go func() {
+		defer close(hs.done)
+		if err := hs.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			log.Error("HTTP server", "err", err)
+		}
+	}()
+	return hs, nil
+}
+
+// stop shuts the server down, letting in-flight requests finish briefly.
+func (hs *httpServer) stop(log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), httpStopTimeout)
+	defer cancel()
+	if err := hs.srv.Shutdown(ctx); err != nil {
+		log.Warn("HTTP server shutdown", "err", err)
+	}
+	<-hs.done
+}

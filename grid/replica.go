@@ -1,0 +1,487 @@
+package grid
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/shoalgrid/shoal/op"
+	"github.com/shoalgrid/shoal/wire"
+)
+
+// Backup records: the owner ships each mutation to the partition's backups
+// as a system request whose Value is the original request plus the owner's
+// clock; backups replay it (State.Apply is deterministic). Records of one
+// partition are enqueued under the partition's lock on one connection per
+// backup, so they arrive in sequence order.
+
+func encodeRecord(now time.Time, req *op.Request) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := msgpack.NewEncoder(&buf)
+	if err := enc.EncodeInt(now.UnixNano()); err != nil {
+		return nil, err
+	}
+	if err := wire.EncodeRequest(enc, req); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+func decodeRecord(b []byte) (time.Time, *op.Request, error) {
+	dec := msgpack.NewDecoder(bytes.NewReader(b))
+	ns, err := dec.DecodeInt64()
+	if err != nil {
+		return time.Time{}, nil, fmt.Errorf("%w: backup record time: %v", op.ErrBadRequest, err)
+	}
+	req := new(op.Request)
+	if err := wire.DecodeRequest(dec, req); err != nil {
+		return time.Time{}, nil, err
+	}
+	return time.Unix(0, ns), req, nil
+}
+
+// replicate sends the slot's latest mutation to its backups. It runs under
+// s.mu and never blocks on the network: it only enqueues. need is how many
+// backups (the first ones) w waits for.
+func (m *Member) replicate(s *slot, version uint64, now time.Time, req *op.Request, w *ackWait, need int) {
+	seq := s.seq
+	rec, err := encodeRecord(now, req)
+	if err != nil {
+		if w != nil {
+			w.fail(fmt.Errorf("%w: encode backup record: %v", op.ErrInternal, err))
+		}
+		return
+	}
+	for i, tg := range s.targets {
+		var wi *ackWait
+		if i < need {
+			wi = w
+		}
+		if !tg.streaming || tg.conn == nil {
+			// A resync will carry this mutation.
+			if wi != nil {
+				tg.waiters = append(tg.waiters, seqWait{seq, wi})
+			}
+			m.scheduleResync(s.id, tg.name)
+			continue
+		}
+		conn := tg.conn
+		r := &op.Request{Service: sysService, Op: sysBackup, Partition: s.id, Num: int64(seq), TableVersion: version, Value: rec}
+		err := conn.Go(r, func(resp *op.Response, err error) {
+			m.onRecordAck(s, tg, conn, seq, wi, resp, err)
+		})
+		if err != nil {
+			tg.streaming, tg.synced = false, false
+			if wi != nil {
+				tg.waiters = append(tg.waiters, seqWait{seq, wi})
+			}
+			m.scheduleResync(s.id, tg.name)
+		}
+	}
+}
+
+func (s *slot) hasTarget(tg *target) bool {
+	for _, t := range s.targets {
+		if t == tg {
+			return true
+		}
+	}
+	return false
+}
+
+func (tg *target) signal() {
+	if tg.handoff != nil {
+		close(tg.handoff)
+		tg.handoff = nil
+	}
+}
+
+// onRecordAck handles a backup's answer to one record. It runs on the
+// backup connection's read loop (or where the connection failed).
+func (m *Member) onRecordAck(s *slot, tg *target, conn *wire.Conn, seq uint64, w *ackWait, resp *op.Response, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.hasTarget(tg) {
+		if w != nil {
+			w.fail(op.Errorf(op.CodeBackupTimeout, "backup %s of partition %d left before acknowledging; the outcome is unknown", tg.name, s.id))
+		}
+		return
+	}
+	if err == nil && resp.Code == op.OK {
+		if w != nil {
+			w.ack()
+		}
+		tg.advance(seq)
+		return
+	}
+	if err == nil && resp.Code == op.CodeWrongOwner {
+		// The backup follows a table in which we no longer own the
+		// partition: this member is a deposed owner. Nothing it applied
+		// since is acknowledged; catch up with the table.
+		if w != nil {
+			w.fail(op.Errorf(op.CodeWrongOwner, "deposed owner: %s", resp.Msg))
+		}
+		m.fence("a backup refused a record: " + resp.Msg)
+		return
+	}
+	// A gap, a backup that does not know its role yet, or a lost
+	// connection: a resync will cover this record.
+	if tg.conn == conn {
+		tg.streaming, tg.synced = false, false
+	}
+	if w != nil {
+		tg.waiters = append(tg.waiters, seqWait{seq, w})
+	}
+	m.scheduleResync(s.id, tg.name)
+}
+
+// resyncJob asks the owner of partition p to copy it to backup name.
+type resyncJob struct {
+	p    int32
+	name string
+}
+
+func (m *Member) scheduleResync(p int32, name string) {
+	j := resyncJob{p, name}
+	m.resyncMu.Lock()
+	defer m.resyncMu.Unlock()
+	if m.resyncPending[j] {
+		return
+	}
+	m.resyncPending[j] = true
+	m.resyncQueue = append(m.resyncQueue, j)
+	select {
+	case m.resyncKick <- struct{}{}:
+	default:
+	}
+}
+
+func (m *Member) nextResync() (resyncJob, bool) {
+	m.resyncMu.Lock()
+	defer m.resyncMu.Unlock()
+	if len(m.resyncQueue) == 0 {
+		return resyncJob{}, false
+	}
+	j := m.resyncQueue[0]
+	m.resyncQueue = m.resyncQueue[1:]
+	return j, true
+}
+
+func (m *Member) resyncDone(j resyncJob) {
+	m.resyncMu.Lock()
+	delete(m.resyncPending, j)
+	m.resyncMu.Unlock()
+}
+
+// resyncWorker copies partitions to backups that need a full copy. Several
+// run at once (MigrationParallelism); each job is retried with backoff
+// while the backup stays in the table.
+func (m *Member) resyncWorker() {
+	defer m.wg.Done()
+	for {
+		j, ok := m.nextResync()
+		if !ok {
+			select {
+			case <-m.ctx.Done():
+				return
+			case <-m.resyncKick:
+			}
+			continue
+		}
+		err := m.resync(j)
+		m.resyncDone(j)
+		if err != nil && m.ctx.Err() == nil {
+			m.log.Debug("resync failed; retrying", "partition", j.p, "backup", j.name, "err", err)
+			select {
+			case <-m.ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			m.scheduleResync(j.p, j.name)
+		}
+	}
+}
+
+// resync sends a full snapshot of partition p to backup j.name, enqueued
+// under the partition lock so that records of later mutations follow it on
+// the same connection.
+func (m *Member) resync(j resyncJob) error {
+	s := m.slots[j.p]
+	s.mu.Lock()
+	tg := s.findTarget(j.name)
+	if tg == nil || s.role != 0 || tg.streaming {
+		s.mu.Unlock()
+		return nil
+	}
+	addr := tg.addr
+	s.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(m.ctx, 2*time.Second)
+	conn, err := m.peers.get(ctx, j.name, addr)
+	cancel()
+	if err != nil {
+		return err
+	}
+	cur := m.Table()
+	if cur == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tg = s.findTarget(j.name)
+	if tg == nil || s.role != 0 || tg.streaming {
+		return nil
+	}
+	data, n, err := s.snapshotLocked(m)
+	if err != nil {
+		return err
+	}
+	seq := s.seq
+	id := "sync/" + strconv.FormatUint(cur.Version, 10) + "/" + strconv.Itoa(int(j.p)) + "/" + strconv.FormatUint(m.syncIDs.Add(1), 10)
+	for off := 0; ; off += migrationChunk {
+		end := min(off+migrationChunk, len(data))
+		req := &op.Request{Service: sysService, Op: sysBackupSync, Partition: j.p, Key: id, Num: int64(off), Aux: strconv.AppendUint(nil, seq, 10), TableVersion: cur.Version, Value: data[off:end]}
+		final := end == len(data)
+		if !final {
+			req.Aux = nil
+		}
+		err := conn.Go(req, func(resp *op.Response, err error) {
+			m.onSyncAck(s, tg, conn, seq, final, n, resp, err)
+		})
+		if err != nil {
+			return err
+		}
+		if final {
+			break
+		}
+	}
+	tg.streaming, tg.conn = true, conn
+	return nil
+}
+
+func (s *slot) findTarget(name string) *target {
+	for _, t := range s.targets {
+		if t.name == name {
+			return t
+		}
+	}
+	return nil
+}
+
+func (m *Member) onSyncAck(s *slot, tg *target, conn *wire.Conn, seq uint64, final bool, entries int, resp *op.Response, err error) {
+	if err == nil {
+		err = resp.Err()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.hasTarget(tg) || tg.conn != conn {
+		return
+	}
+	if err != nil {
+		if tg.streaming {
+			tg.streaming, tg.synced = false, false
+			m.scheduleResync(s.id, tg.name)
+		}
+		return
+	}
+	if !final {
+		return
+	}
+	tg.synced = true
+	tg.advance(seq)
+	m.counters.migrationsOut.Add(1)
+	m.log.Debug("backup synced", "partition", s.id, "backup", tg.name, "seq", seq, "entries", entries)
+}
+
+// installSync replaces this backup's copy of the partition with the
+// owner's snapshot taken at sequence seq.
+func (s *slot) installSync(m *Member, cur, version, seq uint64, data []byte) *op.Response {
+	snap, err := decodeSnapshot(data)
+	if err != nil {
+		return errResponse(err, cur)
+	}
+	states := make([]op.State, len(m.services))
+	now := time.Now()
+	for name, b := range snap.services {
+		i, ok := m.svcIndex[name]
+		if !ok {
+			return errResponse(op.Errorf(op.CodeUnknownService, "snapshot has unknown service %q", name), cur)
+		}
+		st := m.services[i].NewState(s.id)
+		if err := st.Restore(now, b); err != nil {
+			return errResponse(op.Errorf(op.CodeBadRequest, "restore %s in partition %d: %v", name, s.id, err), cur)
+		}
+		states[i] = st
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if version < s.ownerSince {
+		return &op.Response{Code: op.CodeWrongOwner, Msg: fmt.Sprintf("sync of table %d from a deposed owner of partition %d", version, s.id), TableVersion: cur}
+	}
+	if s.role < 1 && version <= cur {
+		return &op.Response{Code: op.CodeBackupGap, Msg: fmt.Sprintf("%s is not a backup of partition %d at table %d", m.cfg.Name, s.id, cur), TableVersion: cur}
+	}
+	s.states = states
+	s.dedup.load(snap.dedup)
+	s.seq = seq
+	m.counters.migrationsIn.Add(1)
+	return &op.Response{TableVersion: cur}
+}
+
+// handoff freezes partition p (new requests get ErrMigrating) and waits
+// until backup next holds every mutation, so the coordinator can make it
+// the owner without losing or repeating a write. The partition stays
+// frozen until a newer table arrives.
+func (m *Member) handoff(ctx context.Context, p int32, next string) error {
+	if p < 0 || int(p) >= len(m.slots) {
+		return op.Errorf(op.CodeBadRequest, "partition %d out of range", p)
+	}
+	cur := m.Table()
+	if cur == nil {
+		return op.Errorf(op.CodeStaleTable, "no table")
+	}
+	s := m.slots[p]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.role != 0 {
+		return op.Errorf(op.CodeWrongOwner, "%s does not own partition %d", m.cfg.Name, p)
+	}
+	tg := s.findTarget(next)
+	if tg == nil {
+		return op.Errorf(op.CodeBadRequest, "%s is not a backup of partition %d", next, p)
+	}
+	s.frozen = cur.Version
+	for !(tg.synced && tg.acked >= s.seq) {
+		if tg.handoff == nil {
+			tg.handoff = make(chan struct{})
+		}
+		ch := tg.handoff
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+		}
+		s.mu.Lock()
+		if ctx.Err() != nil || !s.hasTarget(tg) || s.role != 0 {
+			if s.frozen == cur.Version {
+				s.frozen = 0
+			}
+			return fmt.Errorf("hand-off of partition %d to %s: %w", p, next, op.FromContext(ctx))
+		}
+	}
+	return nil
+}
+
+// pauseWatch notices when this process was stopped (SIGSTOP, a VM freeze)
+// long enough for the cluster to declare it dead: its table may be stale,
+// so it refuses to act as owner until it has caught up with the
+// coordinator.
+func (m *Member) pauseWatch() {
+	defer m.wg.Done()
+	const tick = 50 * time.Millisecond
+	threshold := time.Duration(m.cfg.Gossip.SuspicionMult) * m.cfg.Gossip.ProbeInterval
+	threshold = max(threshold, 500*time.Millisecond)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case now := <-t.C:
+			last := time.Unix(0, m.lastTick.Swap(now.UnixNano()))
+			if gap := now.Sub(last); gap > threshold {
+				m.fence(fmt.Sprintf("process was paused for %v", gap.Round(time.Millisecond)))
+			}
+		}
+	}
+}
+
+// pausedAt reports whether the member must not serve as owner now: it is
+// fenced, or its pause watcher has not run for too long (the process was
+// just resumed and the watcher has not noticed yet).
+func (m *Member) pausedAt(now time.Time) bool {
+	if m.fenced.Load() {
+		return true
+	}
+	threshold := max(time.Duration(m.cfg.Gossip.SuspicionMult)*m.cfg.Gossip.ProbeInterval, 500*time.Millisecond)
+	if now.Sub(time.Unix(0, m.lastTick.Load())) > threshold {
+		m.fence("pause watcher stalled")
+		return true
+	}
+	return false
+}
+
+// fence stops this member from acting as an owner until it has caught up
+// with the coordinator's table (see unfenceLoop).
+func (m *Member) fence(why string) {
+	if m.fenced.CompareAndSwap(false, true) {
+		m.log.Warn("fenced: refusing owner operations until the table is confirmed", "why", why)
+		select {
+		case m.fenceKick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// unfenceLoop lifts the fence once the coordinator confirms the table: a
+// newer table is adopted, or the coordinator's table is the one we have.
+func (m *Member) unfenceLoop() {
+	defer m.wg.Done()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-m.fenceKick:
+		}
+		for m.fenced.Load() && m.ctx.Err() == nil {
+			m.lastTick.Store(time.Now().UnixNano())
+			if m.confirmTable() {
+				m.fenced.Store(false)
+				m.log.Info("fence lifted: table confirmed", "version", m.tableVersion())
+				break
+			}
+			select {
+			case <-m.ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+}
+
+func (m *Member) confirmTable() bool {
+	c, ok := m.coordinatorInfo()
+	if !ok {
+		return false
+	}
+	if c.Name == m.cfg.Name {
+		// We coordinate: publish a new version so that every member
+		// (and any deposed owner) moves past the old one.
+		m.coord.force.Store(true)
+		before := m.tableVersion()
+		m.coord.trigger()
+		ch := m.tableChanged()
+		select {
+		case <-ch:
+		case <-time.After(time.Second):
+		case <-m.ctx.Done():
+		}
+		return m.tableVersion() > before
+	}
+	ctx, cancel := context.WithTimeout(m.ctx, time.Second)
+	defer cancel()
+	resp, err := m.peers.call(ctx, c.Name, c.Addr, &op.Request{Service: sysService, Op: sysGetTable, Partition: -1})
+	if err != nil || !resp.Found {
+		return false
+	}
+	before := m.tableVersion()
+	m.pullFromResponse(resp, c.Name)
+	return resp.TableVersion >= before
+}
+
+var _ atomic.Bool

@@ -1,0 +1,57 @@
+package proctest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+)
+
+func TestFlagValue(t *testing.T) {
+	args := []string{"--gossip", "fast", "--bind", "127.0.0.1:1", "-addr=127.0.0.1:2", "--bind=127.0.0.1:3", "--name"}
+	for name, want := range map[string]string{"bind": "127.0.0.1:3", "addr": "127.0.0.1:2", "gossip": "fast", "name": "", "http": ""} {
+		if got := flagValue(args, name); got != want {
+			t.Errorf("flagValue(%s) = %q, want %q", name, got, want)
+		}
+	}
+}
+
+func TestFreePortIsBindable(t *testing.T) {
+	addr := FreeAddr(t)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("listen tcp %s: %v", addr, err)
+	}
+	ln.Close()
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		t.Fatalf("listen udp %s: %v", addr, err)
+	}
+	pc.Close()
+}
+
+func TestPoll(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	n := 0
+	if err := Poll(ctx, time.Millisecond, func(context.Context) error {
+		if n++; n < 3 {
+			return errors.New("not yet")
+		}
+		return nil
+	}); err != nil || n != 3 {
+		t.Errorf("Poll: %v after %d calls, want success on the third", err, n)
+	}
+	short, cancel2 := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel2()
+	err := Poll(short, time.Millisecond, func(context.Context) error { return errors.New("never") })
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Poll past its deadline: %v, want DeadlineExceeded", err)
+	}
+	err = Poll(ctx, time.Millisecond, func(context.Context) error { return fmt.Errorf("p: %w", ErrExited) })
+	if !errors.Is(err, ErrExited) {
+		t.Errorf("Poll on an exited process: %v, want ErrExited at once", err)
+	}
+}
