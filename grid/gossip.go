@@ -155,8 +155,11 @@ func (d delegate) MergeRemoteState(buf []byte, join bool)     {}
 
 func (d delegate) NotifyJoin(n *memberlist.Node)   { d.m.onNode(MemberJoined, n) }
 func (d delegate) NotifyUpdate(n *memberlist.Node) { d.m.onNode(MemberUpdated, n) }
+// NotifyLeave is called both for members that left and for members
+// declared dead; memberlist does not set Node.State, so a member that
+// announced it was leaving (metadata) counts as left, any other as failed.
 func (d delegate) NotifyLeave(n *memberlist.Node) {
-	if n.State == memberlist.StateLeft {
+	if d.m.wasLeaving(n.Name) {
 		d.m.onNode(MemberLeft, n)
 	} else {
 		d.m.onNode(MemberFailed, n)

@@ -129,6 +129,11 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 	dataAddr := ln.Addr().String()
 	if cfg.AdvertiseDataAddr != "" {
 		dataAddr = cfg.AdvertiseDataAddr
+	} else if dataIP.IsUnspecified() {
+		// Listening on every interface: publish an address others can
+		// dial.
+		_, port, _ := net.SplitHostPort(dataAddr)
+		dataAddr = net.JoinHostPort(reachableIP(bindIP, cfg.AdvertiseAddr).String(), port)
 	}
 	if cfg.Name == "" {
 		host, _ := os.Hostname()
@@ -214,6 +219,15 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 			m.Close()
 			return nil, err
 		}
+		// Age counts from joining: a member that spent a while retrying
+		// its seeds must not take over coordination from the members that
+		// were already serving.
+		m.metaMu.Lock()
+		m.meta.Started = time.Now().UnixNano()
+		m.metaMu.Unlock()
+		if err := m.ml.UpdateNode(time.Second); err != nil {
+			m.log.Warn("announce start time", "err", err)
+		}
 	}
 	m.wg.Add(5 + cfg.MigrationParallelism)
 	go m.coord.run()
@@ -226,6 +240,28 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 	}
 	m.coord.trigger()
 	return m, nil
+}
+
+// reachableIP picks the IP to publish for a wildcard data address: the
+// gossip advertise or bind IP when set, else the first non-loopback IPv4
+// address of this host, else loopback.
+func reachableIP(bindIP net.IP, advertise string) net.IP {
+	if advertise != "" {
+		if ip, _, err := splitHostPort(advertise); err == nil && !ip.IsUnspecified() {
+			return ip
+		}
+	}
+	if !bindIP.IsUnspecified() {
+		return bindIP
+	}
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() && ipn.IP.To4() != nil {
+				return ipn.IP
+			}
+		}
+	}
+	return net.IPv4(127, 0, 0, 1)
 }
 
 // join contacts the seeds until one answers or ctx ends.
@@ -352,6 +388,12 @@ func (m *Member) Subscribe(buffer int) (<-chan Event, func()) {
 			close(ch)
 		})
 	}
+}
+
+func (m *Member) wasLeaving(name string) bool {
+	m.viewMu.Lock()
+	defer m.viewMu.Unlock()
+	return m.view[name].Leaving
 }
 
 // onNode runs inside memberlist's event callbacks, which memberlist calls
@@ -498,14 +540,14 @@ func (m *Member) Shutdown(ctx context.Context) error {
 		t := m.Table()
 		left := 0
 		if t != nil {
-			left = len(t.Owned(m.cfg.Name))
+			left = len(t.Owned(m.cfg.Name)) + len(t.BackedUp(m.cfg.Name))
 		}
 		if left == 0 {
 			m.log.Info("partitions handed over", "partitions", owned, "took", time.Since(start).Round(time.Millisecond))
 			break
 		}
-		if len(m.Members()) <= 1 {
-			m.log.Warn("last member leaving: its data is discarded", "partitions", left)
+		if m.othersAllLeaving() {
+			m.log.Warn("no member stays to take the partitions: their data is discarded", "partitions", left)
 			break
 		}
 		select {
@@ -527,6 +569,16 @@ func (m *Member) Shutdown(ctx context.Context) error {
 	}
 	m.Close()
 	return handErr
+}
+
+// othersAllLeaving reports whether no other member stays in the cluster.
+func (m *Member) othersAllLeaving() bool {
+	for _, mi := range m.Members() {
+		if mi.Name != m.cfg.Name && !mi.Leaving {
+			return false
+		}
+	}
+	return true
 }
 
 // nudgeCoordinator tells the coordinator (if another member) that this

@@ -329,6 +329,7 @@ func (s *slot) installSync(m *Member, cur, version, seq uint64, data []byte) *op
 	s.states = states
 	s.dedup.load(snap.dedup)
 	s.seq = seq
+	s.dataVersion = max(s.dataVersion, version)
 	m.counters.migrationsIn.Add(1)
 	return &op.Response{TableVersion: cur}
 }

@@ -33,8 +33,13 @@ type slot struct {
 	frozen uint64
 	// seq is the sequence number of the last mutation applied here (the
 	// owner assigns them; backups apply them in order).
-	seq    uint64
-	states []op.State
+	seq uint64
+	// dataVersion is the newest table version stamped on a record or
+	// snapshot applied here. Table pushes can arrive out of order: an
+	// older table in which this member holds no replica must not drop
+	// data a newer table's owner has already sent it.
+	dataVersion uint64
+	states      []op.State
 	// targets are the backups the owner replicates to, in table order.
 	targets []*target
 	// dedup remembers the responses of recent mutations by request
@@ -115,7 +120,10 @@ func (w *ackWait) finishLocked(err error) {
 		timer.Stop()
 	}
 	if cb != nil {
-		cb(err)
+		// Completions often happen under a partition lock (an ack read
+		// by a connection's read loop): answering the client may block on
+		// its connection, so it runs on its own goroutine.
+		go cb(err)
 	}
 }
 
@@ -244,6 +252,9 @@ func (s *slot) applyBackup(m *Member, cur uint64, version, seq uint64, now time.
 	if s.role < 1 && version <= cur {
 		return &op.Response{Code: op.CodeBackupGap, Msg: fmt.Sprintf("%s is not a backup of partition %d at table %d", m.cfg.Name, s.id, cur), TableVersion: cur}
 	}
+	if version > cur {
+		s.dataVersion = max(s.dataVersion, version)
+	}
 	if seq <= s.seq {
 		return &op.Response{TableVersion: cur} // duplicate: already applied
 	}
@@ -257,6 +268,7 @@ func (s *slot) applyBackup(m *Member, cur uint64, version, seq uint64, now time.
 		s.dedup.put(req.Origin, req.CallSeq, seq, resp, now)
 	}
 	s.seq = seq
+	s.dataVersion = max(s.dataVersion, version)
 	m.counters.records.Add(1)
 	return &op.Response{TableVersion: cur}
 }
@@ -315,7 +327,8 @@ func (s *slot) adopt(m *Member, t *partition.Table) (dropped int, resync []strin
 	if s.frozen != 0 && t.Version > s.frozen {
 		s.frozen = 0
 	}
-	if role < 0 || (lost && s.role < 0) {
+	if (role < 0 && t.Version >= s.dataVersion) || (lost && s.role < 0) {
+		s.dataVersion = 0
 		for i, st := range s.states {
 			if st != nil {
 				dropped += st.Len()

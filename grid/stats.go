@@ -16,7 +16,7 @@ type Stats struct {
 	// TableVersion is the version of the table it follows (0 = none yet).
 	TableVersion uint64 `json:"table_version"`
 	// Members is the number of live members it sees.
-	Members int `json:"members"`
+	Members int `json:"member_count"`
 	// PartitionsOwned is how many partitions it owns.
 	PartitionsOwned int `json:"partitions_owned"`
 	// PartitionsBackup is how many partitions it holds a backup of.
