@@ -155,6 +155,7 @@ func (d delegate) MergeRemoteState(buf []byte, join bool)     {}
 
 func (d delegate) NotifyJoin(n *memberlist.Node)   { d.m.onNode(MemberJoined, n) }
 func (d delegate) NotifyUpdate(n *memberlist.Node) { d.m.onNode(MemberUpdated, n) }
+
 // NotifyLeave is called both for members that left and for members
 // declared dead; memberlist does not set Node.State, so a member that
 // announced it was leaving (metadata) counts as left, any other as failed.

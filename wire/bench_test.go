@@ -56,6 +56,19 @@ func BenchmarkDecodeRequest(b *testing.B) {
 	}
 }
 
+// BenchmarkDecodeRequestBytes is the checked path a Conn takes for every
+// frame (checkBody, then DecodeRequest), plus a new decoder.
+func BenchmarkDecodeRequestBytes(b *testing.B) {
+	data := requestBody(b, benchRequest())
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := wire.DecodeRequestBytes(data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // reflectRequest has op.Request's fields, in wire order: msgpack's
 // reflection decodes an array into a struct's fields by position.
 type reflectRequest op.Request

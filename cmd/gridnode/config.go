@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	pathpkg "path"
 	"slices"
 	"strconv"
 	"strings"
@@ -46,7 +47,31 @@ type options struct {
 	maxValueSize    int
 	maxKeySize      int
 	version         bool
+
+	// Replication. backupCount and asyncBackupCount are -1 when no source
+	// set them: the profile decides.
+	profile          string
+	backupCount      int
+	asyncBackupCount int
+	backupTimeout    time.Duration
+	placement        string
+	// structures are the per-structure backup rules of the config file
+	// (the "structures" key); they have no flag or environment variable.
+	structures []structureRule
 }
+
+// structureRule is one item of the config file's "structures" list. A
+// count left out (-1) is the member's default count for that kind.
+type structureRule struct {
+	pattern     string
+	sync, async int
+}
+
+// structuresKey is the config-file key of the per-structure backup rules.
+const structuresKey = "structures"
+
+// defaultBackupTimeout is grid's default Config.BackupTimeout.
+const defaultBackupTimeout = 5 * time.Second
 
 // envPrefix prefixes the environment variable of every flag: --probe-interval
 // is SHOAL_PROBE_INTERVAL.
@@ -101,6 +126,16 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.Var(enumFlag(&o.logFormat, "text", "text", "json"), "log-format", "log `format`: text or json")
 	fs.Var(sizeFlag(&o.maxValueSize, wire.DefaultMaxValueSize), "max-value-size", "largest value accepted, in `bytes` (suffixes KiB, MiB, GiB)")
 	fs.Var(sizeFlag(&o.maxKeySize, wire.DefaultMaxKeySize), "max-key-size", "largest key accepted, in `bytes` (suffixes KiB, MiB, GiB)")
+	fs.Var(enumFlag(&o.profile, string(grid.ProfileReliable), string(grid.ProfileReliable), string(grid.ProfilePerformance)), "profile",
+		"replication `profile`: reliable (1 synchronous backup: an acknowledged write survives any one crash) or performance (no backups)")
+	fs.Var(optIntFlag(&o.backupCount, 0, grid.MaxBackups), "backup-count",
+		"`number` of synchronous backups of every partition, waited for by each write (default from --profile: reliable 1, performance 0)")
+	fs.Var(optIntFlag(&o.asyncBackupCount, 0, grid.MaxBackups), "async-backup-count",
+		"`number` of asynchronous backups of every partition, not waited for (default 0)")
+	fs.Var(durationFlag(&o.backupTimeout, defaultBackupTimeout, true), "backup-timeout",
+		"longest `duration` a write waits for its synchronous backups before failing with an unknown outcome")
+	fs.Var(enumFlag(&o.placement, "member", "member", "host", "zone"), "placement",
+		"replica `placement`: member (distinct members), host (distinct --host labels) or zone (distinct --zone labels)")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	return fs
 }
@@ -116,6 +151,16 @@ environment variable (%s + the flag name in upper case with dashes as
 underscores: %s for --probe-interval) or as a key of the --config
 YAML file ("name: n1", "join: [10.0.0.1:7946, 10.0.0.2:7946]"). The command
 line wins over the environment, which wins over the file.
+
+The file may also set per-structure backup counts (first matching pattern
+wins; a count left out is the member's default):
+
+  structures:
+    - pattern: "orders.*"
+      backup-count: 2
+    - pattern: cache-*
+      backup-count: 0
+      async-backup-count: 1
 
 Flags:
 `, envPrefix, envName("probe-interval"))
@@ -153,7 +198,7 @@ func parseOptions(args []string, getenv func(string) (string, bool)) (options, e
 	var o options
 	fs = newFlagSet(&o)
 	if cfgPath != "" {
-		if err := applyConfigFile(fs, cfgPath); err != nil {
+		if err := applyConfigFile(fs, &o.structures, cfgPath); err != nil {
 			return o, err
 		}
 	}
@@ -179,7 +224,54 @@ func parseOptions(args []string, getenv func(string) (string, bool)) (options, e
 		return o, usageError{err} // cannot happen: pass 1 accepted args
 	}
 	o.config = cfgPath
+	if err := o.validate(); err != nil {
+		return o, err
+	}
 	return o, nil
+}
+
+// validate checks what no single flag can: the backup counts together, and
+// the structure rules against them.
+func (o options) validate() error {
+	def := o.backups()
+	if def.Sync+def.Async > grid.MaxBackups {
+		return usagef("--backup-count %d plus --async-backup-count %d is more than %d backups", def.Sync, def.Async, grid.MaxBackups)
+	}
+	for _, r := range o.structures {
+		b := r.resolve(def)
+		if b.Sync+b.Async > grid.MaxBackups {
+			return usagef("structure %q: backup-count %d plus async-backup-count %d is more than %d backups", r.pattern, b.Sync, b.Async, grid.MaxBackups)
+		}
+	}
+	return nil
+}
+
+// backups returns the default backup counts: those given, the rest from
+// the profile.
+func (o options) backups() grid.Backups {
+	b := grid.Backups{}
+	if o.profile != string(grid.ProfilePerformance) {
+		b.Sync = 1
+	}
+	if o.backupCount >= 0 {
+		b.Sync = o.backupCount
+	}
+	if o.asyncBackupCount >= 0 {
+		b.Async = o.asyncBackupCount
+	}
+	return b
+}
+
+// resolve fills the counts r leaves out from def.
+func (r structureRule) resolve(def grid.Backups) grid.Backups {
+	b := def
+	if r.sync >= 0 {
+		b.Sync = r.sync
+	}
+	if r.async >= 0 {
+		b.Async = r.async
+	}
+	return b
 }
 
 func isSet(fs *flag.FlagSet, name string) bool {
@@ -197,9 +289,10 @@ func newSource(f *flag.Flag) {
 }
 
 // applyConfigFile sets the flags named by the keys of the YAML mapping in
-// path. Unknown or repeated keys, and values of the wrong shape, are errors:
-// a typo in a config file must not be silently ignored.
-func applyConfigFile(fs *flag.FlagSet, path string) error {
+// path, and the structure rules of its "structures" key. Unknown or repeated
+// keys, and values of the wrong shape, are errors: a typo in a config file
+// must not be silently ignored.
+func applyConfigFile(fs *flag.FlagSet, structures *[]structureRule, path string) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return usagef("config file: %v", err)
@@ -222,14 +315,22 @@ func applyConfigFile(fs *flag.FlagSet, path string) error {
 		if k.Kind != yaml.ScalarNode {
 			return usagef("%s: keys must be flag names", at)
 		}
-		f := fs.Lookup(k.Value)
-		if f == nil || slices.Contains(commandLineOnly, k.Value) {
-			return usagef("%s: unknown key %q", at, k.Value)
-		}
 		if line, dup := seen[k.Value]; dup {
 			return usagef("%s: key %q already set on line %d", at, k.Value, line)
 		}
 		seen[k.Value] = k.Line
+		if k.Value == structuresKey {
+			rules, err := structureRules(v, path)
+			if err != nil {
+				return err
+			}
+			*structures = rules
+			continue
+		}
+		f := fs.Lookup(k.Value)
+		if f == nil || slices.Contains(commandLineOnly, k.Value) {
+			return usagef("%s: unknown key %q", at, k.Value)
+		}
 		vals, err := yamlValues(v, f)
 		if err != nil {
 			return usagef("%s: %s: %v", at, k.Value, err)
@@ -272,6 +373,70 @@ func yamlValues(n *yaml.Node, f *flag.Flag) ([]string, error) {
 	return nil, errors.New("want a plain value")
 }
 
+// structureRules parses the "structures" list: mappings with a pattern and
+// at least one of backup-count and async-backup-count.
+func structureRules(n *yaml.Node, path string) ([]structureRule, error) {
+	at := func(n *yaml.Node) string { return fmt.Sprintf("config file %s:%d: %s", path, n.Line, structuresKey) }
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
+		return nil, nil
+	}
+	if n.Kind != yaml.SequenceNode {
+		return nil, usagef("%s: want a list of {pattern, backup-count, async-backup-count}", at(n))
+	}
+	rules := []structureRule{}
+	patterns := map[string]int{}
+	for _, it := range n.Content {
+		if it.Kind != yaml.MappingNode {
+			return nil, usagef("%s: want a mapping with pattern, backup-count and async-backup-count", at(it))
+		}
+		r := structureRule{sync: -1, async: -1}
+		hasPattern := false
+		keys := map[string]bool{}
+		for i := 0; i+1 < len(it.Content); i += 2 {
+			k, v := it.Content[i], it.Content[i+1]
+			if k.Kind != yaml.ScalarNode || v.Kind != yaml.ScalarNode {
+				return nil, usagef("%s: want plain keys and values", at(k))
+			}
+			if keys[k.Value] {
+				return nil, usagef("%s: key %q repeated", at(k), k.Value)
+			}
+			keys[k.Value] = true
+			switch k.Value {
+			case "pattern":
+				p := strings.TrimSpace(v.Value)
+				if _, err := pathpkg.Match(p, ""); err != nil || p == "" {
+					return nil, usagef("%s: pattern %q: want a name or a path.Match pattern such as orders.*", at(v), v.Value)
+				}
+				r.pattern, hasPattern = p, true
+			case "backup-count", "async-backup-count":
+				var c int
+				if err := intFlag(&c, 0, 0, grid.MaxBackups).Set(v.Value); err != nil {
+					return nil, usagef("%s: %s: %v", at(v), k.Value, err)
+				}
+				if k.Value == "backup-count" {
+					r.sync = c
+				} else {
+					r.async = c
+				}
+			default:
+				return nil, usagef("%s: unknown key %q (want pattern, backup-count, async-backup-count)", at(k), k.Value)
+			}
+		}
+		if !hasPattern {
+			return nil, usagef("%s: item without a pattern", at(it))
+		}
+		if r.sync < 0 && r.async < 0 {
+			return nil, usagef("%s: pattern %q sets neither backup-count nor async-backup-count", at(it), r.pattern)
+		}
+		if line, dup := patterns[r.pattern]; dup {
+			return nil, usagef("%s: pattern %q already listed on line %d", at(it), r.pattern, line)
+		}
+		patterns[r.pattern] = it.Line
+		rules = append(rules, r)
+	}
+	return rules, nil
+}
+
 // gridConfig translates the options into the member's config.
 func (o options) gridConfig(log *slog.Logger) grid.Config {
 	g := grid.LANGossip()
@@ -291,7 +456,7 @@ func (o options) gridConfig(log *slog.Logger) grid.Config {
 	// A frame must hold a full-size value and Aux operand plus the key and
 	// headers; never go below the default.
 	lim.MaxFrameSize = max(wire.DefaultMaxFrameSize, 2*lim.MaxValueSize+lim.MaxKeySize+1<<20)
-	return grid.Config{
+	c := grid.Config{
 		Name:              o.name,
 		Cluster:           o.cluster,
 		BindAddr:          o.bind,
@@ -306,7 +471,25 @@ func (o options) gridConfig(log *slog.Logger) grid.Config {
 		Limits:            lim,
 		ShutdownTimeout:   o.shutdownTimeout,
 		Logger:            log,
+		Profile:           grid.Profile(o.profile),
+		BackupTimeout:     o.backupTimeout,
+		Placement:         placements[o.placement],
 	}
+	def := o.backups()
+	if o.backupCount >= 0 || o.asyncBackupCount >= 0 {
+		c.Backups = &def
+	}
+	for _, r := range o.structures {
+		c.StructureBackups = append(c.StructureBackups, grid.StructureBackups{Pattern: r.pattern, Backups: r.resolve(def)})
+	}
+	return c
+}
+
+// placements maps --placement to grid's placement.
+var placements = map[string]partition.Placement{
+	"member": partition.PerMember,
+	"host":   partition.HostAware,
+	"zone":   partition.ZoneAware,
 }
 
 // advertiseDataAddr returns --advertise-addr or, when --addr listens on all
@@ -491,6 +674,36 @@ func (v intValue) Set(s string) error {
 	}
 	*v.p = n
 	return nil
+}
+
+// optIntValue is an integer flag within [min, max] that is -1 until set, so
+// that "not given" can be told from 0. It prints as "" when unset, so the
+// usage text shows no default.
+type optIntValue struct {
+	p        *int
+	min, max int
+}
+
+func optIntFlag(p *int, lo, hi int) optIntValue {
+	*p = -1
+	return optIntValue{p: p, min: lo, max: hi}
+}
+
+func (v optIntValue) String() string {
+	if v.p == nil || *v.p < 0 {
+		return ""
+	}
+	return strconv.Itoa(*v.p)
+}
+
+// Set parses s; an empty s unsets the flag again (so an empty environment
+// variable or a null in the file hands the choice back to the profile).
+func (v optIntValue) Set(s string) error {
+	if strings.TrimSpace(s) == "" {
+		*v.p = -1
+		return nil
+	}
+	return intValue{p: v.p, min: v.min, max: v.max}.Set(s)
 }
 
 // durationValue is a non-negative (or, if positive is set, > 0) duration.

@@ -51,6 +51,7 @@ func TestDefaults(t *testing.T) {
 		partitions: 271, gossip: "lan", shutdownTimeout: 30 * time.Second, joinTimeout: time.Minute,
 		logLevel: "info", logFormat: "text",
 		maxValueSize: wire.DefaultMaxValueSize, maxKeySize: wire.DefaultMaxKeySize,
+		profile: "reliable", backupCount: -1, asyncBackupCount: -1, backupTimeout: 5 * time.Second, placement: "member",
 	}
 	if !reflect.DeepEqual(o, want) {
 		t.Errorf("defaults\n got %+v\nwant %+v", o, want)

@@ -10,9 +10,10 @@ import (
 	"github.com/shoalgrid/shoal/grid"
 )
 
-// statusDoc is the JSON document of GET /status: the member's grid.Stats,
-// with "members" (a count in grid.Stats) replaced by the member list itself,
-// plus a summary of the partition table. The parts are read one after
+// statusDoc is the JSON document of GET /status: the member's grid.Stats
+// (replication included: partitions_backup, unsynced_backups,
+// backup_records, fenced, table_backups), plus "members", the member list
+// itself, and a summary of the partition table. The parts are read one after
 // another, not as one atomic snapshot.
 type statusDoc struct {
 	grid.Stats
@@ -155,6 +156,11 @@ func metrics(s grid.Stats) []byte {
 	metric("shoal_coordinator", "gauge", "1 if this member publishes the partition tables, else 0.", boolMetric(s.Coordinator))
 	metric("shoal_ready", "gauge", "1 if this member follows a partition table that includes it, else 0.", boolMetric(s.Ready))
 	metric("shoal_leaving", "gauge", "1 while this member hands its partitions over before leaving, else 0.", boolMetric(s.Leaving))
+	metric("shoal_partitions_backup", "gauge", "Partitions this member holds a backup of.", uint64(s.PartitionsBackup))
+	metric("shoal_unsynced_backups", "gauge", "Backups of this member's partitions that do not hold every mutation yet (being copied, catching up, or a record in flight).", uint64(s.UnsyncedBackups))
+	metric("shoal_table_backups", "gauge", "Backups per partition this member's configuration asks for.", uint64(s.TableBackups))
+	metric("shoal_backup_records_total", "counter", "Mutations replayed on this member as a backup.", s.BackupRecords)
+	metric("shoal_fenced", "gauge", "1 while this member refuses owner operations after a pause, until the coordinator confirms its table, else 0.", boolMetric(s.Fenced))
 	return b.Bytes()
 }
 

@@ -97,7 +97,8 @@ func TestHTTPWithMember(t *testing.T) {
 		t.Errorf("/status table: %+v", doc.Table)
 	}
 	// The raw keys are the contract that scripts and the process tests use.
-	for _, key := range []string{`"table_version":`, `"members": [`, `"gossip": "`, `"owners": {`, `"partitions_owned":`, `"leaving": false`} {
+	for _, key := range []string{`"table_version":`, `"members": [`, `"gossip": "`, `"owners": {`, `"partitions_owned":`, `"leaving": false`,
+		`"partitions_backup": 0`, `"unsynced_backups": 0`, `"backup_records": 0`, `"fenced": false`, `"table_backups": 1`} {
 		if !strings.Contains(body, key) {
 			t.Errorf("/status lacks %s:\n%s", key, body)
 		}
@@ -121,6 +122,8 @@ func TestHTTPWithMember(t *testing.T) {
 		"shoal_members": 1, "shoal_table_version": float64(st.TableVersion), "shoal_partitions_owned": 271,
 		"shoal_entries": 0, "shoal_requests_served_total": 0, "shoal_migrations_in_total": 0,
 		"shoal_migrations_out_total": 0, "shoal_coordinator": 1, "shoal_ready": 1, "shoal_leaving": 0,
+		"shoal_partitions_backup": 0, "shoal_unsynced_backups": 0, "shoal_table_backups": 1,
+		"shoal_backup_records_total": 0, "shoal_fenced": 0,
 	}
 	for name, v := range want {
 		if got, ok := samples[name]; !ok || got != v {
