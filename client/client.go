@@ -150,10 +150,14 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		if err == nil {
 			break
 		}
+		if errors.Is(err, op.ErrBadRequest) {
+			c.Close()
+			return nil, fmt.Errorf("client: connect to %v: %w", cfg.Addrs, err)
+		}
 		select {
 		case <-ctx.Done():
 			c.Close()
-			return nil, fmt.Errorf("client: connect to %v: %w (last error: %v)", cfg.Addrs, op.FromContext(ctx), err)
+			return nil, fmt.Errorf("client: connect to %v: %w (last error: %w)", cfg.Addrs, op.FromContext(ctx), err)
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, time.Second)

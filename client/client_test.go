@@ -195,3 +195,35 @@ func TestNoMemberReachableFailsFastThenRecovers(t *testing.T) {
 		t.Fatalf("put through recovered client not visible: %q %v %v", v, ok, err)
 	}
 }
+
+func TestStatusAndSafe(t *testing.T) {
+	cl := gridtest.New(t, 3)
+	c := dial(t, client.Config{Addrs: []string{cl.Member(0).Addr()}})
+	ctx := ctxT(t, 10*time.Second)
+	sts, err := c.Status(ctx)
+	if err != nil || len(sts) != 3 {
+		t.Fatalf("status: %d members, %v", len(sts), err)
+	}
+	owned := 0
+	for _, st := range sts {
+		owned += st.PartitionsOwned
+		if st.TableBackups != 1 {
+			t.Fatalf("%s keeps %d backups, want 1", st.Name, st.TableBackups)
+		}
+	}
+	if owned != c.PartitionCount() {
+		t.Fatalf("owned %d, want %d", owned, c.PartitionCount())
+	}
+	safe, why, err := c.Safe(ctx)
+	if err != nil || !safe {
+		t.Fatalf("safe = %v (%s), %v", safe, why, err)
+	}
+	// After a crash the cluster re-replicates and becomes safe again, as
+	// seen through the client.
+	cl.Crash(2)
+	cl.WaitStable()
+	gridtest.Eventually(t, 10*time.Second, func() (bool, string) {
+		safe, why, err := c.Safe(ctx)
+		return err == nil && safe && len(c.Members()) == 2, fmt.Sprint(why, err)
+	})
+}

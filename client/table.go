@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/shoalgrid/shoal/op"
@@ -189,7 +190,27 @@ func (c *Client) refresh(ctx context.Context) error {
 		c.adopt(t)
 		return nil
 	}
-	return fmt.Errorf("%w: no member reachable at %v: %w", op.ErrUnavailable, addrs, errors.Join(errs...))
+	for _, e := range errs {
+		if errors.Is(e, op.ErrBadRequest) {
+			// A member refused us (wrong cluster name, protocol): waiting
+			// will not help.
+			return fmt.Errorf("client: %w", e)
+		}
+	}
+	return fmt.Errorf("%w: no member reachable at %v: %s", op.ErrUnavailable, addrs, joinErrs(errs))
+}
+
+// joinErrs renders errors on one line (errors.Join uses newlines, which
+// break log lines and CLI messages).
+func joinErrs(errs []error) string {
+	var b strings.Builder
+	for i, e := range errs {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(e.Error())
+	}
+	return b.String()
 }
 
 // refreshLoop keeps an idle client's table current and drops connections

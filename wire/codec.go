@@ -52,8 +52,11 @@ const ProtocolVersion = 1
 const Magic = "shoal"
 
 const (
-	requestFields  = 12
-	responseFields = 6
+	requestFields = 12
+	// requestFieldsV1 is the field count of requests before call
+	// identities; such requests decode with a zero Origin (no identity).
+	requestFieldsV1 = 10
+	responseFields  = 6
 )
 
 // ErrMalformed is wrapped by decoding errors: the input is not a valid frame
@@ -97,7 +100,7 @@ func DecodeRequest(dec *msgpack.Decoder, r *op.Request) error {
 	if err != nil {
 		return malformed("request", err)
 	}
-	if n < requestFields {
+	if n < requestFieldsV1 {
 		return malformed(fmt.Sprintf("request has %d fields, want %d", n, requestFields), nil)
 	}
 	var u uint64
@@ -135,6 +138,13 @@ func DecodeRequest(dec *msgpack.Decoder, r *op.Request) error {
 		return malformed("request timeout", err)
 	}
 	r.Timeout = time.Duration(i)
+	r.Origin, r.CallSeq = 0, 0
+	if n == requestFieldsV1 {
+		return nil
+	}
+	if n < requestFields {
+		return malformed(fmt.Sprintf("request has %d fields, want %d", n, requestFields), nil)
+	}
 	if r.Origin, err = dec.DecodeUint64(); err != nil {
 		return malformed("request origin", err)
 	}

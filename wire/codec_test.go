@@ -655,3 +655,23 @@ func TestLimitsCheck(t *testing.T) {
 		t.Errorf("over the default key limit: %v", err)
 	}
 }
+
+// Requests from peers that predate call identities (10 fields) still
+// decode, with no identity.
+func TestDecodeRequestWithoutIdentity(t *testing.T) {
+	var buf bytes.Buffer
+	enc := msgpack.NewEncoder(&buf)
+	for _, err := range []error{enc.EncodeArrayLen(10), enc.EncodeString("map"), enc.EncodeString("m"), enc.EncodeUint(2),
+		enc.EncodeInt(-1), enc.EncodeString("k"), enc.EncodeBytes(nil), enc.EncodeBytes(nil), enc.EncodeInt(0), enc.EncodeUint(7), enc.EncodeInt(0)} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := wire.DecodeRequestBytes(buf.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Key != "k" || r.TableVersion != 7 || r.Origin != 0 || r.CallSeq != 0 {
+		t.Fatalf("decoded %+v", r)
+	}
+}

@@ -27,12 +27,11 @@
 //	n1    10.0.0.1:5701   -     -     91     90
 //	...
 //
-// The cluster is safe when every partition has its full replica count. The
-// backup count is not published in the table, so it is inferred as the
-// largest replica count of any partition minus one (B), and a partition can
-// have no more replicas than there are members (N): safe means every
-// partition has at least min(1+B, N) replicas. With no backups configured
-// this is simply "every partition has an owner". status --json prints one
+// The cluster is safe when it can lose one more member (up to the backup
+// count) without losing data: every member answers and follows the same
+// table, every partition has its full replica count, and every backup
+// holds every mutation (members report this themselves; see client.Safe).
+// When it is not safe, the report says why. status --json prints one
 // object:
 //
 //	{"members":[{"name":"n1","addr":"10.0.0.1:5701","partitions_owned":91,"partitions_backup":90}, ...],

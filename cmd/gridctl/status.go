@@ -26,6 +26,8 @@ type clusterStatus struct {
 	TableVersion   uint64         `json:"table_version"`
 	PartitionCount int            `json:"partition_count"`
 	Safe           bool           `json:"safe"`
+	// Why explains an unsafe cluster.
+	Why string `json:"why,omitempty"`
 	// Replicas is the replica count a partition needs to be safe, and
 	// Unsafe how many partitions have fewer; both only for the text report.
 	Replicas int `json:"-"`
@@ -49,6 +51,15 @@ func statusCmd(ctx context.Context, e env, g *globals, args []string) error {
 	}
 	defer c.Close()
 	st := statusOf(c.Table())
+	// The members themselves know whether their backups are in sync and
+	// how many backups they keep: ask them (the table alone cannot tell).
+	safe, why, err := c.Safe(ctx)
+	switch {
+	case err != nil:
+		st.Safe, st.Why = false, err.Error()
+	case !safe:
+		st.Safe, st.Why = false, why
+	}
 	if *asJSON {
 		return writeJSON(e.stdout, st)
 	}
@@ -98,6 +109,9 @@ func writeStatus(w io.Writer, cluster string, st clusterStatus) error {
 	safe := "yes"
 	if !st.Safe {
 		safe = fmt.Sprintf("NO (%d partitions below %d replicas)", st.Unsafe, st.Replicas)
+		if st.Why != "" {
+			safe = "NO (" + st.Why + ")"
+		}
 	}
 	fmt.Fprintf(w, "cluster %s: %d members, table version %d, %d partitions, %d replica(s) each, safe: %s\n\n",
 		cluster, len(st.Members), st.TableVersion, st.PartitionCount, st.Replicas, safe)
