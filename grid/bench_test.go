@@ -89,8 +89,6 @@ func runBenchCleanups(fs *[]func()) {
 // benchPrefill writes every key once, with 50 workers.
 func benchPrefill(tb testing.TB, mps []*maps.Map, keys []string, value []byte) {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
 	var next atomic.Int64
 	var failed atomic.Int64
 	var firstErr atomic.Pointer[error]
@@ -103,7 +101,10 @@ func benchPrefill(tb testing.TB, mps []*maps.Map, keys []string, value []byte) {
 				if i >= int64(len(keys)) {
 					return
 				}
-				if err := mp.Put(ctx, keys[i], value); err != nil {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				err := mp.Put(ctx, keys[i], value)
+				cancel()
+				if err != nil {
 					failed.Add(1)
 					firstErr.CompareAndSwap(nil, &err)
 				}

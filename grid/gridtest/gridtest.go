@@ -26,34 +26,45 @@ type Cluster struct {
 	mu      sync.Mutex
 	members []*grid.Member
 	seed    string
-	base    grid.Config
+	set     settings
 	next    int
 }
 
-// Option changes the config every member of the cluster starts with.
-type Option func(*grid.Config)
+type settings struct {
+	base grid.Config
+	each []func(i int, c *grid.Config)
+}
+
+// Option changes the configs the cluster's members start with.
+type Option func(*settings)
 
 // WithPartitions sets the partition count.
-func WithPartitions(n int) Option { return func(c *grid.Config) { c.PartitionCount = n } }
+func WithPartitions(n int) Option { return func(s *settings) { s.base.PartitionCount = n } }
 
-// WithConfig applies f to the base config.
-func WithConfig(f func(*grid.Config)) Option { return Option(f) }
+// WithConfig applies f to the config every member starts with.
+func WithConfig(f func(*grid.Config)) Option { return func(s *settings) { f(&s.base) } }
+
+// WithMemberConfig applies f to the config of the i-th member started
+// (i counts from 0, including members added later), e.g. for zone labels.
+func WithMemberConfig(f func(i int, c *grid.Config)) Option {
+	return func(s *settings) { s.each = append(s.each, f) }
+}
 
 // New starts n members that form one cluster and waits until it is stable.
 // Everything is stopped by t.Cleanup. Logs go to stderr when SHOAL_TEST_LOG
 // is set.
 func New(t testing.TB, n int, opts ...Option) *Cluster {
 	t.Helper()
-	base := grid.Config{
+	set := settings{base: grid.Config{
 		BindAddr: "127.0.0.1:0",
 		DataAddr: "127.0.0.1:0",
 		Gossip:   grid.FastGossip(),
 		Logger:   logger(),
-	}
+	}}
 	for _, o := range opts {
-		o(&base)
+		o(&set)
 	}
-	c := &Cluster{t: t, base: base}
+	c := &Cluster{t: t, set: set}
 	t.Cleanup(c.closeAll)
 	for range n {
 		c.Add()
@@ -74,8 +85,11 @@ func logger() *slog.Logger {
 func (c *Cluster) Add() int {
 	c.t.Helper()
 	c.mu.Lock()
-	cfg := c.base
+	cfg := c.set.base
 	cfg.Name = fmt.Sprintf("m%d", c.next)
+	for _, f := range c.set.each {
+		f(c.next, &cfg)
+	}
 	c.next++
 	if c.seed != "" {
 		cfg.Join = []string{c.seed}
@@ -175,7 +189,9 @@ func (c *Cluster) Stable() (bool, string) {
 	var pms []partition.Member
 	for _, m := range live {
 		names = append(names, m.Name())
-		pms = append(pms, partition.Member{Name: m.Name(), Addr: m.Addr()})
+	}
+	for _, mi := range live[0].Members() {
+		pms = append(pms, partition.Member{Name: mi.Name, Addr: mi.Addr, Zone: mi.Zone, Host: mi.Host})
 	}
 	slices.Sort(names)
 	var t0 *partition.Table
@@ -198,7 +214,7 @@ func (c *Cluster) Stable() (bool, string) {
 		}
 	}
 	st := live[0].Stats()
-	target, err := partition.Assign(pms, t0.Count, st.TableBackups, partition.PerMember)
+	target, err := partition.Assign(pms, t0.Count, st.TableBackups, c.set.base.Placement)
 	if err != nil {
 		return false, err.Error()
 	}
