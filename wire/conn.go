@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 
@@ -360,6 +361,10 @@ func (c *Conn) fail(err error) {
 	})
 }
 
+// coalesceBelow is the pending size under which the write loop yields once
+// before writing, to gather more frames into one syscall.
+const coalesceBelow = 16 << 10
+
 // maxKeptBuf is the largest read or write buffer a Conn keeps between frames.
 const maxKeptBuf = 4 << 20
 
@@ -528,6 +533,18 @@ func (c *Conn) writeLoop() {
 		if c.closing {
 			c.mu.Unlock()
 			return
+		}
+		if c.out.b.Len() < coalesceBelow {
+			// Let the goroutines that are about to send run first, so one
+			// syscall carries their frames too: under load this cuts
+			// write syscalls several-fold for a scheduling round trip.
+			c.mu.Unlock()
+			runtime.Gosched()
+			c.mu.Lock()
+			if c.closing {
+				c.mu.Unlock()
+				return
+			}
 		}
 		o := c.out
 		c.out, c.spare = c.spare, o
