@@ -45,8 +45,8 @@ func (p Placement) String() string {
 // function: changing them changes every member's target table, so all
 // members must agree on them.
 const (
-	ringReplicationFactor = 20
-	ringLoad              = 1.25
+	ringReplicationFactor = 100
+	ringLoad              = 1.05
 )
 
 // ringMember adapts a member name to consistent.Member.

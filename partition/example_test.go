@@ -26,8 +26,8 @@ func ExampleAssign() {
 		fmt.Printf("%s owns %d partitions\n", m.Name, len(t.Owned(m.Name)))
 	}
 	// Output:
-	// key user:42 -> partition 195, owner m2 (10.0.0.2:5701), backup m1
-	// m1 owns 112 partitions
-	// m2 owns 67 partitions
-	// m3 owns 92 partitions
+	// key user:42 -> partition 195, owner m1 (10.0.0.1:5701), backup m2
+	// m1 owns 85 partitions
+	// m2 owns 91 partitions
+	// m3 owns 95 partitions
 }
