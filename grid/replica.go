@@ -237,11 +237,26 @@ func (m *Member) resync(j resyncJob) error {
 	if tg == nil || s.role != 0 || tg.streaming {
 		return nil
 	}
+	seq := s.seq
+	if !tg.probed {
+		// The backup may already hold everything (it was a co-replica
+		// before this member became owner): ask before copying. The probe
+		// is ordered with later records like a snapshot would be.
+		tg.probed = true
+		req := &op.Request{Service: sysService, Op: sysBackupProbe, Partition: j.p, Num: int64(seq), TableVersion: cur.Version}
+		err := conn.Go(req, func(resp *op.Response, err error) {
+			m.onProbeAck(s, tg, conn, seq, resp, err)
+		})
+		if err != nil {
+			return err
+		}
+		tg.streaming, tg.conn = true, conn
+		return nil
+	}
 	data, n, err := s.snapshotLocked(m)
 	if err != nil {
 		return err
 	}
-	seq := s.seq
 	id := "sync/" + strconv.FormatUint(cur.Version, 10) + "/" + strconv.Itoa(int(j.p)) + "/" + strconv.FormatUint(m.syncIDs.Add(1), 10)
 	for off := 0; ; off += migrationChunk {
 		end := min(off+migrationChunk, len(data))
@@ -261,7 +276,28 @@ func (m *Member) resync(j resyncJob) error {
 		}
 	}
 	tg.streaming, tg.conn = true, conn
+	m.counters.bytesOut.Add(uint64(len(data)))
 	return nil
+}
+
+// onProbeAck completes a probe: the backup holds the same sequence (in
+// sync, nothing to copy) or not (copy it).
+func (m *Member) onProbeAck(s *slot, tg *target, conn *wire.Conn, seq uint64, resp *op.Response, err error) {
+	if err == nil {
+		err = resp.Err()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.hasTarget(tg) || tg.conn != conn || !tg.streaming {
+		return
+	}
+	if err != nil {
+		tg.streaming, tg.synced = false, false
+		m.scheduleResync(s.id, tg.name)
+		return
+	}
+	tg.synced = true
+	tg.advance(seq)
 }
 
 func (s *slot) findTarget(name string) *target {
@@ -296,6 +332,24 @@ func (m *Member) onSyncAck(s *slot, tg *target, conn *wire.Conn, seq uint64, fin
 	tg.advance(seq)
 	m.counters.migrationsOut.Add(1)
 	m.log.Debug("backup synced", "partition", s.id, "backup", tg.name, "seq", seq, "entries", entries)
+}
+
+// probe answers whether this backup already holds the owner's mutations
+// up to seq (then no copy is needed).
+func (s *slot) probe(m *Member, cur, version, seq uint64) *op.Response {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if version < s.ownerSince {
+		return &op.Response{Code: op.CodeWrongOwner, Msg: fmt.Sprintf("probe of table %d from a deposed owner of partition %d", version, s.id), TableVersion: cur}
+	}
+	if s.role < 1 && version <= cur {
+		return &op.Response{Code: op.CodeBackupGap, Msg: fmt.Sprintf("%s is not a backup of partition %d at table %d", m.cfg.Name, s.id, cur), TableVersion: cur}
+	}
+	if s.seq != seq {
+		return &op.Response{Code: op.CodeBackupGap, Msg: fmt.Sprintf("partition %d: backup at %d, owner at %d", s.id, s.seq, seq), TableVersion: cur}
+	}
+	s.dataVersion = max(s.dataVersion, version)
+	return &op.Response{TableVersion: cur}
 }
 
 // installSync replaces this backup's copy of the partition with the

@@ -46,6 +46,9 @@ const (
 	sysReplicaSeqs
 	// sysStatus returns the member's Stats (msgpack). Clients may call it.
 	sysStatus
+	// sysBackupProbe asks a backup whether it holds the owner's mutations
+	// up to sequence Num of Partition, so a resync can skip the copy.
+	sysBackupProbe
 )
 
 func (m *Member) hello(role wire.Role) wire.Hello {
@@ -236,6 +239,12 @@ func (m *Member) handleSys(c *wire.Conn, id uint64, req *op.Request) {
 		c.Respond(id, m.handleRecord(req, cur))
 	case sysBackupSync:
 		c.Respond(id, m.handleSyncChunk(req, cur))
+	case sysBackupProbe:
+		if req.Partition < 0 || int(req.Partition) >= len(m.slots) {
+			c.Respond(id, &op.Response{Code: op.CodeBadRequest, Msg: fmt.Sprintf("partition %d out of range", req.Partition)})
+			return
+		}
+		c.Respond(id, m.slots[req.Partition].probe(m, cur, req.TableVersion, uint64(req.Num)))
 	case sysHandoff:
 		ok := m.spawn(func() {
 			ctx, cancel := timeoutContext(m.ctx, req.Timeout)

@@ -59,6 +59,9 @@ type target struct {
 	// later mutations follow it on that connection.
 	streaming bool
 	conn      *wire.Conn
+	// probed is set once a probe found the backup behind: the next resync
+	// copies the partition instead of probing again.
+	probed bool
 	// waiters are mutations waiting for this backup, whose records were
 	// refused (a gap) or not sent: a completed resync covers them.
 	waiters []seqWait

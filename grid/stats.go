@@ -42,6 +42,8 @@ type Stats struct {
 	BackupRecords uint64 `json:"backup_records"`
 	// MigrationsOut counts partition copies this member sent to others.
 	MigrationsOut uint64 `json:"migrations_out"`
+	// MigrationBytesOut counts the bytes of partition copies it sent.
+	MigrationBytesOut uint64 `json:"migration_bytes_out"`
 	// MigrationsIn counts partition copies this member received.
 	MigrationsIn uint64 `json:"migrations_in"`
 }
@@ -51,6 +53,7 @@ type counters struct {
 	records       atomic.Uint64
 	migrationsOut atomic.Uint64
 	migrationsIn  atomic.Uint64
+	bytesOut      atomic.Uint64
 }
 
 // Stats returns the member's current statistics.
@@ -67,6 +70,8 @@ func (m *Member) Stats() Stats {
 		BackupRecords:  m.counters.records.Load(),
 		MigrationsOut:  m.counters.migrationsOut.Load(),
 		MigrationsIn:   m.counters.migrationsIn.Load(),
+
+		MigrationBytesOut: m.counters.bytesOut.Load(),
 	}
 	if t := m.Table(); t != nil {
 		s.TableVersion = t.Version
