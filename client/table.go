@@ -28,6 +28,7 @@ const (
 	MemberLeft
 )
 
+// String names the event type.
 func (t EventType) String() string {
 	switch t {
 	case MemberJoined:

@@ -107,6 +107,7 @@ const (
 	PartitionsLost
 )
 
+// String names the event type.
 func (t EventType) String() string {
 	switch t {
 	case MemberJoined:
@@ -175,12 +176,14 @@ type boundTransport struct {
 	dialer net.Dialer
 }
 
+// DialTimeout dials from the member's own IP.
 func (t *boundTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
 	d := t.dialer
 	d.Timeout = timeout
 	return d.Dial("tcp", addr)
 }
 
+// DialAddressTimeout dials from the member's own IP.
 func (t *boundTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
 	return t.DialTimeout(a.Addr, timeout)
 }
@@ -189,6 +192,7 @@ func (t *boundTransport) DialAddressTimeout(a memberlist.Address, timeout time.D
 // for its [WARN]/[ERR] lines).
 type slogWriter struct{ l *slog.Logger }
 
+// Write logs one memberlist line.
 func (w slogWriter) Write(p []byte) (int, error) {
 	s := strings.TrimSpace(string(p))
 	switch {

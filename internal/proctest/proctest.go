@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,6 +46,17 @@ var build struct {
 // the binary's path. Call Cleanup from TestMain to remove it.
 func Build(t testing.TB) string {
 	t.Helper()
+	path, err := Prebuild()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// Prebuild is Build for TestMain: calling it before m.Run keeps the
+// compilation (tens of seconds on a cold cache) out of the first test's
+// deadline.
+func Prebuild() (string, error) {
 	build.once.Do(func() {
 		build.dir, build.err = os.MkdirTemp("", "proctest-gridnode-")
 		if build.err != nil {
@@ -59,10 +71,7 @@ func Build(t testing.TB) string {
 			build.err = fmt.Errorf("go build %s: %w\n%s", gridnodePkg, err, out)
 		}
 	})
-	if build.err != nil {
-		t.Fatal(build.err)
-	}
-	return build.path
+	return build.path, build.err
 }
 
 // Cleanup removes the binary built by Build. Call it from TestMain after
@@ -112,6 +121,9 @@ type Proc struct {
 	GossipAddr, DataAddr string
 	// LogPath is the file holding its stdout and stderr.
 	LogPath string
+	// Args are the arguments given to Start (without the --gossip and
+	// --http that Start puts first).
+	Args []string
 
 	cmd    *exec.Cmd
 	done   chan struct{} // closed when the process has exited
@@ -133,6 +145,7 @@ func Start(t testing.TB, name string, args ...string) *Proc {
 		LogPath:  filepath.Join(dir, name+".log"),
 		done:     make(chan struct{}),
 		client:   &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
+		Args:     slices.Clone(args),
 	}
 	args = append([]string{"--gossip", "fast", "--http", p.HTTPAddr}, args...)
 	p.GossipAddr, p.DataAddr = flagValue(args, "bind"), flagValue(args, "addr")
@@ -181,6 +194,43 @@ func Member(t testing.TB, name string, seeds []*Proc, extra ...string) *Proc {
 		args = append(args, "--join", strings.Join(join, ","))
 	}
 	return Start(t, name, append(args, extra...)...)
+}
+
+// Restart starts p again, after it exited, with the same arguments and
+// HTTP address (so the same --name, --bind and --addr), but joining seeds
+// instead of p's --join (seeds may be empty: start a new cluster), plus
+// extra args.
+func Restart(t testing.TB, p *Proc, seeds []*Proc, extra ...string) *Proc {
+	t.Helper()
+	if !p.Exited() {
+		t.Fatalf("restart gridnode %s: still running", p.Name)
+	}
+	args := withoutFlag(p.Args, "join")
+	if len(seeds) > 0 {
+		var join []string
+		for _, s := range seeds {
+			join = append(join, s.GossipAddr)
+		}
+		args = append(args, "--join", strings.Join(join, ","))
+	}
+	args = append(withoutFlag(args, "http"), "--http", p.HTTPAddr)
+	return Start(t, p.Name, append(args, extra...)...)
+}
+
+// withoutFlag returns args without any --name v, -name v or --name=v.
+func withoutFlag(args []string, name string) []string {
+	var out []string
+	for i := 0; i < len(args); i++ {
+		a := strings.TrimLeft(args[i], "-")
+		switch {
+		case a == name && args[i] != a:
+			i++ // and its value
+		case strings.HasPrefix(a, name+"=") && args[i] != a:
+		default:
+			out = append(out, args[i])
+		}
+	}
+	return out
 }
 
 // flagValue returns the last value of --name (or -name, or --name=v) in
@@ -247,8 +297,8 @@ func (p *Proc) Output() string {
 	return string(b)
 }
 
-// Status is the document of GET /status (see cmd/gridnode): grid.Stats,
-// with "members" as the member list rather than a count, and the table.
+// Status is the document of GET /status (see cmd/gridnode): grid.Stats
+// (replication included), the member list ("members") and the table.
 type Status struct {
 	grid.Stats
 	Members []StatusMember `json:"members"`
@@ -307,6 +357,34 @@ func (p *Proc) get(ctx context.Context, path string) (int, []byte, error) {
 		return 0, nil, fmt.Errorf("gridnode %s: GET %s: %w", p.Name, path, err)
 	}
 	return resp.StatusCode, bytes.TrimSpace(body), nil
+}
+
+// Metrics fetches GET /metrics and returns its samples by name (the
+// exposition has no labels).
+func (p *Proc) Metrics(ctx context.Context) (map[string]float64, error) {
+	code, body, err := p.get(ctx, "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	if code != http.StatusOK {
+		return nil, fmt.Errorf("gridnode %s: /metrics: HTTP %d: %s", p.Name, code, body)
+	}
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) != 2 {
+			return nil, fmt.Errorf("gridnode %s: /metrics: bad line %q", p.Name, line)
+		}
+		v, err := strconv.ParseFloat(f[1], 64)
+		if err != nil {
+			return nil, fmt.Errorf("gridnode %s: /metrics: bad line %q", p.Name, line)
+		}
+		out[f[0]] = v
+	}
+	return out, nil
 }
 
 // ErrExited is returned by WaitReady when the process exits first.

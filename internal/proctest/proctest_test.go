@@ -55,3 +55,12 @@ func TestPoll(t *testing.T) {
 		t.Errorf("Poll on an exited process: %v, want ErrExited at once", err)
 	}
 }
+
+func TestWithoutFlag(t *testing.T) {
+	args := []string{"--name", "n1", "--join", "127.0.0.1:1", "-join=127.0.0.1:2", "--bind", "127.0.0.1:3", "--joiner", "x", "join"}
+	got := withoutFlag(args, "join")
+	want := []string{"--name", "n1", "--bind", "127.0.0.1:3", "--joiner", "x", "join"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("withoutFlag = %q, want %q", got, want)
+	}
+}

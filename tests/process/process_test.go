@@ -23,6 +23,11 @@ import (
 const partitions = partition.DefaultCount
 
 func TestMain(m *testing.M) {
+	// Compile gridnode before the first test starts its clock.
+	if _, err := proctest.Prebuild(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	code := m.Run()
 	proctest.Cleanup()
 	if code == 0 {
