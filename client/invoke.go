@@ -2,14 +2,13 @@ package client
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/partition"
+	"github.com/shoalgrid/shoal/wire"
 )
 
 // Invoke sends req to the owner of its partition and returns the owner's
@@ -42,7 +41,7 @@ func (c *Client) Invoke(ctx context.Context, req *op.Request) (*op.Response, err
 		// mutation with its first response instead of applying it again.
 		r.Origin, r.CallSeq = c.origin, c.callSeq.Add(1)
 	}
-	backoff := time.Millisecond
+	backoff := op.Backoff{Max: c.cfg.MaxBackoff}
 	var lastErr error
 	for {
 		changed := c.tableChanged()
@@ -51,35 +50,33 @@ func (c *Client) Invoke(ctx context.Context, req *op.Request) (*op.Response, err
 		var resp *op.Response
 		var err error
 		if !ok {
-			err = op.Errorf(op.CodeStaleTable, "partition %d has no owner in table %d", r.Partition, t.Version)
+			resp = &op.Response{Code: op.CodeStaleTable, Msg: fmt.Sprintf("partition %d has no owner in table %d", r.Partition, t.Version)}
 		} else {
 			r.TableVersion = t.Version
-			cn, cerr := c.conn(ctx, owner.Addr)
-			if cerr == nil {
+			var cn *wire.Conn
+			if cn, err = c.conn(ctx, owner.Addr); err == nil {
 				resp, err = cn.Call(ctx, &r)
-			} else {
-				err = cerr
 			}
 		}
+		if err == nil && (resp.TableVersion > t.Version || (resp.Code == op.CodeStaleTable && resp.TableVersion < t.Version)) {
+			// Newer table at the owner, or the owner lags behind us (or
+			// belongs to a restarted cluster): read its table.
+			c.refreshFrom(ctx, owner.Addr)
+		}
+		switch op.Judge(resp, err) {
+		case op.Done:
+			return resp, resp.Err()
+		case op.Fail:
+			if c.closed.Load() {
+				return nil, c.errClosed()
+			}
+			return nil, err // too large, timeout, canceled, refused
+		}
 		if err == nil {
-			if resp.TableVersion > t.Version || (resp.Code == op.CodeStaleTable && resp.TableVersion < t.Version) {
-				// Newer table at the owner, or the owner lags behind us
-				// (or belongs to a restarted cluster): read its table.
-				c.refreshFrom(ctx, owner.Addr)
-			}
-			if !resp.Code.Retriable() && resp.Code != op.CodeBackupTimeout {
-				return resp, resp.Err()
-			}
-			// Retriable codes mean "not applied"; a backup timeout means
-			// "applied, not yet confirmed": the retry waits for the
-			// confirmation without applying it again.
 			lastErr = resp.Err()
 		} else {
 			if c.closed.Load() {
 				return nil, c.errClosed()
-			}
-			if !errors.Is(err, op.ErrUnavailable) {
-				return nil, err // too large, timeout, canceled, refused
 			}
 			lastErr = err
 			// The owner is unreachable: learn the current table from any
@@ -91,15 +88,12 @@ func (c *Client) Invoke(ctx context.Context, req *op.Request) (*op.Response, err
 				return nil, fmt.Errorf("client: %w", rerr)
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%w (last attempt: %v)", op.FromContext(ctx), lastErr)
-		case <-c.ctx.Done():
+		if c.closed.Load() {
 			return nil, c.errClosed()
-		case <-changed:
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, c.cfg.MaxBackoff)
+		if werr := backoff.Wait(ctx, changed); werr != nil {
+			return nil, fmt.Errorf("%w (last attempt: %v)", werr, lastErr)
+		}
 	}
 }
 

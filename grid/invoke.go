@@ -3,7 +3,6 @@ package grid
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -39,7 +38,7 @@ func (m *Member) Invoke(ctx context.Context, req *op.Request) (*op.Response, err
 		r.Origin, r.CallSeq = m.origin, m.callSeq.Add(1)
 	}
 	cloned := false
-	backoff := time.Millisecond
+	var backoff op.Backoff
 	var lastErr error
 	for {
 		changed := m.tableChanged()
@@ -48,9 +47,9 @@ func (m *Member) Invoke(ctx context.Context, req *op.Request) (*op.Response, err
 		var err error
 		var owner partition.Member
 		if t == nil {
-			err = op.Errorf(op.CodeStaleTable, "member %s has no partition table yet", m.cfg.Name)
+			resp = &op.Response{Code: op.CodeStaleTable, Msg: "member " + m.cfg.Name + " has no partition table yet"}
 		} else if o, ok := t.Owner(r.Partition); !ok {
-			err = op.Errorf(op.CodeStaleTable, "partition %d has no owner in table %d", r.Partition, t.Version)
+			resp = &op.Response{Code: op.CodeStaleTable, Msg: fmt.Sprintf("partition %d has no owner in table %d", r.Partition, t.Version), TableVersion: t.Version}
 		} else {
 			owner = o
 			r.TableVersion = t.Version
@@ -80,19 +79,14 @@ func (m *Member) Invoke(ctx context.Context, req *op.Request) (*op.Response, err
 				}
 			}
 		}
-		if err == nil && !resp.Code.Retriable() && resp.Code != op.CodeBackupTimeout {
+		switch op.Judge(resp, err) {
+		case op.Done:
 			return resp, resp.Err()
+		case op.Fail:
+			return nil, err
 		}
 		if err != nil {
-			if errors.Is(err, op.ErrTooLarge) || errors.Is(err, op.ErrTimeout) || errors.Is(err, op.ErrCanceled) {
-				return nil, err
-			}
 			lastErr = err
-		} else if resp.Code == op.CodeBackupTimeout {
-			// The owner applied the mutation but its backups did not
-			// confirm: retrying with the same identity waits for them
-			// again without applying it twice.
-			lastErr = resp.Err()
 		} else {
 			lastErr = resp.Err()
 			if t != nil && resp.TableVersion > t.Version {
@@ -102,13 +96,9 @@ func (m *Member) Invoke(ctx context.Context, req *op.Request) (*op.Response, err
 		if m.closed.Load() {
 			return nil, m.errClosed()
 		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%w (last attempt: %v)", op.FromContext(ctx), lastErr)
-		case <-changed:
-		case <-time.After(backoff):
+		if werr := backoff.Wait(ctx, changed); werr != nil {
+			return nil, fmt.Errorf("%w (last attempt: %v)", werr, lastErr)
 		}
-		backoff = min(2*backoff, 100*time.Millisecond)
 	}
 }
 
