@@ -46,7 +46,19 @@ func newCoordinator(m *Member) *coordinator {
 	return &coordinator{m: m, kick: make(chan struct{}, 1)}
 }
 
-// trigger asks the loop to re-plan soon. It never blocks.
+// poke wakes the loop for a new round without disturbing the round in
+// progress (a leaving member asking again, a forced republication). It
+// never blocks.
+func (c *coordinator) poke() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// trigger tells the loop that membership changed: the round in progress is
+// cancelled (its waits may concern a member that is gone) and a new one
+// starts. It never blocks.
 func (c *coordinator) trigger() {
 	c.dirty.Store(true)
 	c.roundMu.Lock()
@@ -96,8 +108,8 @@ func (c *coordinator) run() {
 		c.roundMu.Unlock()
 		cancel()
 		if err != nil && ctx.Err() == nil {
+			// The next tick (at most republishEvery away) tries again.
 			c.m.log.Warn("coordinator round failed", "err", err)
-			c.trigger()
 		}
 		if periodic {
 			if t := c.m.Table(); t != nil {
@@ -484,7 +496,7 @@ func (c *coordinator) publishRemote(t *partition.Table) {
 					}
 				}
 				c.force.Store(true)
-				c.trigger()
+				c.poke()
 			}
 			return nil
 		})

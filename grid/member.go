@@ -553,7 +553,7 @@ func (m *Member) Shutdown(ctx context.Context) error {
 		select {
 		case <-ch:
 		case <-time.After(200 * time.Millisecond):
-			m.coord.trigger()
+			m.coord.poke()
 			m.nudgeCoordinator()
 		case <-ctx.Done():
 			handErr = fmt.Errorf("grid: shutdown: %d partitions not handed over: %w", left, op.FromContext(ctx))

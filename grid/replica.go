@@ -3,6 +3,7 @@ package grid
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"strconv"
 	"sync/atomic"
@@ -50,6 +51,7 @@ func decodeRecord(b []byte) (time.Time, *op.Request, error) {
 // backups (the first ones) w waits for.
 func (m *Member) replicate(s *slot, version uint64, now time.Time, req *op.Request, w *ackWait, need int) {
 	seq := s.seq
+	term := binary.BigEndian.AppendUint64(nil, s.term)
 	rec, err := encodeRecord(now, req)
 	if err != nil {
 		if w != nil {
@@ -71,7 +73,7 @@ func (m *Member) replicate(s *slot, version uint64, now time.Time, req *op.Reque
 			continue
 		}
 		conn := tg.conn
-		r := &op.Request{Service: sysService, Op: sysBackup, Partition: s.id, Num: int64(seq), TableVersion: version, Value: rec}
+		r := &op.Request{Service: sysService, Op: sysBackup, Partition: s.id, Num: int64(seq), TableVersion: version, Value: rec, Aux: term}
 		err := conn.Go(r, func(resp *op.Response, err error) {
 			m.onRecordAck(s, tg, conn, seq, wi, resp, err)
 		})
@@ -243,7 +245,7 @@ func (m *Member) resync(j resyncJob) error {
 		// before this member became owner): ask before copying. The probe
 		// is ordered with later records like a snapshot would be.
 		tg.probed = true
-		req := &op.Request{Service: sysService, Op: sysBackupProbe, Partition: j.p, Num: int64(seq), TableVersion: cur.Version}
+		req := &op.Request{Service: sysService, Op: sysBackupProbe, Partition: j.p, Num: int64(seq), TableVersion: cur.Version, Aux: binary.BigEndian.AppendUint64(nil, s.term)}
 		err := conn.Go(req, func(resp *op.Response, err error) {
 			m.onProbeAck(s, tg, conn, seq, resp, err)
 		})
@@ -260,7 +262,7 @@ func (m *Member) resync(j resyncJob) error {
 	id := "sync/" + strconv.FormatUint(cur.Version, 10) + "/" + strconv.Itoa(int(j.p)) + "/" + strconv.FormatUint(m.syncIDs.Add(1), 10)
 	for off := 0; ; off += migrationChunk {
 		end := min(off+migrationChunk, len(data))
-		req := &op.Request{Service: sysService, Op: sysBackupSync, Partition: j.p, Key: id, Num: int64(off), Aux: strconv.AppendUint(nil, seq, 10), TableVersion: cur.Version, Value: data[off:end]}
+		req := &op.Request{Service: sysService, Op: sysBackupSync, Partition: j.p, Key: id, Num: int64(off), Aux: syncMark(seq, s.term), TableVersion: cur.Version, Value: data[off:end]}
 		final := end == len(data)
 		if !final {
 			req.Aux = nil
@@ -336,7 +338,7 @@ func (m *Member) onSyncAck(s *slot, tg *target, conn *wire.Conn, seq uint64, fin
 
 // probe answers whether this backup already holds the owner's mutations
 // up to seq (then no copy is needed).
-func (s *slot) probe(m *Member, cur, version, seq uint64) *op.Response {
+func (s *slot) probe(m *Member, cur, version, seq, term uint64) *op.Response {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if version < s.ownerSince {
@@ -345,8 +347,8 @@ func (s *slot) probe(m *Member, cur, version, seq uint64) *op.Response {
 	if s.role < 1 && version <= cur {
 		return &op.Response{Code: op.CodeBackupGap, Msg: fmt.Sprintf("%s is not a backup of partition %d at table %d", m.cfg.Name, s.id, cur), TableVersion: cur}
 	}
-	if s.seq != seq {
-		return &op.Response{Code: op.CodeBackupGap, Msg: fmt.Sprintf("partition %d: backup at %d, owner at %d", s.id, s.seq, seq), TableVersion: cur}
+	if s.seq != seq || s.term != term {
+		return &op.Response{Code: op.CodeBackupGap, Msg: fmt.Sprintf("partition %d: backup at %d (term %d), owner at %d (term %d)", s.id, s.seq, s.term, seq, term), TableVersion: cur}
 	}
 	s.dataVersion = max(s.dataVersion, version)
 	return &op.Response{TableVersion: cur}
@@ -354,7 +356,7 @@ func (s *slot) probe(m *Member, cur, version, seq uint64) *op.Response {
 
 // installSync replaces this backup's copy of the partition with the
 // owner's snapshot taken at sequence seq.
-func (s *slot) installSync(m *Member, cur, version, seq uint64, data []byte) *op.Response {
+func (s *slot) installSync(m *Member, cur, version, seq, term uint64, data []byte) *op.Response {
 	snap, err := decodeSnapshot(data)
 	if err != nil {
 		return errResponse(err, cur)
@@ -382,7 +384,7 @@ func (s *slot) installSync(m *Member, cur, version, seq uint64, data []byte) *op
 	}
 	s.states = states
 	s.dedup.load(snap.dedup)
-	s.seq = seq
+	s.seq, s.term = seq, term
 	s.dataVersion = max(s.dataVersion, version)
 	m.counters.migrationsIn.Add(1)
 	return &op.Response{TableVersion: cur}
@@ -519,7 +521,7 @@ func (m *Member) confirmTable() bool {
 		// (and any deposed owner) moves past the old one.
 		m.coord.force.Store(true)
 		before := m.tableVersion()
-		m.coord.trigger()
+		m.coord.poke()
 		ch := m.tableChanged()
 		select {
 		case <-ch:
@@ -540,3 +542,16 @@ func (m *Member) confirmTable() bool {
 }
 
 var _ atomic.Bool
+
+// syncMark is the Aux of a snapshot's last chunk: its sequence and term.
+func syncMark(seq, term uint64) []byte {
+	return binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, seq), term)
+}
+
+// u64 reads a big-endian uint64 at offset i of b, or reports false.
+func u64(b []byte, i int) (uint64, bool) {
+	if len(b) < i+8 {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(b[i:]), true
+}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strconv"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -244,7 +243,12 @@ func (m *Member) handleSys(c *wire.Conn, id uint64, req *op.Request) {
 			c.Respond(id, &op.Response{Code: op.CodeBadRequest, Msg: fmt.Sprintf("partition %d out of range", req.Partition)})
 			return
 		}
-		c.Respond(id, m.slots[req.Partition].probe(m, cur, req.TableVersion, uint64(req.Num)))
+		term, ok := u64(req.Aux, 0)
+		if !ok {
+			c.Respond(id, &op.Response{Code: op.CodeBadRequest, Msg: "probe without a term"})
+			return
+		}
+		c.Respond(id, m.slots[req.Partition].probe(m, cur, req.TableVersion, uint64(req.Num), term))
 	case sysHandoff:
 		ok := m.spawn(func() {
 			ctx, cancel := timeoutContext(m.ctx, req.Timeout)
@@ -270,7 +274,7 @@ func (m *Member) handleSys(c *wire.Conn, id uint64, req *op.Request) {
 		if req.Num != 0 {
 			m.coord.force.Store(true)
 		}
-		m.coord.trigger()
+		m.coord.poke()
 		c.Respond(id, &op.Response{TableVersion: cur})
 	default:
 		c.Respond(id, &op.Response{Code: op.CodeUnknownOp, Msg: fmt.Sprintf("system operation %d", req.Op)})
@@ -306,7 +310,11 @@ func (m *Member) handleRecord(req *op.Request, cur uint64) *op.Response {
 	if req.TableVersion > cur {
 		m.pullLater(req.TableVersion)
 	}
-	return m.slots[p].applyBackup(m, cur, req.TableVersion, uint64(req.Num), now, inner)
+	term, ok := u64(req.Aux, 0)
+	if !ok {
+		return &op.Response{Code: op.CodeBadRequest, Msg: "backup record without a term"}
+	}
+	return m.slots[p].applyBackup(m, cur, req.TableVersion, uint64(req.Num), term, now, inner)
 }
 
 func (m *Member) tableResponse() *op.Response {
@@ -357,12 +365,13 @@ func (m *Member) handleSyncChunk(req *op.Request, cur uint64) *op.Response {
 	if !final {
 		return &op.Response{TableVersion: cur}
 	}
-	seq, err := strconv.ParseUint(string(req.Aux), 10, 64)
-	if err != nil {
-		return &op.Response{Code: op.CodeBadRequest, Msg: "sync: bad sequence"}
+	seq, ok1 := u64(req.Aux, 0)
+	term, ok2 := u64(req.Aux, 8)
+	if !ok1 || !ok2 {
+		return &op.Response{Code: op.CodeBadRequest, Msg: "sync: bad sequence mark"}
 	}
 	if req.TableVersion > cur {
 		m.pullLater(req.TableVersion)
 	}
-	return m.slots[p].installSync(m, cur, req.TableVersion, seq, rb.buf.Bytes())
+	return m.slots[p].installSync(m, cur, req.TableVersion, seq, term, rb.buf.Bytes())
 }

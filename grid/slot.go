@@ -34,6 +34,11 @@ type slot struct {
 	// seq is the sequence number of the last mutation applied here (the
 	// owner assigns them; backups apply them in order).
 	seq uint64
+	// term identifies the owner that applied the last mutation (its
+	// ownerSince version). Two replicas with the same seq and term hold
+	// the same history; the same seq alone is not enough (after a failover
+	// an async backup may have applied a record the new owner never saw).
+	term uint64
 	// dataVersion is the newest table version stamped on a record or
 	// snapshot applied here. Table pushes can arrive out of order: an
 	// older table in which this member holds no replica must not drop
@@ -215,6 +220,7 @@ func (s *slot) execute(m *Member, cur *partition.Table, req *op.Request) (*op.Re
 		return resp, nil
 	}
 	s.seq++
+	s.term = s.ownerSince
 	if req.Origin != 0 {
 		s.dedup.put(req.Origin, req.CallSeq, s.seq, resp, now)
 	}
@@ -242,7 +248,7 @@ func (s *slot) state(m *Member, svc int) op.State {
 // applyBackup replays one of the owner's mutations on this backup. It
 // refuses records from an owner deposed at the record's version (fencing)
 // and reports a gap when a record is missing, so the owner resyncs.
-func (s *slot) applyBackup(m *Member, cur uint64, version, seq uint64, now time.Time, req *op.Request) *op.Response {
+func (s *slot) applyBackup(m *Member, cur uint64, version, seq, term uint64, now time.Time, req *op.Request) *op.Response {
 	svc, ok := m.svcIndex[req.Service]
 	if !ok {
 		return &op.Response{Code: op.CodeUnknownService, Msg: fmt.Sprintf("no service %q", req.Service)}
@@ -270,7 +276,7 @@ func (s *slot) applyBackup(m *Member, cur uint64, version, seq uint64, now time.
 		// it for a retry that reaches this member after a failover.
 		s.dedup.put(req.Origin, req.CallSeq, seq, resp, now)
 	}
-	s.seq = seq
+	s.seq, s.term = seq, term
 	s.dataVersion = max(s.dataVersion, version)
 	m.counters.records.Add(1)
 	return &op.Response{TableVersion: cur}
@@ -338,7 +344,7 @@ func (s *slot) adopt(m *Member, t *partition.Table) (dropped int, resync []strin
 				s.states[i] = nil
 			}
 		}
-		s.seq = 0
+		s.seq, s.term = 0, 0
 		s.dedup.reset()
 	}
 	// Rebuild the owner's targets, keeping the sync state of backups that

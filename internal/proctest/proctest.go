@@ -82,26 +82,45 @@ func Cleanup() {
 	}
 }
 
+// handedOut holds every port FreePort returned in this test binary.
+var handedOut struct {
+	sync.Mutex
+	ports map[int]bool
+}
+
 // FreePort returns a loopback port that is free for both TCP and UDP at the
-// time of the call (gossip uses both on one port). Another process may still
-// take it before the caller binds it; tests accept that small risk.
+// time of the call (gossip uses both on one port), and that FreePort has not
+// returned before in this test binary: the processes started a moment ago
+// may not have bound theirs yet, and the kernel readily hands a just-freed
+// port out again. Another process may still take it before the caller binds
+// it; tests accept that small risk.
 func FreePort(t testing.TB) int {
 	t.Helper()
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.ports == nil {
+		handedOut.ports = map[int]bool{}
+	}
 	for range 50 {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatalf("free port: %v", err)
 		}
 		port := ln.Addr().(*net.TCPAddr).Port
+		if handedOut.ports[port] {
+			ln.Close()
+			continue // given to an earlier caller, maybe not bound yet
+		}
 		pc, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		ln.Close()
 		if err != nil {
 			continue // UDP side taken: try another
 		}
 		pc.Close()
+		handedOut.ports[port] = true
 		return port
 	}
-	t.Fatal("free port: no port free for both TCP and UDP after 50 tries")
+	t.Fatal("free port: no new port free for both TCP and UDP after 50 tries")
 	return 0
 }
 

@@ -64,3 +64,14 @@ func TestWithoutFlag(t *testing.T) {
 		t.Errorf("withoutFlag = %q, want %q", got, want)
 	}
 }
+
+func TestFreePortNeverRepeats(t *testing.T) {
+	seen := map[int]bool{}
+	for range 200 {
+		p := FreePort(t)
+		if seen[p] {
+			t.Fatalf("port %d handed out twice", p)
+		}
+		seen[p] = true
+	}
+}
