@@ -22,8 +22,12 @@ import (
 // backup, so they arrive in sequence order.
 
 func encodeRecord(now time.Time, req *op.Request) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := msgpack.NewEncoder(&buf)
+	// One exact-size allocation for the record; the encoder comes from
+	// msgpack's pool (records are encoded on every mutation).
+	buf := bytes.NewBuffer(make([]byte, 0, 64+len(req.Service)+len(req.Name)+len(req.Key)+len(req.Value)+len(req.Aux)))
+	enc := msgpack.GetEncoder()
+	defer msgpack.PutEncoder(enc)
+	enc.Reset(buf)
 	if err := enc.EncodeInt(now.UnixNano()); err != nil {
 		return nil, err
 	}
@@ -106,19 +110,29 @@ func (tg *target) signal() {
 // onRecordAck handles a backup's answer to one record. It runs on the
 // backup connection's read loop (or where the connection failed).
 func (m *Member) onRecordAck(s *slot, tg *target, conn *wire.Conn, seq uint64, w *ackWait, resp *op.Response, err error) {
+	if err == nil && resp.Code == op.OK {
+		s.mu.Lock()
+		ok := s.hasTarget(tg)
+		if ok {
+			tg.advance(seq)
+		}
+		s.mu.Unlock()
+		// Outside the lock: the completion may answer the client inline.
+		if w != nil {
+			if ok {
+				w.ackInline()
+			} else {
+				w.fail(op.Errorf(op.CodeBackupTimeout, "backup %s of partition %d left before acknowledging; the outcome is unknown", tg.name, s.id))
+			}
+		}
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.hasTarget(tg) {
 		if w != nil {
 			w.fail(op.Errorf(op.CodeBackupTimeout, "backup %s of partition %d left before acknowledging; the outcome is unknown", tg.name, s.id))
 		}
-		return
-	}
-	if err == nil && resp.Code == op.OK {
-		if w != nil {
-			w.ack()
-		}
-		tg.advance(seq)
 		return
 	}
 	if err == nil && resp.Code == op.CodeWrongOwner {

@@ -81,20 +81,30 @@ type seqWait struct {
 
 // ackWait collects the backup acknowledgements one mutation waits for.
 type ackWait struct {
-	mu    sync.Mutex
-	need  int
-	done  bool
-	err   error
-	ch    chan struct{}
-	cb    func(error)
-	timer *time.Timer
+	mu     sync.Mutex
+	need   int
+	done   bool
+	err    error
+	ch     chan struct{}
+	cb     func(error)
+	timer  *time.Timer
+	inline bool // run cb on the completing goroutine (no lock held)
 }
 
 func newAckWait(need int) *ackWait {
 	return &ackWait{need: need, ch: make(chan struct{})}
 }
 
-func (w *ackWait) ack() {
+// ack counts one acknowledgement. It may be called under a partition lock:
+// a completion callback then runs on its own goroutine.
+func (w *ackWait) ack() { w.count(false) }
+
+// ackInline is ack for callers that hold no lock: the completion callback
+// (answering the client) runs on the caller's goroutine, saving a goroutine
+// per mutation on the common path.
+func (w *ackWait) ackInline() { w.count(true) }
+
+func (w *ackWait) count(inline bool) {
 	w.mu.Lock()
 	if w.done {
 		w.mu.Unlock()
@@ -105,6 +115,7 @@ func (w *ackWait) ack() {
 		w.mu.Unlock()
 		return
 	}
+	w.inline = inline
 	w.finishLocked(nil)
 }
 
@@ -122,15 +133,19 @@ func (w *ackWait) fail(err error) {
 func (w *ackWait) finishLocked(err error) {
 	w.done, w.err = true, err
 	close(w.ch)
-	cb, timer := w.cb, w.timer
+	cb, timer, inline := w.cb, w.timer, w.inline
 	w.mu.Unlock()
 	if timer != nil {
 		timer.Stop()
 	}
-	if cb != nil {
-		// Completions often happen under a partition lock (an ack read
-		// by a connection's read loop): answering the client may block on
-		// its connection, so it runs on its own goroutine.
+	switch {
+	case cb == nil:
+	case inline:
+		cb(err)
+	default:
+		// Completions can happen under a partition lock: answering the
+		// client may block on its connection, so it runs on its own
+		// goroutine.
 		go cb(err)
 	}
 }
