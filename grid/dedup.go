@@ -70,7 +70,9 @@ func (d *dedupTable) expire(now time.Time) {
 		d.drop()
 	}
 	if len(d.order) == 0 {
-		d.order = nil // release the backing array
+		// Release the backing array and the map: Go maps never shrink, so
+		// an idle partition would otherwise keep its peak size forever.
+		d.order, d.entries = nil, nil
 	}
 }
 
