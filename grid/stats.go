@@ -21,8 +21,8 @@ type Stats struct {
 	PartitionsOwned int `json:"partitions_owned"`
 	// PartitionsBackup is how many partitions it holds a backup of.
 	PartitionsBackup int `json:"partitions_backup"`
-	// UnsyncedBackups counts backups of its owned partitions that do not
-	// hold every mutation yet (being copied or catching up).
+	// UnsyncedBackups counts backups of its owned partitions that are not
+	// in sync (being copied, or cut off and waiting for a copy).
 	UnsyncedBackups int `json:"unsynced_backups"`
 	// Entries is the number of entries in its owned partitions.
 	Entries int `json:"entries"`
@@ -84,7 +84,10 @@ func (m *Member) Stats() Stats {
 			s.Entries += sl.entries()
 			sl.mu.Lock()
 			for _, tg := range sl.targets {
-				if !(tg.synced && tg.acked >= sl.seq) {
+				// Records in flight do not count: a synced backup receives
+				// them in order, and no write is acknowledged before it
+				// applied them.
+				if !tg.synced {
 					s.UnsyncedBackups++
 				}
 			}
