@@ -8,14 +8,12 @@ package grid
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"os"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -504,6 +502,14 @@ func (m *Member) sweepLoop() {
 		for _, s := range m.slots {
 			s.sweep(now, 256)
 		}
+		// A snapshot whose sender died mid-copy never completes.
+		m.restoreMu.Lock()
+		for k, rb := range m.restores {
+			if now.Sub(rb.started) > time.Minute {
+				delete(m.restores, k)
+			}
+		}
+		m.restoreMu.Unlock()
 	}
 }
 
@@ -624,7 +630,4 @@ func (m *Member) errClosed() error {
 	return fmt.Errorf("grid: member %s: %w", m.cfg.Name, op.ErrClosed)
 }
 
-func itoa(n int) string { return strconv.Itoa(n) }
-
 var _ op.Invoker = (*Member)(nil)
-var _ = errors.New

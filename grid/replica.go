@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -554,8 +553,6 @@ func (m *Member) confirmTable() bool {
 	m.pullFromResponse(resp, c.Name)
 	return resp.TableVersion >= before
 }
-
-var _ atomic.Bool
 
 // syncMark is the Aux of a snapshot's last chunk: its sequence and term.
 func syncMark(seq, term uint64) []byte {
