@@ -131,7 +131,7 @@ for i in 0 1 2; do
 	if [ $i -gt 0 ]; then
 		args+=(--join "127.0.0.1:$gossip_port")
 	fi
-	"$bin/gridnode" "${args[@]}" ${node_args[@]+"${node_args[@]}"} >"$logs/n$((i + 1)).log" 2>&1 &
+	env ${MEMBER_GOMAXPROCS:+GOMAXPROCS=$MEMBER_GOMAXPROCS} "$bin/gridnode" "${args[@]}" ${node_args[@]+"${node_args[@]}"} >"$logs/n$((i + 1)).log" 2>&1 &
 	pids+=($!)
 	addrs+="${addrs:+,}127.0.0.1:$((data_port + i))"
 	if [ $i = 0 ]; then
@@ -162,16 +162,18 @@ until st=$("$bin/gridctl" status --json --addr "$addrs" 2>/dev/null) &&
 done
 log "cluster ready: $addrs; running gridctl bench ${bench_args[*]:-}"
 
-# sysio prints "reads writes ticks": the read and write syscalls of the
-# members so far (from /proc/PID/io) and their CPU time in clock ticks.
+# sysio prints "reads writes ticks switches": the read and write syscalls
+# of the members so far (from /proc/PID/io), their CPU time in clock ticks
+# and the context switches of their live threads (/proc/PID/task/*/status).
 sysio() {
-	local r=0 w=0 t=0 p
+	local r=0 w=0 t=0 cs=0 p
 	for p in "${pids[@]}"; do
 		r=$((r + $(awk '/^syscr/ { print $2 }' "/proc/$p/io")))
 		w=$((w + $(awk '/^syscw/ { print $2 }' "/proc/$p/io")))
 		t=$((t + $(sed 's/.*) //' "/proc/$p/stat" | awk '{ print $12 + $13 }')))
+		cs=$((cs + $(cat /proc/"$p"/task/*/status 2>/dev/null | awk '/ctxt_switches/ { n += $2 } END { print n + 0 }')))
 	done
-	echo "$r $w $t"
+	echo "$r $w $t $cs"
 }
 io_before=$(sysio)
 
@@ -186,6 +188,6 @@ else
 	/usr/bin/time -f "cluster.sh: gridctl used %U s user + %S s system CPU, %e s elapsed" \
 		"$bin/gridctl" bench --addr "$addrs" ${bench_args[@]+"${bench_args[@]}"}
 fi
-read -r r0 w0 t0 <<<"$io_before"
-read -r r1 w1 t1 <<<"$(sysio)"
-log "members during the gridctl run (prefill included): $((r1 - r0)) read and $((w1 - w0)) write syscalls, $(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }') CPU seconds"
+read -r r0 w0 t0 c0 <<<"$io_before"
+read -r r1 w1 t1 c1 <<<"$(sysio)"
+log "members during the gridctl run (prefill included): $((r1 - r0)) read and $((w1 - w0)) write syscalls, $((c1 - c0)) context switches, $(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }') CPU seconds"

@@ -19,8 +19,8 @@ type dedupTable struct {
 type dedupKey struct{ origin, seq uint64 }
 
 type dedupEntry struct {
-	resp *op.Response
-	seq  uint64 // the partition sequence of the mutation
+	resp op.Response // inline: no allocation per mutation
+	seq  uint64      // the partition sequence of the mutation
 	at   int64
 }
 
@@ -31,9 +31,9 @@ const (
 	dedupMax       = 4096
 )
 
-func (d *dedupTable) get(origin, call uint64) (*op.Response, uint64, bool) {
+func (d *dedupTable) get(origin, call uint64) (op.Response, uint64, bool) {
 	if d.entries == nil {
-		return nil, 0, false
+		return op.Response{}, 0, false
 	}
 	e, ok := d.entries[dedupKey{origin, call}]
 	return e.resp, e.seq, ok
@@ -49,7 +49,7 @@ func (d *dedupTable) put(origin, call, seq uint64, resp *op.Response, now time.T
 	}
 	r := *resp
 	r.TableVersion = 0
-	d.entries[k] = dedupEntry{resp: &r, seq: seq, at: now.UnixNano()}
+	d.entries[k] = dedupEntry{resp: r, seq: seq, at: now.UnixNano()}
 	for len(d.order) > dedupMax {
 		d.drop()
 	}

@@ -60,7 +60,7 @@ func (m *Member) Invoke(ctx context.Context, req *op.Request) (*op.Response, err
 					r.Value, r.Aux, cloned = bytes.Clone(r.Value), bytes.Clone(r.Aux), true
 				}
 				var w *ackWait
-				resp, w = m.executeLocal(&r)
+				resp, w = m.executeLocal(nil, &r)
 				if resp.Code == op.OK {
 					resp.Value = bytes.Clone(resp.Value)
 				}

@@ -227,10 +227,11 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 			m.log.Warn("announce start time", "err", err)
 		}
 	}
-	m.wg.Add(5 + cfg.MigrationParallelism)
+	m.wg.Add(6 + cfg.MigrationParallelism)
 	go m.coord.run()
 	go m.reconnectLoop()
 	go m.sweepLoop()
+	go m.waitLoop()
 	go m.pauseWatch()
 	go m.unfenceLoop()
 	for range cfg.MigrationParallelism {
@@ -483,6 +484,27 @@ func (m *Member) reconnectLoop() {
 			m.log.Info("reconnected", "contacted", n)
 		} else if err != nil {
 			m.log.Debug("reconnect failed", "addrs", addrs, "err", err)
+		}
+	}
+}
+
+// waitLoop fails the mutations whose synchronous backups did not
+// acknowledge them within BackupTimeout (one loop instead of a timer per
+// mutation). It checks every eighth of the timeout, so a mutation fails
+// at most 12.5% late.
+func (m *Member) waitLoop() {
+	defer m.wg.Done()
+	every := min(max(m.cfg.BackupTimeout/8, 5*time.Millisecond), 250*time.Millisecond)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case now := <-tick.C:
+			for _, s := range m.slots {
+				s.expireWaits(now, m.cfg.BackupTimeout)
+			}
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -20,30 +21,64 @@ import (
 // partition are enqueued under the partition's lock on one connection per
 // backup, so they arrive in sequence order.
 
-func encodeRecord(now time.Time, req *op.Request) ([]byte, error) {
-	// One exact-size allocation for the record; the encoder comes from
-	// msgpack's pool (records are encoded on every mutation).
-	buf := bytes.NewBuffer(make([]byte, 0, 64+len(req.Service)+len(req.Name)+len(req.Key)+len(req.Value)+len(req.Aux)))
-	enc := msgpack.GetEncoder()
-	defer msgpack.PutEncoder(enc)
-	enc.Reset(buf)
-	if err := enc.EncodeInt(now.UnixNano()); err != nil {
-		return nil, err
-	}
-	if err := wire.EncodeRequest(enc, req); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+// recordScratch is a slot's reusable buffer, encoder and request for
+// building backup records under the slot's lock: Conn.GoBatch encodes the
+// request into the connection's buffer before it returns, so nothing here
+// outlives the call.
+type recordScratch struct {
+	buf  bytes.Buffer
+	enc  *msgpack.Encoder
+	req  op.Request
+	term [8]byte
 }
 
+// maxScratch is the largest record buffer a slot keeps between mutations.
+const maxScratch = 64 << 10
+
+// encodeRecord encodes the record of req into the scratch buffer and
+// returns it; it is valid until the next call.
+func (r *recordScratch) encodeRecord(now time.Time, req *op.Request) ([]byte, error) {
+	if r.enc == nil || r.buf.Cap() > maxScratch {
+		r.buf = bytes.Buffer{}
+		r.enc = msgpack.NewEncoder(&r.buf)
+	}
+	r.buf.Reset()
+	if err := r.enc.EncodeInt(now.UnixNano()); err != nil {
+		return nil, err
+	}
+	if err := wire.EncodeRequest(r.enc, req); err != nil {
+		return nil, err
+	}
+	return r.buf.Bytes(), nil
+}
+
+// recordDecoder is a reusable decoder for backup records.
+type recordDecoder struct {
+	rd    bytes.Reader
+	dec   *msgpack.Decoder
+	names wire.Names
+}
+
+// recordDecoders recycles record decoders: records are decoded on every
+// replicated mutation, from every connection's read loop.
+var recordDecoders = sync.Pool{New: func() any {
+	d := &recordDecoder{}
+	d.dec = msgpack.NewDecoder(&d.rd)
+	return d
+}}
+
 func decodeRecord(b []byte) (time.Time, *op.Request, error) {
-	dec := msgpack.NewDecoder(bytes.NewReader(b))
+	d := recordDecoders.Get().(*recordDecoder)
+	defer recordDecoders.Put(d)
+	d.rd.Reset(b)
+	d.dec.ResetReader(&d.rd)
+	dec := d.dec
 	ns, err := dec.DecodeInt64()
 	if err != nil {
 		return time.Time{}, nil, fmt.Errorf("%w: backup record time: %v", op.ErrBadRequest, err)
 	}
 	req := new(op.Request)
-	if err := wire.DecodeRequest(dec, req); err != nil {
+	if err := wire.DecodeRequestNames(dec, req, &d.names); err != nil {
 		return time.Time{}, nil, err
 	}
 	return time.Unix(0, ns), req, nil
@@ -52,10 +87,10 @@ func decodeRecord(b []byte) (time.Time, *op.Request, error) {
 // replicate sends the slot's latest mutation to its backups. It runs under
 // s.mu and never blocks on the network: it only enqueues. need is how many
 // backups (the first ones) w waits for.
-func (m *Member) replicate(s *slot, version uint64, now time.Time, req *op.Request, w *ackWait, need int) {
+func (m *Member) replicate(s *slot, b *wire.Batch, version uint64, now time.Time, req *op.Request, w *ackWait, need int) {
 	seq := s.seq
-	term := binary.BigEndian.AppendUint64(nil, s.term)
-	rec, err := encodeRecord(now, req)
+	binary.BigEndian.PutUint64(s.rec.term[:], s.term)
+	rec, err := s.rec.encodeRecord(now, req)
 	if err != nil {
 		if w != nil {
 			w.fail(fmt.Errorf("%w: encode backup record: %v", op.ErrInternal, err))
@@ -76,8 +111,9 @@ func (m *Member) replicate(s *slot, version uint64, now time.Time, req *op.Reque
 			continue
 		}
 		conn := tg.conn
-		r := &op.Request{Service: sysService, Op: sysBackup, Partition: s.id, Num: int64(seq), TableVersion: version, Value: rec, Aux: term}
-		err := conn.Go(r, func(resp *op.Response, err error) {
+		r := &s.rec.req
+		*r = op.Request{Service: sysService, Op: sysBackup, Partition: s.id, Num: int64(seq), TableVersion: version, Value: rec, Aux: s.rec.term[:]}
+		err := conn.GoBatch(b, r, func(resp *op.Response, err error) {
 			m.onRecordAck(s, tg, conn, seq, wi, resp, err)
 		})
 		if err != nil {
@@ -119,7 +155,7 @@ func (m *Member) onRecordAck(s *slot, tg *target, conn *wire.Conn, seq uint64, w
 		// Outside the lock: the completion may answer the client inline.
 		if w != nil {
 			if ok {
-				w.ackInline()
+				w.ackInline(conn.Batch())
 			} else {
 				w.fail(op.Errorf(op.CodeBackupTimeout, "backup %s of partition %d left before acknowledging; the outcome is unknown", tg.name, s.id))
 			}

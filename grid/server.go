@@ -158,18 +158,18 @@ func (m *Member) HandleRequest(c *wire.Conn, id uint64, req *op.Request) {
 		}
 		return
 	}
-	resp, w := m.executeLocal(req)
+	resp, w := m.executeLocal(c.Batch(), req)
 	if w == nil {
-		c.Respond(id, resp)
+		c.RespondBatch(c.Batch(), id, resp)
 		return
 	}
 	// Answer once the synchronous backups acknowledged, without blocking
 	// the read loop.
-	w.then(m.cfg.BackupTimeout, func(err error) {
+	w.then(c.Batch(), func(b *wire.Batch, err error) {
 		if err != nil {
 			resp = errResponse(err, resp.TableVersion)
 		}
-		c.Respond(id, resp)
+		c.RespondBatch(b, id, resp)
 	})
 }
 
@@ -194,7 +194,8 @@ func (m *Member) tableVersion() uint64 {
 // executeLocal runs req on this member's copy of its partition. For a
 // mutation with synchronous backups it also returns the wait for their
 // acknowledgements.
-func (m *Member) executeLocal(req *op.Request) (*op.Response, *ackWait) {
+// b is the batch of the read loop running the call, or nil.
+func (m *Member) executeLocal(b *wire.Batch, req *op.Request) (*op.Response, *ackWait) {
 	t := m.Table()
 	if t == nil {
 		return &op.Response{Code: op.CodeStaleTable, Msg: "member " + m.cfg.Name + " has no partition table yet"}, nil
@@ -207,7 +208,7 @@ func (m *Member) executeLocal(req *op.Request) (*op.Response, *ackWait) {
 	if int(p) >= len(m.slots) {
 		return &op.Response{Code: op.CodeBadRequest, Msg: fmt.Sprintf("partition %d out of range 0..%d", p, len(m.slots)-1), TableVersion: t.Version}, nil
 	}
-	return m.slots[p].execute(m, t, req)
+	return m.slots[p].execute(m, b, t, req)
 }
 
 func (m *Member) handleSys(c *wire.Conn, id uint64, req *op.Request) {
@@ -235,7 +236,7 @@ func (m *Member) handleSys(c *wire.Conn, id uint64, req *op.Request) {
 		m.adopt(t, c.Peer().Name)
 		c.Respond(id, &op.Response{TableVersion: m.tableVersion()})
 	case sysBackup:
-		c.Respond(id, m.handleRecord(req, cur))
+		c.RespondBatch(c.Batch(), id, m.handleRecord(req, cur))
 	case sysBackupSync:
 		c.Respond(id, m.handleSyncChunk(req, cur))
 	case sysBackupProbe:

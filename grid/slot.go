@@ -50,6 +50,32 @@ type slot struct {
 	// dedup remembers the responses of recent mutations by request
 	// identity, so a retried mutation is answered, not applied again.
 	dedup dedupTable
+	// waits are the acknowledgement waits of recent mutations, in
+	// deadline order, for expireWaits.
+	waits []*ackWait
+	// rec is scratch for building backup records under mu.
+	rec recordScratch
+}
+
+// expireWaits fails the mutations whose backups did not acknowledge them
+// by their deadline, and forgets the settled ones.
+func (s *slot) expireWaits(now time.Time, timeout time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ns := now.UnixNano()
+	i := 0
+	for i < len(s.waits) && s.waits[i].expire(ns, timeout) {
+		s.waits[i] = nil
+		i++
+	}
+	if i == len(s.waits) {
+		s.waits = s.waits[:0]
+		if cap(s.waits) > 1024 {
+			s.waits = nil // release a burst's backing array
+		}
+		return
+	}
+	s.waits = s.waits[i:]
 }
 
 // target is the owner's view of one backup of the partition.
@@ -80,31 +106,35 @@ type seqWait struct {
 }
 
 // ackWait collects the backup acknowledgements one mutation waits for.
+// It is failed with op.ErrBackupTimeout at deadline by the member's wait
+// loop (see slot.expireWaits), which saves a timer per mutation.
 type ackWait struct {
-	mu     sync.Mutex
-	need   int
-	done   bool
-	err    error
-	ch     chan struct{}
-	cb     func(error)
-	timer  *time.Timer
-	inline bool // run cb on the completing goroutine (no lock held)
+	mu       sync.Mutex
+	need     int
+	done     bool
+	err      error
+	ch       chan struct{} // made by wait, closed on completion
+	cb       func(*wire.Batch, error)
+	inline   bool        // run cb on the completing goroutine (no lock held)
+	batch    *wire.Batch // the completing read loop's batch, when inline
+	deadline int64       // unix nanoseconds
 }
 
-func newAckWait(need int) *ackWait {
-	return &ackWait{need: need, ch: make(chan struct{})}
+func newAckWait(need int, deadline time.Time) *ackWait {
+	return &ackWait{need: need, deadline: deadline.UnixNano()}
 }
 
 // ack counts one acknowledgement. It may be called under a partition lock:
 // a completion callback then runs on its own goroutine.
-func (w *ackWait) ack() { w.count(false) }
+func (w *ackWait) ack() { w.count(false, nil) }
 
 // ackInline is ack for callers that hold no lock: the completion callback
 // (answering the client) runs on the caller's goroutine, saving a goroutine
-// per mutation on the common path.
-func (w *ackWait) ackInline() { w.count(true) }
+// per mutation on the common path. b is the batch of the read loop running
+// it (the answer leaves with the rest of that loop's output).
+func (w *ackWait) ackInline(b *wire.Batch) { w.count(true, b) }
 
-func (w *ackWait) count(inline bool) {
+func (w *ackWait) count(inline bool, b *wire.Batch) {
 	w.mu.Lock()
 	if w.done {
 		w.mu.Unlock()
@@ -115,7 +145,7 @@ func (w *ackWait) count(inline bool) {
 		w.mu.Unlock()
 		return
 	}
-	w.inline = inline
+	w.inline, w.batch = inline, b
 	w.finishLocked(nil)
 }
 
@@ -132,38 +162,51 @@ func (w *ackWait) fail(err error) {
 // it before running the callback.
 func (w *ackWait) finishLocked(err error) {
 	w.done, w.err = true, err
-	close(w.ch)
-	cb, timer, inline := w.cb, w.timer, w.inline
-	w.mu.Unlock()
-	if timer != nil {
-		timer.Stop()
+	if w.ch != nil {
+		close(w.ch)
 	}
+	cb, inline, b := w.cb, w.inline, w.batch
+	w.mu.Unlock()
 	switch {
 	case cb == nil:
 	case inline:
-		cb(err)
+		cb(b, err)
 	default:
 		// Completions can happen under a partition lock: answering the
 		// client may block on its connection, so it runs on its own
 		// goroutine.
-		go cb(err)
+		go cb(nil, err)
 	}
 }
 
-// then runs cb once the wait completes, or fails it after timeout.
-func (w *ackWait) then(timeout time.Duration, cb func(error)) {
+// then runs cb once the wait completes (or fails at its deadline). b is the
+// batch of the calling read loop (used if the wait is already complete).
+func (w *ackWait) then(b *wire.Batch, cb func(*wire.Batch, error)) {
 	w.mu.Lock()
 	if w.done {
 		err := w.err
 		w.mu.Unlock()
-		cb(err)
+		cb(b, err)
 		return
 	}
 	w.cb = cb
-	w.timer = time.AfterFunc(timeout, func() {
-		w.fail(op.Errorf(op.CodeBackupTimeout, "no acknowledgement from %d backup(s) within %v", w.pending(), timeout))
-	})
 	w.mu.Unlock()
+}
+
+// expire fails the wait if it is still pending at now; it reports whether
+// the wait is settled (done, or failed now) or still pending.
+func (w *ackWait) expire(now int64, timeout time.Duration) bool {
+	w.mu.Lock()
+	if w.done {
+		w.mu.Unlock()
+		return true
+	}
+	if now < w.deadline {
+		w.mu.Unlock()
+		return false
+	}
+	w.finishLocked(op.Errorf(op.CodeBackupTimeout, "no acknowledgement from %d backup(s) within %v", w.need, timeout))
+	return true
 }
 
 func (w *ackWait) pending() int {
@@ -174,10 +217,20 @@ func (w *ackWait) pending() int {
 
 // wait blocks until the wait completes, ctx ends or timeout passes.
 func (w *ackWait) wait(ctx context.Context, timeout time.Duration) error {
+	w.mu.Lock()
+	if w.done {
+		w.mu.Unlock()
+		return w.result()
+	}
+	if w.ch == nil {
+		w.ch = make(chan struct{})
+	}
+	ch := w.ch
+	w.mu.Unlock()
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
-	case <-w.ch:
+	case <-ch:
 		return w.result()
 	case <-ctx.Done():
 		return op.FromContext(ctx)
@@ -197,7 +250,7 @@ func (w *ackWait) result() error {
 // table version. For a mutation with synchronous backups it also returns
 // the wait for their acknowledgements; the caller must not report success
 // before it completes.
-func (s *slot) execute(m *Member, cur *partition.Table, req *op.Request) (*op.Response, *ackWait) {
+func (s *slot) execute(m *Member, b *wire.Batch, cur *partition.Table, req *op.Request) (*op.Response, *ackWait) {
 	svc, ok := m.svcIndex[req.Service]
 	if !ok {
 		return &op.Response{Code: op.CodeUnknownService, Msg: fmt.Sprintf("no service %q", req.Service), TableVersion: cur.Version}, nil
@@ -219,10 +272,9 @@ func (s *slot) execute(m *Member, cur *partition.Table, req *op.Request) (*op.Re
 	}
 	mutates := m.services[svc].Mutates(req.Op)
 	if mutates && req.Origin != 0 {
-		if resp, seq, ok := s.dedup.get(req.Origin, req.CallSeq); ok {
+		if r, seq, ok := s.dedup.get(req.Origin, req.CallSeq); ok {
 			// A retry: answer with the original response, once the
 			// synchronous backups hold the original mutation.
-			r := *resp
 			r.TableVersion = cur.Version
 			return &r, s.coverage(m, req, seq)
 		}
@@ -243,9 +295,10 @@ func (s *slot) execute(m *Member, cur *partition.Table, req *op.Request) (*op.Re
 	if len(s.targets) > 0 {
 		need := min(m.syncBackups(req.Service, req.Name), len(s.targets))
 		if need > 0 {
-			w = newAckWait(need)
+			w = newAckWait(need, now.Add(m.cfg.BackupTimeout))
+			s.waits = append(s.waits, w)
 		}
-		m.replicate(s, cur.Version, now, req, w, need)
+		m.replicate(s, b, cur.Version, now, req, w, need)
 	}
 	resp.TableVersion = cur.Version
 	return resp, w
@@ -406,7 +459,8 @@ func (s *slot) coverage(m *Member, req *op.Request, seq uint64) *ackWait {
 	if need == 0 {
 		return nil
 	}
-	w := newAckWait(need)
+	w := newAckWait(need, time.Now().Add(m.cfg.BackupTimeout))
+	s.waits = append(s.waits, w)
 	for _, tg := range s.targets[:need] {
 		if tg.synced && tg.acked >= seq {
 			w.ack()

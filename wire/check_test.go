@@ -3,9 +3,12 @@ package wire
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -134,7 +137,7 @@ func TestLyingHeadersDoNotAccumulate(t *testing.T) {
 			} else {
 				rd.Reset(body)
 				dec.Reset(rd)
-				err = decodeRequestBody(dec, body, new(op.Request))
+				err = decodeRequestBody(dec, body, new(op.Request), &Names{})
 			}
 			if !errors.Is(err, ErrMalformed) {
 				t.Fatalf("%s: %v, want ErrMalformed", name, err)
@@ -162,4 +165,33 @@ func FuzzCheckBody(f *testing.F) {
 			t.Fatalf("valueEnd = %d, %v; msgpack Skip = %d, %v", end, err, want, werr)
 		}
 	})
+}
+
+func TestInternerSharesNamesAndStaysBounded(t *testing.T) {
+	var in Names
+	decode := func(s string) string {
+		t.Helper()
+		b := mustEncode(t, func(e *msgpack.Encoder) error { return e.EncodeString(s) })
+		got, err := in.decodeString(msgpack.NewDecoder(bytes.NewReader(b)))
+		if err != nil || got != s {
+			t.Fatalf("decode %q: got %q, %v", s, got, err)
+		}
+		return got
+	}
+	a, b := decode("orders"), decode("orders")
+	if unsafe.StringData(a) != unsafe.StringData(b) {
+		t.Error("the same name decoded twice is not shared")
+	}
+	decode("")
+	long := strings.Repeat("x", internMaxLen+1)
+	decode(long)
+	if _, ok := in.strs[long]; ok {
+		t.Error("a name longer than internMaxLen was interned")
+	}
+	for i := range internMaxCount + 10 {
+		decode(fmt.Sprintf("name-%d", i))
+	}
+	if len(in.strs) > internMaxCount {
+		t.Errorf("Names holds %d names, bound is %d", len(in.strs), internMaxCount)
+	}
 }

@@ -96,6 +96,68 @@ func EncodeRequest(enc *msgpack.Encoder, r *op.Request) error {
 // msgpack's decoder allocates, and keeps in the decoder, up to the length a
 // string header claims, which DecodeRequest alone cannot check.
 func DecodeRequest(dec *msgpack.Decoder, r *op.Request) error {
+	return decodeRequest(dec, r, nil)
+}
+
+// Names interns the service and structure names of decoded requests: it
+// returns one string for each distinct short name it has seen, so that
+// decoding the many requests of one structure does not allocate its name
+// again and again. The zero value is ready; a Names is not safe for
+// concurrent use. It holds at most 1024 names of up to 64 bytes.
+// DecodeRequestNames is DecodeRequest with names interned in names (which
+// may be nil).
+func DecodeRequestNames(dec *msgpack.Decoder, r *op.Request, names *Names) error {
+	return decodeRequest(dec, r, names)
+}
+
+type Names struct {
+	strs    map[string]string
+	scratch []byte
+}
+
+// Bounds that keep a peer sending ever new names from growing the table.
+const (
+	internMaxLen   = 64
+	internMaxCount = 1024
+)
+
+// decodeString decodes a msgpack string, interned when in is not nil.
+func (in *Names) decodeString(dec *msgpack.Decoder) (string, error) {
+	if in == nil {
+		return dec.DecodeString()
+	}
+	n, err := dec.DecodeBytesLen()
+	if err != nil || n <= 0 {
+		return "", err
+	}
+	if n > internMaxLen {
+		b := make([]byte, n)
+		if err := dec.ReadFull(b); err != nil {
+			return "", err
+		}
+		return string(b), nil
+	}
+	if in.scratch == nil {
+		in.scratch = make([]byte, internMaxLen)
+	}
+	b := in.scratch[:n]
+	if err := dec.ReadFull(b); err != nil {
+		return "", err
+	}
+	if s, ok := in.strs[string(b)]; ok {
+		return s, nil
+	}
+	s := string(b)
+	if in.strs == nil {
+		in.strs = make(map[string]string)
+	}
+	if len(in.strs) < internMaxCount {
+		in.strs[s] = s
+	}
+	return s, nil
+}
+
+func decodeRequest(dec *msgpack.Decoder, r *op.Request, in *Names) error {
 	n, err := dec.DecodeArrayLen()
 	if err != nil {
 		return malformed("request", err)
@@ -105,10 +167,10 @@ func DecodeRequest(dec *msgpack.Decoder, r *op.Request) error {
 	}
 	var u uint64
 	var i int64
-	if r.Service, err = dec.DecodeString(); err != nil {
+	if r.Service, err = in.decodeString(dec); err != nil {
 		return malformed("request service", err)
 	}
-	if r.Name, err = dec.DecodeString(); err != nil {
+	if r.Name, err = in.decodeString(dec); err != nil {
 		return malformed("request name", err)
 	}
 	if u, err = dec.DecodeUint64(); err != nil || u > math.MaxUint8 {
@@ -368,11 +430,11 @@ func valueEnd(b []byte) (int, error) {
 }
 
 // decodeRequestBody decodes body, which dec reads from, after checkBody.
-func decodeRequestBody(dec *msgpack.Decoder, body []byte, r *op.Request) error {
+func decodeRequestBody(dec *msgpack.Decoder, body []byte, r *op.Request, in *Names) error {
 	if err := checkBody(body); err != nil {
 		return malformed("request", err)
 	}
-	return DecodeRequest(dec, r)
+	return decodeRequest(dec, r, in)
 }
 
 // decodeResponseBody decodes body, which dec reads from, after checkBody.
@@ -433,7 +495,7 @@ func DecodeHello(b []byte) (Hello, error) {
 func DecodeRequestBytes(b []byte) (*op.Request, error) {
 	var r op.Request
 	dec := msgpack.NewDecoder(bytes.NewReader(b))
-	if err := decodeRequestBody(dec, b, &r); err != nil {
+	if err := decodeRequestBody(dec, b, &r, nil); err != nil {
 		return nil, err
 	}
 	return &r, nil

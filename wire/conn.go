@@ -96,6 +96,17 @@ type Conn struct {
 	spare    *outBuf
 	closing  bool
 	writeErr error
+	// unkicked is set when a batched enqueue left frames in out without
+	// waking the write loop: the next unbatched enqueue must wake it.
+	unkicked bool
+	// writing is set while a goroutine (the write loop or a batch flush)
+	// writes a swapped-out buffer: writes never overlap, so frames keep
+	// their order.
+	writing bool
+
+	// batch is the flush group of this connection's read loop; only that
+	// goroutine touches it (see Batch).
+	batch Batch
 
 	pmu     sync.Mutex
 	nextID  uint64
@@ -262,8 +273,17 @@ func writeHello(w io.Writer, kind Kind, h Hello) error {
 // readFrame reads one frame into buf (grown as needed) and returns its kind,
 // id and body. Frames larger than max are refused before their body is read.
 func readFrame(r io.Reader, buf []byte, max int) (Kind, uint64, []byte, error) {
-	var hdr [headerSize]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+	return readFrameHdr(r, nil, buf, max)
+}
+
+// readFrameHdr is readFrame reading the header into hdr (a read loop's
+// scratch, so that it does not escape per frame) when hdr is long enough.
+func readFrameHdr(r io.Reader, hdr, buf []byte, max int) (Kind, uint64, []byte, error) {
+	if len(hdr) < headerSize {
+		hdr = make([]byte, headerSize)
+	}
+	hdr = hdr[:headerSize]
+	if _, err := io.ReadFull(r, hdr); err != nil {
 		return 0, 0, buf, err
 	}
 	n := int(binary.BigEndian.Uint32(hdr[:4]))
@@ -398,7 +418,7 @@ func (c *Conn) Call(ctx context.Context, req *op.Request) (*op.Response, error) 
 	// sending or reading the same request.
 	r := *req
 	r.Timeout = op.Remaining(ctx, time.Now())
-	if err := c.enqueue(KindRequest, id, func(enc *msgpack.Encoder) error { return EncodeRequest(enc, &r) }); err != nil {
+	if err := c.enqueue(nil, KindRequest, id, func(enc *msgpack.Encoder) error { return EncodeRequest(enc, &r) }); err != nil {
 		c.forget(id, ch)
 		if errors.Is(err, op.ErrTooLarge) {
 			return nil, err
@@ -426,6 +446,12 @@ func (c *Conn) Call(ctx context.Context, req *op.Request) (*op.Response, error) 
 // (e.g. under a lock) gets its requests delivered in that order. If Go
 // returns an error, nothing was sent and done is never called.
 func (c *Conn) Go(req *op.Request, done func(*op.Response, error)) error {
+	return c.GoBatch(nil, req, done)
+}
+
+// GoBatch is Go with the write deferred to batch b (see Batch); b may be
+// nil.
+func (c *Conn) GoBatch(b *Batch, req *op.Request, done func(*op.Response, error)) error {
 	if err := c.opts.Limits.Check(req); err != nil {
 		return err
 	}
@@ -438,7 +464,7 @@ func (c *Conn) Go(req *op.Request, done func(*op.Response, error)) error {
 	id := c.nextID
 	c.callbacks[id] = done
 	c.pmu.Unlock()
-	if err := c.enqueue(KindRequest, id, func(enc *msgpack.Encoder) error { return EncodeRequest(enc, req) }); err != nil {
+	if err := c.enqueue(b, KindRequest, id, func(enc *msgpack.Encoder) error { return EncodeRequest(enc, req) }); err != nil {
 		c.pmu.Lock()
 		_, still := c.callbacks[id]
 		delete(c.callbacks, id)
@@ -481,10 +507,14 @@ func (c *Conn) forget(id uint64, ch chan *op.Response) {
 // Respond sends the response to request id. It is safe to call from any
 // goroutine. A response too large for a frame is replaced by an
 // op.ErrTooLarge error response.
-func (c *Conn) Respond(id uint64, resp *op.Response) {
-	err := c.enqueue(KindResponse, id, func(enc *msgpack.Encoder) error { return EncodeResponse(enc, resp) })
+func (c *Conn) Respond(id uint64, resp *op.Response) { c.RespondBatch(nil, id, resp) }
+
+// RespondBatch is Respond with the write deferred to batch b (see Batch); b
+// may be nil.
+func (c *Conn) RespondBatch(b *Batch, id uint64, resp *op.Response) {
+	err := c.enqueue(b, KindResponse, id, func(enc *msgpack.Encoder) error { return EncodeResponse(enc, resp) })
 	if errors.Is(err, op.ErrTooLarge) {
-		_ = c.enqueue(KindResponse, id, func(enc *msgpack.Encoder) error {
+		_ = c.enqueue(b, KindResponse, id, func(enc *msgpack.Encoder) error {
 			return EncodeResponse(enc, &op.Response{Code: op.CodeTooLarge, Msg: op.Message(err), TableVersion: resp.TableVersion})
 		})
 	}
@@ -492,10 +522,13 @@ func (c *Conn) Respond(id uint64, resp *op.Response) {
 
 // enqueue encodes one frame into the pending write buffer, waiting while the
 // buffer is over its bound.
-func (c *Conn) enqueue(kind Kind, id uint64, body func(*msgpack.Encoder) error) error {
+func (c *Conn) enqueue(b *Batch, kind Kind, id uint64, body func(*msgpack.Encoder) error) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for !c.closing && c.out.b.Len() >= c.opts.MaxPendingWrite {
+		// Frames left by a batch may not have woken the write loop yet.
+		c.unkicked = false
+		c.cond.Broadcast()
 		c.cond.Wait()
 	}
 	if c.closing {
@@ -517,17 +550,42 @@ func (c *Conn) enqueue(kind Kind, id uint64, body func(*msgpack.Encoder) error) 
 		return op.Errorf(op.CodeTooLarge, "frame of %d bytes, limit is %d", n, c.opts.Limits.MaxFrameSize)
 	}
 	binary.BigEndian.PutUint32(o.b.Bytes()[start:], uint32(n-4))
-	if start == 0 {
+	switch {
+	case b != nil && (start == 0 || c.unkicked):
+		// Leave the write loop asleep: the batch wakes it when the read
+		// loop that owns the batch runs out of buffered input.
+		c.unkicked = true
+		b.add(c)
+	case start == 0 || c.unkicked:
+		c.unkicked = false
 		c.cond.Broadcast()
 	}
 	return nil
+}
+
+// kick sends the frames a batch left: on the calling goroutine when no write
+// is in progress (saving the hand-off to the write loop, a thread wake-up),
+// else by waking the write loop.
+func (c *Conn) kick() {
+	c.mu.Lock()
+	if !c.unkicked {
+		c.mu.Unlock()
+		return
+	}
+	if c.closing || c.writing || c.out.b.Len() == 0 {
+		c.unkicked = false
+		c.cond.Broadcast()
+		c.mu.Unlock()
+		return
+	}
+	c.writeOut()
 }
 
 func (c *Conn) writeLoop() {
 	defer c.loops.Done()
 	for {
 		c.mu.Lock()
-		for !c.closing && c.out.b.Len() == 0 {
+		for !c.closing && (c.out.b.Len() == 0 || c.writing) {
 			c.cond.Wait()
 		}
 		if c.closing {
@@ -545,35 +603,119 @@ func (c *Conn) writeLoop() {
 				c.mu.Unlock()
 				return
 			}
+			if c.writing || c.out.b.Len() == 0 {
+				// A batch flush wrote them meanwhile.
+				c.mu.Unlock()
+				continue
+			}
 		}
-		o := c.out
-		c.out, c.spare = c.spare, o
-		c.cond.Broadcast() // wake senders waiting for room
-		c.mu.Unlock()
-
-		_ = c.nc.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
-		_, err := c.nc.Write(o.b.Bytes())
-		if o.b.Cap() > maxKeptBuf {
-			// Do not keep a huge buffer alive after one large frame.
-			o.b = bytes.Buffer{}
-			o.enc.Reset(&o.b)
-		} else {
-			o.b.Reset()
-		}
-		if err != nil {
-			c.fail(fmt.Errorf("%w: write: %v", op.ErrUnavailable, err))
+		if !c.writeOut() {
 			return
 		}
 	}
 }
 
+// writeOut writes the pending frames. It is called with c.mu held, while
+// no other write is in progress, and returns with c.mu released; false
+// means the connection failed.
+func (c *Conn) writeOut() bool {
+	o := c.out
+	c.out, c.spare = c.spare, o
+	c.writing, c.unkicked = true, false
+	c.cond.Broadcast() // wake senders waiting for room
+	c.mu.Unlock()
+
+	_ = c.nc.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
+	_, err := c.nc.Write(o.b.Bytes())
+	if o.b.Cap() > maxKeptBuf {
+		// Do not keep a huge buffer alive after one large frame.
+		o.b = bytes.Buffer{}
+		o.enc.Reset(&o.b)
+	} else {
+		o.b.Reset()
+	}
+	c.mu.Lock()
+	c.writing = false
+	// Frames queued during the write wait for the write loop.
+	c.cond.Broadcast()
+	c.mu.Unlock()
+	if err != nil {
+		c.fail(fmt.Errorf("%w: write: %v", op.ErrUnavailable, err))
+		return false
+	}
+	return true
+}
+
+// Batch defers the wake-up of write loops while a connection's read loop
+// works through input it has already received, so that the frames it causes
+// (responses, and requests on other connections such as backup records)
+// leave in one write syscall per connection instead of one per frame: the
+// event-loop batching of Redis, across connections. The read loop flushes
+// its batch before it could block on the socket, and every batchFrames
+// frames.
+//
+// A Batch belongs to one read loop: use c.Batch() only on c's read loop
+// (in its Handler or in the callback of a GoBatch/Go call on c), and pass it
+// to RespondBatch or GoBatch of any connection.
+type Batch struct {
+	conns []*Conn
+}
+
+// Batch returns the flush group of c's read loop. Only call it from that
+// goroutine (a Handler serving c, or a response callback of c).
+func (c *Conn) Batch() *Batch { return &c.batch }
+
+// batchFrames bounds the frames a read loop handles before it flushes its
+// batch, which bounds the latency batching adds.
+const batchFrames = 64
+
+func (b *Batch) add(c *Conn) {
+	for _, x := range b.conns {
+		if x == c {
+			return
+		}
+	}
+	b.conns = append(b.conns, c)
+}
+
+// flush wakes the write loops of every connection written through b.
+func (b *Batch) flush() {
+	for i, c := range b.conns {
+		c.kick()
+		b.conns[i] = nil
+	}
+	b.conns = b.conns[:0]
+}
+
+// frameBuffered reports whether br holds a whole frame, so reading it will
+// not block.
+func frameBuffered(br *bufio.Reader) bool {
+	if br.Buffered() < headerSize {
+		return false
+	}
+	h, err := br.Peek(4)
+	if err != nil {
+		return false
+	}
+	return br.Buffered() >= int(binary.BigEndian.Uint32(h))+4
+}
+
 func (c *Conn) readLoop(br *bufio.Reader) {
 	defer c.loops.Done()
+	defer c.batch.flush()
 	var buf []byte
 	rd := bytes.NewReader(nil)
 	dec := msgpack.NewDecoder(rd)
+	handled := 0
+	hdr := make([]byte, headerSize)
+	var names Names
 	for {
-		kind, id, body, err := readFrame(br, buf, c.opts.Limits.MaxFrameSize)
+		if handled >= batchFrames || !frameBuffered(br) {
+			c.batch.flush()
+			handled = 0
+		}
+		handled++
+		kind, id, body, err := readFrameHdr(br, hdr, buf, c.opts.Limits.MaxFrameSize)
 		buf = body
 		if cap(buf) > maxKeptBuf {
 			// Decoding copies what it keeps: do not pin a huge buffer
@@ -595,7 +737,7 @@ func (c *Conn) readLoop(br *bufio.Reader) {
 		switch kind {
 		case KindRequest:
 			req := new(op.Request)
-			if err := decodeRequestBody(dec, body, req); err != nil {
+			if err := decodeRequestBody(dec, body, req, &names); err != nil {
 				c.Respond(id, &op.Response{Code: op.CodeBadRequest, Msg: op.Message(err)})
 				continue
 			}

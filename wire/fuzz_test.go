@@ -98,6 +98,18 @@ func FuzzDecodeRequest(f *testing.F) {
 		if !reflect.DeepEqual(r, &s) {
 			t.Fatalf("in-memory decode %+v, stream decode %+v", r, &s)
 		}
+		// Interning names (as a Conn's read loop does) changes nothing,
+		// also when the names were seen before.
+		var names Names
+		for range 2 {
+			var in op.Request
+			if err := decodeRequestBody(msgpack.NewDecoder(bytes.NewReader(data)), data, &in, &names); err != nil {
+				t.Fatalf("interned decode: %v; plain decode succeeded", err)
+			}
+			if !reflect.DeepEqual(r, &in) {
+				t.Fatalf("interned decode %+v, plain decode %+v", &in, r)
+			}
+		}
 		// A decoded request re-encodes to the same value.
 		b := mustEncode(t, func(e *msgpack.Encoder) error { return EncodeRequest(e, r) })
 		r2, err := DecodeRequestBytes(b)
