@@ -23,9 +23,40 @@ type peers struct {
 }
 
 type peerConn struct {
-	mu   sync.Mutex // serialises dialling
+	mu sync.Mutex // serialises dialling
+	// addr is the address conn was dialled to, or "" for a connection the
+	// peer opened (valid whatever address it announces, while it lives).
 	addr string
 	conn *wire.Conn
+}
+
+// adopt makes c, a connection member name opened to us, the connection to
+// that member when there is no live one: both directions of the pair's
+// traffic (records one way, acknowledgements the other, and the same for
+// the partitions the peer owns) then share one connection, so one read
+// and one write syscall carry both.
+func (p *peers) adopt(name string, c *wire.Conn) {
+	p.mu.Lock()
+	if p.done {
+		p.mu.Unlock()
+		return
+	}
+	pc := p.conns[name]
+	if pc == nil {
+		pc = &peerConn{}
+		p.conns[name] = pc
+	}
+	p.mu.Unlock()
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	if pc.conn != nil {
+		select {
+		case <-pc.conn.Done():
+		default:
+			return
+		}
+	}
+	pc.conn, pc.addr = c, ""
 }
 
 func newPeers(m *Member, localIP net.IP) *peers {
@@ -53,7 +84,7 @@ func (p *peers) get(ctx context.Context, name, addr string) (*wire.Conn, error) 
 		case <-pc.conn.Done():
 			pc.conn = nil
 		default:
-			if pc.addr == addr {
+			if pc.addr == addr || pc.addr == "" {
 				return pc.conn, nil
 			}
 			pc.conn.Close()

@@ -105,6 +105,9 @@ func (m *Member) serveConn(nc net.Conn) {
 	}
 	m.conns[c] = struct{}{}
 	m.connsMu.Unlock()
+	if c.Peer().Role == wire.RoleMember && c.Peer().Name != m.cfg.Name {
+		m.peers.adopt(c.Peer().Name, c)
+	}
 	select {
 	case <-c.Done():
 	case <-m.ctx.Done():
