@@ -11,9 +11,19 @@ import (
 // filled on the owner and on every backup (replay recomputes the same
 // response), and travels in snapshots, so a retry after a timeout, a
 // failover or a migration gets the original answer.
+//
+// It keeps two generations of at most dedupGen entries each: new entries go
+// to cur; a full cur becomes prev, and the old prev is dropped whole. That
+// bounds the table without deleting entries one by one, which in a Go map
+// leaves tombstones and makes a table at its bound rehash again and again
+// (that churn was 7% of a member's CPU under a put load).
 type dedupTable struct {
+	cur, prev dedupGeneration
+}
+
+type dedupGeneration struct {
 	entries map[dedupKey]dedupEntry
-	order   []dedupKey // insertion order, for expiry
+	newest  int64 // time of the newest entry, unix nanoseconds
 }
 
 type dedupKey struct{ origin, seq uint64 }
@@ -25,56 +35,56 @@ type dedupEntry struct {
 }
 
 // Retention bounds: a retry later than dedupRetention, or after more than
-// dedupMax newer mutations on the partition, may be applied again.
+// dedupGen (and up to 2*dedupGen) newer mutations on the partition, may be
+// applied again.
 const (
 	dedupRetention = 2 * time.Minute
-	dedupMax       = 4096
+	dedupGen       = 2048
 )
 
 func (d *dedupTable) get(origin, call uint64) (op.Response, uint64, bool) {
-	if d.entries == nil {
-		return op.Response{}, 0, false
+	k := dedupKey{origin, call}
+	if e, ok := d.cur.entries[k]; ok {
+		return e.resp, e.seq, true
 	}
-	e, ok := d.entries[dedupKey{origin, call}]
-	return e.resp, e.seq, ok
+	if e, ok := d.prev.entries[k]; ok {
+		return e.resp, e.seq, true
+	}
+	return op.Response{}, 0, false
 }
 
 func (d *dedupTable) put(origin, call, seq uint64, resp *op.Response, now time.Time) {
-	if d.entries == nil {
-		d.entries = map[dedupKey]dedupEntry{}
-	}
 	k := dedupKey{origin, call}
-	if _, ok := d.entries[k]; !ok {
-		d.order = append(d.order, k)
-	}
+	at := now.UnixNano()
 	r := *resp
 	r.TableVersion = 0
-	d.entries[k] = dedupEntry{resp: r, seq: seq, at: now.UnixNano()}
-	for len(d.order) > dedupMax {
-		d.drop()
+	if _, ok := d.prev.entries[k]; ok {
+		// Replaying a snapshot or a record twice: keep one entry.
+		delete(d.prev.entries, k)
 	}
+	if d.cur.entries == nil {
+		d.cur.entries = make(map[dedupKey]dedupEntry, 64)
+	} else if _, ok := d.cur.entries[k]; !ok && len(d.cur.entries) >= dedupGen {
+		d.prev = d.cur
+		d.cur = dedupGeneration{entries: make(map[dedupKey]dedupEntry, dedupGen)}
+	}
+	d.cur.entries[k] = dedupEntry{resp: r, seq: seq, at: at}
+	d.cur.newest = max(d.cur.newest, at)
 }
 
-func (d *dedupTable) drop() {
-	delete(d.entries, d.order[0])
-	d.order[0] = dedupKey{}
-	d.order = d.order[1:]
-}
-
+// expire drops the generations whose newest entry is older than the
+// retention, releasing their maps (an idle partition keeps nothing).
 func (d *dedupTable) expire(now time.Time) {
 	cutoff := now.Add(-dedupRetention).UnixNano()
-	for len(d.order) > 0 {
-		if e, ok := d.entries[d.order[0]]; ok && e.at >= cutoff {
-			return
-		}
-		d.drop()
+	if d.prev.entries != nil && d.prev.newest < cutoff {
+		d.prev = dedupGeneration{}
 	}
-	if len(d.order) == 0 {
-		// Release the backing array and the map: Go maps never shrink, so
-		// an idle partition would otherwise keep its peak size forever.
-		d.order, d.entries = nil, nil
+	if d.cur.entries != nil && d.cur.newest < cutoff {
+		d.cur, d.prev = dedupGeneration{}, dedupGeneration{}
 	}
 }
+
+func (d *dedupTable) len() int { return len(d.cur.entries) + len(d.prev.entries) }
 
 func (d *dedupTable) reset() { *d = dedupTable{} }
 
@@ -91,11 +101,14 @@ type dedupRecord struct {
 	Num    int64  `msgpack:"n,omitempty"`
 }
 
+// records lists the entries oldest generation first (load restores them
+// in that order, so the receiver keeps the newest ones).
 func (d *dedupTable) records() []dedupRecord {
-	out := make([]dedupRecord, 0, len(d.order))
-	for _, k := range d.order {
-		e := d.entries[k]
-		out = append(out, dedupRecord{Origin: k.origin, Call: k.seq, Seq: e.seq, At: e.at, Code: uint16(e.resp.Code), Msg: e.resp.Msg, Found: e.resp.Found, Value: e.resp.Value, Num: e.resp.Num})
+	out := make([]dedupRecord, 0, d.len())
+	for _, g := range []*dedupGeneration{&d.prev, &d.cur} {
+		for k, e := range g.entries {
+			out = append(out, dedupRecord{Origin: k.origin, Call: k.seq, Seq: e.seq, At: e.at, Code: uint16(e.resp.Code), Msg: e.resp.Msg, Found: e.resp.Found, Value: e.resp.Value, Num: e.resp.Num})
+		}
 	}
 	return out
 }
