@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strings"
+	"unsafe"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -146,18 +146,12 @@ func encodeSnapshot(s *state, now int64) ([]byte, error) {
 		_ = e.EncodeMapLen(len(names))
 		for _, name := range names {
 			tab := s.maps[name]
-			es = es[:0]
-			for k, x := range tab.entries {
-				if x.exp == nil || x.exp.at > now {
-					es = append(es, kv{key: k, value: x.value})
-				}
-			}
-			slices.SortFunc(es, func(a, b kv) int { return strings.Compare(a.key, b.key) })
+			es = s.sorted(now, tab, es[:0])
 			_ = e.EncodeString(name)
 			_ = e.EncodeArrayLen(len(es))
 			for _, x := range es {
 				var at int64
-				if ex := tab.entries[x.key].exp; ex != nil {
+				if ex := tab.exps[x.key]; ex != nil {
 					at = ex.at
 				}
 				_ = e.EncodeArrayLen(3)
@@ -221,11 +215,14 @@ func decodeSnapshotEntry(d *decoder, now int64, name string, into *state) error 
 	if n != 3 {
 		return fmt.Errorf("snapshot entry has %d fields, want 3", n)
 	}
-	key, err := d.string()
+	// Key and value alias the payload: store copies both into the entry's
+	// blob, so nothing here outlives the call.
+	k, err := d.raw()
 	if err != nil {
 		return err
 	}
-	value, err := d.bytes()
+	key := unsafe.String(unsafe.SliceData(k), len(k))
+	value, err := d.raw()
 	if err != nil {
 		return err
 	}
@@ -236,8 +233,7 @@ func decodeSnapshotEntry(d *decoder, now int64, name string, into *state) error 
 	if at != 0 && at <= now {
 		return nil // expired in transit
 	}
-	tab, old, had := into.lookup(now, name, key)
-	into.store(tab, name, key, value, at, old, had)
+	into.put(now, name, key, value, at)
 	return nil
 }
 

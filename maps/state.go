@@ -2,11 +2,13 @@ package maps
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"math"
 	"slices"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/shoalgrid/shoal/op"
 )
@@ -22,6 +24,10 @@ const ServiceName = "map"
 // one fails the request with op.ErrBadRequest before anything changes.
 // Response.Value may alias the partition's memory: the member core must
 // encode or copy it before it lets another request touch the partition.
+// (The state never writes to memory it has stored, an update stores a new
+// copy, so an aliased value never changes; copying it is still what keeps
+// a reader from pinning an overwritten entry.) Apply copies Key and Value
+// into memory of its own and keeps no reference to the request.
 const (
 	// OpPut stores Value under Key with TTL Num.
 	// Found: Key held a live entry before (its old value is not returned,
@@ -105,27 +111,94 @@ type state struct {
 }
 
 // table is one map's share of a partition.
+//
+// Memory layout: an entry costs one map slot (the key's string header and
+// a pointer, 24 bytes) and one allocation, its blob, which holds the key and
+// the value; the map's key string aliases the key bytes inside the blob.
+// Only entries with a TTL cost more: an expiry in exps and in the heap.
 type table struct {
 	name    string
-	entries map[string]entry
-	// ttl counts entries with an expiry: when zero, every entry is live
-	// and Size is len(entries).
-	ttl int
+	entries map[string]blob
+	// exps holds the expiry of every entry that has one, keyed like
+	// entries; nil while no entry has a TTL, so Size is len(entries).
+	exps map[string]*expiry
 }
 
-type entry struct {
-	value []byte
-	exp   *expiry // nil: never expires
+// blob points at the single allocation that holds an entry:
+//
+//	uvarint(h) | key bytes | value bytes
+//
+// where h is 0 for a nil value and len(value)+1 otherwise (so nil and empty
+// values stay apart; a value under 127 bytes costs one header byte). A blob
+// is never modified once stored: an update stores a new blob. That is what
+// lets a Response.Value alias it and the map's key string point into it.
+// The zero blob stands for "no entry".
+type blob struct{ p *byte }
+
+// newBlob copies key and value into a fresh blob and returns it with the
+// key as a string aliasing the blob's copy.
+func newBlob(key string, value []byte) (blob, string) {
+	var h uint64
+	if value != nil {
+		h = uint64(len(value)) + 1
+	}
+	n := uvarintLen(h)
+	b := make([]byte, n+len(key)+len(value))
+	binary.PutUvarint(b, h)
+	copy(b[n:], key)
+	copy(b[n+len(key):], value)
+	k := ""
+	if len(key) > 0 {
+		k = unsafe.String(&b[n], len(key))
+	}
+	return blob{&b[0]}, k
 }
 
-// expiry is an entry's slot in the expiry heap. The entry points to it so an
-// overwrite or delete can fix or drop it in O(log n) instead of leaving
-// garbage in the heap.
+func uvarintLen(h uint64) int {
+	n := 1
+	for ; h >= 0x80; h >>= 7 {
+		n++
+	}
+	return n
+}
+
+// header decodes the blob's header: h (see blob) and its length in bytes.
+// It reads byte by byte so it never looks past the blob's end.
+func (b blob) header() (h uint64, n int) {
+	for shift := uint(0); ; shift += 7 {
+		c := *(*byte)(unsafe.Add(unsafe.Pointer(b.p), n))
+		n++
+		h |= uint64(c&0x7f) << shift
+		if c < 0x80 {
+			return h, n
+		}
+	}
+}
+
+// value returns the blob's value, aliasing the blob (callers must not
+// modify it), given the length of its key; nil for the zero blob.
+func (b blob) value(keyLen int) []byte {
+	if b.p == nil {
+		return nil
+	}
+	h, n := b.header()
+	switch h {
+	case 0:
+		return nil
+	case 1:
+		return unsafe.Slice(b.p, 0) // empty, but not nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Add(unsafe.Pointer(b.p), n+keyLen)), h-1)
+}
+
+// expiry is a TTL entry's slot in the expiry heap. The table's exps finds it
+// by key so an overwrite or delete can fix or drop it in O(log n) instead
+// of leaving garbage in the heap.
 type expiry struct {
 	at  int64 // unix nanos; the entry is absent from this instant on
 	tab *table
-	key string
-	idx int // position in the heap
+	key string // aliases the current blob's key
+	idx int    // position in the heap
 }
 
 func newState(partition int32) *state {
@@ -158,15 +231,15 @@ func (s *state) Apply(now time.Time, req *op.Request) *op.Response {
 	s.observe(t)
 	switch req.Op {
 	case OpGet:
-		_, e, ok := s.lookup(t, req.Name, req.Key)
-		return &op.Response{Found: ok, Value: e.value}
+		_, b, _, ok := s.lookup(t, req.Name, req.Key)
+		return &op.Response{Found: ok, Value: b.value(len(req.Key))}
 	case OpContains:
-		_, _, ok := s.lookup(t, req.Name, req.Key)
+		_, _, _, ok := s.lookup(t, req.Name, req.Key)
 		return &op.Response{Found: ok}
 	case OpDelete:
-		tab, e, ok := s.lookup(t, req.Name, req.Key)
+		tab, _, x, ok := s.lookup(t, req.Name, req.Key)
 		if ok {
-			s.remove(tab, req.Key, e)
+			s.remove(tab, req.Key, x)
 		}
 		return &op.Response{Found: ok}
 	case OpSize:
@@ -185,25 +258,25 @@ func (s *state) Apply(now time.Time, req *op.Request) *op.Response {
 	if err != nil {
 		return err
 	}
-	tab, e, ok := s.lookup(t, req.Name, req.Key)
+	if req.Op == OpPut {
+		return &op.Response{Found: s.put(t, req.Name, req.Key, req.Value, at)}
+	}
+	tab, b, x, ok := s.lookup(t, req.Name, req.Key)
 	switch req.Op {
-	case OpPut:
-		s.store(tab, req.Name, req.Key, req.Value, at, e, ok)
-		return &op.Response{Found: ok}
 	case OpPutIfAbsent:
 		if ok {
-			return &op.Response{Value: e.value}
+			return &op.Response{Value: b.value(len(req.Key))}
 		}
 	case OpReplace:
 		if !ok {
 			return &op.Response{}
 		}
 	case OpCompareAndSwap:
-		if !ok || !bytes.Equal(e.value, req.Aux) {
+		if !ok || !bytes.Equal(b.value(len(req.Key)), req.Aux) {
 			return &op.Response{}
 		}
 	}
-	s.store(tab, req.Name, req.Key, req.Value, at, e, ok)
+	s.store(tab, req.Name, req.Key, req.Value, at, x)
 	return &op.Response{Found: true}
 }
 
@@ -225,65 +298,119 @@ func expireAt(now, ttlMillis int64) (int64, *op.Response) {
 	return now + d, nil
 }
 
-// lookup finds a live entry. An expired entry it meets is reclaimed on the
-// spot (lazy expiry), so afterwards the key is either live or not stored at
-// all. tab is the map's table, nil when the map holds nothing.
-func (s *state) lookup(now int64, name, key string) (tab *table, e entry, ok bool) {
+// lookup finds a live entry: its blob and its expiry (nil without a TTL).
+// An expired entry it meets is reclaimed on the spot (lazy expiry), so
+// afterwards the key is either live or not stored at all. tab is the map's
+// table, nil when the map holds nothing.
+func (s *state) lookup(now int64, name, key string) (tab *table, b blob, x *expiry, ok bool) {
 	tab = s.maps[name]
 	if tab == nil {
-		return nil, entry{}, false
+		return nil, blob{}, nil, false
 	}
-	e, ok = tab.entries[key]
-	if ok && e.exp != nil && e.exp.at <= now {
-		s.remove(tab, key, e)
+	b, ok = tab.entries[key]
+	if !ok || tab.exps == nil {
+		return tab, b, nil, ok
+	}
+	if x = tab.exps[key]; x != nil && x.at <= now {
+		s.remove(tab, key, x)
 		if len(tab.entries) == 0 {
 			tab = nil // remove dropped the table
 		}
-		return tab, entry{}, false
+		return tab, blob{}, nil, false
 	}
-	return tab, e, ok
+	return tab, b, x, true
 }
 
-// store writes key = value with expiry at (0 = none). old and had describe
-// what lookup found under key (had only for a live entry; lookup has already
-// reclaimed an expired one). It takes ownership of value, as op.State allows.
-func (s *state) store(tab *table, name, key string, value []byte, at int64, old entry, had bool) {
+// put writes key = value with expiry at (0 = none) unconditionally and
+// reports whether key held a live entry. It is lookup and store in one,
+// without looking the key up in entries first: only the expiry (if the map
+// has any) is needed beforehand, and whether the key existed shows in the
+// size of entries.
+func (s *state) put(now int64, name, key string, value []byte, at int64) (had bool) {
+	tab := s.maps[name]
+	var old *expiry
+	if tab != nil && tab.exps != nil {
+		if old = tab.exps[key]; old != nil && old.at <= now {
+			s.remove(tab, key, old) // expired: reclaim it first
+			old = nil
+			if len(tab.entries) == 0 {
+				tab = nil // remove dropped the table
+			}
+		}
+	}
+	return s.store(tab, name, key, value, at, old)
+}
+
+// store writes key = value with expiry at (0 = none) and reports whether
+// key was stored before. tab is the map's table (nil if it has none) and
+// old the key's expiry (nil if none); any expired entry under key must have
+// been reclaimed already (lookup and put do), so a stored entry is live.
+// It copies key and value into a new blob, so neither is retained: key may
+// even alias memory the caller reuses.
+func (s *state) store(tab *table, name, key string, value []byte, at int64, old *expiry) (had bool) {
 	if tab == nil {
-		tab = &table{name: name, entries: make(map[string]entry, 1)}
+		tab = &table{name: name, entries: make(map[string]blob, 1)}
 		s.maps[name] = tab
 	}
-	e := entry{value: value}
+	b, k := newBlob(key, value)
+	n := len(tab.entries)
+	// Assigning under k also replaces the stored key string, which must
+	// stop pointing into the old blob so that the old blob can be freed.
+	tab.entries[k] = b
+	had = len(tab.entries) == n
 	switch {
-	case at != 0 && old.exp != nil:
-		old.exp.at = at
-		s.exp.fix(old.exp.idx)
-		e.exp = old.exp
+	case at != 0 && old != nil:
+		old.at, old.key = at, k
+		tab.exps[k] = old // re-point the stored key at the new blob too
+		s.exp.fix(old.idx)
 	case at != 0:
-		e.exp = &expiry{at: at, tab: tab, key: key}
-		s.exp.push(e.exp)
-		tab.ttl++
-	case old.exp != nil:
-		s.exp.remove(old.exp)
-		tab.ttl--
+		x := &expiry{at: at, tab: tab, key: k}
+		if tab.exps == nil {
+			tab.exps = make(map[string]*expiry, 1)
+		}
+		tab.exps[k] = x
+		s.exp.push(x)
+	case old != nil:
+		tab.dropExpiry(key)
+		s.exp.remove(old)
 	}
-	tab.entries[key] = e
 	if !had {
 		s.n++
 	}
+	return had
 }
 
-// remove deletes a stored entry and drops its table when it empties, so
-// abandoned maps cost nothing.
-func (s *state) remove(tab *table, key string, e entry) {
+// dropExpiry forgets key's expiry, and exps itself once empty: a Go map
+// never shrinks, so a table whose TTL entries are gone must not keep their
+// capacity.
+func (tab *table) dropExpiry(key string) {
+	delete(tab.exps, key)
+	if len(tab.exps) == 0 {
+		tab.exps = nil
+	}
+}
+
+// remove deletes a stored entry, x being its expiry (nil without a TTL),
+// and drops its table when it empties, so abandoned maps cost nothing.
+func (s *state) remove(tab *table, key string, x *expiry) {
 	delete(tab.entries, key)
-	if e.exp != nil {
-		s.exp.remove(e.exp)
-		tab.ttl--
+	if x != nil {
+		tab.dropExpiry(key)
+		s.exp.remove(x)
 	}
 	s.n--
 	if len(tab.entries) == 0 {
 		delete(s.maps, tab.name)
 	}
+}
+
+// expired reports whether tab's stored entry key has expired by now.
+func (tab *table) expired(now int64, key string) bool {
+	if tab.exps == nil {
+		return false
+	}
+	x := tab.exps[key]
+	return x != nil && x.at <= now
 }
 
 func (s *state) expiredPending(now int64) bool {
@@ -297,7 +424,7 @@ func (s *state) live(now int64, tab *table) int {
 		return 0
 	}
 	n := len(tab.entries)
-	if tab.ttl == 0 || !s.expiredPending(now) {
+	if tab.exps == nil || !s.expiredPending(now) {
 		return n
 	}
 	return n - s.exp.countExpired(now, tab, 0)
@@ -308,8 +435,9 @@ func (s *state) keys(now int64, tab *table) []byte {
 		return encodeKeys(nil)
 	}
 	keys := make([]string, 0, s.live(now, tab))
-	for k, e := range tab.entries {
-		if e.exp == nil || e.exp.at > now {
+	check := tab.exps != nil && s.expiredPending(now)
+	for k := range tab.entries {
+		if !check || !tab.expired(now, k) {
 			keys = append(keys, k)
 		}
 	}
@@ -320,15 +448,20 @@ func (s *state) entries(now int64, tab *table) []byte {
 	if tab == nil {
 		return encodeEntries(nil)
 	}
-	es := make([]kv, 0, s.live(now, tab))
-	for k, e := range tab.entries {
-		if e.exp == nil || e.exp.at > now {
-			es = append(es, kv{key: k, value: e.value})
+	return encodeEntries(s.sorted(now, tab, make([]kv, 0, s.live(now, tab))))
+}
+
+// sorted appends tab's live entries to es sorted by key, so iteration and
+// snapshots are deterministic. The keys and values alias the blobs.
+func (s *state) sorted(now int64, tab *table, es []kv) []kv {
+	check := tab.exps != nil && s.expiredPending(now)
+	for k, b := range tab.entries {
+		if !check || !tab.expired(now, k) {
+			es = append(es, kv{key: k, value: b.value(len(k))})
 		}
 	}
-	// Sorted so iteration order within a partition is deterministic.
 	slices.SortFunc(es, func(a, b kv) int { return strings.Compare(a.key, b.key) })
-	return encodeEntries(es)
+	return es
 }
 
 func (s *state) clear(now int64, tab *table) int {
@@ -336,12 +469,8 @@ func (s *state) clear(now int64, tab *table) int {
 		return 0
 	}
 	n := s.live(now, tab)
-	if tab.ttl > 0 {
-		for _, e := range tab.entries {
-			if e.exp != nil {
-				s.exp.remove(e.exp)
-			}
-		}
+	for _, x := range tab.exps {
+		s.exp.remove(x)
 	}
 	s.n -= len(tab.entries)
 	delete(s.maps, tab.name)
@@ -356,7 +485,7 @@ func (s *state) Sweep(now time.Time, max int) int {
 	n := 0
 	for n < max && s.expiredPending(t) {
 		x := s.exp[0]
-		s.remove(x.tab, x.key, x.tab.entries[x.key])
+		s.remove(x.tab, x.key, x)
 		n++
 	}
 	return n

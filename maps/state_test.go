@@ -2,13 +2,16 @@ package maps
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/shoalgrid/shoal/op"
 )
@@ -85,7 +88,10 @@ func equalKVs(a, b []kv) bool {
 }
 
 // checkInvariants verifies the bookkeeping a test cannot see through Apply:
-// counters, heap order and back-pointers, no empty tables.
+// counters, heap order and back-pointers, no empty tables, and the memory
+// layout: every stored key string (in entries, exps and the expiries)
+// aliases the key bytes of the entry's current blob, so no old blob or
+// request buffer is kept alive.
 func checkInvariants(t *testing.T, s *state) {
 	t.Helper()
 	n, ttl := 0, 0
@@ -96,24 +102,37 @@ func checkInvariants(t *testing.T, s *state) {
 		if len(tab.entries) == 0 {
 			t.Fatalf("empty table %q kept", name)
 		}
-		c := 0
-		for k, e := range tab.entries {
-			if e.exp == nil {
-				continue
+		if tab.exps != nil && len(tab.exps) == 0 {
+			t.Fatalf("table %q keeps an empty expiry map", name)
+		}
+		for k, b := range tab.entries {
+			if b.p == nil {
+				t.Fatalf("%s/%s: nil blob", name, k)
 			}
-			c++
-			if e.exp.tab != tab || e.exp.key != k {
-				t.Fatalf("expiry of %s/%s points at %s/%s", name, k, e.exp.tab.name, e.exp.key)
-			}
-			if e.exp.idx < 0 || e.exp.idx >= len(s.exp) || s.exp[e.exp.idx] != e.exp {
-				t.Fatalf("expiry of %s/%s has stale index %d", name, k, e.exp.idx)
+			if _, hn := b.header(); len(k) > 0 && unsafe.StringData(k) != (*byte)(unsafe.Add(unsafe.Pointer(b.p), hn)) {
+				t.Fatalf("%s/%s: key does not alias its blob", name, k)
 			}
 		}
-		if c != tab.ttl {
-			t.Fatalf("table %q: ttl count %d, want %d", name, tab.ttl, c)
+		for k, x := range tab.exps {
+			b, ok := tab.entries[k]
+			if !ok {
+				t.Fatalf("expiry of %s/%s has no entry", name, k)
+			}
+			if x.tab != tab || x.key != k {
+				t.Fatalf("expiry of %s/%s points at %s/%s", name, k, x.tab.name, x.key)
+			}
+			if _, hn := b.header(); len(k) > 0 {
+				want := (*byte)(unsafe.Add(unsafe.Pointer(b.p), hn))
+				if unsafe.StringData(k) != want || unsafe.StringData(x.key) != want {
+					t.Fatalf("expiry of %s/%s: key does not alias the current blob", name, k)
+				}
+			}
+			if x.idx < 0 || x.idx >= len(s.exp) || s.exp[x.idx] != x {
+				t.Fatalf("expiry of %s/%s has stale index %d", name, k, x.idx)
+			}
 		}
 		n += len(tab.entries)
-		ttl += c
+		ttl += len(tab.exps)
 	}
 	if n != s.n {
 		t.Fatalf("entry count %d, want %d", s.n, n)
@@ -642,4 +661,178 @@ func TestMutatesClassifiesEveryOp(t *testing.T) {
 			t.Errorf("Mutates(%d) = %v", o, got)
 		}
 	}
+}
+
+// TestBlob stores values around the header's varint boundaries and checks
+// they read back exactly, nil and empty kept apart.
+func TestBlob(t *testing.T) {
+	for _, key := range []string{"", "k", "key:0000001", string(make([]byte, 300))} {
+		for _, n := range []int{-1, 0, 1, 100, 125, 126, 127, 128, 200, 16382, 16383, 16384, 70000} {
+			var v []byte
+			if n >= 0 {
+				v = make([]byte, n)
+				for i := range v {
+					v[i] = byte(i*7 + 3)
+				}
+			}
+			b, k := newBlob(key, v)
+			if k != key {
+				t.Fatalf("key %q, want %q", k, key)
+			}
+			h, hn := b.header()
+			if hn != uvarintLen(h) {
+				t.Fatalf("value len %d: header length %d, want %d", n, hn, uvarintLen(h))
+			}
+			got := b.value(len(key))
+			if (got == nil) != (v == nil) || !bytes.Equal(got, v) || cap(got) != len(got) {
+				t.Fatalf("key len %d, value len %d: got len %d nil %v cap %d", len(key), n, len(got), got == nil, cap(got))
+			}
+		}
+	}
+	if v := (blob{}).value(3); v != nil {
+		t.Fatalf("zero blob value %q", v)
+	}
+}
+
+// TestStateCopiesAndNeverMutates checks the aliasing contract: the state
+// keeps no reference to a request's key or value, and a value it returned
+// (which aliases its memory) never changes afterwards, whatever is written.
+func TestStateCopiesAndNeverMutates(t *testing.T) {
+	s := newTestState()
+	key := []byte("key-1")
+	val := []byte("value-1")
+	req := op.Request{Op: OpPut, Name: "m", Key: unsafe.String(&key[0], len(key)), Value: val}
+	s.Apply(t0, &req)
+	copy(key, "XXXXX")
+	copy(val, "XXXXXXX")
+	got := s.Apply(t0, ptr(keyed(OpGet, "m", "key-1")))
+	if !got.Found || string(got.Value) != "value-1" {
+		t.Fatalf("after the request's buffers changed: %v %q", got.Found, got.Value)
+	}
+	for i, r := range []op.Request{
+		put("m", "key-1", "value-2", 0),
+		put("m", "key-1", "value-3", 10),
+		{Op: OpCompareAndSwap, Name: "m", Key: "key-1", Aux: []byte("value-3"), Value: []byte("value-4")},
+		{Op: OpReplace, Name: "m", Key: "key-1", Value: []byte("value-5"), Num: 20},
+		keyed(OpDelete, "m", "key-1"),
+		put("m", "key-1", "value-6", 0),
+	} {
+		s.Apply(t0, &r)
+		checkInvariants(t, s)
+		if string(got.Value) != "value-1" {
+			t.Fatalf("write %d changed an earlier response to %q", i, got.Value)
+		}
+	}
+}
+
+// TestStateFreesOldBlobs checks that an overwritten or deleted entry's blob
+// becomes garbage: nothing in the state (map keys, expiries) still points
+// into it.
+func TestStateFreesOldBlobs(t *testing.T) {
+	s := newTestState()
+	freed := make(chan string, 8)
+	value := bytes.Repeat([]byte("v"), 64) // not a tiny allocation
+	track := func(name, key, what string) {
+		tab := s.maps[name]
+		b := tab.entries[key]
+		runtime.AddCleanup(b.p, func(w string) { freed <- w }, what)
+	}
+	steps := []struct {
+		req  op.Request
+		what string // the blob stored by req, tracked until freed
+	}{
+		{op.Request{Op: OpPut, Name: "m", Key: "plain", Value: value}, "plain 1"},
+		{op.Request{Op: OpPut, Name: "m", Key: "plain", Value: value}, "plain 2"},
+		{op.Request{Op: OpPut, Name: "m", Key: "ttl", Value: value, Num: 1000}, "ttl 1"},
+		{op.Request{Op: OpPut, Name: "m", Key: "ttl", Value: value, Num: 2000}, "ttl 2"},
+		{op.Request{Op: OpPut, Name: "m", Key: "ttl", Value: value, Num: 3000}, ""},
+		{op.Request{Op: OpPut, Name: "m", Key: "drop", Value: value, Num: 1000}, "drop"},
+		{op.Request{Op: OpPut, Name: "m", Key: "drop", Value: value}, ""},
+		{op.Request{Op: OpPut, Name: "m", Key: "gone", Value: value, Num: 5}, "gone"},
+	}
+	for _, st := range steps {
+		s.Apply(t0, &st.req)
+		if st.what != "" {
+			track("m", st.req.Key, st.what)
+		}
+	}
+	s.Apply(t0, ptr(keyed(OpDelete, "m", "plain")))
+	if n := s.Sweep(ms(10), 10); n != 1 {
+		t.Fatalf("sweep removed %d, want 1", n)
+	}
+	checkInvariants(t, s)
+	want := map[string]bool{"plain 1": true, "plain 2": true, "ttl 1": true, "ttl 2": true, "drop": true, "gone": true}
+	deadline := time.After(30 * time.Second)
+	for len(want) > 0 {
+		runtime.GC()
+		select {
+		case w := <-freed:
+			delete(want, w)
+		case <-deadline:
+			t.Fatalf("blobs never freed: %v", want)
+		default:
+			runtime.Gosched()
+		}
+	}
+	runtime.KeepAlive(s)
+}
+
+// TestSnapshotGolden pins the snapshot format: the bytes below were produced
+// by the previous in-memory layout (value slice and expiry pointer per
+// entry), so snapshots stay byte-compatible across the layout change and
+// members of both versions can exchange partitions.
+func TestSnapshotGolden(t *testing.T) {
+	golden, err := hex.DecodeString("" +
+		"920183a16d9693a0c409656d707479206b65790093a161c401310093a162c401" +
+		"33cf17979cff9bcabc0093a3626967c4c8303132333435363738393031323334" +
+		"3536373839303132333435363738393031323334353637383930313233343536" +
+		"3738393031323334353637383930313233343536373839303132333435363738" +
+		"3930313233343536373839303132333435363738393031323334353637383930" +
+		"3132333435363738393031323334353637383930313233343536373839303132" +
+		"3334353637383930313233343536373839303132333435363738393031323334" +
+		"35363738393031323334353637383930313233343536373839cf17979cffd765" +
+		"860093a5656d707479c4000093a36e696cc000a16e9193a179c4046b65707400" +
+		"a16f9193a17ac4046e6f6e6500")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newTestState()
+	big := bytes.Repeat([]byte("0123456789"), 20) // a two-byte blob header
+	for _, r := range []op.Request{
+		put("m", "a", "1", 0),
+		put("m", "b", "2", 5000),
+		put("m", "b", "3", 6000),
+		{Op: OpPut, Name: "m", Key: "nil"},
+		{Op: OpPut, Name: "m", Key: "empty", Value: []byte{}},
+		{Op: OpPut, Name: "m", Key: "", Value: []byte("empty key")},
+		{Op: OpPut, Name: "m", Key: "big", Value: big, Num: 7000},
+		put("n", "x", "gone", 1),
+		put("n", "y", "kept", 0),
+		put("o", "z", "ttl then none", 100),
+		put("o", "z", "none", 0),
+	} {
+		s.Apply(t0, &r)
+	}
+	checkInvariants(t, s)
+	snap, err := s.Snapshot(ms(10))
+	if err != nil || !bytes.Equal(snap, golden) {
+		t.Fatalf("snapshot %x (%v), want %x", snap, err, golden)
+	}
+	r := newTestState()
+	if err := r.Restore(ms(10), golden); err != nil {
+		t.Fatal(err)
+	}
+	checkInvariants(t, r)
+	if again, _ := r.Snapshot(ms(10)); !bytes.Equal(again, golden) {
+		t.Fatalf("restored golden snapshots to %x", again)
+	}
+	runSteps(t, r, []step{
+		{at: 10, req: keyed(OpGet, "m", "nil"), found: true},
+		{at: 10, req: keyed(OpGet, "m", "empty"), found: true, value: []byte{}},
+		{at: 10, req: keyed(OpGet, "m", ""), found: true, value: []byte("empty key")},
+		{at: 10, req: keyed(OpGet, "m", "big"), found: true, value: big},
+		{at: 10, req: keyed(OpGet, "n", "x")},
+		{at: 6999, req: keyed(OpSize, "m", ""), num: 5},
+		{at: 7000, req: keyed(OpSize, "m", ""), num: 4},
+	})
 }
