@@ -55,7 +55,8 @@ type Member struct {
 	restoreMu sync.Mutex
 	restores  map[string]*restoreBuf
 
-	resyncMu      sync.Mutex
+	resyncMu sync.Mutex
+	// resyncPending holds the jobs in resyncQueue (queued, not started).
 	resyncPending map[resyncJob]bool
 	resyncQueue   []resyncJob
 	resyncKick    chan struct{}

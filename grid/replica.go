@@ -197,6 +197,8 @@ type resyncJob struct {
 	name string
 }
 
+// scheduleResync queues a resync of partition p to backup name, unless one
+// is already queued and not yet started.
 func (m *Member) scheduleResync(p int32, name string) {
 	j := resyncJob{p, name}
 	m.resyncMu.Lock()
@@ -220,13 +222,19 @@ func (m *Member) nextResync() (resyncJob, bool) {
 	}
 	j := m.resyncQueue[0]
 	m.resyncQueue = m.resyncQueue[1:]
-	return j, true
-}
-
-func (m *Member) resyncDone(j resyncJob) {
-	m.resyncMu.Lock()
+	// The job leaves the pending set when it starts, not when it ends: a
+	// request made while it runs must queue it again. The probe this run
+	// sends can be refused (a new backup holds nothing, so it needs a
+	// copy) and onProbeAck can ask for a resync before this worker is
+	// done; likewise a copy or record refused while resync finds the
+	// target streaming and returns. Such a request used to be dropped as
+	// already pending: nothing copied the partition, the backup stayed out
+	// of sync for good, and the hand-off of the partition to it (a leaving
+	// member's) waited until its timeout, round after round. Two workers
+	// may now run the same job: resync checks and sets tg.streaming under
+	// the partition lock, so only one of them sends anything.
 	delete(m.resyncPending, j)
-	m.resyncMu.Unlock()
+	return j, true
 }
 
 // resyncWorker copies partitions to backups that need a full copy. Several
@@ -245,7 +253,6 @@ func (m *Member) resyncWorker() {
 			continue
 		}
 		err := m.resync(j)
-		m.resyncDone(j)
 		if err != nil && m.ctx.Err() == nil {
 			m.log.Debug("resync failed; retrying", "partition", j.p, "backup", j.name, "err", err)
 			select {
@@ -463,6 +470,12 @@ func (m *Member) handoff(ctx context.Context, p int32, next string) error {
 	}
 	s.frozen = cur.Version
 	for !(tg.synced && tg.acked >= s.seq) {
+		// The partition is frozen, so no mutation will schedule a copy
+		// to a backup that is not being fed: ask for one, as waitSynced
+		// does, rather than rely on whoever made it fall behind.
+		if !tg.streaming {
+			m.scheduleResync(p, next)
+		}
 		if tg.handoff == nil {
 			tg.handoff = make(chan struct{})
 		}

@@ -1,10 +1,12 @@
 package grid
 
 import (
+	"context"
 	"errors"
 	"testing"
 
 	"github.com/shoalgrid/shoal/op"
+	"github.com/shoalgrid/shoal/partition"
 )
 
 // A backup with the owner's sequence number but another history (it
@@ -24,5 +26,46 @@ func TestProbeComparesTermNotJustSequence(t *testing.T) {
 	}
 	if r := s.probe(m, 9, 6, 42, 5); !errors.Is(r.Err(), op.ErrWrongOwner) {
 		t.Fatalf("probe from a deposed owner: %v, want ErrWrongOwner", r.Err())
+	}
+}
+
+// A resync requested while a worker runs the same job (the probe it sent
+// was refused before the worker finished) must be queued again, not
+// dropped as already pending: otherwise the backup never gets its copy.
+func TestResyncRequestedWhileRunningIsQueuedAgain(t *testing.T) {
+	m := &Member{resyncPending: map[resyncJob]bool{}, resyncKick: make(chan struct{}, 1)}
+	m.scheduleResync(3, "b")
+	m.scheduleResync(3, "b") // queued and not started: a duplicate
+	j, ok := m.nextResync()
+	if !ok || j != (resyncJob{3, "b"}) {
+		t.Fatalf("nextResync = %v, %v", j, ok)
+	}
+	if _, ok := m.nextResync(); ok {
+		t.Fatal("a duplicate request was queued twice")
+	}
+	m.scheduleResync(3, "b") // while the job runs
+	if j, ok := m.nextResync(); !ok || j != (resyncJob{3, "b"}) {
+		t.Fatalf("request made while the job ran was dropped: nextResync = %v, %v", j, ok)
+	}
+}
+
+// A hand-off to a backup that is not being fed asks for a resync itself:
+// the partition is frozen, so no mutation will.
+func TestHandoffSchedulesResyncOfIdleTarget(t *testing.T) {
+	tab, err := partition.New(5, 4, []partition.Member{{Name: "a"}, {Name: "b"}}, [][]string{{"a", "b"}, {"a", "b"}, {"a", "b"}, {"a", "b"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &Member{cfg: Config{Name: "a"}, resyncPending: map[resyncJob]bool{}, resyncKick: make(chan struct{}, 1)}
+	m.table.Store(tab)
+	s := &slot{id: 2, role: 0, seq: 10, targets: []*target{{name: "b"}}}
+	m.slots = []*slot{{id: 0}, {id: 1}, s, {id: 3}}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // return after the first check instead of waiting
+	if err := m.handoff(ctx, 2, "b"); err == nil {
+		t.Fatal("hand-off to an unsynced backup succeeded")
+	}
+	if j, ok := m.nextResync(); !ok || j != (resyncJob{2, "b"}) {
+		t.Fatalf("hand-off did not ask for a resync: nextResync = %v, %v", j, ok)
 	}
 }
