@@ -21,18 +21,26 @@ type dedupTable struct {
 	cur, prev dedupGeneration
 }
 
+// dedupGeneration holds its entries in a map without pointers (the garbage
+// collector does not scan it): the common answers, a plain OK found or
+// not, are coded in the entry; others are kept in resps.
 type dedupGeneration struct {
 	entries map[dedupKey]dedupEntry
+	resps   []op.Response
 	newest  int64 // time of the newest entry, unix nanoseconds
 }
 
 type dedupKey struct{ origin, seq uint64 }
 
 type dedupEntry struct {
-	resp op.Response // inline: no allocation per mutation
-	seq  uint64      // the partition sequence of the mutation
-	at   int64
+	seq  uint64 // the partition sequence of the mutation
+	resp int32  // respOK, respOKFound, or an index into resps
 }
+
+const (
+	respOK      = -1 // op.Response{}
+	respOKFound = -2 // op.Response{Found: true}
+)
 
 // Retention bounds: a retry later than dedupRetention, or after more than
 // dedupGen (and up to 2*dedupGen) newer mutations on the partition, may be
@@ -42,22 +50,31 @@ const (
 	dedupGen       = 2048
 )
 
+func (g *dedupGeneration) get(k dedupKey) (op.Response, uint64, bool) {
+	e, ok := g.entries[k]
+	if !ok {
+		return op.Response{}, 0, false
+	}
+	switch e.resp {
+	case respOK:
+		return op.Response{}, e.seq, true
+	case respOKFound:
+		return op.Response{Found: true}, e.seq, true
+	}
+	return g.resps[e.resp], e.seq, true
+}
+
 func (d *dedupTable) get(origin, call uint64) (op.Response, uint64, bool) {
 	k := dedupKey{origin, call}
-	if e, ok := d.cur.entries[k]; ok {
-		return e.resp, e.seq, true
+	if r, seq, ok := d.cur.get(k); ok {
+		return r, seq, true
 	}
-	if e, ok := d.prev.entries[k]; ok {
-		return e.resp, e.seq, true
-	}
-	return op.Response{}, 0, false
+	return d.prev.get(k)
 }
 
 func (d *dedupTable) put(origin, call, seq uint64, resp *op.Response, now time.Time) {
 	k := dedupKey{origin, call}
 	at := now.UnixNano()
-	r := *resp
-	r.TableVersion = 0
 	if _, ok := d.prev.entries[k]; ok {
 		// Replaying a snapshot or a record twice: keep one entry.
 		delete(d.prev.entries, k)
@@ -68,7 +85,19 @@ func (d *dedupTable) put(origin, call, seq uint64, resp *op.Response, now time.T
 		d.prev = d.cur
 		d.cur = dedupGeneration{entries: make(map[dedupKey]dedupEntry, dedupGen)}
 	}
-	d.cur.entries[k] = dedupEntry{resp: r, seq: seq, at: at}
+	e := dedupEntry{seq: seq, resp: respOK}
+	switch {
+	case resp.Code == op.OK && resp.Msg == "" && resp.Value == nil && resp.Num == 0:
+		if resp.Found {
+			e.resp = respOKFound
+		}
+	default:
+		r := *resp
+		r.TableVersion = 0
+		e.resp = int32(len(d.cur.resps))
+		d.cur.resps = append(d.cur.resps, r)
+	}
+	d.cur.entries[k] = e
 	d.cur.newest = max(d.cur.newest, at)
 }
 
@@ -106,8 +135,11 @@ type dedupRecord struct {
 func (d *dedupTable) records() []dedupRecord {
 	out := make([]dedupRecord, 0, d.len())
 	for _, g := range []*dedupGeneration{&d.prev, &d.cur} {
-		for k, e := range g.entries {
-			out = append(out, dedupRecord{Origin: k.origin, Call: k.seq, Seq: e.seq, At: e.at, Code: uint16(e.resp.Code), Msg: e.resp.Msg, Found: e.resp.Found, Value: e.resp.Value, Num: e.resp.Num})
+		for k := range g.entries {
+			// Entries carry no time of their own: the generation's newest
+			// keeps them at least as long on the receiver.
+			r, seq, _ := g.get(k)
+			out = append(out, dedupRecord{Origin: k.origin, Call: k.seq, Seq: seq, At: g.newest, Code: uint16(r.Code), Msg: r.Msg, Found: r.Found, Value: r.Value, Num: r.Num})
 		}
 	}
 	return out

@@ -31,6 +31,16 @@ func TestDedupTableKeepsRecentEntriesWithinBounds(t *testing.T) {
 		t.Error("an entry of another origin was found")
 	}
 
+	// The common answers are coded in the entry; others kept whole.
+	d.put(9, 1, 1, &op.Response{Found: true, TableVersion: 4}, now)
+	d.put(9, 2, 2, &op.Response{}, now)
+	d.put(9, 3, 3, &op.Response{Code: op.CodeWrongType, Msg: "m", Value: []byte("v")}, now)
+	for call, want := range map[uint64]op.Response{1: {Found: true}, 2: {}, 3: {Code: op.CodeWrongType, Msg: "m", Value: []byte("v")}} {
+		if r, seq, ok := d.get(9, call); !ok || seq != call || r.Found != want.Found || r.Code != want.Code || r.Msg != want.Msg || string(r.Value) != string(want.Value) || r.TableVersion != 0 {
+			t.Errorf("call %d: %+v seq %d found %v, want %+v", call, r, seq, ok, want)
+		}
+	}
+
 	// A snapshot round trip keeps every entry.
 	var e dedupTable
 	e.load(d.records())
