@@ -33,6 +33,8 @@
 #                     perf report -i FILE --no-children --sort symbol
 #   PERF_FREQ         sampling frequency for BENCH_PERF, Hz (default 999)
 #   BENCH_KEEP_LOGS=1 keep the members' logs (their directory is printed)
+#   MEMBER_GOMAXPROCS GOMAXPROCS of the members (default: Go's, the CPU
+#                     count); gridctl keeps Go's default
 #
 # At the end the script reports on stderr how many read and write syscalls
 # and how much CPU time the members used during the gridctl run (from

@@ -29,7 +29,8 @@
 # Environment: REQUESTS (300000), KEYS (100000), CLIENTS (50), VALUE_SIZE
 # (100), ROUNDS (2), NO_REDIS=1 to skip Redis, REDIS_PORT (6399),
 # BENCH_COMMIT (recorded in OUTDIR/session.txt instead of git's HEAD, for a
-# tree exported with git archive); the port variables of bench/cluster.sh.
+# tree exported with git archive); the port variables of bench/cluster.sh;
+# MEMBER_GOMAXPROCS (passed to bench/cluster.sh: GOMAXPROCS of the members).
 
 set -euo pipefail
 
@@ -103,6 +104,7 @@ configs=("backups=0|--profile performance" "backups=1|" "backups=2|--backup-coun
 	fi
 	echo "# $(date -u +%FT%TZ) commit $commit"
 	echo "# $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-), $(go version)"
+	echo "# members' GOMAXPROCS: ${MEMBER_GOMAXPROCS:-default}"
 } >>"$out/session.txt"
 
 for round in $(seq "$rounds"); do
@@ -120,8 +122,8 @@ for round in $(seq "$rounds"); do
 			# CPU and syscalls of the whole gridctl run, prefill included.
 			usage=$(awk '
 				/gridctl used/ { c = $4 + $8 }
-				/members during/ { r = $9; w = $12; m = $15 }
-				END { printf "{\"gridctl_cpu_s\":%s,\"members_cpu_s\":%s,\"members_reads\":%s,\"members_writes\":%s}", c+0, m+0, r+0, w+0 }' "$errf")
+				/members during/ { r = $9; w = $12; cs = $15; m = $18 }
+				END { printf "{\"gridctl_cpu_s\":%s,\"members_cpu_s\":%s,\"members_reads\":%s,\"members_writes\":%s,\"members_ctxsw\":%s}", c+0, m+0, r+0, w+0, cs+0 }' "$errf")
 			echo "{\"system\":\"shoal\",\"config\":\"$name\",\"ratio\":\"$ratio\",\"round\":$round,\"busy_before\":$b,\"others_after\":$o,\"usage\":$usage,\"result\":$json}" >>"$res"
 			echo "$json $usage" >&2
 		done
