@@ -2,8 +2,9 @@
 # bench/matrix.sh: the measurement matrix of docs/benchmarks.md. For each
 # round (ROUNDS, default 2) it runs bench/cluster.sh for every backup
 # configuration (0, 1 sync, 2 sync, 1 async) with puts (--ratio 0:1) and
-# with gets (--ratio 1:0), then redis-benchmark against a local Redis, so
-# Shoal and Redis are measured in the same session, interleaved.
+# with gets (--ratio 1:0), then redis-benchmark against a local Redis and
+# against a local Redis Cluster (bench/redis-cluster.sh), so Shoal and Redis
+# are measured in the same session, interleaved.
 #
 # Usage:
 #
@@ -139,6 +140,15 @@ for round in $(seq "$rounds"); do
 		stop_redis
 		echo "$csv" >&2
 		printf '{"system":"redis","round":%s,"busy_before":%s,"others_after":%s,"csv":%s}\n' "$round" "$b" "$o" \
+			"$(python3 -c 'import json,sys; print(json.dumps(sys.stdin.read()))' <<<"$csv")" >>"$res"
+		# Redis Cluster, 3 masters + 3 replicas (asynchronous replication).
+		b=$(wait_quiet)
+		log "round $round redis cluster (busy before: $b)"
+		csv=$(CLIENTS=$clients REQUESTS=$requests KEYS=$keys VALUE_SIZE=$vsize ROUNDS=1 \
+			"$root/bench/redis-cluster.sh" 2>"$out/run$round-redis-cluster.stderr" | grep '^"') || csv=failed
+		o=$(others)
+		echo "$csv" >&2
+		printf '{"system":"redis-cluster","round":%s,"busy_before":%s,"others_after":%s,"csv":%s}\n' "$round" "$b" "$o" \
 			"$(python3 -c 'import json,sys; print(json.dumps(sys.stdin.read()))' <<<"$csv")" >>"$res"
 	fi
 done
