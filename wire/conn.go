@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"time"
@@ -103,6 +104,9 @@ type Conn struct {
 	// writes a swapped-out buffer: writes never overlap, so frames keep
 	// their order.
 	writing bool
+	// handover is a batch flush's buffer whose write did not finish within
+	// inlineWriteBudget; the write loop writes the rest.
+	handover *outBuf
 
 	// batch is the flush group of this connection's read loop; only that
 	// goroutine touches it (see Batch).
@@ -578,19 +582,29 @@ func (c *Conn) kick() {
 		c.mu.Unlock()
 		return
 	}
-	c.writeOut()
+	c.writeOut(true)
 }
 
 func (c *Conn) writeLoop() {
 	defer c.loops.Done()
 	for {
 		c.mu.Lock()
-		for !c.closing && (c.out.b.Len() == 0 || c.writing) {
+		for !c.closing && c.handover == nil && (c.out.b.Len() == 0 || c.writing) {
 			c.cond.Wait()
 		}
 		if c.closing {
 			c.mu.Unlock()
 			return
+		}
+		if o := c.handover; o != nil {
+			// A batch flush could not finish its write in time: finish it
+			// here, where blocking harms nobody.
+			c.handover = nil
+			c.mu.Unlock()
+			if !c.writeBuf(o, false) {
+				return
+			}
+			continue
 		}
 		if c.out.b.Len() < coalesceBelow {
 			// Let the goroutines that are about to send run first, so one
@@ -609,24 +623,47 @@ func (c *Conn) writeLoop() {
 				continue
 			}
 		}
-		if !c.writeOut() {
+		if !c.writeOut(false) {
 			return
 		}
 	}
 }
 
+// inlineWriteBudget bounds how long a batch flush may block in a write on
+// behalf of a read loop (a peer that stops reading, e.g. a paused member,
+// must not stall the read loops of other connections): the rest of the
+// write is handed over to the connection's write loop.
+const inlineWriteBudget = 2 * time.Millisecond
+
 // writeOut writes the pending frames. It is called with c.mu held, while
 // no other write is in progress, and returns with c.mu released; false
-// means the connection failed.
-func (c *Conn) writeOut() bool {
+// means the connection failed. inline is set for a batch flush.
+func (c *Conn) writeOut(inline bool) bool {
 	o := c.out
 	c.out, c.spare = c.spare, o
 	c.writing, c.unkicked = true, false
 	c.cond.Broadcast() // wake senders waiting for room
 	c.mu.Unlock()
+	return c.writeBuf(o, inline)
+}
 
-	_ = c.nc.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
-	_, err := c.nc.Write(o.b.Bytes())
+// writeBuf writes o, a swapped-out buffer, while c.writing is set, and
+// clears c.writing when done (unless it hands the rest over).
+func (c *Conn) writeBuf(o *outBuf, inline bool) bool {
+	d := c.opts.WriteTimeout
+	if inline {
+		d = inlineWriteBudget
+	}
+	_ = c.nc.SetWriteDeadline(time.Now().Add(d))
+	n, err := c.nc.Write(o.b.Bytes())
+	if inline && err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		o.b.Next(n) // the rest, in order, before anything queued later
+		c.mu.Lock()
+		c.handover = o // c.writing stays set until the write loop is done
+		c.cond.Broadcast()
+		c.mu.Unlock()
+		return true
+	}
 	if o.b.Cap() > maxKeptBuf {
 		// Do not keep a huge buffer alive after one large frame.
 		o.b = bytes.Buffer{}
