@@ -9,9 +9,9 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"runtime"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -104,9 +104,12 @@ type Conn struct {
 	// writes a swapped-out buffer: writes never overlap, so frames keep
 	// their order.
 	writing bool
-	// handover is a batch flush's buffer whose write did not finish within
-	// inlineWriteBudget; the write loop writes the rest.
+	// handover is a batch flush's buffer whose write the socket did not
+	// take whole; the write loop writes the rest.
 	handover *outBuf
+	// raw is the socket, for the non-blocking writes of batch flushes (nil
+	// when nc has none: flushes then wake the write loop).
+	raw syscall.RawConn
 
 	// batch is the flush group of this connection's read loop; only that
 	// goroutine touches it (see Batch).
@@ -322,6 +325,11 @@ func start(nc net.Conn, br *bufio.Reader, peer Hello, opts Options) *Conn {
 		done:      make(chan struct{}),
 	}
 	c.cond = sync.NewCond(&c.mu)
+	if sc, ok := nc.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			c.raw = rc
+		}
+	}
 	c.loops.Add(2)
 	go c.readLoop(br)
 	go c.writeLoop()
@@ -576,7 +584,7 @@ func (c *Conn) kick() {
 		c.mu.Unlock()
 		return
 	}
-	if c.closing || c.writing || c.out.b.Len() == 0 {
+	if c.closing || c.writing || c.out.b.Len() == 0 || c.raw == nil {
 		c.unkicked = false
 		c.cond.Broadcast()
 		c.mu.Unlock()
@@ -629,12 +637,6 @@ func (c *Conn) writeLoop() {
 	}
 }
 
-// inlineWriteBudget bounds how long a batch flush may block in a write on
-// behalf of a read loop (a peer that stops reading, e.g. a paused member,
-// must not stall the read loops of other connections): the rest of the
-// write is handed over to the connection's write loop.
-const inlineWriteBudget = 2 * time.Millisecond
-
 // writeOut writes the pending frames. It is called with c.mu held, while
 // no other write is in progress, and returns with c.mu released; false
 // means the connection failed. inline is set for a batch flush.
@@ -647,22 +649,59 @@ func (c *Conn) writeOut(inline bool) bool {
 	return c.writeBuf(o, inline)
 }
 
+// writeNow writes b without blocking (the socket is non-blocking; the
+// runtime is not asked to wait for it): it returns how much the kernel
+// took. A batch flush uses it so that a peer that stops reading (a paused
+// member) cannot stall the read loop doing the flush; what is left goes to
+// the connection's write loop.
+func (c *Conn) writeNow(b []byte) (int, error) {
+	n := 0
+	var werr error
+	err := c.raw.Write(func(fd uintptr) bool {
+		for n < len(b) {
+			m, e := writeFD(fd, b[n:])
+			if m > 0 {
+				n += m
+			}
+			if e == syscall.EINTR {
+				continue
+			}
+			if e != nil {
+				if e != syscall.EAGAIN {
+					werr = e
+				}
+				break
+			}
+			if m <= 0 {
+				break
+			}
+		}
+		return true // never wait for the socket here
+	})
+	if err == nil {
+		err = werr
+	}
+	return n, err
+}
+
 // writeBuf writes o, a swapped-out buffer, while c.writing is set, and
 // clears c.writing when done (unless it hands the rest over).
 func (c *Conn) writeBuf(o *outBuf, inline bool) bool {
-	d := c.opts.WriteTimeout
-	if inline {
-		d = inlineWriteBudget
-	}
-	_ = c.nc.SetWriteDeadline(time.Now().Add(d))
-	n, err := c.nc.Write(o.b.Bytes())
-	if inline && err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
-		o.b.Next(n) // the rest, in order, before anything queued later
-		c.mu.Lock()
-		c.handover = o // c.writing stays set until the write loop is done
-		c.cond.Broadcast()
-		c.mu.Unlock()
-		return true
+	var err error
+	if inline && c.raw != nil {
+		var n int
+		n, err = c.writeNow(o.b.Bytes())
+		if err == nil && n < o.b.Len() {
+			o.b.Next(n) // the rest, in order, before anything queued later
+			c.mu.Lock()
+			c.handover = o // c.writing stays set until the write loop is done
+			c.cond.Broadcast()
+			c.mu.Unlock()
+			return true
+		}
+	} else {
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
+		_, err = c.nc.Write(o.b.Bytes())
 	}
 	if o.b.Cap() > maxKeptBuf {
 		// Do not keep a huge buffer alive after one large frame.
