@@ -105,7 +105,7 @@ configs=("backups=0|--profile performance" "backups=1|" "backups=2|--backup-coun
 	fi
 	echo "# $(date -u +%FT%TZ) commit $commit"
 	echo "# $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-), $(go version)"
-	echo "# members' GOMAXPROCS: ${MEMBER_GOMAXPROCS:-default}"
+	echo "# members' GOMAXPROCS: ${MEMBER_GOMAXPROCS:-default}; GODEBUG: ${GODEBUG:-none}"
 } >>"$out/session.txt"
 
 for round in $(seq "$rounds"); do
