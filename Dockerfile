@@ -8,6 +8,13 @@ COPY bin/gridnode /gridnode
 ENV SHOAL_BIND=0.0.0.0:7946 \
     SHOAL_ADDR=0.0.0.0:5701 \
     SHOAL_HTTP=0.0.0.0:8080
+# Keep the Go runtime's monitor thread from parking each time the member
+# goes idle: waking it again on the next syscall costs a thread switch,
+# which on small VMs was the largest single cost of a replicated put
+# (docs/benchmarks.md, "The Go runtime's monitor thread"; golang/go#18236).
+# A side effect of schedtrace: one scheduler trace line at most every
+# 24.8 days, and a scheduler dump on a fatal crash.
+ENV GODEBUG=schedtrace=2147483647
 EXPOSE 5701/tcp 7946/tcp 7946/udp 8080/tcp
 USER 65534:65534
 ENTRYPOINT ["/gridnode"]
