@@ -605,8 +605,8 @@ func (c *Conn) writeLoop() {
 			return
 		}
 		if o := c.handover; o != nil {
-			// A batch flush could not finish its write in time: finish it
-			// here, where blocking harms nobody.
+			// A batch flush found the socket full: finish its write here,
+			// where blocking harms nobody.
 			c.handover = nil
 			c.mu.Unlock()
 			if !c.writeBuf(o, false) {
@@ -754,7 +754,7 @@ func (b *Batch) add(c *Conn) {
 	b.conns = append(b.conns, c)
 }
 
-// flush wakes the write loops of every connection written through b.
+// flush sends what every connection written through b holds (see kick).
 func (b *Batch) flush() {
 	for i, c := range b.conns {
 		c.kick()
