@@ -9,6 +9,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -72,7 +75,8 @@ func run(o options, log *slog.Logger, stderr io.Writer, sigs <-chan os.Signal, e
 	size, coord := len(m.Members()), m.IsCoordinator()
 	log.Info("gridnode running: clients connect to the data address",
 		"version", buildVersion(), "data", m.Addr(), "gossip", m.GossipAddr(), "http", httpAddr,
-		"cluster", o.cluster, "members", size, "coordinator", coord)
+		"cluster", o.cluster, "members", size, "coordinator", coord,
+		"gomaxprocs", runtime.GOMAXPROCS(0), "sysmon_awake", sysmonAwake(os.Getenv("GODEBUG")))
 	logged := make(chan struct{})
 	go func() {
 		defer close(logged)
@@ -178,4 +182,18 @@ func (hs *httpServer) stop(log *slog.Logger) {
 		log.Warn("HTTP server shutdown", "err", err)
 	}
 	<-hs.done
+}
+
+// sysmonAwake reports whether GODEBUG keeps the Go runtime's monitor thread
+// from parking (schedtrace set), the tuning README.md recommends on VMs.
+// Logged at start so that an operator sees which runtime a member has.
+func sysmonAwake(godebug string) bool {
+	awake := false
+	for _, kv := range strings.Split(godebug, ",") { // the last setting wins, as in the runtime
+		if v, ok := strings.CutPrefix(strings.TrimSpace(kv), "schedtrace="); ok {
+			n, err := strconv.Atoi(v)
+			awake = err == nil && n > 0
+		}
+	}
+	return awake
 }

@@ -168,3 +168,21 @@ func TestWatchSignals(t *testing.T) {
 	close(done2)
 	<-finished2
 }
+
+func TestSysmonAwake(t *testing.T) {
+	for godebug, want := range map[string]bool{
+		"":                                      false,
+		"schedtrace=2147483647":                 true,
+		"madvdontneed=1, schedtrace=1000":       true,
+		"schedtrace=0":                          false,
+		"schedtrace=1000,schedtrace=0":          false,
+		"schedtrace=0,schedtrace=5":             true,
+		"schedtrace=x":                          false,
+		"scheddetail=1":                         false,
+		"http2client=0,schedtrace=2147483647,x": true,
+	} {
+		if got := sysmonAwake(godebug); got != want {
+			t.Errorf("sysmonAwake(%q) = %v, want %v", godebug, got, want)
+		}
+	}
+}
