@@ -33,6 +33,8 @@ type Member struct {
 	log     *slog.Logger
 	started time.Time
 	bindIP  net.IP
+	// recordDecoders recycles backup-record decoders (see decodeRecord).
+	recordDecoders sync.Pool
 
 	metaMu sync.Mutex
 	meta   nodeMeta

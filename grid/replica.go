@@ -59,17 +59,16 @@ type recordDecoder struct {
 	names wire.Names
 }
 
-// recordDecoders recycles record decoders: records are decoded on every
-// replicated mutation, from every connection's read loop.
-var recordDecoders = sync.Pool{New: func() any {
-	d := &recordDecoder{}
-	d.dec = msgpack.NewDecoder(&d.rd)
-	return d
-}}
-
-func decodeRecord(b []byte) (time.Time, *op.Request, error) {
-	d := recordDecoders.Get().(*recordDecoder)
-	defer recordDecoders.Put(d)
+// decodeRecord decodes a backup record with a decoder from pool (records
+// are decoded on every replicated mutation, from every connection's read
+// loop; the member owns the pool).
+func decodeRecord(pool *sync.Pool, b []byte) (time.Time, *op.Request, error) {
+	d, _ := pool.Get().(*recordDecoder)
+	if d == nil {
+		d = &recordDecoder{}
+		d.dec = msgpack.NewDecoder(&d.rd)
+	}
+	defer pool.Put(d)
 	d.rd.Reset(b)
 	d.dec.ResetReader(&d.rd)
 	dec := d.dec

@@ -307,7 +307,7 @@ func (m *Member) handleRecord(req *op.Request, cur uint64) *op.Response {
 	if p < 0 || int(p) >= len(m.slots) {
 		return &op.Response{Code: op.CodeBadRequest, Msg: fmt.Sprintf("partition %d out of range", p)}
 	}
-	now, inner, err := decodeRecord(req.Value)
+	now, inner, err := decodeRecord(&m.recordDecoders, req.Value)
 	if err != nil {
 		return errResponse(err, cur)
 	}

@@ -120,6 +120,8 @@ type Conn struct {
 	pending map[uint64]chan *op.Response
 	// callbacks holds calls made with Go, answered by running the callback.
 	callbacks map[uint64]func(*op.Response, error)
+	// chans recycles the response channels of Call.
+	chans sync.Pool
 
 	closeOnce sync.Once
 	done      chan struct{}
@@ -400,8 +402,6 @@ const coalesceBelow = 16 << 10
 // maxKeptBuf is the largest read or write buffer a Conn keeps between frames.
 const maxKeptBuf = 4 << 20
 
-var chanPool = sync.Pool{New: func() any { return make(chan *op.Response, 1) }}
-
 // Call sends req and waits for its response, ctx's end or the connection's
 // loss. The response may carry a non-OK code; Call's error covers transport
 // failures only: op.ErrTooLarge (nothing sent), op.ErrUnavailable with
@@ -414,11 +414,14 @@ func (c *Conn) Call(ctx context.Context, req *op.Request) (*op.Response, error) 
 	if err := ctx.Err(); err != nil {
 		return nil, op.FromContext(ctx)
 	}
-	ch := chanPool.Get().(chan *op.Response)
+	ch, _ := c.chans.Get().(chan *op.Response)
+	if ch == nil {
+		ch = make(chan *op.Response, 1)
+	}
 	c.pmu.Lock()
 	if c.pending == nil {
 		c.pmu.Unlock()
-		chanPool.Put(ch)
+		c.chans.Put(ch)
 		return nil, c.notSent()
 	}
 	c.nextID++
@@ -439,7 +442,7 @@ func (c *Conn) Call(ctx context.Context, req *op.Request) (*op.Response, error) 
 	}
 	select {
 	case resp := <-ch:
-		chanPool.Put(ch)
+		c.chans.Put(ch)
 		if resp == nil {
 			return nil, fmt.Errorf("%w: %w: %v", op.ErrUnavailable, ErrConnLost, c.Err())
 		}
@@ -510,7 +513,7 @@ func (c *Conn) forget(id uint64, ch chan *op.Response) {
 		case <-ch:
 		default:
 		}
-		chanPool.Put(ch)
+		c.chans.Put(ch)
 	}
 	// Otherwise fail() or the read loop owns the send; let the channel go
 	// to the garbage collector rather than risk a stale value in the pool.
