@@ -82,3 +82,64 @@ func ExampleDial() {
 	// connected to member-1 of cluster dev
 	// found=true value=HELLO err=<nil>
 }
+
+// A handler that answers from the read loop queues its responses in the
+// loop's batch: requests that arrived together are answered with one write.
+func ExampleConn_Batch() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	echoKey := wire.HandlerFunc(func(c *wire.Conn, id uint64, req *op.Request) {
+		c.RespondBatch(c.Batch(), id, &op.Response{Found: true, Value: []byte(req.Key)})
+	})
+	accepted := make(chan *wire.Conn, 1)
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		c, err := wire.Accept(nc, wire.Hello{Role: wire.RoleMember, Name: "m1", Cluster: "dev"}, nil, wire.Options{Handler: echoKey})
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- c
+	}()
+	defer ln.Close()
+
+	c, err := wire.Dial(ctx, nil, ln.Addr().String(), wire.Hello{Role: wire.RoleClient, Name: "c1", Cluster: "dev"}, wire.Options{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer c.Close()
+	if server, ok := <-accepted; ok {
+		defer server.Close()
+	}
+
+	// Many concurrent calls share the connection; their responses leave the
+	// server in batches.
+	var wg sync.WaitGroup
+	answers := make([]string, 4)
+	for i := range answers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := c.Call(ctx, &op.Request{Service: "s", Name: "n", Key: fmt.Sprintf("k%d", i)})
+			if err != nil {
+				answers[i] = err.Error()
+				return
+			}
+			answers[i] = string(resp.Value)
+		}()
+	}
+	wg.Wait()
+	fmt.Println(answers)
+	// Output: [k0 k1 k2 k3]
+}
