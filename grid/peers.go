@@ -36,17 +36,10 @@ type peerConn struct {
 // the partitions the peer owns) then share one connection, so one read
 // and one write syscall carry both.
 func (p *peers) adopt(name string, c *wire.Conn) {
-	p.mu.Lock()
-	if p.done {
-		p.mu.Unlock()
+	pc := p.entry(name)
+	if pc == nil {
 		return
 	}
-	pc := p.conns[name]
-	if pc == nil {
-		pc = &peerConn{}
-		p.conns[name] = pc
-	}
-	p.mu.Unlock()
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
 	if pc.conn != nil {
@@ -63,20 +56,28 @@ func newPeers(m *Member, localIP net.IP) *peers {
 	return &peers{m: m, localIP: localIP, conns: map[string]*peerConn{}}
 }
 
-// get returns a live connection to member name at addr, dialling if needed.
-func (p *peers) get(ctx context.Context, name, addr string) (*wire.Conn, error) {
+// entry returns the slot for member name, creating it, or nil once the
+// peers are closed.
+func (p *peers) entry(name string) *peerConn {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.done {
-		p.mu.Unlock()
-		return nil, op.ErrClosed
+		return nil
 	}
 	pc := p.conns[name]
 	if pc == nil {
 		pc = &peerConn{}
 		p.conns[name] = pc
 	}
-	p.mu.Unlock()
+	return pc
+}
 
+// get returns a live connection to member name at addr, dialling if needed.
+func (p *peers) get(ctx context.Context, name, addr string) (*wire.Conn, error) {
+	pc := p.entry(name)
+	if pc == nil {
+		return nil, op.ErrClosed
+	}
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
 	if pc.conn != nil {
