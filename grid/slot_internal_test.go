@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/partition"
+	"github.com/shoalgrid/shoal/wire"
 )
 
 // A backup with the owner's sequence number but another history (it
@@ -67,5 +69,51 @@ func TestHandoffSchedulesResyncOfIdleTarget(t *testing.T) {
 	}
 	if j, ok := m.nextResync(); !ok || j != (resyncJob{2, "b"}) {
 		t.Fatalf("hand-off did not ask for a resync: nextResync = %v, %v", j, ok)
+	}
+}
+
+// The member's wait loop fails replicated mutations whose backups did not
+// acknowledge them by their deadline (there is no timer per mutation), and
+// forgets settled waits.
+func TestExpireWaitsFailsLateMutations(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	now := time.Unix(1000, 0)
+	const timeout = 100 * time.Millisecond
+	s := &slot{id: 3}
+
+	done := newAckWait(1, now.Add(timeout))
+	late := newAckWait(1, now.Add(timeout))
+	s.waits = []*ackWait{done, late}
+	done.ack()
+	result := make(chan error, 1)
+	late.then(nil, func(_ *wire.Batch, err error) { result <- err })
+
+	s.expireWaits(now.Add(timeout/2), timeout)
+	if len(s.waits) != 1 || s.waits[0] != late {
+		t.Fatalf("before the deadline: %d waits left, want the pending one", len(s.waits))
+	}
+	select {
+	case err := <-result:
+		t.Fatalf("pending wait completed early: %v", err)
+	default:
+	}
+
+	s.expireWaits(now.Add(timeout), timeout)
+	select {
+	case err := <-result:
+		if !errors.Is(err, op.ErrBackupTimeout) {
+			t.Fatalf("late mutation failed with %v, want ErrBackupTimeout", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("late mutation never failed")
+	}
+	if len(s.waits) != 0 {
+		t.Errorf("%d waits left after expiry", len(s.waits))
+	}
+	// An acknowledgement after the failure changes nothing.
+	late.ack()
+	if err := late.result(); !errors.Is(err, op.ErrBackupTimeout) {
+		t.Errorf("result after a late ack: %v", err)
 	}
 }
