@@ -10,6 +10,11 @@
 // connection are retried on the new owner until the caller's context ends;
 // when no member can be reached at all, calls fail fast with
 // op.ErrUnavailable, and the client recovers by itself when members return.
+//
+// Throughput: share one Client among all goroutines (calls made together
+// leave in one write). A process making many small calls on a VM gains from
+// GODEBUG=schedtrace=2147483647, which keeps the Go runtime's monitor
+// thread from parking between bursts (see README.md and docs/benchmarks.md).
 package client
 
 import (
