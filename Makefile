@@ -1,5 +1,6 @@
 # Developer and CI targets for Shoal. Run `make help` for the list.
 
+SHELL    := /bin/bash
 GO       ?= go
 FUZZTIME ?= 20s
 IMAGE    ?= shoal/gridnode
@@ -25,16 +26,29 @@ test-process:
 	$(GO) test -race -count=1 -timeout 5m -tags process ./tests/process/...
 
 # Fuzz targets are listed per package by `go test -list`; -fuzz takes one
-# package and one target at a time.
+# package and one target at a time. Go 1.26's fuzz coordinator can fail a
+# target with a bare "context deadline exceeded" at the -fuzztime boundary
+# (golang/go#75804, fixed in Go 1.27); such a run, which wrote no
+# reproducer, is reported and not counted. Any other failure fails.
 fuzz:
 	@set -e; \
 	out=$$($(GO) test -list 'Fuzz.*' ./...) || { echo "$$out"; exit 1; }; \
 	list=$$(echo "$$out" | awk '/^Fuzz/ { f[n++] = $$1; next } /^ok/ { for (i = 0; i < n; i++) print $$2 "," f[i]; n = 0 }'); \
 	if [ -z "$$list" ]; then echo "no fuzz targets"; exit 0; fi; \
+	log=$$(mktemp); trap 'rm -f "$$log"' EXIT; \
 	for pf in $$list; do \
 		pkg=$${pf%%,*}; fn=$${pf#*,}; \
+		corpus=$$($(GO) list -f '{{.Dir}}' $$pkg)/testdata/fuzz/$$fn; \
+		before=$$(ls "$$corpus" 2>/dev/null | wc -l); \
 		echo "==> fuzz $$pkg $$fn for $(FUZZTIME)"; \
-		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg; \
+		if $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg 2>&1 | tee "$$log"; [ $${PIPESTATUS[0]} -ne 0 ]; then \
+			after=$$(ls "$$corpus" 2>/dev/null | wc -l); \
+			if [ "$$after" -eq "$$before" ] && grep -q '^    context deadline exceeded$$' "$$log" && ! grep -q -- '--- FAIL.*\(panic\|Failing input\)' "$$log"; then \
+				echo "==> $$fn: stopped by Go's fuzz coordinator race (golang/go#75804), no reproducer written: not counted"; \
+			else \
+				exit 1; \
+			fi; \
+		fi; \
 	done
 
 bench:
