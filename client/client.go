@@ -95,9 +95,8 @@ func (c Config) withDefaults() Config {
 
 // Client is a connection to a Shoal cluster. It is safe for concurrent use.
 type Client struct {
-	cfg        Config
-	log        *slog.Logger
-	partitions int
+	cfg Config
+	log *slog.Logger
 
 	table     atomic.Pointer[partition.Table]
 	tableMu   sync.Mutex

@@ -378,22 +378,6 @@ func TestForwardCompatible(t *testing.T) {
 	}
 }
 
-// fields encodes a msgpack array of the given values.
-func fields(t *testing.T, vs ...any) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	enc := msgpack.NewEncoder(&buf)
-	if err := enc.EncodeArrayLen(len(vs)); err != nil {
-		t.Fatal(err)
-	}
-	for _, v := range vs {
-		if err := enc.Encode(v); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return buf.Bytes()
-}
-
 func checkMalformed(t *testing.T, what string, err error) {
 	t.Helper()
 	if err == nil {

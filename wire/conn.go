@@ -89,14 +89,14 @@ type Conn struct {
 	opts Options
 	peer Hello
 
-	// write side: frames are encoded straight into out under mu; the write
-	// loop swaps out with spare and writes it without holding mu.
-	mu       sync.Mutex
-	cond     *sync.Cond
-	out      *outBuf
-	spare    *outBuf
-	closing  bool
-	writeErr error
+	// write side: frames are encoded straight into out under mu; the
+	// writer (the write loop, or a batch flush) swaps out with spare and
+	// writes it without holding mu.
+	mu      sync.Mutex
+	cond    *sync.Cond
+	out     *outBuf
+	spare   *outBuf
+	closing bool
 	// unkicked is set when a batched enqueue left frames in out without
 	// waking the write loop: the next unbatched enqueue must wake it.
 	unkicked bool
