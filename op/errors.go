@@ -31,6 +31,12 @@ const (
 	CodeBackupTimeout
 	CodeBackupGap
 	CodePartitionLost
+	CodeNotLockOwner
+	CodeSessionExpired
+	CodeQueueFull
+	CodeMapFull
+	CodeUnauthenticated
+	CodeForbidden
 	codeEnd
 )
 
@@ -83,28 +89,52 @@ var (
 	ErrBackupGap = errors.New("shoal: backup is missing records")
 	// ErrPartitionLost means every replica of a partition was lost.
 	ErrPartitionLost = errors.New("shoal: partition lost")
+	// ErrNotLockOwner means the caller does not hold the lock it tried to
+	// unlock (or its hold was released when its session ended).
+	ErrNotLockOwner = errors.New("shoal: not the lock owner")
+	// ErrSessionExpired means the caller's session ended (its heartbeats
+	// stopped for the session TTL, or its member was declared dead): what
+	// it held (locks, deliveries, claims) was released.
+	ErrSessionExpired = errors.New("shoal: session expired")
+	// ErrQueueFull means a bounded queue is at capacity.
+	ErrQueueFull = errors.New("shoal: queue full")
+	// ErrMapFull means a map or the member reached its memory bound and the
+	// map's eviction policy is none.
+	ErrMapFull = errors.New("shoal: map full")
+	// ErrUnauthenticated means the peer did not prove who it is (no or a
+	// wrong token, cluster key or certificate).
+	ErrUnauthenticated = errors.New("shoal: unauthenticated")
+	// ErrForbidden means the authenticated peer's role does not allow the
+	// operation.
+	ErrForbidden = errors.New("shoal: forbidden")
 )
 
 var codeErrors = [codeEnd]error{
-	OK:                 nil,
-	CodeInternal:       ErrInternal,
-	CodeClosed:         ErrClosed,
-	CodeTimeout:        ErrTimeout,
-	CodeCanceled:       ErrCanceled,
-	CodeWrongOwner:     ErrWrongOwner,
-	CodeStaleTable:     ErrStaleTable,
-	CodeMigrating:      ErrMigrating,
-	CodeUnknownService: ErrUnknownService,
-	CodeUnknownOp:      ErrUnknownOp,
-	CodeWrongType:      ErrWrongType,
-	CodeTooLarge:       ErrTooLarge,
-	CodeBadRequest:     ErrBadRequest,
-	CodeUnavailable:    ErrUnavailable,
-	CodeQuorum:         ErrQuorum,
-	CodeNotLeader:      ErrNotCoordinator,
-	CodeBackupTimeout:  ErrBackupTimeout,
-	CodeBackupGap:      ErrBackupGap,
-	CodePartitionLost:  ErrPartitionLost,
+	OK:                  nil,
+	CodeInternal:        ErrInternal,
+	CodeClosed:          ErrClosed,
+	CodeTimeout:         ErrTimeout,
+	CodeCanceled:        ErrCanceled,
+	CodeWrongOwner:      ErrWrongOwner,
+	CodeStaleTable:      ErrStaleTable,
+	CodeMigrating:       ErrMigrating,
+	CodeUnknownService:  ErrUnknownService,
+	CodeUnknownOp:       ErrUnknownOp,
+	CodeWrongType:       ErrWrongType,
+	CodeTooLarge:        ErrTooLarge,
+	CodeBadRequest:      ErrBadRequest,
+	CodeUnavailable:     ErrUnavailable,
+	CodeQuorum:          ErrQuorum,
+	CodeNotLeader:       ErrNotCoordinator,
+	CodeBackupTimeout:   ErrBackupTimeout,
+	CodeBackupGap:       ErrBackupGap,
+	CodePartitionLost:   ErrPartitionLost,
+	CodeNotLockOwner:    ErrNotLockOwner,
+	CodeSessionExpired:  ErrSessionExpired,
+	CodeQueueFull:       ErrQueueFull,
+	CodeMapFull:         ErrMapFull,
+	CodeUnauthenticated: ErrUnauthenticated,
+	CodeForbidden:       ErrForbidden,
 }
 
 // Sentinel returns the sentinel error of a code (ErrInternal for an unknown

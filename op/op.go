@@ -137,6 +137,15 @@ type State interface {
 	Len() int
 }
 
+// Executor is implemented by states that use the Exec seam (see exec.go):
+// the member core calls Execute instead of Apply, with an Exec that carries
+// the time, the caller and whether this member is the owner, and carries
+// out the effects Execute records on it once it returns. Apply is still
+// required (it may simply call Execute with a fresh Exec).
+type Executor interface {
+	Execute(x *Exec, req *Request) *Response
+}
+
 // Sweeper is implemented by states that hold expiring entries. The member
 // core calls Sweep periodically, under the partition's lock, so expired
 // entries are reclaimed even when nobody reads them.
