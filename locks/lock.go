@@ -173,6 +173,11 @@ func (l *Lock) acquire(ctx context.Context, code uint8, what string, opts []Opti
 		}
 		return 0, false, err
 	}
+	if code == OpLock && (!resp.Found || resp.Num <= 0) {
+		// Only a member core that ignores Park answers a waiting Lock
+		// this way.
+		return 0, false, fmt.Errorf("locks: lock %q: %w: not granted and not parked (does the member support waiting calls?)", l.name, op.ErrInternal)
+	}
 	return uint64(resp.Num), resp.Found, nil
 }
 

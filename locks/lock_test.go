@@ -348,3 +348,30 @@ func TestProxyBadInput(t *testing.T) {
 		t.Fatal("lease rounding")
 	}
 }
+
+// applyOnly is an invoker over a core that ignores the Exec seam (it calls
+// Apply): a Lock that would wait must fail instead of reporting success.
+type applyOnly struct{ s *state }
+
+func (a applyOnly) Invoke(_ context.Context, req *op.Request) (*op.Response, error) {
+	r := *req
+	r.Origin, r.CallSeq = 1, uint64(time.Now().UnixNano())
+	if req.Value != nil && string(req.Value) == "other" {
+		r.Origin = 2
+	}
+	resp := a.s.Apply(time.Now(), &r)
+	return resp, resp.Err()
+}
+func (a applyOnly) InvokeAll(context.Context, *op.Request) ([]*op.Response, error) { return nil, nil }
+func (applyOnly) PartitionOf(string) int32                                         { return 0 }
+
+func TestProxyLockOnACoreWithoutParking(t *testing.T) {
+	ctx := testCtx(t)
+	inv := applyOnly{s: newState(0)}
+	if _, err := New(inv, "x", WithOwner("other")).Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(inv, "x", WithOwner("me")).Lock(ctx); !errors.Is(err, op.ErrInternal) {
+		t.Fatalf("lock that could not park: %v", err)
+	}
+}

@@ -54,9 +54,15 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	e := env{stdin: stdin, stdout: stdout, stderr: stderr}
 	err := dispatch(ctx, e, args)
 	var ue *usageError
+	var xe *exitCodeError
 	switch {
 	case err == nil, errors.Is(err, errHelpShown):
 		return exitOK
+	case errors.As(err, &xe):
+		if xe.msg != "" {
+			fmt.Fprintln(stderr, oneLine(xe.msg))
+		}
+		return xe.code
 	case errors.As(err, &ue):
 		hint := "gridctl help"
 		if ue.topic != "" {
@@ -103,6 +109,10 @@ func dispatch(ctx context.Context, e env, args []string) error {
 		return mapCmd(ctx, e, g, rest)
 	case "bench":
 		return benchCmd(ctx, e, g, rest)
+	case "lock":
+		return lockCmd(ctx, e, g, rest)
+	case "elect":
+		return electCmd(ctx, e, g, rest)
 	}
 	return usagef("", "unknown command %q", cmd)
 }
@@ -288,7 +298,7 @@ func helpCmd(e env, args []string) error {
 		topic = args[0] // "help map put" shows the map help
 	}
 	switch topic {
-	case "", "status", "map", "bench":
+	case "", "status", "map", "bench", "lock", "elect":
 	default:
 		return usagef("", "no help for %q", topic)
 	}

@@ -24,6 +24,11 @@ Commands:
   map size NAME                        print the number of entries
   map keys NAME                        print every key, one per line, sorted
   bench [FLAGS]                        load generator (see gridctl help bench)
+  lock run NAME [--lease D] [--wait D] -- CMD [ARGS...]
+                                       run CMD while holding lock NAME
+  lock status NAME                     holder, fencing token and waiters of a lock
+  lock force-unlock NAME               release a lock whoever holds it
+  elect NAME -- CMD [ARGS...]          run CMD while leader of election NAME
   help [COMMAND]                       show help
 
 ` + globalHelp + `
@@ -85,6 +90,44 @@ line is refreshed on stderr every 500ms.
 
 ` + globalHelp
 
+const lockHelp = `Usage: gridctl lock SUBCOMMAND NAME [FLAGS] [-- CMD [ARGS...]]
+
+  run NAME [--lease D] [--wait D] -- CMD [ARGS...]
+        wait for lock NAME (FIFO), run CMD with SHOAL_FENCE=<fencing token>
+        in its environment, release the lock when CMD exits. Exits with
+        CMD's status (128+N if signal N killed it); exits 1 with a message
+        if the lock was not acquired within --wait (default: wait until
+        interrupted). --lease makes the lock release itself after D even
+        if CMD still runs (then SHOAL_FENCE is what fences CMD off).
+        SIGINT/SIGTERM to gridctl are passed on to CMD as SIGTERM.
+  status NAME
+        print whether the lock is held, its holder (session/owner), fencing
+        token, hold count, lease and waiters.
+  force-unlock NAME
+        release the lock whoever holds it and grant it to the next waiter.
+
+The lock is held by gridctl's client session: if gridctl dies, the lock is
+released once the session's heartbeats have been missing for its TTL. A
+resource guarded by the lock should remember the highest SHOAL_FENCE it
+has seen and refuse lower ones.
+
+` + globalHelp
+
+const electHelp = `Usage: gridctl elect NAME [--wait D] [--check D] -- CMD [ARGS...]
+
+Campaign in leader election NAME; once elected, run CMD with
+SHOAL_TERM=<term> (the term strictly increases from leader to leader).
+If CMD exits, resign and exit with its status. If leadership is lost (the
+session expired, an operator forced the lock, or leadership could not be
+confirmed for two --check intervals), CMD gets SIGTERM (SIGKILL 10s later)
+and gridctl exits 1.
+
+  --wait D    give up (exit 1) if not elected within D (default: wait)
+  --check D   how often the leader confirms its leadership (default: the
+              session heartbeat, else 1s)
+
+` + globalHelp
+
 // printUsage prints the top-level help.
 func printUsage(w io.Writer) { fmt.Fprint(w, topHelp) }
 
@@ -97,6 +140,10 @@ func printHelp(w io.Writer, topic string) {
 		fmt.Fprint(w, mapHelp)
 	case "bench":
 		fmt.Fprint(w, benchHelp)
+	case "lock":
+		fmt.Fprint(w, lockHelp)
+	case "elect":
+		fmt.Fprint(w, electHelp)
 	default:
 		printUsage(w)
 	}
