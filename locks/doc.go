@@ -25,7 +25,8 @@
 // Shoal is not a consensus system: the lock is as strong as the partition's
 // replication (an acknowledged grant survives the owner's crash because the
 // synchronous backups hold it), and a network partition can let both sides
-// act as owner until the failure detector and the quorum guard sort it out.
+// act as owner of a partition (there is no quorum guard yet) and so grant
+// the same lock twice.
 // Fencing tokens are what keeps a stale holder from corrupting a resource
 // in those windows; the lock alone is a very good mutual exclusion, not a
 // proof.
