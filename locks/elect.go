@@ -135,6 +135,13 @@ type Term struct {
 // the wait.
 func (e *Election) Campaign(ctx context.Context) (*Term, error) {
 	tok, err := e.lock.Lock(ctx)
+	if errors.Is(err, op.ErrBadRequest) {
+		// The reentrancy limit: this participant still holds the lock
+		// (a Resign that could not reach the owner). It still leads.
+		if st, serr := e.lock.Status(ctx); serr == nil && st.Mine && !st.LeaseEnded {
+			tok, err = st.Token, nil
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("locks: campaign: %w", err)
 	}

@@ -235,3 +235,27 @@ func TestObserve(t *testing.T) {
 		t.Fatalf("observe returned %v", err)
 	}
 }
+
+func TestCampaignWhileStillHolding(t *testing.T) {
+	ctx := testCtx(t)
+	c := newSim(t)
+	e := NewElection(c.invoker(1), "again", WithCheckInterval(time.Hour))
+	t1, err := e.Campaign(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The term ends locally but the lock is never released (as if Resign
+	// could not reach the owner); campaigning again still works.
+	t1.end(errResigned)
+	t1.wg.Wait()
+	t2, err := e.Campaign(ctx)
+	if err != nil || t2.Value() != t1.Value() {
+		t.Fatalf("second campaign: %v %v (first term %d)", t2, err, t1.Value())
+	}
+	if err := t2.Resign(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ld, _ := e.Leader(ctx); ld.Elected {
+		t.Fatal("still leader after resigning")
+	}
+}
