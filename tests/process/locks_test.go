@@ -1,0 +1,219 @@
+//go:build process
+
+package process_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/shoalgrid/shoal/internal/proctest"
+	"github.com/shoalgrid/shoal/locks"
+)
+
+// gridctlBin compiles gridctl into a directory of the test.
+func gridctlBin(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "gridctl")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "go", "build", "-o", path, "github.com/shoalgrid/shoal/cmd/gridctl").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build gridctl: %v\n%s", err, out)
+	}
+	return path
+}
+
+func dataAddrs(procs []*proctest.Proc) string {
+	var as []string
+	for _, p := range procs {
+		as = append(as, p.DataAddr)
+	}
+	return strings.Join(as, ",")
+}
+
+// gridctlProc is one gridctl process; it and its children form a process
+// group, killed when the test ends.
+type gridctlProc struct {
+	cmd  *exec.Cmd
+	out  strings.Builder
+	mu   sync.Mutex
+	done chan struct{}
+	code int
+}
+
+func startGridctl(t *testing.T, bin string, args ...string) *gridctlProc {
+	t.Helper()
+	g := &gridctlProc{done: make(chan struct{})}
+	g.cmd = exec.Command(bin, args...)
+	g.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	w := &lockedWriter{g: g}
+	g.cmd.Stdout, g.cmd.Stderr = w, w
+	if err := g.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_ = g.cmd.Wait()
+		g.code = g.cmd.ProcessState.ExitCode()
+		close(g.done)
+	}()
+	t.Cleanup(func() {
+		_ = syscall.Kill(-g.cmd.Process.Pid, syscall.SIGKILL)
+		<-g.done
+		if t.Failed() {
+			t.Logf("--- gridctl %s ---\n%s", strings.Join(args, " "), g.output())
+		}
+	})
+	return g
+}
+
+type lockedWriter struct{ g *gridctlProc }
+
+func (w *lockedWriter) Write(p []byte) (int, error) {
+	w.g.mu.Lock()
+	defer w.g.mu.Unlock()
+	return w.g.out.Write(p)
+}
+
+func (g *gridctlProc) output() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.out.String()
+}
+
+func (g *gridctlProc) wait(t *testing.T, ctx context.Context) int {
+	t.Helper()
+	select {
+	case <-g.done:
+		return g.code
+	case <-ctx.Done():
+		t.Fatalf("gridctl did not exit; output:\n%s", g.output())
+		return -1
+	}
+}
+
+// interval is one critical section recorded by a lock run command.
+type interval struct {
+	token      uint64
+	start, end int64
+}
+
+func readIntervals(t *testing.T, path string) []interval {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	open := map[uint64]int64{}
+	var out []interval
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var what string
+		var tok uint64
+		var at int64
+		if _, err := fmt.Sscan(sc.Text(), &what, &tok, &at); err != nil {
+			t.Fatalf("bad line %q: %v", sc.Text(), err)
+		}
+		if what == "start" {
+			open[tok] = at
+		} else {
+			out = append(out, interval{token: tok, start: open[tok], end: at})
+		}
+	}
+	slices.SortFunc(out, func(a, b interval) int { return int(a.start - b.start) })
+	return out
+}
+
+// TestLockRunNeverOverlaps starts concurrent "gridctl lock run" processes on
+// one lock: their critical sections (recorded by the commands themselves)
+// never overlap, and tokens increase in the order the sections ran.
+func TestLockRunNeverOverlaps(t *testing.T) {
+	ctx := ctxT(t, 120*time.Second)
+	bin := gridctlBin(t)
+	procs := startCluster(t, ctx, 3)
+	waitSettled(t, ctx, procs...)
+	log := filepath.Join(t.TempDir(), "sections")
+	script := `echo "start $SHOAL_FENCE $(date +%s%N)" >> ` + log + `; sleep 0.2; echo "end $SHOAL_FENCE $(date +%s%N)" >> ` + log
+	const runs = 6
+	var gs []*gridctlProc
+	for i := range runs {
+		gs = append(gs, startGridctl(t, bin, "--addr", procs[i%3].DataAddr, "lock", "run", "shared", "--wait", "60s", "--", "sh", "-c", script))
+	}
+	for _, g := range gs {
+		if code := g.wait(t, ctx); code != 0 {
+			t.Fatalf("gridctl exited %d:\n%s", code, g.output())
+		}
+	}
+	ivs := readIntervals(t, log)
+	if len(ivs) != runs {
+		t.Fatalf("%d sections recorded, want %d: %+v", len(ivs), runs, ivs)
+	}
+	for i := 1; i < len(ivs); i++ {
+		if ivs[i].start < ivs[i-1].end {
+			t.Fatalf("sections overlap: %+v then %+v", ivs[i-1], ivs[i])
+		}
+		if ivs[i].token <= ivs[i-1].token {
+			t.Fatalf("token %d after %d", ivs[i].token, ivs[i-1].token)
+		}
+	}
+}
+
+// TestKilledHolderPassesTheLock kills -9 a gridctl holding a lock (and its
+// command): the waiting gridctl gets the lock once the holder's session
+// expires, and the time it took is reported.
+func TestKilledHolderPassesTheLock(t *testing.T) {
+	ctx := ctxT(t, 120*time.Second)
+	bin := gridctlBin(t)
+	procs := startCluster(t, ctx, 3)
+	waitSettled(t, ctx, procs...)
+	addr := dataAddrs(procs)
+	holder := startGridctl(t, bin, "--addr", addr, "lock", "run", "job", "--", "sh", "-c", `echo "holding $SHOAL_FENCE"; sleep 600`)
+	c := dial(t, ctx, procs...)
+	l := locks.New(c, "job")
+	if err := proctest.Poll(ctx, 10*time.Millisecond, func(ctx context.Context) error {
+		if st, err := l.Status(ctx); err != nil || !st.Held {
+			return fmt.Errorf("not held yet: %+v %v", st, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	first, _ := l.Status(ctx)
+	waiter := startGridctl(t, bin, "--addr", addr, "lock", "run", "job", "--", "sh", "-c", `echo "got $SHOAL_FENCE"`)
+	if err := proctest.Poll(ctx, 10*time.Millisecond, func(ctx context.Context) error {
+		if st, err := l.Status(ctx); err != nil || st.Waiters != 1 {
+			return fmt.Errorf("no waiter yet: %+v %v", st, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	if err := syscall.Kill(-holder.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if code := waiter.wait(t, ctx); code != 0 {
+		t.Fatalf("waiter exited %d:\n%s", code, waiter.output())
+	}
+	took := time.Since(killed)
+	out := strings.TrimSpace(waiter.output())
+	tok, err := strconv.ParseUint(strings.TrimPrefix(out, "got "), 10, 64)
+	if err != nil || tok <= first.Token {
+		t.Fatalf("waiter's token %q after the holder's %d", out, first.Token)
+	}
+	t.Logf("holder killed: the next waiter got the lock after %v", took.Round(time.Millisecond))
+	if took > 15*time.Second {
+		t.Fatalf("hand-over took %v", took)
+	}
+}
