@@ -3,7 +3,9 @@
 // execution of structure operations, the TCP server that clients and other
 // members talk to, forwarding and retries, and partition migration. All of
 // Shoal's IO lives here; the structure packages (maps, ...) are pure state
-// machines plus proxies over op.Invoker, which *Member implements.
+// machines plus proxies over op.Invoker, which *Member implements. grid
+// imports no structure package: the program that starts a member registers
+// the services it runs in Config.Services.
 package grid
 
 import (
@@ -20,14 +22,14 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
-	"github.com/shoalgrid/shoal/maps"
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/partition"
 	"github.com/shoalgrid/shoal/wire"
 )
 
 // Member is one running cluster member. It implements op.Invoker, so
-// structure proxies work on it directly: maps.New(member, "users").
+// structure proxies work on it directly: maps.New(member, "users") (with
+// maps.Service{} in Config.Services).
 type Member struct {
 	cfg     Config
 	log     *slog.Logger
@@ -173,7 +175,7 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 		cancel()
 		return nil, err
 	}
-	for _, s := range append([]op.Service{maps.Service{}}, cfg.Services...) {
+	for _, s := range cfg.Services {
 		if _, dup := m.svcIndex[s.Name()]; dup || s.Name() == "" || s.Name()[0] == '_' {
 			ln.Close()
 			cancel()

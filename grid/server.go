@@ -13,41 +13,23 @@ import (
 
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/partition"
+	"github.com/shoalgrid/shoal/sysop"
 	"github.com/shoalgrid/shoal/wire"
 )
 
-// sysService is the member core's own service; its operations travel as
-// ordinary requests so one codec and one connection type carry everything.
-const sysService = "_grid"
-
-// System operations.
+// The member core's own service and operations, shared with the client
+// through sysop (see there for what each one does).
 const (
-	// sysGetTable returns the member's table (Value) and version (Num).
-	// Clients may call it.
-	sysGetTable uint8 = iota + 1
-	// sysPublish offers a table (Value); the receiver adopts it if newer.
-	sysPublish
-	// sysBackup is one backup record: partition, sequence (Num), the
-	// owner's table version, and the encoded mutation (Value).
-	sysBackup
-	// sysBackupSync is a chunk (Value at offset Num) of a full partition
-	// snapshot for sync Key; Aux holds the snapshot's sequence on the last
-	// chunk.
-	sysBackupSync
-	// sysTrigger asks the coordinator to re-plan now.
-	sysTrigger
-	// sysHandoff asks the owner of Partition to freeze it until backup Key
-	// holds every mutation (before the coordinator makes Key the owner).
-	sysHandoff
-	// sysReplicaSeqs returns, for every partition, the sequence of the
-	// last mutation this member applied (8 bytes big endian each; all ones
-	// for "no replica here").
-	sysReplicaSeqs
-	// sysStatus returns the member's Stats (msgpack). Clients may call it.
-	sysStatus
-	// sysBackupProbe asks a backup whether it holds the owner's mutations
-	// up to sequence Num of Partition, so a resync can skip the copy.
-	sysBackupProbe
+	sysService     = sysop.Service
+	sysGetTable    = sysop.GetTable
+	sysPublish     = sysop.Publish
+	sysBackup      = sysop.Backup
+	sysBackupSync  = sysop.BackupSync
+	sysTrigger     = sysop.Trigger
+	sysHandoff     = sysop.Handoff
+	sysReplicaSeqs = sysop.ReplicaSeqs
+	sysStatus      = sysop.Status
+	sysBackupProbe = sysop.BackupProbe
 )
 
 func (m *Member) hello(role wire.Role) wire.Hello {
@@ -215,7 +197,7 @@ func (m *Member) executeLocal(b *wire.Batch, req *op.Request) (*op.Response, *ac
 }
 
 func (m *Member) handleSys(c *wire.Conn, id uint64, req *op.Request) {
-	if req.Op != sysGetTable && req.Op != sysStatus && c.Peer().Role != wire.RoleMember {
+	if !sysop.ClientAllowed(req.Op) && c.Peer().Role != wire.RoleMember {
 		c.Respond(id, &op.Response{Code: op.CodeBadRequest, Msg: "system operation reserved for members"})
 		return
 	}
