@@ -72,6 +72,10 @@ type Member struct {
 	fenceKick chan struct{}
 
 	backups *backupRules
+	// timers holds parked-call deadlines and state timers (timerLoop).
+	timers *timerHeap
+	// events holds the subscriptions to structure events (Emit).
+	events *eventHub
 	// origin and callSeq give this member's invocations their identity.
 	origin  uint64
 	callSeq atomic.Uint64
@@ -185,6 +189,8 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 		m.services = append(m.services, s)
 	}
 	m.backups = newBackupRules(cfg)
+	m.timers = newTimerHeap()
+	m.events = newEventHub(m)
 	m.origin = rand.Uint64() | 1
 	m.lastTick.Store(time.Now().UnixNano())
 	m.slots = make([]*slot, cfg.PartitionCount)
@@ -232,7 +238,8 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 			m.log.Warn("announce start time", "err", err)
 		}
 	}
-	m.wg.Add(6 + cfg.MigrationParallelism)
+	m.wg.Add(7 + cfg.MigrationParallelism)
+	go m.timerLoop()
 	go m.coord.run()
 	go m.reconnectLoop()
 	go m.sweepLoop()

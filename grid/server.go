@@ -128,11 +128,16 @@ func (m *Member) HandleRequest(c *wire.Conn, id uint64, req *op.Request) {
 		m.handleSys(c, id, req)
 		return
 	}
+	internal := c.Peer().Role == wire.RoleMember
+	if req.Op >= op.OpReservedMin && !internal {
+		c.Respond(id, &op.Response{Code: op.CodeUnknownOp, Msg: fmt.Sprintf("operation %d is reserved for the member core", req.Op), TableVersion: m.tableVersion()})
+		return
+	}
 	if req.TableVersion == 0 {
 		ok := m.spawn(func() {
 			ctx, cancel := timeoutContext(m.ctx, req.Timeout)
 			defer cancel()
-			resp, err := m.Invoke(ctx, req)
+			resp, err := m.invoke(ctx, req, internal)
 			if err != nil && (resp == nil || resp.Code == op.OK) {
 				resp = errResponse(err, m.tableVersion())
 			}
@@ -143,7 +148,13 @@ func (m *Member) HandleRequest(c *wire.Conn, id uint64, req *op.Request) {
 		}
 		return
 	}
-	resp, w := m.executeLocal(c.Batch(), req)
+	resp, w, pc := m.executeLocal(c.Batch(), req)
+	if pc != nil {
+		// Parked: answered when a later mutation completes it, its
+		// deadline passes or this member stops owning the partition.
+		pc.attach(func(resp *op.Response) { c.Respond(id, resp) })
+		return
+	}
 	if w == nil {
 		c.RespondBatch(c.Batch(), id, resp)
 		return
@@ -180,10 +191,10 @@ func (m *Member) tableVersion() uint64 {
 // mutation with synchronous backups it also returns the wait for their
 // acknowledgements.
 // b is the batch of the read loop running the call, or nil.
-func (m *Member) executeLocal(b *wire.Batch, req *op.Request) (*op.Response, *ackWait) {
+func (m *Member) executeLocal(b *wire.Batch, req *op.Request) (*op.Response, *ackWait, *parkedCall) {
 	t := m.Table()
 	if t == nil {
-		return &op.Response{Code: op.CodeStaleTable, Msg: "member " + m.cfg.Name + " has no partition table yet"}, nil
+		return &op.Response{Code: op.CodeStaleTable, Msg: "member " + m.cfg.Name + " has no partition table yet"}, nil, nil
 	}
 	p := req.Partition
 	if p < 0 {
@@ -191,7 +202,7 @@ func (m *Member) executeLocal(b *wire.Batch, req *op.Request) (*op.Response, *ac
 		req.Partition = p
 	}
 	if int(p) >= len(m.slots) {
-		return &op.Response{Code: op.CodeBadRequest, Msg: fmt.Sprintf("partition %d out of range 0..%d", p, len(m.slots)-1), TableVersion: t.Version}, nil
+		return &op.Response{Code: op.CodeBadRequest, Msg: fmt.Sprintf("partition %d out of range 0..%d", p, len(m.slots)-1), TableVersion: t.Version}, nil, nil
 	}
 	return m.slots[p].execute(m, b, t, req)
 }
