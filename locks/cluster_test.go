@@ -233,9 +233,11 @@ func TestClusterFailoverWithHolderAndWaiters(t *testing.T) {
 		err error
 	}
 	grants := make(chan grant, 2)
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for i := 1; i <= 2; i++ {
 		l := locks.New(cs[i], name)
-		go func() {
+		wg.Go(func() {
 			tok, err := l.Lock(ctx)
 			grants <- grant{i, tok, err}
 			if err == nil {
@@ -244,7 +246,7 @@ func TestClusterFailoverWithHolderAndWaiters(t *testing.T) {
 			if err != nil {
 				t.Error(err)
 			}
-		}()
+		})
 		waitWaiters(t, holder, i)
 	}
 	victim := ownerIndex(t, cl, name)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/shoalgrid/shoal/locks"
 	"github.com/shoalgrid/shoal/maps"
 	"github.com/shoalgrid/shoal/op"
 )
@@ -8,5 +9,5 @@ import (
 // services returns the structure services a gridnode runs. The member core
 // (grid) has none built in: this is where a program assembles its member.
 func services() []op.Service {
-	return []op.Service{maps.Service{}}
+	return []op.Service{maps.Service{}, locks.Service{}}
 }
