@@ -105,6 +105,32 @@ func TestLockCommands(t *testing.T) {
 		}
 	})
 
+	t.Run("run gives up after --wait", func(t *testing.T) {
+		l := locks.New(c, "busy")
+		if _, err := l.Lock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		r := gridctl(t, nil, addr, "lock", "run", "busy", "--wait", "200ms", "--", "sh", "-c", "echo ran").expect(t, exitFailure)
+		if !strings.Contains(r.stderr, `lock "busy" not acquired within 200ms`) || r.stdout != "" {
+			t.Fatalf("stdout %q stderr %q", r.stdout, r.stderr)
+		}
+		// The waiter left the queue; the next run waits and gets the lock
+		// once it is released.
+		done := make(chan result, 1)
+		go func() { done <- gridctl(t, nil, addr, "lock", "run", "busy", "--", "sh", "-c", "echo ran") }()
+		el := locks.New(c, "busy")
+		gridtest.Eventually(t, 20*time.Second, func() (bool, string) {
+			st, err := el.Status(ctx)
+			return err == nil && st.Waiters == 1, "no waiter yet"
+		})
+		if err := l.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if r := (<-done).expect(t, 0); r.stdout != "ran\n" {
+			t.Fatalf("stdout %q", r.stdout)
+		}
+	})
+
 	t.Run("elect runs the command with the term", func(t *testing.T) {
 		r := gridctl(t, nil, addr, "elect", "leader", "--", "sh", "-c", `echo "$SHOAL_TERM"; exit 4`).expect(t, 4)
 		if tok, err := strconv.ParseUint(strings.TrimSpace(r.stdout), 10, 64); err != nil || tok == 0 {
