@@ -13,12 +13,15 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/shoalgrid/shoal/client"
 	"github.com/shoalgrid/shoal/internal/proctest"
 	"github.com/shoalgrid/shoal/locks"
+	shoalmaps "github.com/shoalgrid/shoal/maps"
 )
 
 // gridctlBin compiles gridctl into a directory of the test.
@@ -216,4 +219,124 @@ func TestKilledHolderPassesTheLock(t *testing.T) {
 	if took > 15*time.Second {
 		t.Fatalf("hand-over took %v", took)
 	}
+}
+
+// TestLockMutualExclusionKillNine runs workers in two clients that
+// increment a counter in a map, guarded only by a lock and checked with its
+// fencing token, while the member owning the lock is killed with SIGKILL
+// and restarted, twice: critical sections never overlap (recorded
+// intervals), tokens of successive sections increase, and the counter
+// equals the number of completed sections.
+func TestLockMutualExclusionKillNine(t *testing.T) {
+	ctx := ctxT(t, 150*time.Second)
+	procs := startCluster(t, ctx, 3)
+	waitSettled(t, ctx, procs...)
+	clients := []*client.Client{dial(t, ctx, procs...), dial(t, ctx, procs...)}
+	const name = "mutex"
+	type section struct {
+		token      uint64
+		start, end time.Time
+	}
+	var mu sync.Mutex
+	var sections []section
+	var completed atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 6 {
+		c := clients[w%2]
+		wg.Go(func() {
+			l := locks.New(c, name)
+			m := shoalmaps.New(c, "fenced")
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				tok, err := l.Lock(cctx)
+				if err != nil {
+					cancel()
+					t.Errorf("worker %d: lock: %v", w, err)
+					return
+				}
+				s := section{token: tok, start: time.Now()}
+				v, _, err := m.Get(cctx, "n")
+				if err == nil {
+					n, _ := strconv.Atoi(string(v))
+					err = m.Put(cctx, "n", []byte(strconv.Itoa(n+1)))
+				}
+				s.end = time.Now()
+				if err != nil {
+					cancel()
+					t.Errorf("worker %d: counter: %v", w, err)
+					return
+				}
+				completed.Add(1)
+				mu.Lock()
+				sections = append(sections, s)
+				mu.Unlock()
+				err = l.Unlock(cctx)
+				cancel()
+				if err != nil {
+					t.Errorf("worker %d: unlock: %v", w, err)
+					return
+				}
+			}
+		})
+	}
+	for round := range 2 {
+		before := completed.Load()
+		if err := proctest.Poll(ctx, 10*time.Millisecond, func(context.Context) error {
+			if completed.Load() < before+30 {
+				return fmt.Errorf("%d sections", completed.Load()-before)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		tab := clients[0].Table()
+		o, _ := tab.Owner(clients[0].PartitionOf(name))
+		var victim int
+		for i, p := range procs {
+			if p.Name == o.Name {
+				victim = i
+			}
+		}
+		t.Logf("round %d: killing %s, the lock's owner", round, procs[victim].Name)
+		kill(t, ctx, procs[victim])
+		after := completed.Load()
+		if err := proctest.Poll(ctx, 10*time.Millisecond, func(context.Context) error {
+			if completed.Load() < after+30 {
+				return fmt.Errorf("%d sections since the kill", completed.Load()-after)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		procs[victim] = proctest.Restart(t, procs[victim], without(procs, procs[victim]))
+		if err := procs[victim].WaitReady(ctx); err != nil {
+			t.Fatal(err)
+		}
+		waitSettled(t, ctx, procs...)
+	}
+	close(stop)
+	wg.Wait()
+	slices.SortFunc(sections, func(a, b section) int { return a.start.Compare(b.start) })
+	for i := 1; i < len(sections); i++ {
+		if sections[i].start.Before(sections[i-1].end) {
+			t.Fatalf("sections overlap: %+v then %+v", sections[i-1], sections[i])
+		}
+		if sections[i].token <= sections[i-1].token {
+			t.Fatalf("token %d after %d", sections[i].token, sections[i-1].token)
+		}
+	}
+	v, _, err := shoalmaps.New(clients[0], "fenced").Get(ctx, "n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := strconv.Atoi(string(v)); int64(n) != completed.Load() {
+		t.Fatalf("counter %d, completed sections %d", n, completed.Load())
+	}
+	t.Logf("%d critical sections across 2 kills of the lock's owner, none overlapping", len(sections))
 }
