@@ -6,6 +6,9 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -339,4 +342,114 @@ func TestLockMutualExclusionKillNine(t *testing.T) {
 		t.Fatalf("counter %d, completed sections %d", n, completed.Load())
 	}
 	t.Logf("%d critical sections across 2 kills of the lock's owner, none overlapping", len(sections))
+}
+
+// fencedResource is an HTTP resource that remembers the highest fencing
+// token it has seen and refuses writes with a lower one (409).
+type fencedResource struct {
+	mu      sync.Mutex
+	highest uint64
+	log     []string
+}
+
+func (f *fencedResource) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	tok, err := strconv.ParseUint(r.URL.Query().Get("token"), 10, 64)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if tok < f.highest {
+		f.log = append(f.log, fmt.Sprintf("refused %d", tok))
+		http.Error(w, "stale token", http.StatusConflict)
+		return
+	}
+	f.highest = tok
+	f.log = append(f.log, fmt.Sprintf("accepted %d", tok))
+}
+
+// TestPausedHolderIsFenced pauses (SIGSTOP) a process that holds a lock:
+// after its session TTL the lock passes to a waiter, whose token is higher;
+// when the paused process resumes, its write with the old token is refused
+// by the token-checking resource and its unlock fails.
+func TestPausedHolderIsFenced(t *testing.T) {
+	ctx := ctxT(t, 120*time.Second)
+	procs := startCluster(t, ctx, 3)
+	waitSettled(t, ctx, procs...)
+	res := &fencedResource{}
+	srv := httptest.NewServer(res)
+	defer srv.Close()
+
+	bin := filepath.Join(t.TempDir(), "lockholder")
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/shoalgrid/shoal/tests/process/lockholder").CombinedOutput(); err != nil {
+		t.Fatalf("build lockholder: %v\n%s", err, out)
+	}
+	holder := exec.Command(bin, dataAddrs(procs), "paused", srv.URL)
+	stdin, err := holder.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := holder.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	holder.Stderr = &stderr
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = holder.Process.Kill()
+		_ = holder.Wait()
+		if t.Failed() {
+			t.Logf("lockholder stderr: %s", stderr.String())
+		}
+	})
+	lines := bufio.NewScanner(stdout)
+	next := func() string {
+		t.Helper()
+		if !lines.Scan() {
+			t.Fatalf("lockholder ended: %v; stderr %s", lines.Err(), stderr.String())
+		}
+		return lines.Text()
+	}
+	var t1 uint64
+	var status int
+	if _, err := fmt.Sscanf(next(), "locked %d write %d", &t1, &status); err != nil || status != http.StatusOK {
+		t.Fatalf("holder's first write: %d %v", status, err)
+	}
+	if err := holder.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	paused := time.Now()
+	c := dial(t, ctx, procs...)
+	t2, err := locks.New(c, "paused").Lock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(paused)
+	if t2 <= t1 {
+		t.Fatalf("new holder's token %d, paused holder's %d", t2, t1)
+	}
+	resp, err := http.Post(fmt.Sprintf("%s?token=%d", srv.URL, t2), "", nil)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("new holder's write: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if err := holder.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(stdin, "go\n"); err != nil {
+		t.Fatal(err)
+	}
+	if line := next(); line != fmt.Sprintf("resumed write %d", http.StatusConflict) {
+		t.Fatalf("paused holder's write after resume: %q", line)
+	}
+	if line := next(); !strings.Contains(line, "not the lock owner") && !strings.Contains(line, "session expired") {
+		t.Fatalf("paused holder's unlock after resume: %q", line)
+	}
+	res.mu.Lock()
+	t.Logf("resource log %v; the lock passed %v after the pause", res.log, took.Round(time.Millisecond))
+	res.mu.Unlock()
 }
