@@ -453,3 +453,84 @@ func TestPausedHolderIsFenced(t *testing.T) {
 	t.Logf("resource log %v; the lock passed %v after the pause", res.log, took.Round(time.Millisecond))
 	res.mu.Unlock()
 }
+
+// TestElectKillLeader runs three "gridctl elect" processes and kills the
+// leader (gridctl and its command) with SIGKILL ten times, starting a new
+// candidate each time: a new leader starts after each kill (never before:
+// no two leaders overlap), with a higher term, and the time to the new
+// leader is reported.
+func TestElectKillLeader(t *testing.T) {
+	ctx := ctxT(t, 150*time.Second)
+	bin := gridctlBin(t)
+	procs := startCluster(t, ctx, 3)
+	waitSettled(t, ctx, procs...)
+	log := filepath.Join(t.TempDir(), "leaders")
+	script := `echo "start $SHOAL_TERM $PPID $(date +%s%N)" >> ` + log + `; while :; do sleep 0.05; done`
+	candidates := map[int]*gridctlProc{}
+	spawn := func() {
+		g := startGridctl(t, bin, "--addr", dataAddrs(procs), "elect", "poller", "--", "sh", "-c", script)
+		candidates[g.cmd.Process.Pid] = g
+	}
+	for range 3 {
+		spawn()
+	}
+	type start struct {
+		term uint64
+		pid  int
+		at   int64
+	}
+	starts := func() []start {
+		b, err := os.ReadFile(log)
+		if err != nil {
+			return nil
+		}
+		var out []start
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			var s start
+			if _, err := fmt.Sscanf(l, "start %d %d %d", &s.term, &s.pid, &s.at); err == nil {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	waitStarts := func(n int) []start {
+		var ss []start
+		if err := proctest.Poll(ctx, 5*time.Millisecond, func(context.Context) error {
+			if ss = starts(); len(ss) < n {
+				return fmt.Errorf("%d leaders so far, want %d", len(ss), n)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return ss
+	}
+	var worst time.Duration
+	for round := range 10 {
+		ss := waitStarts(round + 1)
+		leader := ss[round]
+		g := candidates[leader.pid]
+		if g == nil {
+			t.Fatalf("round %d: leader pid %d is not a candidate", round, leader.pid)
+		}
+		killedAt := time.Now()
+		if err := syscall.Kill(-leader.pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		<-g.done
+		delete(candidates, leader.pid)
+		spawn()
+		ss = waitStarts(round + 2)
+		next := ss[round+1]
+		took := time.Duration(next.at - killedAt.UnixNano())
+		if next.at < killedAt.UnixNano() || next.term <= leader.term {
+			t.Fatalf("round %d: leader %+v started before the kill of %+v at %d, or with a lower term", round, next, leader, killedAt.UnixNano())
+		}
+		worst = max(worst, took)
+		t.Logf("round %d: new leader (term %d) %v after killing the leader", round, next.term, took.Round(time.Millisecond))
+	}
+	if ss := starts(); len(ss) != 11 {
+		t.Fatalf("%d leaders, want 11 (one per kill, plus the first)", len(ss))
+	}
+	t.Logf("worst time to a new leader: %v", worst.Round(time.Millisecond))
+}
