@@ -358,3 +358,46 @@ func TestClusterMutualExclusionUnderCrash(t *testing.T) {
 	}
 	t.Logf("%d critical sections, %d after crashing the lock's owner", completed.Load(), completed.Load()-before)
 }
+
+// TestClusterMemberDeathReleasesItsLocks crashes a member whose embedded
+// caller holds a lock (the lock living on another member): the member's
+// session ends when it is declared dead, and the lock passes to the
+// waiting client with a higher token.
+func TestClusterMemberDeathReleasesItsLocks(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a cluster")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl := gridtest.New(t, 3, gridtest.WithConfig(withLocks))
+	// A lock whose partition the victim does not own, so the hold itself
+	// survives and only the session matters.
+	victim := 2
+	name := ""
+	for i := 0; name == ""; i++ {
+		if n := "held-by-member-" + strconv.Itoa(i); ownerIndex(t, cl, n) != victim {
+			name = n
+		}
+	}
+	t1, err := locks.New(cl.Member(victim), name).Lock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dialAll(t, cl, 1)[0]
+	waiter := locks.New(c, name)
+	got := make(chan uint64, 1)
+	go func() {
+		tok, err := waiter.Lock(ctx)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- tok
+	}()
+	waitWaiters(t, waiter, 1)
+	start := time.Now()
+	cl.Crash(victim)
+	if t2 := <-got; t2 <= t1 {
+		t.Fatalf("token %d after the dead member's %d", t2, t1)
+	}
+	t.Logf("the dead member's lock passed after %v", time.Since(start).Round(time.Millisecond))
+}
