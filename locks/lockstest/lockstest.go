@@ -170,6 +170,29 @@ func Run(t *testing.T, prefix string, invokers func(t *testing.T) []op.Invoker) 
 		}
 	})
 
+	t.Run("CancelLeavesTheQueue", func(t *testing.T) {
+		ctx := ctx(t)
+		la, lb := locks.New(a, name("cancel")), locks.New(b, name("cancel"))
+		if _, err := la.Lock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		cctx, cancel := context.WithCancel(ctx) // no deadline: only the cancel ends the wait
+		errc := make(chan error, 1)
+		go func() { _, err := lb.Lock(cctx); errc <- err }()
+		waiters(t, la, 1)
+		cancel()
+		if err := <-errc; !errors.Is(err, op.ErrCanceled) {
+			t.Fatalf("cancelled lock: %v", err)
+		}
+		waiters(t, la, 0)
+		if err := la.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if locked, err := la.IsLocked(ctx); err != nil || locked {
+			t.Fatalf("the cancelled waiter got the lock: %v %v", locked, err)
+		}
+	})
+
 	t.Run("Reentrancy", func(t *testing.T) {
 		ctx := ctx(t)
 		l := locks.New(a, name("reentrant"))
