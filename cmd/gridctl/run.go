@@ -57,6 +57,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	switch {
 	case err == nil, errors.Is(err, errHelpShown):
 		return exitOK
+	case errors.Is(err, errDuplicate):
+		return exitDuplicate
 	case errors.As(err, &ue):
 		hint := "gridctl help"
 		if ue.topic != "" {
@@ -103,6 +105,10 @@ func dispatch(ctx context.Context, e env, args []string) error {
 		return mapCmd(ctx, e, g, rest)
 	case "bench":
 		return benchCmd(ctx, e, g, rest)
+	case "queue":
+		return queueCmd(ctx, e, g, rest)
+	case "idem":
+		return idemCmd(ctx, e, g, rest)
 	}
 	return usagef("", "unknown command %q", cmd)
 }
@@ -288,7 +294,7 @@ func helpCmd(e env, args []string) error {
 		topic = args[0] // "help map put" shows the map help
 	}
 	switch topic {
-	case "", "status", "map", "bench":
+	case "", "status", "map", "bench", "queue", "idem":
 	default:
 		return usagef("", "no help for %q", topic)
 	}
