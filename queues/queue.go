@@ -57,12 +57,24 @@ func (q *Queue) invoke(ctx context.Context, what string, req *op.Request) (*op.R
 	return resp, nil
 }
 
-// waitCtx bounds a waiting call by wait (<= 0: by ctx alone).
-func waitCtx(ctx context.Context, wait time.Duration) (context.Context, context.CancelFunc) {
+// waitGrace is how much longer than the owner's wait a caller waits for
+// the owner's answer: the owner decides when a wait ends (it removes the
+// waiter first), so an item is never handed to a caller that gave up.
+const waitGrace = 5 * time.Second
+
+// waitCtx bounds a waiting call by wait plus waitGrace (wait <= 0: by ctx
+// alone) and returns the wait to send to the owner (Aux).
+func waitCtx(ctx context.Context, wait time.Duration) (context.Context, context.CancelFunc, []byte) {
 	if wait <= 0 {
-		return context.WithCancel(ctx)
+		c, cancel := context.WithCancel(ctx)
+		return c, cancel, nil
 	}
-	return context.WithTimeout(ctx, wait)
+	c, cancel := context.WithTimeout(ctx, wait+waitGrace)
+	ms := int64(wait / time.Millisecond)
+	if wait%time.Millisecond != 0 {
+		ms++
+	}
+	return c, cancel, appendUvarint(nil, uint64(min(ms, int64(maxWait/time.Millisecond))))
 }
 
 // expired reports whether err is the end of a wait that ran out while the
@@ -91,10 +103,10 @@ func (q *Queue) OfferWait(ctx context.Context, item []byte, wait time.Duration) 
 	if item == nil {
 		return fmt.Errorf("queues: offer on queue %q: %w", q.name, errNilItem)
 	}
-	wctx, cancel := waitCtx(ctx, wait)
+	wctx, cancel, aux := waitCtx(ctx, wait)
 	defer cancel()
 	req := q.request(OpOfferWait)
-	req.Value = item
+	req.Value, req.Aux = item, aux
 	_, err := q.invoke(wctx, "offer", req)
 	if expired(ctx, err) {
 		return fmt.Errorf("queues: offer on queue %q: %w (waited %v)", q.name, op.ErrQueueFull, wait)
@@ -136,9 +148,11 @@ func (q *Queue) Poll(ctx context.Context) (item []byte, ok bool, err error) {
 // item. Waiters are served in arrival order; a waiter that gives up is
 // removed on the owner, so no item goes to a caller that is gone.
 func (q *Queue) PollWait(ctx context.Context, wait time.Duration) (item []byte, ok bool, err error) {
-	wctx, cancel := waitCtx(ctx, wait)
+	wctx, cancel, aux := waitCtx(ctx, wait)
 	defer cancel()
-	resp, err := q.invoke(wctx, "poll", q.request(OpPollWait))
+	req := q.request(OpPollWait)
+	req.Aux = aux
+	resp, err := q.invoke(wctx, "poll", req)
 	if expired(ctx, err) {
 		return nil, false, nil
 	}
@@ -160,16 +174,30 @@ func (q *Queue) Peek(ctx context.Context) (item []byte, ok bool, err error) {
 // Len returns the number of ready items and of items in flight (taken, not
 // yet acknowledged).
 func (q *Queue) Len(ctx context.Context) (ready, inFlight int, err error) {
+	st, err := q.Stats(ctx)
+	return st.Ready, st.InFlight, err
+}
+
+// Stats is a queue's size and waiters at one moment.
+type Stats struct {
+	Ready         int // items waiting to be taken
+	InFlight      int // items taken and not yet acknowledged
+	WaitingTakers int // parked PollWait / TakeWait calls
+	WaitingOffers int // parked OfferWait calls on a full queue
+}
+
+// Stats returns the queue's size and waiters.
+func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 	resp, err := q.invoke(ctx, "len", q.request(OpLen))
 	if err != nil {
-		return 0, 0, err
+		return Stats{}, err
 	}
 	r := reader{b: resp.Value}
-	f := r.uvarint()
+	st := Stats{Ready: int(resp.Num), InFlight: int(r.uvarint()), WaitingTakers: int(r.uvarint()), WaitingOffers: int(r.uvarint())}
 	if r.err != nil {
-		return 0, 0, fmt.Errorf("queues: len on queue %q: %w: %v", q.name, op.ErrInternal, r.err)
+		return Stats{}, fmt.Errorf("queues: len on queue %q: %w: %v", q.name, op.ErrInternal, r.err)
 	}
-	return int(resp.Num), int(f), nil
+	return st, nil
 }
 
 // Clear removes every ready item (not those in flight) and returns how many.
@@ -246,27 +274,27 @@ func visMillis(opts []TakeOption) (int64, error) {
 // Take delivers the head for reliable processing, at once; ok is false
 // when the queue is empty.
 func (q *Queue) Take(ctx context.Context, opts ...TakeOption) (d *Delivery, ok bool, err error) {
-	return q.take(ctx, OpTake, opts)
+	return q.take(ctx, OpTake, nil, opts)
 }
 
 // TakeWait is Take that waits up to wait (<= 0: until ctx ends) for an item.
 func (q *Queue) TakeWait(ctx context.Context, wait time.Duration, opts ...TakeOption) (d *Delivery, ok bool, err error) {
-	wctx, cancel := waitCtx(ctx, wait)
+	wctx, cancel, aux := waitCtx(ctx, wait)
 	defer cancel()
-	d, ok, err = q.take(wctx, OpTakeWait, opts)
+	d, ok, err = q.take(wctx, OpTakeWait, aux, opts)
 	if expired(ctx, err) {
 		return nil, false, nil
 	}
 	return d, ok, err
 }
 
-func (q *Queue) take(ctx context.Context, code uint8, opts []TakeOption) (*Delivery, bool, error) {
+func (q *Queue) take(ctx context.Context, code uint8, aux []byte, opts []TakeOption) (*Delivery, bool, error) {
 	ms, err := visMillis(opts)
 	if err != nil {
 		return nil, false, fmt.Errorf("queues: take on queue %q: %w", q.name, err)
 	}
 	req := q.request(code)
-	req.Num = ms
+	req.Num, req.Aux = ms, aux
 	resp, err := q.invoke(ctx, "take", req)
 	if err != nil || !resp.Found {
 		return nil, false, err

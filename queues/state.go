@@ -27,19 +27,23 @@ const (
 	// OpOffer appends Value. Found: appended; a full queue answers
 	// op.ErrQueueFull.
 	OpOffer uint8 = iota + 1
-	// OpOfferWait appends Value, waiting while the queue is full until the
-	// request's deadline (then op.ErrTimeout).
+	// OpOfferWait appends Value, waiting while the queue is full for at
+	// most Aux = uvarint(wait ms) (absent: the request's deadline); then
+	// op.ErrTimeout. The wait is decided by the owner, so a caller that
+	// keeps its own deadline a little longer hears the outcome instead of
+	// racing it.
 	OpOfferWait
 	// OpOfferAll appends every item of Value (encodeItems), all or none.
 	// Num: how many were appended.
 	OpOfferAll
 	// OpPoll removes the head. Found: there was one; Value: the item.
 	OpPoll
-	// OpPollWait is OpPoll waiting for an item until the deadline.
+	// OpPollWait is OpPoll waiting for an item for Aux (as OpOfferWait).
 	OpPollWait
 	// OpPeek reads the head without removing it.
 	OpPeek
-	// OpLen: Num is the number of ready items; Value is uvarint(in flight).
+	// OpLen: Num is the number of ready items; Value is uvarint(in flight)
+	// uvarint(waiting takers) uvarint(waiting offers).
 	OpLen
 	// OpClear removes every ready item. Num: how many.
 	OpClear
@@ -48,7 +52,7 @@ const (
 	// the queue's default) ends or the caller's session ends. Found: an
 	// item was delivered; Num: the delivery id; Value: encodeDelivery.
 	OpTake
-	// OpTakeWait is OpTake waiting for an item until the deadline.
+	// OpTakeWait is OpTake waiting for an item for Aux (as OpOfferWait).
 	OpTakeWait
 	// OpAck completes delivery Num. Found: it was in flight (false: it
 	// had already timed out or been acknowledged).
@@ -264,9 +268,12 @@ func (s *state) Execute(x *op.Exec, req *op.Request) *op.Response {
 	case OpLen:
 		q := s.queues[req.Name]
 		if q == nil {
-			return &op.Response{Value: appendUvarint(nil, 0)}
+			return &op.Response{Value: []byte{0, 0, 0}}
 		}
-		return &op.Response{Num: int64(q.ready.len()), Value: appendUvarint(nil, uint64(len(q.inflight)))}
+		v := appendUvarint(nil, uint64(len(q.inflight)))
+		v = appendUvarint(v, uint64(len(q.takers)))
+		v = appendUvarint(v, uint64(len(q.offerers)))
+		return &op.Response{Num: int64(q.ready.len()), Value: v}
 	case OpClear:
 		q := s.queues[req.Name]
 		if q == nil {
@@ -327,11 +334,16 @@ func (s *state) Execute(x *op.Exec, req *op.Request) *op.Response {
 				s.drop(q)
 				return fail(op.CodeQueueFull, "queue %q is at its capacity of %d", trunc(req.Name), q.rule.Capacity)
 			}
-			if s.reparked(x, q.offerers) {
+			until, bad := waitUntil(x, req)
+			if bad != nil {
+				s.drop(q)
+				return bad
+			}
+			if s.reparked(x, q.offerers, until) {
 				return nil
 			}
 			q.offerers = append(q.offerers, waiter{call: x.Caller, op: req.Op, data: req.Value, session: req.Origin})
-			x.Park(time.Time{})
+			x.Park(until)
 			return nil
 		}
 		s.push(x, q, item{data: req.Value})
@@ -375,11 +387,16 @@ func (s *state) Execute(x *op.Exec, req *op.Request) *op.Response {
 			s.drop(q)
 			return &op.Response{}
 		}
-		if s.reparked(x, q.takers) {
+		until, bad := waitUntil(x, req)
+		if bad != nil {
+			s.drop(q)
+			return bad
+		}
+		if s.reparked(x, q.takers, until) {
 			return nil
 		}
 		q.takers = append(q.takers, waiter{call: x.Caller, op: req.Op, vis: vis, session: req.Origin})
-		x.Park(time.Time{})
+		x.Park(until)
 		return nil
 	}
 	return fail(op.CodeUnknownOp, "queue: unknown operation %d", req.Op)
@@ -387,14 +404,31 @@ func (s *state) Execute(x *op.Exec, req *op.Request) *op.Response {
 
 // reparked handles a retry of a call that is already waiting (it was parked
 // on a previous owner, which replicated the waiter): park it again.
-func (s *state) reparked(x *op.Exec, ws []waiter) bool {
+func (s *state) reparked(x *op.Exec, ws []waiter, until time.Time) bool {
 	for _, w := range ws {
 		if w.call == x.Caller {
-			x.Park(time.Time{})
+			x.Park(until)
 			return true
 		}
 	}
 	return false
+}
+
+// maxWait bounds the wait of one parked call.
+const maxWait = 24 * time.Hour
+
+// waitUntil reads a waiting operation's wait (Aux) into a deadline; zero
+// means the caller's own deadline.
+func waitUntil(x *op.Exec, req *op.Request) (time.Time, *op.Response) {
+	if len(req.Aux) == 0 {
+		return time.Time{}, nil
+	}
+	r := reader{b: req.Aux}
+	ms := r.uvarint()
+	if err := r.done(); err != nil || ms > uint64(maxWait/time.Millisecond) {
+		return time.Time{}, fail(op.CodeBadRequest, "queue: bad wait (at most %v)", maxWait)
+	}
+	return x.Now.Add(time.Duration(ms) * time.Millisecond), nil
 }
 
 // push appends it to the ready items.

@@ -198,7 +198,7 @@ func TestTakeAckNackVisibility(t *testing.T) {
 	if !r.Found || id != 1 {
 		t.Fatalf("take = %+v", r)
 	}
-	if r := p.run(p.req(OpLen, "q")); r.Num != 1 || r.Value[0] != 1 {
+	if r := p.run(p.req(OpLen, "q")); r.Num != 1 || r.Value[0] != 1 || len(r.Value) != 3 {
 		t.Fatalf("len = %d ready, %v", r.Num, r.Value)
 	}
 	// Nack puts it back at the head.
@@ -473,4 +473,25 @@ func FuzzRestore(f *testing.F) {
 		_, _ = decodeItems(b, MaxBatch)
 		_, _, _ = decodeDelivery(b)
 	})
+}
+
+func TestWaitIsDecidedByTheOwner(t *testing.T) {
+	p := newPair(t)
+	w := p.req(OpPollWait, "q")
+	w.Aux = appendUvarint(nil, 100)
+	p.run(w)
+	var at time.Time
+	for _, e := range p.effects {
+		if e.Kind == op.EffectPark {
+			at = e.At
+		}
+	}
+	if !at.Equal(t0.Add(100 * time.Millisecond)) {
+		t.Fatalf("parked until %v, want now+100ms", at)
+	}
+	bad := p.req(OpTakeWait, "q")
+	bad.Aux = []byte{0xff}
+	if r := p.run(bad); !errors.Is(r.Err(), op.ErrBadRequest) {
+		t.Fatalf("bad wait = %v", r.Err())
+	}
 }
