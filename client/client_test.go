@@ -182,7 +182,7 @@ func TestNoMemberReachableFailsFastThenRecovers(t *testing.T) {
 	// The whole "cluster" comes back on the same address: the idle client
 	// reconnects by itself and adopts the new cluster's table even though
 	// its versions started again.
-	mem, err := grid.Start(ctx, grid.Config{Name: "again", BindAddr: "127.0.0.1:0", DataAddr: addr, Gossip: grid.FastGossip(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	mem, err := grid.Start(ctx, grid.Config{Name: "again", BindAddr: "127.0.0.1:0", DataAddr: addr, Gossip: grid.FastGossip(), Services: []op.Service{maps.Service{}}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

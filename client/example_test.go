@@ -10,6 +10,7 @@ import (
 	"github.com/shoalgrid/shoal/client"
 	"github.com/shoalgrid/shoal/grid"
 	"github.com/shoalgrid/shoal/maps"
+	"github.com/shoalgrid/shoal/op"
 )
 
 // Connect to a cluster and use a typed map: the same proxy as in an
@@ -18,7 +19,7 @@ func ExampleDial() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// A one-member cluster to talk to (usually: gridnode processes).
-	m, err := grid.Start(ctx, grid.Config{BindAddr: "127.0.0.1:0", DataAddr: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	m, err := grid.Start(ctx, grid.Config{BindAddr: "127.0.0.1:0", DataAddr: "127.0.0.1:0", Services: []op.Service{maps.Service{}}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		fmt.Println(err)
 		return

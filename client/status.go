@@ -9,32 +9,12 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/shoalgrid/shoal/op"
+	"github.com/shoalgrid/shoal/sysop"
 )
 
-// sysStatus is the member-core operation that returns a member's
-// statistics (see grid.Stats); clients may call it.
-const sysStatus = 8
-
-// MemberStatus is what one member reports about itself.
-type MemberStatus struct {
-	Name             string
-	Addr             string
-	Coordinator      bool
-	TableVersion     uint64
-	Members          int
-	PartitionsOwned  int
-	PartitionsBackup int
-	UnsyncedBackups  int
-	Entries          int
-	Ready            bool
-	Leaving          bool
-	Fenced           bool
-	TableBackups     int
-	RequestsServed   uint64
-	BackupRecords    uint64
-	MigrationsOut    uint64
-	MigrationsIn     uint64
-}
+// MemberStatus is what one member reports about itself (the member's
+// grid.Stats; both are sysop.Stats, so they cannot drift).
+type MemberStatus = sysop.Stats
 
 // Status asks every member of the client's table for its status. Members
 // that do not answer are left out and reported in the error (which wraps
@@ -52,7 +32,7 @@ func (c *Client) Status(ctx context.Context) ([]MemberStatus, error) {
 			cn, err := c.conn(ctx, mb.Addr)
 			if err == nil {
 				var resp *op.Response
-				resp, err = cn.Call(ctx, &op.Request{Service: sysService, Op: sysStatus, Partition: -1})
+				resp, err = cn.Call(ctx, &op.Request{Service: sysop.Service, Op: sysop.Status, Partition: -1})
 				if err == nil {
 					err = resp.Err()
 				}

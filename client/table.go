@@ -10,12 +10,7 @@ import (
 
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/partition"
-)
-
-// Member-core system service and its table operation (see grid).
-const (
-	sysService  = "_grid"
-	sysGetTable = 1
+	"github.com/shoalgrid/shoal/sysop"
 )
 
 // EventType is the kind of a membership event.
@@ -140,7 +135,7 @@ func (c *Client) fetchTable(ctx context.Context, addr string) (*partition.Table,
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
 	defer cancel()
-	resp, err := cn.Call(ctx, &op.Request{Service: sysService, Op: sysGetTable, Partition: -1})
+	resp, err := cn.Call(ctx, &op.Request{Service: sysop.Service, Op: sysop.GetTable, Partition: -1})
 	if err != nil {
 		return nil, err
 	}

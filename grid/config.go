@@ -47,8 +47,10 @@ type Config struct {
 	Gossip GossipConfig
 	// Limits bound key, value and frame sizes.
 	Limits wire.Limits
-	// Services are the structure services this member runs, in addition to
-	// the built-in ones (maps).
+	// Services are the structure services this member runs (e.g.
+	// maps.Service{}). Every member of a cluster should run the same ones;
+	// none is built in, and a member without services still routes, stores
+	// tables and forwards requests.
 	Services []op.Service
 	// Profile picks the default backup counts: ProfileReliable (one
 	// synchronous backup; the default) or ProfilePerformance (none).

@@ -9,6 +9,7 @@ import (
 
 	"github.com/shoalgrid/shoal/grid"
 	"github.com/shoalgrid/shoal/maps"
+	"github.com/shoalgrid/shoal/op"
 )
 
 // Embed a member in a Go program and use a distributed map through it.
@@ -19,6 +20,7 @@ func ExampleStart() {
 		Name:     "n1",
 		BindAddr: "127.0.0.1:0", // gossip; 0 picks a free port
 		DataAddr: "127.0.0.1:0", // clients and members
+		Services: []op.Service{maps.Service{}},
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {

@@ -17,6 +17,12 @@ import (
 // change or a migration are retried against the new owner until ctx ends;
 // they are never dropped silently. It implements op.Invoker.
 func (m *Member) Invoke(ctx context.Context, req *op.Request) (*op.Response, error) {
+	return m.invoke(ctx, req, false)
+}
+
+// invoke is Invoke; internal is set for the member core's own calls,
+// which may use the reserved operation codes (op.OpReservedMin and up).
+func (m *Member) invoke(ctx context.Context, req *op.Request, internal bool) (*op.Response, error) {
 	if m.closed.Load() {
 		return nil, m.errClosed()
 	}
@@ -26,6 +32,9 @@ func (m *Member) Invoke(ctx context.Context, req *op.Request) (*op.Response, err
 	if req.Service == "" || req.Service[0] == '_' {
 		return nil, op.Errorf(op.CodeUnknownService, "service %q", req.Service)
 	}
+	if req.Op >= op.OpReservedMin && !internal {
+		return nil, op.Errorf(op.CodeUnknownOp, "operation %d is reserved for the member core", req.Op)
+	}
 	r := *req
 	if r.Partition < 0 {
 		r.Partition = m.PartitionOf(r.Key)
@@ -33,7 +42,7 @@ func (m *Member) Invoke(ctx context.Context, req *op.Request) (*op.Response, err
 	if int(r.Partition) >= m.cfg.PartitionCount {
 		return nil, op.Errorf(op.CodeBadRequest, "partition %d out of range 0..%d", r.Partition, m.cfg.PartitionCount-1)
 	}
-	if r.Origin == 0 {
+	if r.Origin == 0 && !internal {
 		// Give the call an identity so a retry is never applied twice.
 		r.Origin, r.CallSeq = m.origin, m.callSeq.Add(1)
 	}
@@ -60,7 +69,19 @@ func (m *Member) Invoke(ctx context.Context, req *op.Request) (*op.Response, err
 					r.Value, r.Aux, cloned = bytes.Clone(r.Value), bytes.Clone(r.Aux), true
 				}
 				var w *ackWait
-				resp, w = m.executeLocal(nil, &r)
+				var pc *parkedCall
+				if dl, ok := ctx.Deadline(); ok {
+					// A state that parks the call learns when its
+					// caller stops waiting.
+					r.Timeout = max(time.Until(dl), time.Millisecond)
+				}
+				resp, w, pc = m.executeLocal(nil, &r)
+				if pc != nil {
+					resp, err = m.waitParked(ctx, pc)
+					if err != nil {
+						return nil, err
+					}
+				}
 				if resp.Code == op.OK {
 					resp.Value = bytes.Clone(resp.Value)
 				}

@@ -3,7 +3,9 @@
 // execution of structure operations, the TCP server that clients and other
 // members talk to, forwarding and retries, and partition migration. All of
 // Shoal's IO lives here; the structure packages (maps, ...) are pure state
-// machines plus proxies over op.Invoker, which *Member implements.
+// machines plus proxies over op.Invoker, which *Member implements. grid
+// imports no structure package: the program that starts a member registers
+// the services it runs in Config.Services.
 package grid
 
 import (
@@ -20,14 +22,14 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
-	"github.com/shoalgrid/shoal/maps"
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/partition"
 	"github.com/shoalgrid/shoal/wire"
 )
 
 // Member is one running cluster member. It implements op.Invoker, so
-// structure proxies work on it directly: maps.New(member, "users").
+// structure proxies work on it directly: maps.New(member, "users") (with
+// maps.Service{} in Config.Services).
 type Member struct {
 	cfg     Config
 	log     *slog.Logger
@@ -70,6 +72,10 @@ type Member struct {
 	fenceKick chan struct{}
 
 	backups *backupRules
+	// timers holds parked-call deadlines and state timers (timerLoop).
+	timers *timerHeap
+	// events holds the subscriptions to structure events (Emit).
+	events *eventHub
 	// origin and callSeq give this member's invocations their identity.
 	origin  uint64
 	callSeq atomic.Uint64
@@ -173,7 +179,7 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 		cancel()
 		return nil, err
 	}
-	for _, s := range append([]op.Service{maps.Service{}}, cfg.Services...) {
+	for _, s := range cfg.Services {
 		if _, dup := m.svcIndex[s.Name()]; dup || s.Name() == "" || s.Name()[0] == '_' {
 			ln.Close()
 			cancel()
@@ -183,6 +189,8 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 		m.services = append(m.services, s)
 	}
 	m.backups = newBackupRules(cfg)
+	m.timers = newTimerHeap()
+	m.events = newEventHub(m)
 	m.origin = rand.Uint64() | 1
 	m.lastTick.Store(time.Now().UnixNano())
 	m.slots = make([]*slot, cfg.PartitionCount)
@@ -230,7 +238,8 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 			m.log.Warn("announce start time", "err", err)
 		}
 	}
-	m.wg.Add(6 + cfg.MigrationParallelism)
+	m.wg.Add(7 + cfg.MigrationParallelism)
+	go m.timerLoop()
 	go m.coord.run()
 	go m.reconnectLoop()
 	go m.sweepLoop()

@@ -468,6 +468,7 @@ func (m *Member) handoff(ctx context.Context, p int32, next string) error {
 		return op.Errorf(op.CodeBadRequest, "%s is not a backup of partition %d", next, p)
 	}
 	s.frozen = cur.Version
+	s.failParked(op.CodeMigrating, fmt.Sprintf("partition %d is being handed over", p), cur.Version)
 	for !(tg.synced && tg.acked >= s.seq) {
 		// The partition is frozen, so no mutation will schedule a copy
 		// to a backup that is not being fed: ask for one, as waitSynced

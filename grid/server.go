@@ -13,41 +13,23 @@ import (
 
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/partition"
+	"github.com/shoalgrid/shoal/sysop"
 	"github.com/shoalgrid/shoal/wire"
 )
 
-// sysService is the member core's own service; its operations travel as
-// ordinary requests so one codec and one connection type carry everything.
-const sysService = "_grid"
-
-// System operations.
+// The member core's own service and operations, shared with the client
+// through sysop (see there for what each one does).
 const (
-	// sysGetTable returns the member's table (Value) and version (Num).
-	// Clients may call it.
-	sysGetTable uint8 = iota + 1
-	// sysPublish offers a table (Value); the receiver adopts it if newer.
-	sysPublish
-	// sysBackup is one backup record: partition, sequence (Num), the
-	// owner's table version, and the encoded mutation (Value).
-	sysBackup
-	// sysBackupSync is a chunk (Value at offset Num) of a full partition
-	// snapshot for sync Key; Aux holds the snapshot's sequence on the last
-	// chunk.
-	sysBackupSync
-	// sysTrigger asks the coordinator to re-plan now.
-	sysTrigger
-	// sysHandoff asks the owner of Partition to freeze it until backup Key
-	// holds every mutation (before the coordinator makes Key the owner).
-	sysHandoff
-	// sysReplicaSeqs returns, for every partition, the sequence of the
-	// last mutation this member applied (8 bytes big endian each; all ones
-	// for "no replica here").
-	sysReplicaSeqs
-	// sysStatus returns the member's Stats (msgpack). Clients may call it.
-	sysStatus
-	// sysBackupProbe asks a backup whether it holds the owner's mutations
-	// up to sequence Num of Partition, so a resync can skip the copy.
-	sysBackupProbe
+	sysService     = sysop.Service
+	sysGetTable    = sysop.GetTable
+	sysPublish     = sysop.Publish
+	sysBackup      = sysop.Backup
+	sysBackupSync  = sysop.BackupSync
+	sysTrigger     = sysop.Trigger
+	sysHandoff     = sysop.Handoff
+	sysReplicaSeqs = sysop.ReplicaSeqs
+	sysStatus      = sysop.Status
+	sysBackupProbe = sysop.BackupProbe
 )
 
 func (m *Member) hello(role wire.Role) wire.Hello {
@@ -146,11 +128,16 @@ func (m *Member) HandleRequest(c *wire.Conn, id uint64, req *op.Request) {
 		m.handleSys(c, id, req)
 		return
 	}
+	internal := c.Peer().Role == wire.RoleMember
+	if req.Op >= op.OpReservedMin && !internal {
+		c.Respond(id, &op.Response{Code: op.CodeUnknownOp, Msg: fmt.Sprintf("operation %d is reserved for the member core", req.Op), TableVersion: m.tableVersion()})
+		return
+	}
 	if req.TableVersion == 0 {
 		ok := m.spawn(func() {
 			ctx, cancel := timeoutContext(m.ctx, req.Timeout)
 			defer cancel()
-			resp, err := m.Invoke(ctx, req)
+			resp, err := m.invoke(ctx, req, internal)
 			if err != nil && (resp == nil || resp.Code == op.OK) {
 				resp = errResponse(err, m.tableVersion())
 			}
@@ -161,7 +148,13 @@ func (m *Member) HandleRequest(c *wire.Conn, id uint64, req *op.Request) {
 		}
 		return
 	}
-	resp, w := m.executeLocal(c.Batch(), req)
+	resp, w, pc := m.executeLocal(c.Batch(), req)
+	if pc != nil {
+		// Parked: answered when a later mutation completes it, its
+		// deadline passes or this member stops owning the partition.
+		pc.attach(func(resp *op.Response) { c.Respond(id, resp) })
+		return
+	}
 	if w == nil {
 		c.RespondBatch(c.Batch(), id, resp)
 		return
@@ -198,10 +191,10 @@ func (m *Member) tableVersion() uint64 {
 // mutation with synchronous backups it also returns the wait for their
 // acknowledgements.
 // b is the batch of the read loop running the call, or nil.
-func (m *Member) executeLocal(b *wire.Batch, req *op.Request) (*op.Response, *ackWait) {
+func (m *Member) executeLocal(b *wire.Batch, req *op.Request) (*op.Response, *ackWait, *parkedCall) {
 	t := m.Table()
 	if t == nil {
-		return &op.Response{Code: op.CodeStaleTable, Msg: "member " + m.cfg.Name + " has no partition table yet"}, nil
+		return &op.Response{Code: op.CodeStaleTable, Msg: "member " + m.cfg.Name + " has no partition table yet"}, nil, nil
 	}
 	p := req.Partition
 	if p < 0 {
@@ -209,13 +202,13 @@ func (m *Member) executeLocal(b *wire.Batch, req *op.Request) (*op.Response, *ac
 		req.Partition = p
 	}
 	if int(p) >= len(m.slots) {
-		return &op.Response{Code: op.CodeBadRequest, Msg: fmt.Sprintf("partition %d out of range 0..%d", p, len(m.slots)-1), TableVersion: t.Version}, nil
+		return &op.Response{Code: op.CodeBadRequest, Msg: fmt.Sprintf("partition %d out of range 0..%d", p, len(m.slots)-1), TableVersion: t.Version}, nil, nil
 	}
 	return m.slots[p].execute(m, b, t, req)
 }
 
 func (m *Member) handleSys(c *wire.Conn, id uint64, req *op.Request) {
-	if req.Op != sysGetTable && req.Op != sysStatus && c.Peer().Role != wire.RoleMember {
+	if !sysop.ClientAllowed(req.Op) && c.Peer().Role != wire.RoleMember {
 		c.Respond(id, &op.Response{Code: op.CodeBadRequest, Msg: "system operation reserved for members"})
 		return
 	}

@@ -55,6 +55,12 @@ type slot struct {
 	waits []*ackWait
 	// rec is scratch for building backup records under mu.
 	rec recordScratch
+	// exec is the execution context handed to states that implement
+	// op.Executor (reused under mu).
+	exec op.Exec
+	// parked are the calls parked on this partition (owner only), by
+	// identity (see park.go).
+	parked map[op.CallID]*parkedCall
 }
 
 // expireWaits fails the mutations whose backups did not acknowledge them
@@ -249,42 +255,46 @@ func (w *ackWait) result() error {
 // execute applies req if this member owns the partition at the request's
 // table version. For a mutation with synchronous backups it also returns
 // the wait for their acknowledgements; the caller must not report success
-// before it completes.
-func (s *slot) execute(m *Member, b *wire.Batch, cur *partition.Table, req *op.Request) (*op.Response, *ackWait) {
+// before it completes. A call that a state parked (op.Exec.Park) returns
+// no response but its parkedCall: the caller attaches its responder to it.
+func (s *slot) execute(m *Member, b *wire.Batch, cur *partition.Table, req *op.Request) (*op.Response, *ackWait, *parkedCall) {
 	svc, ok := m.svcIndex[req.Service]
 	if !ok {
-		return &op.Response{Code: op.CodeUnknownService, Msg: fmt.Sprintf("no service %q", req.Service), TableVersion: cur.Version}, nil
+		return &op.Response{Code: op.CodeUnknownService, Msg: fmt.Sprintf("no service %q", req.Service), TableVersion: cur.Version}, nil, nil
 	}
 	now := time.Now()
 	if m.pausedAt(now) {
-		return &op.Response{Code: op.CodeStaleTable, Msg: fmt.Sprintf("member %s was paused and waits for a new table", m.cfg.Name), TableVersion: cur.Version}, nil
+		return &op.Response{Code: op.CodeStaleTable, Msg: fmt.Sprintf("member %s was paused and waits for a new table", m.cfg.Name), TableVersion: cur.Version}, nil, nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if req.TableVersion > cur.Version {
-		return &op.Response{Code: op.CodeStaleTable, Msg: fmt.Sprintf("member %s has table %d, request has %d", m.cfg.Name, cur.Version, req.TableVersion), TableVersion: cur.Version}, nil
+		return &op.Response{Code: op.CodeStaleTable, Msg: fmt.Sprintf("member %s has table %d, request has %d", m.cfg.Name, cur.Version, req.TableVersion), TableVersion: cur.Version}, nil, nil
 	}
 	if s.role != 0 || (req.TableVersion != 0 && req.TableVersion < s.ownerSince) {
-		return &op.Response{Code: op.CodeWrongOwner, Msg: fmt.Sprintf("member %s does not own partition %d at table %d", m.cfg.Name, s.id, req.TableVersion), TableVersion: cur.Version}, nil
+		return &op.Response{Code: op.CodeWrongOwner, Msg: fmt.Sprintf("member %s does not own partition %d at table %d", m.cfg.Name, s.id, req.TableVersion), TableVersion: cur.Version}, nil, nil
 	}
 	if s.frozen != 0 {
-		return &op.Response{Code: op.CodeMigrating, Msg: fmt.Sprintf("partition %d is being handed over", s.id), TableVersion: cur.Version}, nil
+		return &op.Response{Code: op.CodeMigrating, Msg: fmt.Sprintf("partition %d is being handed over", s.id), TableVersion: cur.Version}, nil, nil
 	}
 	mutates := m.services[svc].Mutates(req.Op)
-	if mutates && req.Origin != 0 {
+	if mutates && req.Origin != 0 && req.Op < op.OpReservedMin {
 		if r, seq, ok := s.dedup.get(req.Origin, req.CallSeq); ok {
 			// A retry: answer with the original response, once the
 			// synchronous backups hold the original mutation.
 			r.TableVersion = cur.Version
-			return &r, s.coverage(m, req, seq)
+			return &r, s.coverage(m, req, seq), nil
 		}
 	}
 	st := s.state(m, svc)
+	if ex, ok := st.(op.Executor); ok {
+		return s.executeSeam(m, b, cur, req, ex, mutates, now)
+	}
 	resp := st.Apply(now, req)
 	m.counters.served.Add(1)
 	if !mutates || resp.Code != op.OK {
 		resp.TableVersion = cur.Version
-		return resp, nil
+		return resp, nil, nil
 	}
 	s.seq++
 	s.term = s.ownerSince
@@ -301,7 +311,7 @@ func (s *slot) execute(m *Member, b *wire.Batch, cur *partition.Table, req *op.R
 		m.replicate(s, b, cur.Version, now, req, w, need)
 	}
 	resp.TableVersion = cur.Version
-	return resp, w
+	return resp, w, nil
 }
 
 func (s *slot) state(m *Member, svc int) op.State {
@@ -338,8 +348,9 @@ func (s *slot) applyBackup(m *Member, cur uint64, version, seq, term uint64, now
 	if seq != s.seq+1 {
 		return &op.Response{Code: op.CodeBackupGap, Msg: fmt.Sprintf("partition %d: record %d after %d", s.id, seq, s.seq), TableVersion: cur}
 	}
-	resp := s.state(m, svc).Apply(now, req)
-	if req.Origin != 0 {
+	if ex, ok := s.state(m, svc).(op.Executor); ok {
+		s.applySeam(ex, seq, now, req)
+	} else if resp := s.state(m, svc).Apply(now, req); req.Origin != 0 {
 		// Replay is deterministic, so this is the owner's response: keep
 		// it for a retry that reaches this member after a failover.
 		s.dedup.put(req.Origin, req.CallSeq, seq, resp, now)
@@ -448,7 +459,14 @@ func (s *slot) adopt(m *Member, t *partition.Table) (dropped int, resync []strin
 		}
 	}
 	s.targets = next
+	if s.role == 0 && role != 0 {
+		s.failParked(op.CodeWrongOwner, fmt.Sprintf("member %s no longer owns partition %d (table %d)", m.cfg.Name, s.id, t.Version), t.Version)
+	}
+	was := s.role
 	s.role = role
+	if role == 0 && was != 0 {
+		s.becameOwner(m, time.Now())
+	}
 	return dropped, resync
 }
 

@@ -20,6 +20,19 @@ import "time"
 //     false). It must make the same state change in both; the effects are
 //     only carried out on the owner (Complete is also recorded on backups, see
 //     below).
+//   - A mutating call is replicated when its response is OK, or when it
+//     parked or recorded effects; a non-OK answer otherwise means "nothing
+//     changed" and is not replicated.
+//   - A call that parks and is re-sent with the same identity (its invoker
+//     retries after a failover, a hand-over or a lost connection) must find
+//     its place in the waiter list and park again, not join it twice; a
+//     re-sent call that was already completed is answered by the core's
+//     retry table and never reaches the state.
+//   - The core answers parked calls with a retriable error when the member
+//     stops owning the partition; the new owner only tracks the deadlines
+//     of calls parked (or re-parked) on it, so a state that must expire
+//     waiters whose callers vanished uses sessions (OpSessionEnded) or
+//     its own timers.
 //   - Timers, deadlines of parked calls, cancellations and ended sessions
 //     reach the state as sequenced mutations on the owner, through the
 //     reserved operation codes below, so backups replay them; no member ever

@@ -128,6 +128,15 @@ type State interface {
 	// block, do IO or keep references to req's byte slices beyond the call
 	// unless it owns them (the member core hands over ownership of Value and
 	// Aux).
+	//
+	// Ownership of the response: once Apply (or Execute) returns, the
+	// Response and its Value belong to the member core, which may send it,
+	// keep it in its retry table (for as long as the table remembers the
+	// call) and hand it to the caller (an embedded caller gets a copy of
+	// Value). Value may share memory with the state (a stored value) only
+	// if the state never writes into that memory afterwards: replace a
+	// stored slice, never modify it in place. The same holds for the
+	// responses given to Exec.Complete and the payloads given to Exec.Emit.
 	Apply(now time.Time, req *Request) *Response
 	// Snapshot serialises the whole partition state, for migration.
 	Snapshot(now time.Time) ([]byte, error)

@@ -31,6 +31,7 @@ import (
 
 	"github.com/shoalgrid/shoal/grid"
 	"github.com/shoalgrid/shoal/maps"
+	"github.com/shoalgrid/shoal/op"
 )
 
 type result struct {
@@ -71,6 +72,7 @@ func main() {
 		BindAddr: "127.0.0.1:0",
 		DataAddr: "127.0.0.1:0",
 		Profile:  grid.ProfilePerformance,
+		Services: []op.Service{maps.Service{}},
 		Gossip:   grid.FastGossip(),
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})

@@ -474,6 +474,7 @@ func (o options) gridConfig(log *slog.Logger) grid.Config {
 		Profile:           grid.Profile(o.profile),
 		BackupTimeout:     o.backupTimeout,
 		Placement:         placements[o.placement],
+		Services:          services(),
 	}
 	def := o.backups()
 	if o.backupCount >= 0 || o.asyncBackupCount >= 0 {

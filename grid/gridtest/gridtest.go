@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/shoalgrid/shoal/grid"
+	"github.com/shoalgrid/shoal/maps"
+	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/partition"
 )
 
@@ -41,6 +43,12 @@ type Option func(*settings)
 // WithPartitions sets the partition count.
 func WithPartitions(n int) Option { return func(s *settings) { s.base.PartitionCount = n } }
 
+// WithServices registers more services on every member, besides the map
+// service every cluster of this package runs.
+func WithServices(svcs ...op.Service) Option {
+	return func(s *settings) { s.base.Services = append(s.base.Services, svcs...) }
+}
+
 // WithConfig applies f to the config every member starts with.
 func WithConfig(f func(*grid.Config)) Option { return func(s *settings) { f(&s.base) } }
 
@@ -51,6 +59,8 @@ func WithMemberConfig(f func(i int, c *grid.Config)) Option {
 }
 
 // New starts n members that form one cluster and waits until it is stable.
+// Every member runs the map service (maps.Service{}) and those added with
+// WithServices.
 // Everything is stopped by t.Cleanup. Logs go to stderr when SHOAL_TEST_LOG
 // is set.
 func New(t testing.TB, n int, opts ...Option) *Cluster {
@@ -60,6 +70,7 @@ func New(t testing.TB, n int, opts ...Option) *Cluster {
 		DataAddr: "127.0.0.1:0",
 		Gossip:   grid.FastGossip(),
 		Logger:   logger(),
+		Services: []op.Service{maps.Service{}},
 	}}
 	for _, o := range opts {
 		o(&set)

@@ -26,24 +26,62 @@ func deps(t *testing.T, pkg string) []string {
 	return ds
 }
 
+// structures are the structure packages: pure state machines and proxies.
+// Only op (and the standard library, x/sync) sits below them, and nothing
+// of the core sits above them but the programs that assemble a member.
+var structures = []string{"maps", "locks", "queues"}
+
+// exists reports whether the module has package pkg (structure packages
+// arrive one by one).
+func exists(pkg string) bool {
+	return exec.Command("go", "list", mod+pkg).Run() == nil
+}
+
 func TestLayering(t *testing.T) {
 	rules := []struct {
 		pkg     string
 		allowed []string // module-internal packages it may depend on
 	}{
 		{"op", nil},
+		{"sysop", nil},
 		{"partition", nil},
 		{"wire", []string{"op"}},
-		{"maps", []string{"op"}},
-		{"client", []string{"op", "wire", "partition"}},
+		{"client", []string{"op", "wire", "partition", "sysop"}},
+		{"grid", []string{"op", "wire", "partition", "sysop", "backup", "quorum"}},
+		{"backup", []string{"op", "wire", "partition"}},
+		{"quorum", []string{"op", "partition"}},
+	}
+	for _, s := range structures {
+		rules = append(rules, struct {
+			pkg     string
+			allowed []string
+		}{s, []string{"op"}})
 	}
 	for _, r := range rules {
 		t.Run(r.pkg, func(t *testing.T) {
+			if !exists(r.pkg) {
+				t.Skipf("no package %s yet", r.pkg)
+			}
 			for _, d := range deps(t, r.pkg) {
 				if !slices.Contains(r.allowed, d) {
 					t.Errorf("%s depends on %s; allowed: %v", r.pkg, d, r.allowed)
 				}
 			}
 		})
+	}
+}
+
+// TestCoreImportsNoStructure checks the assembly rule on its own: the core
+// packages never import a structure package, whatever else they may use.
+func TestCoreImportsNoStructure(t *testing.T) {
+	for _, pkg := range []string{"grid", "client", "wire", "partition", "op", "sysop", "backup", "quorum"} {
+		if !exists(pkg) {
+			continue
+		}
+		for _, d := range deps(t, pkg) {
+			if slices.Contains(structures, d) || strings.HasPrefix(d, "maps/") {
+				t.Errorf("%s imports structure package %s: services are registered through grid.Config.Services", pkg, d)
+			}
+		}
 	}
 }

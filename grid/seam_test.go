@@ -1,0 +1,238 @@
+package grid_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/shoalgrid/shoal/grid/gridtest"
+	"github.com/shoalgrid/shoal/internal/semtest"
+	"github.com/shoalgrid/shoal/op"
+)
+
+// seamCluster starts n members running the test semaphore service and
+// returns the index of the owner of name's partition and of the others.
+func seamCluster(t *testing.T, n int, name string) (*gridtest.Cluster, int, []int) {
+	t.Helper()
+	c := gridtest.New(t, n, gridtest.WithServices(semtest.Service{}))
+	return c, ownerIndex(t, c, name), others(t, c, name)
+}
+
+func ownerIndex(t *testing.T, c *gridtest.Cluster, name string) int {
+	t.Helper()
+	live := c.Live()
+	o, ok := live[0].Table().Owner(live[0].PartitionOf(name))
+	if !ok {
+		t.Fatalf("no owner for %s", name)
+	}
+	return memberIndex(t, o.Name)
+}
+
+// memberIndex returns the index of gridtest member "m<i>".
+func memberIndex(t *testing.T, name string) int {
+	t.Helper()
+	var i int
+	if _, err := fmt.Sscanf(name, "m%d", &i); err != nil {
+		t.Fatalf("member name %q: %v", name, err)
+	}
+	return i
+}
+
+// others returns the indexes of the running members that do not own
+// name's partition.
+func others(t *testing.T, c *gridtest.Cluster, name string) []int {
+	t.Helper()
+	o := ownerIndex(t, c, name)
+	var out []int
+	for _, m := range c.Live() {
+		if i := memberIndex(t, m.Name()); i != o {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+type result struct {
+	grant int64
+	err   error
+}
+
+// acquireAsync starts an Acquire and returns its result channel.
+func acquireAsync(ctx context.Context, s *semtest.Sem) <-chan result {
+	ch := make(chan result, 1)
+	go func() {
+		g, err := s.Acquire(ctx, 1)
+		ch <- result{g, err}
+	}()
+	return ch
+}
+
+// waitWaiters polls until the semaphore has n parked waiters.
+func waitWaiters(t *testing.T, s *semtest.Sem, n int) {
+	t.Helper()
+	gridtest.Eventually(t, 10*time.Second, func() (bool, string) {
+		in, err := s.Info(context.Background())
+		return err == nil && in.Waiters == n, fmt.Sprintf("waiters %d (want %d), err %v", in.Waiters, n, err)
+	})
+}
+
+func expectPending(t *testing.T, ch <-chan result) {
+	t.Helper()
+	select {
+	case r := <-ch:
+		t.Fatalf("call returned %+v while it should wait", r)
+	default:
+	}
+}
+
+func recv(t *testing.T, ch <-chan result) result {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(15 * time.Second):
+		t.Fatal("parked call was never answered")
+		return result{}
+	}
+}
+
+// Waiters park on the owner, are woken in FIFO order by releases (from
+// other members' sessions), and the holders are the callers' sessions.
+func TestSeamParkedWaitersWakeInOrder(t *testing.T) {
+	ctx := ctxT(t, 60*time.Second)
+	c, _, rest := seamCluster(t, 3, "s")
+	a, b := c.Member(rest[0]), c.Member(rest[1])
+	owner := c.Member(ownerIndex(t, c, "s"))
+	sa, sb, so := semtest.New(a, "s"), semtest.New(b, "s"), semtest.New(owner, "s")
+	if err := sa.Init(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if g, err := so.Acquire(ctx, 1); err != nil || g != 1 {
+		t.Fatalf("first acquire: %d %v", g, err)
+	}
+	wa := acquireAsync(ctx, sa) // remote waiter (forwarded to the owner)
+	waitWaiters(t, so, 1)
+	wb := acquireAsync(ctx, sb)
+	waitWaiters(t, so, 2)
+	expectPending(t, wa)
+	if err := so.Release(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if r := recv(t, wa); r.err != nil || r.grant != 2 {
+		t.Fatalf("first waiter: %+v, want grant 2", r)
+	}
+	expectPending(t, wb)
+	// Only the holder's session may release.
+	if err := sb.Release(ctx, 1); !errors.Is(err, op.ErrNotLockOwner) {
+		t.Fatalf("release by a non-holder: %v, want ErrNotLockOwner", err)
+	}
+	if err := sa.Release(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if r := recv(t, wb); r.err != nil || r.grant != 3 {
+		t.Fatalf("second waiter: %+v, want grant 3", r)
+	}
+	in, err := so.Info(ctx)
+	if err != nil || in.Waiters != 0 || in.Free != 0 || len(in.Holders) != 1 {
+		t.Fatalf("info %+v %v", in, err)
+	}
+}
+
+// A waiter whose deadline passes gets a timeout and leaves the waiter list
+// on the owner and the backups (the new owner after a crash has no trace
+// of it); a local waiter parked on the owner itself times out too.
+func TestSeamDeadlineRemovesWaiterEverywhere(t *testing.T) {
+	ctx := ctxT(t, 60*time.Second)
+	c, oi, rest := seamCluster(t, 3, "d")
+	a, b := c.Member(rest[0]), c.Member(rest[1])
+	sa, sb := semtest.New(a, "d"), semtest.New(b, "d")
+	if err := sa.Init(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sa.Acquire(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := sb.Acquire(short, 1)
+	if !errors.Is(err, op.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("acquire past its deadline: %v, want a timeout", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("timeout answered after %v", d)
+	}
+	so := semtest.New(c.Member(oi), "d")
+	waitWaiters(t, so, 0)
+	local, cancel2 := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel2()
+	if _, err := so.Acquire(local, 1); err == nil {
+		t.Fatal("local acquire on the owner succeeded while the permit is held")
+	}
+	waitWaiters(t, so, 0)
+	c.Crash(oi)
+	c.WaitStable()
+	in, err := sa.Info(ctx)
+	if err != nil || in.Waiters != 0 || in.Free != 0 {
+		t.Fatalf("after failover: %+v %v (want no waiter, permit still held)", in, err)
+	}
+}
+
+// The owner crashes while a waiter is parked: the waiter's invoker re-sends
+// the call with the same identity to the new owner, whose state (which
+// replicated the waiter) parks it again, and a release wakes it there.
+func TestSeamFailoverReparksWaiters(t *testing.T) {
+	ctx := ctxT(t, 60*time.Second)
+	c, oi, rest := seamCluster(t, 3, "f")
+	a, b := c.Member(rest[0]), c.Member(rest[1])
+	sa, sb := semtest.New(a, "f"), semtest.New(b, "f")
+	if err := sa.Init(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sa.Acquire(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	wb := acquireAsync(ctx, sb)
+	waitWaiters(t, sa, 1)
+	c.Crash(oi)
+	c.WaitStable()
+	expectPending(t, wb)
+	waitWaiters(t, sa, 1) // re-parked, not duplicated
+	if err := sa.Release(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if r := recv(t, wb); r.err != nil || r.grant != 2 {
+		t.Fatalf("waiter after failover: %+v, want grant 2", r)
+	}
+}
+
+// A replicated timer set on the old owner fires on the new owner after a
+// crash (BecameOwner re-arms it), exactly once.
+func TestSeamTimerFiresAfterFailover(t *testing.T) {
+	ctx := ctxT(t, 60*time.Second)
+	c, oi, rest := seamCluster(t, 3, "t")
+	sa := semtest.New(c.Member(rest[0]), "t")
+	if err := sa.Alarm(ctx, 1500*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	c.Crash(oi)
+	gridtest.Eventually(t, 20*time.Second, func() (bool, string) {
+		in, err := sa.Info(ctx)
+		return err == nil && in.Fired == 1 && in.AlarmAt == 0, fmt.Sprintf("%+v %v", in, err)
+	})
+	if in, _ := sa.Info(ctx); in.Fired != 1 {
+		t.Fatalf("alarm fired %d times", in.Fired)
+	}
+}
+
+// Reserved operation codes cannot be sent by a proxy.
+func TestSeamReservedOpsRefused(t *testing.T) {
+	ctx := ctxT(t, 20*time.Second)
+	c := gridtest.New(t, 1, gridtest.WithServices(semtest.Service{}))
+	_, err := c.Member(0).Invoke(ctx, &op.Request{Service: semtest.ServiceName, Name: "x", Op: op.OpSessionEnded, Partition: -1, Key: "x", Num: 1})
+	if !errors.Is(err, op.ErrUnknownOp) {
+		t.Fatalf("reserved op from a proxy: %v, want ErrUnknownOp", err)
+	}
+}
