@@ -340,11 +340,11 @@ func (s *state) Execute(x *op.Exec, req *op.Request) *op.Response {
 				return bad
 			}
 			if s.reparked(x, q.offerers, until) {
-				return nil
+				return parkedResp()
 			}
 			q.offerers = append(q.offerers, waiter{call: x.Caller, op: req.Op, data: req.Value, session: req.Origin})
 			x.Park(until)
-			return nil
+			return parkedResp()
 		}
 		s.push(x, q, item{data: req.Value})
 		s.serve(x, q)
@@ -393,11 +393,11 @@ func (s *state) Execute(x *op.Exec, req *op.Request) *op.Response {
 			return bad
 		}
 		if s.reparked(x, q.takers, until) {
-			return nil
+			return parkedResp()
 		}
 		q.takers = append(q.takers, waiter{call: x.Caller, op: req.Op, vis: vis, session: req.Origin})
 		x.Park(until)
-		return nil
+		return parkedResp()
 	}
 	return fail(op.CodeUnknownOp, "queue: unknown operation %d", req.Op)
 }
@@ -666,3 +666,7 @@ func (d *deque) popFront() item {
 	}
 	return it
 }
+
+// parkedResp is what Execute returns for a parked call: the core ignores
+// it (the answer comes with a later Complete), but never hands it nil.
+func parkedResp() *op.Response { return &op.Response{} }
