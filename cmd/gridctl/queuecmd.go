@@ -184,7 +184,7 @@ func offerLines(ctx context.Context, stdin io.Reader, q *queues.Queue, timeout t
 				return err
 			}
 		}
-		batch = append(batch, append([]byte(nil), line...))
+		batch = append(batch, append([]byte{}, line...))
 		size += len(line) + 8
 	}
 	if err := sc.Err(); err != nil {
