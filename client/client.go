@@ -60,6 +60,12 @@ type Config struct {
 	// Limits bound key and value sizes; oversized requests fail before they
 	// are sent.
 	Limits wire.Limits
+	// SessionTTL is how long the client's session lives without a
+	// heartbeat; the client heartbeats every third of it. When a client
+	// stops (or is cut off) for longer, the cluster ends its session and
+	// releases what it held (locks, in-flight deliveries); the client
+	// then continues under a new session. Default 2 s.
+	SessionTTL time.Duration
 	// Logger receives the client's logs. Default: discard.
 	Logger *slog.Logger
 }
@@ -86,6 +92,10 @@ func (c Config) withDefaults() Config {
 	if c.MaxBackoff <= 0 {
 		c.MaxBackoff = 200 * time.Millisecond
 	}
+	if c.SessionTTL <= 0 {
+		c.SessionTTL = 2 * time.Second
+	}
+	c.SessionTTL = max(c.SessionTTL, 30*time.Millisecond)
 	c.Limits = c.Limits.WithDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -113,8 +123,9 @@ type Client struct {
 	wg     sync.WaitGroup
 	closed atomic.Bool
 
-	// origin and callSeq give this client's calls their identity.
-	origin  uint64
+	// session is the client's session id, the origin of its calls
+	// (numbered by callSeq); structures name holders by it.
+	session atomic.Uint64
 	callSeq atomic.Uint64
 }
 
@@ -146,8 +157,8 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		tableCond: make(chan struct{}),
 		ctx:       cctx,
 		cancel:    cancel,
-		origin:    rand.Uint64() | 1,
 	}
+	c.session.Store(rand.Uint64() | 1)
 	backoff := 50 * time.Millisecond
 	for {
 		err := c.refresh(ctx)
@@ -166,8 +177,9 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		}
 		backoff = min(2*backoff, time.Second)
 	}
-	c.wg.Add(1)
+	c.wg.Add(2)
 	go c.refreshLoop()
+	go c.heartbeatLoop()
 	return c, nil
 }
 

@@ -19,13 +19,19 @@ import (
 // mutation retried after a lost connection, a failover or a backup timeout
 // is answered with its first response instead of being applied twice.
 func (c *Client) Invoke(ctx context.Context, req *op.Request) (*op.Response, error) {
+	return c.invoke(ctx, req, false)
+}
+
+// invoke is Invoke; internal is set for the client's own calls to the
+// member core's services (the session heartbeat).
+func (c *Client) invoke(ctx context.Context, req *op.Request, internal bool) (*op.Response, error) {
 	if c.closed.Load() {
 		return nil, c.errClosed()
 	}
 	if err := c.cfg.Limits.Check(req); err != nil {
 		return nil, err
 	}
-	if req.Service == "" || req.Service[0] == '_' {
+	if req.Service == "" || (req.Service[0] == '_' && !internal) || req.Op >= op.OpReservedMin {
 		return nil, op.Errorf(op.CodeUnknownService, "service %q", req.Service)
 	}
 	r := *req
@@ -36,10 +42,10 @@ func (c *Client) Invoke(ctx context.Context, req *op.Request) (*op.Response, err
 	if int(r.Partition) >= t.Count {
 		return nil, op.Errorf(op.CodeBadRequest, "partition %d out of range 0..%d", r.Partition, t.Count-1)
 	}
-	if r.Origin == 0 {
+	if r.Origin == 0 && !internal {
 		// An identity makes retries safe: the owner answers a repeated
 		// mutation with its first response instead of applying it again.
-		r.Origin, r.CallSeq = c.origin, c.callSeq.Add(1)
+		r.Origin, r.CallSeq = c.session.Load(), c.callSeq.Add(1)
 	}
 	backoff := op.Backoff{Max: c.cfg.MaxBackoff}
 	var lastErr error

@@ -73,6 +73,11 @@ type Config struct {
 	// ShutdownTimeout bounds the graceful hand-over in Shutdown when the
 	// caller's context has no deadline. Default 30 s.
 	ShutdownTimeout time.Duration
+	// SessionTTL is how long this member's session lives without a
+	// heartbeat (it heartbeats every third of it). When a member is
+	// declared dead its session ends at once; the TTL matters when the
+	// member is alive but cut off. Default 2 s.
+	SessionTTL time.Duration
 	// Logger receives structured logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -166,6 +171,10 @@ const (
 	DefaultBindAddr = "127.0.0.1:7946"
 	DefaultDataAddr = "127.0.0.1:5701"
 	DefaultCluster  = "shoal"
+	// DefaultSessionTTL is the default session TTL of members and clients
+	// (see Config.SessionTTL): with LAN failure detection (2-3 s) a
+	// crashed process's holds are released within about 3 s.
+	DefaultSessionTTL = 2 * time.Second
 )
 
 // ErrConfig is wrapped by configuration errors.
@@ -217,6 +226,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MigrationParallelism <= 0 {
 		c.MigrationParallelism = 4
+	}
+	if c.SessionTTL <= 0 {
+		c.SessionTTL = DefaultSessionTTL
+	}
+	if c.SessionTTL < 30*time.Millisecond {
+		return c, fmt.Errorf("%w: session TTL %v is below 30ms", ErrConfig, c.SessionTTL)
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 30 * time.Second

@@ -24,6 +24,7 @@ type nodeMeta struct {
 	Started int64  `msgpack:"s"`
 	Proto   int    `msgpack:"p"`
 	Leaving bool   `msgpack:"l,omitempty"`
+	Session uint64 `msgpack:"x,omitempty"`
 }
 
 const metaProto = 1
@@ -59,6 +60,8 @@ type MemberInfo struct {
 	Started time.Time
 	// Leaving is true while it hands its partitions over before leaving.
 	Leaving bool
+	// Session is its session id (the origin of its invocations).
+	Session uint64
 }
 
 func (mi MemberInfo) partitionMember() partition.Member {
@@ -86,6 +89,7 @@ func nodeInfo(n *memberlist.Node) (MemberInfo, bool) {
 		Host:       meta.Host,
 		Started:    time.Unix(0, meta.Started),
 		Leaving:    meta.Leaving,
+		Session:    meta.Session,
 	}, true
 }
 

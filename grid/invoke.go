@@ -29,7 +29,7 @@ func (m *Member) invoke(ctx context.Context, req *op.Request, internal bool) (*o
 	if err := m.cfg.Limits.Check(req); err != nil {
 		return nil, err
 	}
-	if req.Service == "" || req.Service[0] == '_' {
+	if req.Service == "" || (req.Service[0] == '_' && !internal) {
 		return nil, op.Errorf(op.CodeUnknownService, "service %q", req.Service)
 	}
 	if req.Op >= op.OpReservedMin && !internal {
@@ -44,7 +44,7 @@ func (m *Member) invoke(ctx context.Context, req *op.Request, internal bool) (*o
 	}
 	if r.Origin == 0 && !internal {
 		// Give the call an identity so a retry is never applied twice.
-		r.Origin, r.CallSeq = m.origin, m.callSeq.Add(1)
+		r.Origin, r.CallSeq = m.sess.id.Load(), m.callSeq.Add(1)
 	}
 	cloned := false
 	var backoff op.Backoff
@@ -143,6 +143,10 @@ func (m *Member) pullTable(ctx context.Context, from partition.Member) {
 // InvokeAll runs req on every partition (concurrently, bounded) and returns
 // the responses indexed by partition. It implements op.Invoker.
 func (m *Member) InvokeAll(ctx context.Context, req *op.Request) ([]*op.Response, error) {
+	return m.invokeAll(ctx, req, false)
+}
+
+func (m *Member) invokeAll(ctx context.Context, req *op.Request, internal bool) ([]*op.Response, error) {
 	out := make([]*op.Response, m.cfg.PartitionCount)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(64)
@@ -150,7 +154,7 @@ func (m *Member) InvokeAll(ctx context.Context, req *op.Request) ([]*op.Response
 		r := *req
 		r.Partition = int32(p)
 		g.Go(func() error {
-			resp, err := m.Invoke(gctx, &r)
+			resp, err := m.invoke(gctx, &r, internal)
 			if err != nil {
 				return fmt.Errorf("partition %d: %w", p, err)
 			}

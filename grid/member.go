@@ -12,7 +12,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"os"
 	"slices"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/partition"
+	"github.com/shoalgrid/shoal/sysop"
 	"github.com/shoalgrid/shoal/wire"
 )
 
@@ -76,8 +76,9 @@ type Member struct {
 	timers *timerHeap
 	// events holds the subscriptions to structure events (Emit).
 	events *eventHub
-	// origin and callSeq give this member's invocations their identity.
-	origin  uint64
+	// sess is the member's session, whose id is the origin of its
+	// invocations (numbered by callSeq), and the session machinery.
+	sess    *sessions
 	callSeq atomic.Uint64
 	pulling atomic.Bool
 
@@ -179,6 +180,8 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 		cancel()
 		return nil, err
 	}
+	m.svcIndex[sysop.SessionService] = 0
+	m.services = append(m.services, sessionService{})
 	for _, s := range cfg.Services {
 		if _, dup := m.svcIndex[s.Name()]; dup || s.Name() == "" || s.Name()[0] == '_' {
 			ln.Close()
@@ -191,7 +194,8 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 	m.backups = newBackupRules(cfg)
 	m.timers = newTimerHeap()
 	m.events = newEventHub(m)
-	m.origin = rand.Uint64() | 1
+	m.sess = newSessions(m)
+	m.meta.Session = m.sess.id.Load()
 	m.lastTick.Store(time.Now().UnixNano())
 	m.slots = make([]*slot, cfg.PartitionCount)
 	for i := range m.slots {
@@ -238,8 +242,10 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 			m.log.Warn("announce start time", "err", err)
 		}
 	}
-	m.wg.Add(7 + cfg.MigrationParallelism)
+	m.wg.Add(9 + cfg.MigrationParallelism)
 	go m.timerLoop()
+	go m.heartbeatLoop()
+	go m.broadcastLoop()
 	go m.coord.run()
 	go m.reconnectLoop()
 	go m.sweepLoop()
@@ -446,6 +452,12 @@ func (m *Member) onNode(t EventType, n *memberlist.Node) {
 	m.failedMu.Unlock()
 	if t == MemberFailed || t == MemberLeft {
 		m.peers.drop(n.Name)
+		// The coordinator ends a departed member's session at once: its
+		// holds are released without waiting for the session's TTL.
+		if ok && mi.Session != 0 && n.Name != m.cfg.Name && m.IsCoordinator() {
+			id := mi.Session
+			m.spawn(func() { m.endSession(id) })
+		}
 	}
 	ev := Event{Type: t, Member: mi, Time: time.Now()}
 	m.subsMu.Lock()

@@ -9,6 +9,7 @@ import (
 
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/partition"
+	"github.com/shoalgrid/shoal/sysop"
 	"github.com/shoalgrid/shoal/wire"
 )
 
@@ -174,7 +175,9 @@ func (s *slot) executeSeam(m *Member, b *wire.Batch, cur *partition.Table, req *
 	x := &s.exec
 	x.Reset(now, s.id, true, req)
 	resp := ex.Execute(x, req)
-	m.counters.served.Add(1)
+	if req.Service[0] != '_' {
+		m.counters.served.Add(1) // user requests only
+	}
 	effects := x.Effects()
 	parked := x.Parked()
 	if parked && req.Origin == 0 {
@@ -274,8 +277,11 @@ func (s *slot) becameOwner(m *Member, now time.Time) {
 		x.Reset(now, s.id, true, nil)
 		h.BecameOwner(x)
 		for _, e := range x.Effects() {
-			if e.Kind == op.EffectTimer {
+			switch e.Kind {
+			case op.EffectTimer:
 				m.timers.add(timerItem{at: e.At, part: s.id, service: m.services[i].Name(), name: e.Name, key: e.Key})
+			case op.EffectEmit:
+				m.deliverEvent(m.services[i].Name(), e.Name, e.Payload)
 			}
 		}
 		x.Reset(time.Time{}, s.id, false, nil)
@@ -395,21 +401,33 @@ func (m *Member) timerLoop() {
 // emit delivers an event about structure (service, name) to its
 // subscribers once mutation seq is held by the synchronous backups.
 func (m *Member) emit(s *slot, service, name string, payload []byte, seq, version uint64) {
-	if !m.events.has(service, name) {
+	if service != sysop.SessionService && !m.events.has(service, name) {
 		return
 	}
 	w := s.coverageFor(m, service, name, seq)
 	if w == nil {
-		m.events.publish(service, name, payload)
+		m.deliverEvent(service, name, payload)
 		return
 	}
 	w.then(nil, func(_ *wire.Batch, err error) {
 		if err != nil {
+			// An ended session stays pending in its record: the next
+			// owner broadcasts it.
 			m.log.Debug("event dropped: its mutation was not acknowledged", "service", service, "name", name, "err", err)
 			return
 		}
-		m.events.publish(service, name, payload)
+		m.deliverEvent(service, name, payload)
 	})
+}
+
+// deliverEvent hands an event to its subscribers; the session service's
+// events (a session ended) go to the member's broadcast loop.
+func (m *Member) deliverEvent(service, name string, payload []byte) {
+	if service == sysop.SessionService {
+		m.sess.ended(payload)
+		return
+	}
+	m.events.publish(service, name, payload)
 }
 
 func (pc *parkedCall) String() string {

@@ -172,6 +172,12 @@ func TestSeamDeadlineRemovesWaiterEverywhere(t *testing.T) {
 		t.Fatal("local acquire on the owner succeeded while the permit is held")
 	}
 	waitWaiters(t, so, 0)
+	// The cancels were answered to nobody (the callers had given up), so
+	// nothing waited for the backup: a later acknowledged mutation of the
+	// partition proves the backup applied them (records apply in order).
+	if err := sa.Init(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
 	c.Crash(oi)
 	c.WaitStable()
 	in, err := sa.Info(ctx)
@@ -234,5 +240,37 @@ func TestSeamReservedOpsRefused(t *testing.T) {
 	_, err := c.Member(0).Invoke(ctx, &op.Request{Service: semtest.ServiceName, Name: "x", Op: op.OpSessionEnded, Partition: -1, Key: "x", Num: 1})
 	if !errors.Is(err, op.ErrUnknownOp) {
 		t.Fatalf("reserved op from a proxy: %v, want ErrUnknownOp", err)
+	}
+}
+
+// A member that holds permits crashes: the coordinator ends its session at
+// once, every partition of the semaphore service learns it (a replicated
+// OpSessionEnded), its permits are released and the waiter is woken.
+func TestSeamDeadMembersSessionReleasesHolds(t *testing.T) {
+	ctx := ctxT(t, 60*time.Second)
+	c, _, rest := seamCluster(t, 3, "h")
+	a, b := c.Member(rest[0]), c.Member(rest[1])
+	sa, sb := semtest.New(a, "h"), semtest.New(b, "h")
+	if err := sa.Init(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sa.Acquire(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	in, err := sb.Info(ctx)
+	if err != nil || in.Holders[a.Session()] != 1 {
+		t.Fatalf("holders %v (want session %x of %s) %v", in.Holders, a.Session(), a.Name(), err)
+	}
+	wb := acquireAsync(ctx, sb)
+	waitWaiters(t, sb, 1)
+	start := time.Now()
+	c.Crash(rest[0])
+	if r := recv(t, wb); r.err != nil || r.grant != 2 {
+		t.Fatalf("waiter after the holder died: %+v", r)
+	}
+	t.Logf("hold of a crashed member released after %v", time.Since(start).Round(time.Millisecond))
+	in, err = sb.Info(ctx)
+	if err != nil || len(in.Holders) != 1 || in.Holders[b.Session()] != 1 {
+		t.Fatalf("holders after release %v %v", in.Holders, err)
 	}
 }

@@ -129,6 +129,10 @@ func (m *Member) HandleRequest(c *wire.Conn, id uint64, req *op.Request) {
 		return
 	}
 	internal := c.Peer().Role == wire.RoleMember
+	if req.Service == sysop.SessionService && req.Op != sysop.SessionHeartbeat && !internal {
+		c.Respond(id, &op.Response{Code: op.CodeBadRequest, Msg: "session operation reserved for members", TableVersion: m.tableVersion()})
+		return
+	}
 	if req.Op >= op.OpReservedMin && !internal {
 		c.Respond(id, &op.Response{Code: op.CodeUnknownOp, Msg: fmt.Sprintf("operation %d is reserved for the member core", req.Op), TableVersion: m.tableVersion()})
 		return

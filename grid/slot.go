@@ -357,7 +357,9 @@ func (s *slot) applyBackup(m *Member, cur uint64, version, seq, term uint64, now
 	}
 	s.seq, s.term = seq, term
 	s.dataVersion = max(s.dataVersion, version)
-	m.counters.records.Add(1)
+	if req.Service[0] != '_' {
+		m.counters.records.Add(1) // user mutations only
+	}
 	return &op.Response{TableVersion: cur}
 }
 
@@ -381,7 +383,7 @@ func (s *slot) entries() int {
 	defer s.mu.Unlock()
 	n := 0
 	for _, st := range s.states {
-		if st != nil {
+		if _, internal := st.(*sessionState); st != nil && !internal {
 			n += st.Len()
 		}
 	}

@@ -91,7 +91,9 @@ type SessionListener interface {
 // OwnerHook is implemented by states with timers: the core calls BecameOwner
 // when this member becomes owner of the partition (at start, after a
 // promotion, after a migration), under the partition lock, so the state
-// re-arms its timers with x.Timer. Only Timer effects are honoured here.
+// re-arms its timers with x.Timer. Only Timer and Emit effects are honoured
+// here (an Emit is delivered at once: there is no mutation to wait for).
+// BecameOwner must not change the state: it runs on the owner only.
 type OwnerHook interface {
 	BecameOwner(x *Exec)
 }

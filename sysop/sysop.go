@@ -39,6 +39,19 @@ const (
 	BackupProbe
 )
 
+// SessionService is the member core's session service: every member and
+// client heartbeats its session there (see grid's session.go).
+const SessionService = "_session"
+
+// SessionHeartbeat creates or extends the session whose id (hex) is in
+// Key, for Num milliseconds; it fails with op.ErrSessionExpired once the
+// session ended. It is the only session operation clients may call.
+const SessionHeartbeat uint8 = 1
+
+// SessionPartition is the partition that holds session id's record, out
+// of count partitions.
+func SessionPartition(id uint64, count int) int32 { return int32(id % uint64(count)) }
+
 // ClientAllowed reports whether a client connection may call system
 // operation o (the others are reserved for members).
 func ClientAllowed(o uint8) bool { return o == GetTable || o == Status }

@@ -1,0 +1,44 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	"github.com/shoalgrid/shoal/op"
+	"github.com/shoalgrid/shoal/sysop"
+)
+
+// Session returns the client's session id: the origin of its calls, which
+// structures use to name holders (of a lock, a delivery). It changes when
+// the session expired (the client was cut off for longer than its TTL).
+func (c *Client) Session() uint64 { return c.session.Load() }
+
+// heartbeatLoop keeps the client's session alive, heart-beating every
+// third of its TTL. When the cluster answers that the session ended, the
+// client takes a new one: what the old one held is gone, new calls work.
+func (c *Client) heartbeatLoop() {
+	defer c.wg.Done()
+	every := c.cfg.SessionTTL / 3
+	for {
+		id := c.session.Load()
+		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.SessionTTL)
+		_, err := c.invoke(ctx, &op.Request{Service: sysop.SessionService, Op: sysop.SessionHeartbeat, Partition: sysop.SessionPartition(id, max(c.PartitionCount(), 1)), Key: strconv.FormatUint(id, 16), Num: c.cfg.SessionTTL.Milliseconds()}, true)
+		cancel()
+		if errors.Is(err, op.ErrSessionExpired) {
+			if c.session.CompareAndSwap(id, rand.Uint64()|1) {
+				c.log.Warn("session expired; new session", "old", strconv.FormatUint(id, 16), "new", strconv.FormatUint(c.session.Load(), 16))
+			}
+			continue
+		} else if err != nil && c.ctx.Err() == nil {
+			c.log.Debug("session heartbeat", "err", err)
+		}
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-time.After(every):
+		}
+	}
+}
