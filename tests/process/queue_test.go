@@ -3,13 +3,18 @@
 package process_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/shoalgrid/shoal/client"
+	"github.com/shoalgrid/shoal/grid"
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/queues"
 )
@@ -166,5 +171,101 @@ func waitEmpty(ctx context.Context, q *queues.Queue) error {
 			return fmt.Errorf("queue not drained: %+v %v", st, err)
 		case <-time.After(50 * time.Millisecond):
 		}
+	}
+}
+
+// consumerEnv makes the test binary a consumer process that takes items
+// without acknowledging them (see heldConsumer).
+const consumerEnv = "SHOAL_TEST_HELD_CONSUMER"
+
+// heldConsumer is the child process of TestConsumerKilledHoldingDeliveries:
+// it takes every item of the queue named in consumerEnv ("addr queue n")
+// without acknowledging, prints "held N", and blocks until killed.
+func heldConsumer() int {
+	var addr, name string
+	var n int
+	if _, err := fmt.Sscan(os.Getenv(consumerEnv), &addr, &name, &n); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	ctx := context.Background()
+	c, err := client.Dial(ctx, client.Config{Addrs: []string{addr}})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	q := queues.New(c, name)
+	for i := 0; i < n; i++ {
+		// A long visibility timeout: only the end of this process's
+		// session may return the items.
+		if _, ok, err := q.TakeWait(ctx, 10*time.Second, queues.WithVisibility(time.Hour)); err != nil || !ok {
+			fmt.Fprintln(os.Stderr, "take:", ok, err)
+			return 1
+		}
+	}
+	fmt.Printf("held %d\n", n)
+	select {}
+}
+
+// TestConsumerKilledHoldingDeliveries kills (-9) a consumer process that
+// holds deliveries with an hour-long visibility timeout: its session ends
+// after the session TTL, and its items go to another consumer. The time
+// from the kill to the redelivery is measured.
+func TestConsumerKilledHoldingDeliveries(t *testing.T) {
+	ctx := ctxT(t, 90*time.Second)
+	procs := startCluster(t, ctx, 3)
+	waitSettled(t, ctx, procs...)
+	c := dial(t, ctx, procs...)
+	q := queues.New(c, "held")
+	const n = 5
+	for i := range n {
+		if err := q.Offer(ctx, fmt.Appendf(nil, "item-%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), consumerEnv+"="+fmt.Sprintf("%s held %d", procs[1].DataAddr, n))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != fmt.Sprintf("held %d\n", n) {
+		t.Fatalf("consumer said %q, %v", line, err)
+	}
+	if st, err := q.Stats(ctx); err != nil || st.InFlight != n || st.Ready != 0 {
+		t.Fatalf("before the kill: %+v %v", st, err)
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	got := map[string]bool{}
+	var first time.Duration
+	for len(got) < n {
+		d, ok, err := q.TakeWait(ctx, 30*time.Second)
+		if err != nil || !ok {
+			t.Fatalf("redelivery: %v %v (got %d of %d)", ok, err, len(got), n)
+		}
+		if first == 0 {
+			first = time.Since(killed)
+		}
+		if d.Count != 2 {
+			t.Errorf("item %q delivery count %d, want 2", d.Item, d.Count)
+		}
+		got[string(d.Item)] = true
+		if _, err := d.Ack(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("consumer killed holding %d deliveries: first redelivered %v after the kill, all %d after %v (session TTL %v)",
+		n, first.Round(time.Millisecond), n, time.Since(killed).Round(time.Millisecond), grid.DefaultSessionTTL)
+	if first > grid.DefaultSessionTTL+10*time.Second {
+		t.Errorf("redelivery took %v", first)
 	}
 }
