@@ -22,6 +22,11 @@ const queueHelp = `usage: gridctl queue SUBCOMMAND [flags] NAME ...
   drain NAME          take, print and acknowledge up to --max items, one per
                       line; stops when no item arrives within --wait
   len NAME            number of ready items (in-flight ones are not counted)
+  bench [FLAGS]       load generator: --clients workers (default 50) offer
+                      --value-size byte items (default 100) to --queues queues
+                      (default 1) for --duration (default 5s), then take and
+                      ack until they are empty; prints ops/s, p50 and p99 of
+                      each phase (--json: one object per phase)
 
 flags:
   --wait D   how long poll and drain wait for an item (default 0: not at all)
@@ -62,6 +67,9 @@ func (e errEmpty) Error() string {
 
 // queueCmd implements "gridctl queue SUBCOMMAND ...".
 func queueCmd(ctx context.Context, e env, g *globals, args []string) error {
+	if len(args) > 0 && args[0] == "bench" {
+		return queueBenchCmd(ctx, e, g, args[1:])
+	}
 	fs := newFlagSet("queue")
 	wait := fs.Duration("wait", 0, "how long poll and drain wait for an item")
 	maxItems := fs.Int("max", 0, "drain at most this many items (0: all)")

@@ -53,3 +53,20 @@ func TestQueueAndIdemCommands(t *testing.T) {
 	// An error is never reported as a duplicate.
 	gridctl(t, nil, "idem", "claim", "in", "m-3", "--addr=127.0.0.1:1", "--timeout=300ms").expect(t, 1)
 }
+
+func TestQueueBench(t *testing.T) {
+	cl := gridtest.New(t, 3, gridtest.WithConfig(func(c *grid.Config) {
+		c.Services = append(c.Services, queues.Service{})
+	}))
+	r := gridctl(t, nil, "queue", "bench", "--clients", "4", "--queues", "2", "--duration", "300ms", "--json", "--addr="+cl.Member(0).Addr()).expect(t, 0)
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], `"phase":"offer"`) || !strings.Contains(lines[1], `"phase":"take+ack"`) {
+		t.Fatalf("bench output = %q", r.stdout)
+	}
+	// Every offered item was taken: the queues are empty.
+	for _, q := range []string{"bench-q-0", "bench-q-1"} {
+		if r := gridctl(t, nil, "queue", "len", q, "--addr="+cl.Member(0).Addr()).expect(t, 0); r.stdout != "0\n" {
+			t.Fatalf("%s len = %q", q, r.stdout)
+		}
+	}
+}
