@@ -119,6 +119,20 @@ func (m *Map) invokeAll(ctx context.Context, what string, code uint8) ([]*op.Res
 	return resps, nil
 }
 
+// Incr adds delta to the integer stored under key (decimal text; an absent
+// key counts as 0), keeps the entry's TTL and returns the new value. It is
+// atomic on the key's owner and retry-safe: a retried call is answered, not
+// applied twice. A value that is not an integer fails with op.ErrWrongType.
+func (m *Map) Incr(ctx context.Context, key string, delta int64) (int64, error) {
+	req := m.request(OpIncr, key)
+	req.Num = delta
+	resp, err := m.invoke(ctx, "incr", req)
+	if err != nil {
+		return 0, err
+	}
+	return resp.Num, nil
+}
+
 // Put stores value under key, replacing any previous value and TTL.
 func (m *Map) Put(ctx context.Context, key string, value []byte, opts ...Option) error {
 	req := m.request(OpPut, key)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unsafe"
@@ -62,6 +63,13 @@ const (
 	// OpClear removes every entry of the map in this partition. Num: how
 	// many live entries were removed.
 	OpClear
+	// OpIncr adds Num to the integer stored under Key (decimal text, as
+	// Redis INCRBY; an absent key counts as 0) and keeps its TTL. Num in the
+	// response: the new value. A value that is not a decimal int64 fails
+	// with op.ErrWrongType, an overflow with op.ErrBadRequest; neither
+	// changes anything. A retried Incr is not applied twice (request
+	// identities).
+	OpIncr
 
 	opEnd
 )
@@ -83,7 +91,7 @@ func (Service) Name() string { return ServiceName }
 // replayed on backups).
 func (Service) Mutates(o uint8) bool {
 	switch o {
-	case OpPut, OpDelete, OpPutIfAbsent, OpReplace, OpCompareAndSwap, OpClear:
+	case OpPut, OpDelete, OpPutIfAbsent, OpReplace, OpCompareAndSwap, OpClear, OpIncr:
 		return true
 	}
 	return false
@@ -250,6 +258,8 @@ func (s *state) Apply(now time.Time, req *op.Request) *op.Response {
 		return &op.Response{Value: s.entries(t, s.maps[req.Name])}
 	case OpClear:
 		return &op.Response{Num: int64(s.clear(t, s.maps[req.Name]))}
+	case OpIncr:
+		return s.incr(t, req)
 	}
 
 	// The remaining operations write with a TTL: validate it before any
@@ -278,6 +288,31 @@ func (s *state) Apply(now time.Time, req *op.Request) *op.Response {
 	}
 	s.store(tab, req.Name, req.Key, req.Value, at, x)
 	return &op.Response{Found: true}
+}
+
+// incr implements OpIncr.
+func (s *state) incr(now int64, req *op.Request) *op.Response {
+	tab, b, x, ok := s.lookup(now, req.Name, req.Key)
+	var cur int64
+	if ok {
+		v := b.value(len(req.Key))
+		n, err := strconv.ParseInt(string(v), 10, 64)
+		if err != nil {
+			return fail(op.CodeWrongType, "map: incr: the value under the key is not a decimal integer")
+		}
+		cur = n
+	}
+	next := cur + req.Num
+	if (req.Num > 0 && next < cur) || (req.Num < 0 && next > cur) {
+		return fail(op.CodeBadRequest, "map: incr: %d + %d overflows int64", cur, req.Num)
+	}
+	var at int64
+	if x != nil {
+		at = x.at
+	}
+	var buf [20]byte
+	s.store(tab, req.Name, req.Key, strconv.AppendInt(buf[:0], next, 10), at, x)
+	return &op.Response{Found: ok, Num: next}
 }
 
 // expireAt converts a TTL in milliseconds into an absolute expiry (0 = none),

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 	"unsafe"
@@ -579,6 +580,18 @@ func TestStateModel(t *testing.T) {
 			}
 		case OpContains:
 			want.Found = ok
+		case OpIncr:
+			// Values are small decimals; Num is the delta. The TTL stays.
+			var n int64
+			if ok {
+				n, _ = strconv.ParseInt(string(cur.value), 10, 64)
+			}
+			want.Found, want.Num = ok, n+req.Num
+			e := mentry{value: []byte(strconv.FormatInt(n+req.Num, 10)), at: cur.at}
+			if model[name] == nil {
+				model[name] = map[string]mentry{}
+			}
+			model[name][key] = e
 		case OpSize, OpClear, OpKeys, OpEntries:
 			var ks []string
 			for k := range model[name] {
@@ -834,5 +847,22 @@ func TestSnapshotGolden(t *testing.T) {
 		{at: 10, req: keyed(OpGet, "n", "x")},
 		{at: 6999, req: keyed(OpSize, "m", ""), num: 5},
 		{at: 7000, req: keyed(OpSize, "m", ""), num: 4},
+	})
+}
+
+func TestIncr(t *testing.T) {
+	s := newTestState()
+	runSteps(t, s, []step{
+		{req: op.Request{Op: OpIncr, Name: "c", Key: "k", Num: 5}, num: 5},
+		{req: op.Request{Op: OpIncr, Name: "c", Key: "k", Num: -7}, found: true, num: -2},
+		{req: keyed(OpGet, "c", "k"), found: true, value: []byte("-2")},
+		{req: put("c", "t", "1", 10)},
+		{at: 5, req: op.Request{Op: OpIncr, Name: "c", Key: "t", Num: 1}, found: true, num: 2},
+		{at: 10, req: keyed(OpGet, "c", "t")}, // the TTL was kept
+		{req: put("c", "s", "x", 0)},
+		{req: op.Request{Op: OpIncr, Name: "c", Key: "s", Num: 1}, code: op.CodeWrongType},
+		{req: keyed(OpGet, "c", "s"), found: true, value: []byte("x")},
+		{req: put("c", "m", "9223372036854775807", 0)},
+		{req: op.Request{Op: OpIncr, Name: "c", Key: "m", Num: 1}, code: op.CodeBadRequest},
 	})
 }

@@ -63,6 +63,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			fmt.Fprintln(stderr, oneLine(xe.msg))
 		}
 		return xe.code
+	case errors.Is(err, errDuplicate):
+		return exitDuplicate
 	case errors.As(err, &ue):
 		hint := "gridctl help"
 		if ue.topic != "" {
@@ -113,6 +115,10 @@ func dispatch(ctx context.Context, e env, args []string) error {
 		return lockCmd(ctx, e, g, rest)
 	case "elect":
 		return electCmd(ctx, e, g, rest)
+	case "queue":
+		return queueCmd(ctx, e, g, rest)
+	case "idem":
+		return idemCmd(ctx, e, g, rest)
 	}
 	return usagef("", "unknown command %q", cmd)
 }
@@ -298,7 +304,7 @@ func helpCmd(e env, args []string) error {
 		topic = args[0] // "help map put" shows the map help
 	}
 	switch topic {
-	case "", "status", "map", "bench", "lock", "elect":
+	case "", "status", "map", "bench", "lock", "elect", "queue", "idem":
 	default:
 		return usagef("", "no help for %q", topic)
 	}

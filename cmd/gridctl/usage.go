@@ -23,6 +23,11 @@ Commands:
   map delete NAME KEY                  remove KEY (exit 1 if it was absent)
   map size NAME                        print the number of entries
   map keys NAME                        print every key, one per line, sorted
+  queue offer NAME [ITEM]              append ITEM (or one item per line of stdin)
+  queue poll NAME [--wait D]           print one item (exit 1 if none within D)
+  queue drain NAME [--max N] [--wait D] print up to N items, one per line
+  queue len NAME                       print the number of ready items
+  idem claim NAME ID [--ttl D]         exit 0 if first, 3 if a duplicate, 1 on error
   bench [FLAGS]                        load generator (see gridctl help bench)
   lock run NAME [--lease D] [--wait D] -- CMD [ARGS...]
                                        run CMD while holding lock NAME
@@ -33,7 +38,8 @@ Commands:
 
 ` + globalHelp + `
 Exit status: 0 success; 1 failure (cluster unreachable, key not found,
-value too large, ...); 2 usage error (unknown command, missing argument).
+value too large, ...); 2 usage error (unknown command, missing argument);
+3 duplicate (idem claim only).
 `
 
 const statusHelp = `Usage: gridctl status [--json]
@@ -144,6 +150,10 @@ func printHelp(w io.Writer, topic string) {
 		fmt.Fprint(w, lockHelp)
 	case "elect":
 		fmt.Fprint(w, electHelp)
+	case "queue":
+		fmt.Fprint(w, queueHelp)
+	case "idem":
+		fmt.Fprint(w, idemHelp)
 	default:
 		printUsage(w)
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/shoalgrid/shoal/grid"
 	"github.com/shoalgrid/shoal/partition"
+	"github.com/shoalgrid/shoal/queues"
 	"github.com/shoalgrid/shoal/wire"
 )
 
@@ -58,6 +59,9 @@ type options struct {
 	// structures are the per-structure backup rules of the config file
 	// (the "structures" key); they have no flag or environment variable.
 	structures []structureRule
+	// queueRules are the config file's "queues" list (capacity,
+	// visibility, dead letters per queue-name pattern).
+	queueRules []queues.Rule
 }
 
 // structureRule is one item of the config file's "structures" list. A
@@ -198,7 +202,7 @@ func parseOptions(args []string, getenv func(string) (string, bool)) (options, e
 	var o options
 	fs = newFlagSet(&o)
 	if cfgPath != "" {
-		if err := applyConfigFile(fs, &o.structures, cfgPath); err != nil {
+		if err := applyConfigFile(fs, &o.structures, &o.queueRules, cfgPath); err != nil {
 			return o, err
 		}
 	}
@@ -292,7 +296,7 @@ func newSource(f *flag.Flag) {
 // path, and the structure rules of its "structures" key. Unknown or repeated
 // keys, and values of the wrong shape, are errors: a typo in a config file
 // must not be silently ignored.
-func applyConfigFile(fs *flag.FlagSet, structures *[]structureRule, path string) error {
+func applyConfigFile(fs *flag.FlagSet, structures *[]structureRule, queueRules *[]queues.Rule, path string) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return usagef("config file: %v", err)
@@ -325,6 +329,14 @@ func applyConfigFile(fs *flag.FlagSet, structures *[]structureRule, path string)
 				return err
 			}
 			*structures = rules
+			continue
+		}
+		if k.Value == queuesKey {
+			rules, err := parseQueueRules(v, path)
+			if err != nil {
+				return err
+			}
+			*queueRules = rules
 			continue
 		}
 		f := fs.Lookup(k.Value)
@@ -474,7 +486,7 @@ func (o options) gridConfig(log *slog.Logger) grid.Config {
 		Profile:           grid.Profile(o.profile),
 		BackupTimeout:     o.backupTimeout,
 		Placement:         placements[o.placement],
-		Services:          services(),
+		Services:          services(o),
 	}
 	def := o.backups()
 	if o.backupCount >= 0 || o.asyncBackupCount >= 0 {

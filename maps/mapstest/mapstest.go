@@ -57,6 +57,32 @@ func Run(t *testing.T, invokers func(t *testing.T) []op.Invoker) {
 		}
 	})
 
+	t.Run("Incr", func(t *testing.T) {
+		ctx := ctx(t)
+		ma, mb := maps.New(a, "incr"), maps.New(b, "incr")
+		var wg sync.WaitGroup
+		for _, m := range []*maps.Map{ma, mb} {
+			wg.Go(func() {
+				for range 50 {
+					if _, err := m.Incr(ctx, "n", 1); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if n, err := ma.Incr(ctx, "n", 0); err != nil || n != 100 {
+			t.Fatalf("counter = %d %v, want 100", n, err)
+		}
+		if err := ma.Put(ctx, "s", []byte("text")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := mb.Incr(ctx, "s", 1); !errors.Is(err, op.ErrWrongType) {
+			t.Fatalf("incr of text = %v", err)
+		}
+	})
+
 	t.Run("EmptyKeyAndValue", func(t *testing.T) {
 		ctx := ctx(t)
 		m := maps.New(a, "empty")

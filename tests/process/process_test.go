@@ -24,6 +24,9 @@ import (
 const partitions = partition.DefaultCount
 
 func TestMain(m *testing.M) {
+	if os.Getenv(consumerEnv) != "" {
+		os.Exit(heldConsumer()) // a child process of TestConsumerKilledHoldingDeliveries
+	}
 	// Compile gridnode before the first test starts its clock.
 	if _, err := proctest.Prebuild(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
