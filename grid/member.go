@@ -92,6 +92,14 @@ type Member struct {
 
 	coord *coordinator
 
+	// selfGossip is this member's gossip address once memberlist started;
+	// joining is true while Start joins the seeds, and refused records why
+	// the cluster refused this member (see admit).
+	selfGossip atomic.Pointer[string]
+	joining    atomic.Bool
+	refusedMu  sync.Mutex
+	refused    error
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -167,7 +175,8 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 		ctx:           mctx,
 		cancel:        cancel,
 	}
-	m.meta = nodeMeta{Addr: dataAddr, Zone: cfg.Zone, Host: cfg.Host, Started: m.started.UnixNano(), Proto: metaProto}
+	m.meta = nodeMeta{Addr: dataAddr, Zone: cfg.Zone, Host: cfg.Host, Started: m.started.UnixNano(), Proto: metaProto,
+		Cluster: cfg.Cluster, Partitions: cfg.PartitionCount}
 	if _, err := m.meta.encode(); err != nil {
 		ln.Close()
 		cancel()
@@ -213,10 +222,14 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 	}
 	m.ml = ml
 	m.gossipAddr = ml.LocalNode().Address() // read once: memberlist mutates the node later
+	m.selfGossip.Store(&m.gossipAddr)
 	m.log.Info("member started", "gossip", m.gossipAddr, "data", dataAddr, "partitions", cfg.PartitionCount, "cluster", cfg.Cluster)
 
 	if len(cfg.Join) > 0 {
-		if err := m.join(ctx, cfg.Join); err != nil {
+		m.joining.Store(true)
+		err := m.join(ctx, cfg.Join)
+		m.joining.Store(false)
+		if err != nil {
 			m.Close()
 			return nil, err
 		}
@@ -271,6 +284,9 @@ func (m *Member) join(ctx context.Context, seeds []string) error {
 	backoff := 100 * time.Millisecond
 	for {
 		n, err := m.ml.Join(seeds)
+		if rerr := m.refusal(); rerr != nil {
+			return rerr
+		}
 		if n > 0 {
 			m.log.Info("joined cluster", "seeds", seeds, "contacted", n)
 			return nil
