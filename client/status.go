@@ -29,6 +29,12 @@ type MemberStatus struct {
 	Ready            bool
 	Leaving          bool
 	Fenced           bool
+	// Quorum is false while the member sees fewer than QuorumNeeded of
+	// the ExpectedSize members (QuorumVisible).
+	Quorum        bool
+	QuorumVisible int
+	QuorumNeeded  int
+	ExpectedSize  int
 	TableBackups     int
 	RequestsServed   uint64
 	BackupRecords    uint64
@@ -107,6 +113,9 @@ func (c *Client) Safe(ctx context.Context) (bool, string, error) {
 		}
 		if st.Fenced {
 			return false, st.Name + " is fenced after a pause", nil
+		}
+		if !st.Quorum {
+			return false, fmt.Sprintf("%s has no quorum (%d of %d members visible, %d needed)", st.Name, st.QuorumVisible, st.ExpectedSize, st.QuorumNeeded), nil
 		}
 	}
 	want := min(1+backups, len(t.Members))

@@ -16,6 +16,7 @@ import (
 
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/partition"
+	"github.com/shoalgrid/shoal/quorum"
 )
 
 // coordinator publishes partition tables. Only the oldest live member acts
@@ -97,6 +98,13 @@ func (c *coordinator) run() {
 			c.active = false
 			continue
 		}
+		if !c.m.mayCoordinate() {
+			// Without a majority this side must not promote, publish or
+			// take partitions over: the other side may be serving them.
+			// Coming back, the member learns the newest table first.
+			c.active = false
+			continue
+		}
 		c.dirty.Store(false)
 		ctx, cancel := context.WithCancel(c.m.ctx)
 		c.roundMu.Lock()
@@ -164,11 +172,22 @@ func (c *coordinator) step(ctx context.Context) error {
 	}
 	cur := m.Table()
 	if cur == nil {
-		first := c.publish(target.WithVersion(1))
+		t := target.WithVersion(1)
+		t.Voters = quorum.NextVoters(nil, memberNames(liveMembers), m.leftGracefully)
+		first := c.publish(t)
 		m.log.Info("first partition table published", "version", first.Version, "members", len(targetMembers), "backups", m.backups.table)
 		return nil
 	}
 	count := cur.Count
+	liveNames := make([]string, 0, len(live))
+	for _, mi := range live {
+		liveNames = append(liveNames, mi.Name)
+	}
+	prevVoters := cur.Voters
+	if len(prevVoters) == 0 {
+		prevVoters = memberNames(cur.Members)
+	}
+	voters := quorum.NextVoters(prevVoters, liveNames, m.leftGracefully)
 	replicas := make([][]string, count)
 	for p := range replicas {
 		replicas[p] = cur.ReplicaNames(int32(p))
@@ -179,13 +198,14 @@ func (c *coordinator) step(ctx context.Context) error {
 			return fmt.Errorf("%w: build table: %v", op.ErrInternal, err)
 		}
 		next.Lost = lost
+		next.Voters = voters
 		cur = c.publish(next)
 		return nil
 	}
 
 	// Phase 1: members that are gone.
 	var promote []int32
-	changed := takeover || !sameMembers(cur, &partition.Table{Members: sortedMembers(liveMembers)})
+	changed := takeover || !sameMembers(cur, &partition.Table{Members: sortedMembers(liveMembers)}) || !slices.Equal(voters, cur.Voters)
 	for p, names := range replicas {
 		kept := names[:0:0]
 		for _, n := range names {
@@ -530,6 +550,7 @@ func (m *Member) adopt(t *partition.Table, from string) bool {
 		}
 	}
 	m.table.Store(t)
+	m.refreshQuorum()
 	close(m.tableCond)
 	m.tableCond = make(chan struct{})
 	for _, j := range resync {
@@ -553,4 +574,12 @@ func (m *Member) adopt(t *partition.Table, from string) bool {
 
 func sameMembers(a, b *partition.Table) bool {
 	return slices.Equal(a.Members, b.Members)
+}
+
+func memberNames(ms []partition.Member) []string {
+	out := make([]string, len(ms))
+	for i, mb := range ms {
+		out[i] = mb.Name
+	}
+	return out
 }

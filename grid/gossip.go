@@ -13,6 +13,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/shoalgrid/shoal/partition"
+	"github.com/shoalgrid/shoal/quorum"
 )
 
 // nodeMeta is what each member gossips about itself in memberlist's node
@@ -111,6 +112,11 @@ const (
 	// PartitionsLost: every replica of some partitions was lost; they
 	// start again empty. Event.Lost names them.
 	PartitionsLost
+	// QuorumLost: this member no longer sees a majority of the cluster's
+	// expected size. Event.Quorum says how many it sees and needs.
+	QuorumLost
+	// QuorumRegained: this member sees a majority again.
+	QuorumRegained
 )
 
 // String names the event type.
@@ -126,6 +132,10 @@ func (t EventType) String() string {
 		return "updated"
 	case PartitionsLost:
 		return "partitions-lost"
+	case QuorumLost:
+		return "quorum-lost"
+	case QuorumRegained:
+		return "quorum-regained"
 	}
 	return "unknown"
 }
@@ -136,7 +146,9 @@ type Event struct {
 	Member MemberInfo
 	// Lost is set for PartitionsLost events.
 	Lost *PartitionLost
-	Time time.Time
+	// Quorum is set for QuorumLost and QuorumRegained events.
+	Quorum *quorum.Decision
+	Time   time.Time
 }
 
 // delegate implements memberlist's Delegate and EventDelegate. memberlist

@@ -90,7 +90,8 @@ type Member struct {
 	viewMu sync.Mutex
 	view   map[string]MemberInfo
 
-	coord *coordinator
+	coord  *coordinator
+	quorum *quorumState
 
 	// selfGossip is this member's gossip address once memberlist started;
 	// joining is true while Start joins the seeds, and refused records why
@@ -192,6 +193,7 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 		m.services = append(m.services, s)
 	}
 	m.backups = newBackupRules(cfg)
+	m.quorum = newQuorumState(cfg)
 	m.origin = rand.Uint64() | 1
 	m.lastTick.Store(time.Now().UnixNano())
 	m.slots = make([]*slot, cfg.PartitionCount)
@@ -243,8 +245,9 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 			m.log.Warn("announce start time", "err", err)
 		}
 	}
-	m.wg.Add(6 + cfg.MigrationParallelism)
+	m.wg.Add(7 + cfg.MigrationParallelism)
 	go m.coord.run()
+	go m.leaseLoop()
 	go m.reconnectLoop()
 	go m.sweepLoop()
 	go m.waitLoop()
@@ -454,6 +457,13 @@ func (m *Member) onNode(t EventType, n *memberlist.Node) {
 	if t == MemberFailed || t == MemberLeft {
 		m.peers.drop(n.Name)
 	}
+	switch t {
+	case MemberLeft:
+		m.noteLeft(n.Name, true)
+	case MemberJoined:
+		m.noteLeft(n.Name, false)
+	}
+	m.refreshQuorum()
 	ev := Event{Type: t, Member: mi, Time: time.Now()}
 	m.subsMu.Lock()
 	for ch := range m.subs {

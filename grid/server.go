@@ -48,6 +48,9 @@ const (
 	// sysBackupProbe asks a backup whether it holds the owner's mutations
 	// up to sequence Num of Partition, so a resync can skip the copy.
 	sysBackupProbe
+	// sysPing renews the sender's quorum lease (see leaseLoop); the answer
+	// carries the receiver's table version.
+	sysPing
 )
 
 func (m *Member) hello(role wire.Role) wire.Hello {
@@ -169,6 +172,9 @@ func (m *Member) HandleRequest(c *wire.Conn, id uint64, req *op.Request) {
 	// Answer once the synchronous backups acknowledged, without blocking
 	// the read loop.
 	w.then(c.Batch(), func(b *wire.Batch, err error) {
+		if err == nil {
+			err = m.leaseAtAck(req.Name)
+		}
 		if err != nil {
 			resp = errResponse(err, resp.TableVersion)
 		}
@@ -272,6 +278,8 @@ func (m *Member) handleSys(c *wire.Conn, id uint64, req *op.Request) {
 		if !ok {
 			c.Respond(id, errResponse(m.errClosed(), 0))
 		}
+	case sysPing:
+		c.Respond(id, &op.Response{TableVersion: cur})
 	case sysReplicaSeqs:
 		c.Respond(id, &op.Response{Found: true, Value: m.replicaSeqs(), TableVersion: cur})
 	case sysTrigger:

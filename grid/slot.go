@@ -270,6 +270,9 @@ func (s *slot) execute(m *Member, b *wire.Batch, cur *partition.Table, req *op.R
 	if s.frozen != 0 {
 		return &op.Response{Code: op.CodeMigrating, Msg: fmt.Sprintf("partition %d is being handed over", s.id), TableVersion: cur.Version}, nil
 	}
+	if r := m.checkQuorum(req.Name, now, cur.Version); r != nil {
+		return r, nil
+	}
 	mutates := m.services[svc].Mutates(req.Op)
 	if mutates && req.Origin != 0 {
 		if r, seq, ok := s.dedup.get(req.Origin, req.CallSeq); ok {

@@ -33,6 +33,15 @@ type Stats struct {
 	// Fenced is true while the member refuses owner operations after a
 	// pause, until it has confirmed the table with the coordinator.
 	Fenced bool `json:"fenced"`
+	// Quorum is false while this member sees fewer than a majority of the
+	// cluster's expected size (with every quorum rule off: always true).
+	Quorum bool `json:"quorum"`
+	// QuorumVisible is how many members of its table it sees (itself
+	// included), QuorumNeeded how many a majority is, and ExpectedSize the
+	// cluster's expected size it counts against.
+	QuorumVisible int `json:"quorum_visible"`
+	QuorumNeeded  int `json:"quorum_needed"`
+	ExpectedSize  int `json:"expected_size"`
 	// TableBackups is the number of backups per partition this member's
 	// configuration asks for.
 	TableBackups int `json:"table_backups"`
@@ -73,6 +82,8 @@ func (m *Member) Stats() Stats {
 
 		MigrationBytesOut: m.counters.bytesOut.Load(),
 	}
+	q := m.QuorumView()
+	s.Quorum, s.QuorumVisible, s.QuorumNeeded, s.ExpectedSize = m.HasQuorum(), q.Live, q.Need, q.Expected
 	if t := m.Table(); t != nil {
 		s.TableVersion = t.Version
 		_, s.Ready = t.Member(m.cfg.Name)

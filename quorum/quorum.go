@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -123,11 +124,46 @@ func (d Decision) String() string {
 	return fmt.Sprintf("%d of %d members visible, %d needed", d.Live, d.Expected, d.Need)
 }
 
-// NextExpected returns the expected size to agree on next: prev (the last
-// agreed size) less the members that left gracefully since, raised to the
-// number of live members.
-func NextExpected(prev, left, live int) int {
-	return max(prev-left, live, 1)
+// NextVoters returns the members the next agreed expected size counts
+// (the voters): the previous voters, less those that left gracefully and
+// are not live, plus every live member. A crashed or unreachable voter
+// stays. The result is sorted and without duplicates.
+func NextVoters(prev, live []string, left func(name string) bool) []string {
+	isLive := make(map[string]bool, len(live))
+	for _, n := range live {
+		isLive[n] = true
+	}
+	out := make([]string, 0, len(prev)+len(live))
+	for _, n := range prev {
+		if isLive[n] || !left(n) {
+			out = append(out, n)
+		}
+	}
+	out = append(out, live...)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// ViewOf returns the view of a member that sees the live members live,
+// given the agreed voters and the members known to have left gracefully:
+// only voters count (a member no agreed table included might be joining a
+// cut-off minority), against the number of voters less the graceful
+// leavers.
+func ViewOf(voters, live []string, left func(name string) bool) View {
+	isLive := make(map[string]bool, len(live))
+	for _, n := range live {
+		isLive[n] = true
+	}
+	v := View{Expected: len(voters)}
+	for _, n := range voters {
+		switch {
+		case isLive[n]:
+			v.Live++
+		case left(n):
+			v.Left++
+		}
+	}
+	return v
 }
 
 // Pattern applies Rule to the structures whose name matches Pattern

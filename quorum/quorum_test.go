@@ -2,6 +2,7 @@ package quorum
 
 import (
 	"errors"
+	"slices"
 	"testing"
 )
 
@@ -40,26 +41,44 @@ func TestCheck(t *testing.T) {
 	}
 }
 
-func TestNextExpected(t *testing.T) {
-	for _, c := range []struct{ prev, left, live, want int }{
-		{0, 0, 1, 1}, // first table
-		{1, 0, 3, 3}, // grew
-		{3, 0, 2, 3}, // a crash does not lower it
-		{3, 1, 2, 2}, // a graceful leave does
-		{3, 2, 1, 1}, // scaled down to one
-		{5, 1, 2, 4}, // one left, two crashed
-		{3, 3, 0, 1}, // never below one
-		{3, 0, 5, 5}, // members joined
-		{4, 1, 4, 4}, // one left and one joined
-		{2, 0, 1, 2}, // crash of one of two: 1 of 2 has no majority
-		{2, 1, 1, 1}, // graceful leave of one of two
-		{7, 3, 3, 4}, // three left, one crashed
-		{1, 0, 0, 1}, // nobody visible
-		{6, 0, 3, 6}, // half crashed
-		{6, 3, 3, 3}, // half left
-		{10, 0, 1, 10} /* partitioned away */} {
-		if got := NextExpected(c.prev, c.left, c.live); got != c.want {
-			t.Errorf("NextExpected(%d, %d, %d) = %d, want %d", c.prev, c.left, c.live, got, c.want)
+func TestVoters(t *testing.T) {
+	set := func(names ...string) func(string) bool {
+		return func(n string) bool { return slices.Contains(names, n) }
+	}
+	none := set()
+	for _, c := range []struct {
+		name         string
+		prev, live   []string
+		left         func(string) bool
+		want         []string
+		viewLive     int
+		viewExpected int
+		viewLeft     int
+		ok           bool // majority
+	}{
+		// no voters yet: the view counts nobody (members do not guard
+		// before the first table)
+		{"first table", nil, []string{"a"}, none, []string{"a"}, 0, 0, 0, false},
+		{"grew", []string{"a"}, []string{"c", "a", "b"}, none, []string{"a", "b", "c"}, 1, 1, 0, true},
+		{"a crash keeps the voter", []string{"a", "b", "c"}, []string{"a", "b"}, none, []string{"a", "b", "c"}, 2, 3, 0, true},
+		{"two crashes", []string{"a", "b", "c"}, []string{"a"}, none, []string{"a", "b", "c"}, 1, 3, 0, false},
+		{"graceful leave drops it", []string{"a", "b", "c"}, []string{"a", "b"}, set("c"), []string{"a", "b"}, 2, 3, 1, true},
+		{"scaled down to one", []string{"a", "b", "c"}, []string{"a"}, set("b", "c"), []string{"a"}, 1, 3, 2, true},
+		{"left then back", []string{"a", "b"}, []string{"a", "b"}, set("b"), []string{"a", "b"}, 2, 2, 0, true},
+		{"newcomers on a cut-off side", []string{"a", "b", "c"}, []string{"c", "d", "e"}, none, []string{"a", "b", "c", "d", "e"}, 1, 3, 0, false},
+		{"replacement of a crashed member", []string{"a", "b", "c"}, []string{"a", "b", "d"}, none, []string{"a", "b", "c", "d"}, 2, 3, 0, true},
+		{"even split of four", []string{"a", "b", "c", "d"}, []string{"a", "b"}, none, []string{"a", "b", "c", "d"}, 2, 4, 0, false},
+		{"duplicates", []string{"a", "a"}, []string{"a", "a"}, none, []string{"a"}, 2, 2, 0, true},
+	} {
+		if got := NextVoters(c.prev, c.live, c.left); !slices.Equal(got, c.want) {
+			t.Errorf("%s: NextVoters = %v, want %v", c.name, got, c.want)
+		}
+		v := ViewOf(c.prev, c.live, c.left)
+		if v.Live != c.viewLive || v.Expected != c.viewExpected || v.Left != c.viewLeft {
+			t.Errorf("%s: ViewOf = %+v, want live %d expected %d left %d", c.name, v, c.viewLive, c.viewExpected, c.viewLeft)
+		}
+		if d := Check(Rule{Mode: Majority}, v); d.OK != c.ok {
+			t.Errorf("%s: majority check of %+v = %v, want %v", c.name, v, d, c.ok)
 		}
 	}
 }
