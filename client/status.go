@@ -31,15 +31,15 @@ type MemberStatus struct {
 	Fenced           bool
 	// Quorum is false while the member sees fewer than QuorumNeeded of
 	// the ExpectedSize members (QuorumVisible).
-	Quorum        bool
-	QuorumVisible int
-	QuorumNeeded  int
-	ExpectedSize  int
-	TableBackups     int
-	RequestsServed   uint64
-	BackupRecords    uint64
-	MigrationsOut    uint64
-	MigrationsIn     uint64
+	Quorum         bool
+	QuorumVisible  int
+	QuorumNeeded   int
+	ExpectedSize   int
+	TableBackups   int
+	RequestsServed uint64
+	BackupRecords  uint64
+	MigrationsOut  uint64
+	MigrationsIn   uint64
 }
 
 // Status asks every member of the client's table for its status. Members
