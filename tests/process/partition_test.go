@@ -394,3 +394,161 @@ func durSince(t, since time.Time) string {
 	}
 	return t.Sub(since).Round(time.Millisecond).String()
 }
+
+// TestPartitionFiveMembersSplit cuts five members 3/2, each side with its
+// own client writing: the minority's writes fail with ErrQuorum, the
+// majority's succeed, and after the heal no acknowledged write is lost.
+// With two synchronous backups a side of two cannot hold every replica of
+// a partition, so the majority always has one (with one backup, partitions
+// whose two replicas are both on the minority would be re-created empty by
+// the majority: keep as many backups as members a cut may isolate).
+func TestPartitionFiveMembersSplit(t *testing.T) {
+	netcut.Skip(t)
+	ctx := ctxT(t, 120*time.Second)
+	procs := startClusterAt(t, ctx, 5, "--backup-count", "2")
+	majority, minority := procs[:3], procs[3:]
+	cMinor := dialFrom(t, ctx, netcut.ClientAddr(1), minority...)
+	cMajor := dialFrom(t, ctx, netcut.ClientAddr(2), majority...)
+	wMinor := startWriters(ctx, cMinor, "minor", "users", 4, nil)
+	wMajor := startWriters(ctx, cMajor, "major", "users", 4, nil)
+	defer wMinor.halt()
+	defer wMajor.halt()
+	runFor(ctx, time.Second)
+
+	nc := netcut.New(t)
+	cut := time.Now()
+	if err := nc.Cut(append(ipsOf(minority...), netcut.ClientAddr(1)), append(ipsOf(majority...), netcut.ClientAddr(2))); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range minority {
+		waitQuorum(t, ctx, p, false)
+	}
+	checkNoQuorumSurface(t, ctx, minority[0])
+	runFor(ctx, 3*time.Second)
+	for _, p := range majority {
+		if st, err := p.Status(ctx); err != nil || !st.Quorum {
+			t.Fatalf("%s during the cut: quorum %v, %v", p.Name, st.Quorum, err)
+		}
+	}
+	healAt := time.Now()
+	if err := nc.Heal(); err != nil {
+		t.Fatal(err)
+	}
+	sts := waitSettled(t, ctx, procs...)
+	settled := time.Since(healAt)
+	runFor(ctx, 500*time.Millisecond)
+	wMinor.halt()
+	wMajor.halt()
+	inflight, _, _, _ := wMinor.counts(cut, cut.Add(50*time.Millisecond))
+	minorAfter, minorQ, minorOther, _ := wMinor.counts(cut.Add(50*time.Millisecond), healAt)
+	majorDuring, _, majorOther, _ := wMajor.counts(cut, healAt)
+	lostMinor, totalMinor := wMinor.lost(t, ctx, cMajor, "users")
+	lostMajor, totalMajor := wMajor.lost(t, ctx, cMajor, "users")
+	t.Logf("5 members split 3/2: minority acknowledged %d writes later than 50 ms after the cut (%d in flight at it), %d ErrQuorum, %d other errors; majority acknowledged %d during the cut (%d errors); settled %v after the heal at table %d; lost %d/%d minority and %d/%d majority writes",
+		minorAfter, inflight, minorQ, minorOther, majorDuring, majorOther, settled.Round(time.Millisecond), sts[0].Table.Version, lostMinor, totalMinor, lostMajor, totalMajor)
+	if minorAfter != 0 {
+		t.Errorf("the minority acknowledged %d writes after the cut", minorAfter)
+	}
+	if minorQ == 0 {
+		t.Error("the minority's writes never failed with ErrQuorum")
+	}
+	if majorDuring == 0 {
+		t.Error("the majority acknowledged no write during the cut")
+	}
+	if lostMinor+lostMajor != 0 {
+		t.Errorf("%d acknowledged writes lost", lostMinor+lostMajor)
+	}
+}
+
+// TestPartitionLoops repeats cut/heal on three members with writers on
+// both sides: isolating the coordinator (n1), isolating another member,
+// and an asymmetric cut (n3's packets to n1 and n2 dropped, theirs to n3
+// delivered), in turn. After every heal the cluster must settle (one
+// table version everywhere, backups in sync) and, at the end, no
+// acknowledged write may be lost. SHOAL_PARTITION_LOOPS sets the number of
+// loops (default 3; make soak-partition runs 10).
+func TestPartitionLoops(t *testing.T) {
+	netcut.Skip(t)
+	loops := 3
+	if v := os.Getenv("SHOAL_PARTITION_LOOPS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("SHOAL_PARTITION_LOOPS=%q: want a positive number", v)
+		}
+		loops = n
+	}
+	ctx := ctxT(t, time.Duration(loops)*40*time.Second+60*time.Second)
+	procs := startClusterAt(t, ctx, 3)
+	// Each side has a client: the one next to the isolated member is
+	// cut with it.
+	cA := dialFrom(t, ctx, netcut.ClientAddr(1), procs...)
+	cB := dialFrom(t, ctx, netcut.ClientAddr(2), procs...)
+	wA := startWriters(ctx, cA, "a", "users", 3, nil)
+	wB := startWriters(ctx, cB, "b", "users", 3, nil)
+	defer wA.halt()
+	defer wB.halt()
+	nc := netcut.New(t)
+	kinds := []string{"isolate n1 (coordinator)", "isolate n2", "asymmetric: n3 cannot reach n1, n2"}
+	for i := range loops {
+		kind := kinds[i%len(kinds)]
+		runFor(ctx, 500*time.Millisecond)
+		var alone, rest []*proctest.Proc
+		switch i % len(kinds) {
+		case 0:
+			alone, rest = procs[:1], procs[1:]
+		case 1:
+			alone, rest = procs[1:2], []*proctest.Proc{procs[0], procs[2]}
+		case 2:
+			alone, rest = procs[2:], procs[:2]
+		}
+		cut := time.Now()
+		var err error
+		if i%len(kinds) == 2 {
+			err = nc.OneWay(append(ipsOf(alone...), netcut.ClientAddr(1)), append(ipsOf(rest...), netcut.ClientAddr(2)))
+		} else {
+			err = nc.Cut(append(ipsOf(alone...), netcut.ClientAddr(1)), append(ipsOf(rest...), netcut.ClientAddr(2)))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The majority must notice and carry on.
+		if err := proctest.Poll(ctx, 20*time.Millisecond, func(ctx context.Context) error {
+			st, err := rest[0].Status(ctx)
+			if err != nil {
+				return err
+			}
+			if len(st.Members) != 2 || !st.Quorum {
+				return fmt.Errorf("%s sees %d members, quorum %v", rest[0].Name, len(st.Members), st.Quorum)
+			}
+			return nil
+		}); err != nil {
+			t.Fatalf("loop %d (%s): %v", i+1, kind, err)
+		}
+		detected := time.Since(cut)
+		runFor(ctx, time.Second)
+		healAt := time.Now()
+		if err := nc.Heal(); err != nil {
+			t.Fatal(err)
+		}
+		sts := waitSettled(t, ctx, procs...)
+		acksA, qA, otherA, _ := wA.counts(cut.Add(50*time.Millisecond), healAt)
+		acksB, _, _, _ := wB.counts(cut, healAt)
+		t.Logf("loop %d (%s): detected in %v, settled %v after the heal at table %d; during the cut client A acknowledged %d (ErrQuorum so far %d, other errors %d), client B %d",
+			i+1, kind, detected.Round(time.Millisecond), time.Since(healAt).Round(time.Millisecond), sts[0].Table.Version, acksA, qA, otherA, acksB)
+		// Client A sits with the cut-off member: nothing it writes
+		// during the cut may be acknowledged, except through the
+		// asymmetric cut, where its requests still reach the majority
+		// but no answer comes back.
+		if acksA != 0 {
+			t.Errorf("loop %d (%s): the cut-off side acknowledged %d writes", i+1, kind, acksA)
+		}
+	}
+	wA.halt()
+	wB.halt()
+	lostA, totalA := wA.lost(t, ctx, cB, "users")
+	lostB, totalB := wB.lost(t, ctx, cB, "users")
+	t.Logf("%d loops: lost %d/%d writes of client A and %d/%d of client B", loops, lostA, totalA, lostB, totalB)
+	if lostA+lostB != 0 {
+		t.Errorf("%d acknowledged writes lost", lostA+lostB)
+	}
+}
