@@ -540,11 +540,15 @@ func (m *Member) adopt(t *partition.Table, from string) bool {
 	if cur != nil && t.Version <= cur.Version {
 		return false
 	}
-	dropped := 0
+	dropped, orphaned, orphanedParts := 0, 0, 0
 	var resync []resyncJob
 	for p, s := range m.slots {
-		d, names := s.adopt(m, t)
+		d, o, names := s.adopt(m, t)
 		dropped += d
+		if o > 0 {
+			orphaned += o
+			orphanedParts++
+		}
 		for _, n := range names {
 			resync = append(resync, resyncJob{int32(p), n})
 		}
@@ -565,6 +569,15 @@ func (m *Member) adopt(t *partition.Table, from string) bool {
 		"owned", len(t.Owned(m.cfg.Name)), "backups", len(t.BackedUp(m.cfg.Name)))
 	if dropped > 0 {
 		m.log.Info("dropped entries of partitions no longer held here", "entries", dropped)
+	}
+	if orphaned > 0 {
+		// This member owned partitions that the cluster gave to others
+		// without a hand-over: it was declared gone (the losing side of a
+		// network cut, or a long pause). The winning side's values are
+		// kept; what was written here since is discarded.
+		m.counters.mergeDiscarded.Add(uint64(orphaned))
+		m.log.Warn("merge after a split: discarded the entries of partitions this member owned on the losing side (the winning side's values are kept)",
+			"partitions", orphanedParts, "entries", orphaned, "version", t.Version, "from", from)
 	}
 	if len(t.Lost) > 0 {
 		m.emitLost(t)

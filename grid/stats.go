@@ -55,6 +55,10 @@ type Stats struct {
 	MigrationBytesOut uint64 `json:"migration_bytes_out"`
 	// MigrationsIn counts partition copies this member received.
 	MigrationsIn uint64 `json:"migrations_in"`
+	// MergeDiscarded counts entries this member discarded because it owned
+	// their partitions on the losing side of a split (or while declared
+	// dead): the winning side's values were kept.
+	MergeDiscarded uint64 `json:"merge_discarded"`
 }
 
 type counters struct {
@@ -63,6 +67,9 @@ type counters struct {
 	migrationsOut atomic.Uint64
 	migrationsIn  atomic.Uint64
 	bytesOut      atomic.Uint64
+	// mergeDiscarded counts entries discarded when this member lost
+	// partitions without a hand-over (see slot.adopt).
+	mergeDiscarded atomic.Uint64
 }
 
 // Stats returns the member's current statistics.
@@ -79,6 +86,7 @@ func (m *Member) Stats() Stats {
 		BackupRecords:  m.counters.records.Load(),
 		MigrationsOut:  m.counters.migrationsOut.Load(),
 		MigrationsIn:   m.counters.migrationsIn.Load(),
+		MergeDiscarded: m.counters.mergeDiscarded.Load(),
 
 		MigrationBytesOut: m.counters.bytesOut.Load(),
 	}

@@ -552,3 +552,73 @@ func TestPartitionLoops(t *testing.T) {
 		t.Errorf("%d acknowledged writes lost", lostA+lostB)
 	}
 }
+
+// TestPartitionPerformanceProfileMerge cuts one of three members of a
+// performance-profile cluster (no backups, quorum off): both sides keep
+// serving, and at the heal the isolated member's side loses — its entries
+// are discarded and counted (merge_discarded), the majority's values are
+// kept: every write the majority acknowledged during the cut is readable.
+func TestPartitionPerformanceProfileMerge(t *testing.T) {
+	netcut.Skip(t)
+	ctx := ctxT(t, 90*time.Second)
+	procs := startClusterAt(t, ctx, 3, "--profile", "performance")
+	n3 := procs[2]
+	cMinor := dialFrom(t, ctx, netcut.ClientAddr(1), n3)
+	cMajor := dialFrom(t, ctx, netcut.ClientAddr(2), procs[0])
+	nc := netcut.New(t)
+	cut := time.Now()
+	if err := nc.Cut(append(ipsOf(n3), netcut.ClientAddr(1)), append(ipsOf(procs[:2]...), netcut.ClientAddr(2))); err != nil {
+		t.Fatal(err)
+	}
+	// Both sides take over every partition and serve.
+	for _, p := range procs {
+		want := 2
+		if p == n3 {
+			want = 1
+		}
+		if err := proctest.Poll(ctx, 20*time.Millisecond, func(ctx context.Context) error {
+			st, err := p.Status(ctx)
+			if err != nil {
+				return err
+			}
+			if len(st.Members) != want || !st.Quorum || st.Table.Unowned != 0 || len(st.Table.Owners) != want {
+				return fmt.Errorf("%s: %d members, quorum %v, table members %v", p.Name, len(st.Members), st.Quorum, st.Table.Owners)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wMinor := startWriters(ctx, cMinor, "minor", "cache", 2, nil)
+	wMajor := startWriters(ctx, cMajor, "major", "cache", 2, nil)
+	defer wMinor.halt()
+	defer wMajor.halt()
+	runFor(ctx, 1500*time.Millisecond)
+	wMinor.halt()
+	wMajor.halt()
+	minorAcks, _, _, _ := wMinor.counts(cut, time.Time{})
+	majorAcks, _, _, _ := wMajor.counts(cut, time.Time{})
+	if minorAcks == 0 || majorAcks == 0 {
+		t.Fatalf("with quorum off both sides serve: minority acknowledged %d, majority %d", minorAcks, majorAcks)
+	}
+	if err := nc.Heal(); err != nil {
+		t.Fatal(err)
+	}
+	waitSettled(t, ctx, procs...)
+	st, err := n3.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lostMajor, totalMajor := wMajor.lost(t, ctx, cMajor, "cache")
+	t.Logf("quorum off: during the cut the isolated side acknowledged %d writes, the majority %d; at the heal %s discarded %d entries (merge policy: the winning side's values are kept); majority writes lost %d/%d",
+		minorAcks, majorAcks, n3.Name, st.MergeDiscarded, lostMajor, totalMajor)
+	if st.MergeDiscarded == 0 {
+		t.Error("the losing side reports no discarded entries")
+	}
+	if !strings.Contains(n3.Output(), "merge after a split") {
+		t.Error("the losing side did not log the merge")
+	}
+	if lostMajor != 0 {
+		t.Errorf("%d majority writes lost", lostMajor)
+	}
+}
