@@ -7,11 +7,12 @@ IMAGE    ?= shoal/gridnode
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BIN      := bin
 
-.PHONY: help test test-process fuzz bench vet lint build image
+.PHONY: help test test-process soak-partition fuzz bench vet lint build image
 
 help:
 	@echo "make test          unit and in-process cluster tests, with the race detector"
 	@echo "make test-process  tests that run real gridnode processes (kill -9, SIGTERM)"
+	@echo "make soak-partition  $(PARTITION_LOOPS) network cut/heal loops on real processes (root, iptables)"
 	@echo "make fuzz          every fuzz target for FUZZTIME ($(FUZZTIME)) each"
 	@echo "make bench         benchmarks"
 	@echo "make vet           go vet, including the process tests"
@@ -24,6 +25,12 @@ test:
 
 test-process:
 	$(GO) test -race -count=1 -timeout 5m -tags process ./tests/process/...
+
+# Repeated network partitions (iptables cuts between loopback addresses,
+# see internal/netcut): CI runs 3 loops in test-process; this runs more.
+PARTITION_LOOPS ?= 10
+soak-partition:
+	SHOAL_PARTITION_LOOPS=$(PARTITION_LOOPS) $(GO) test -race -count=1 -timeout 15m -tags process -run 'TestPartitionLoops' -v ./tests/process/...
 
 # Fuzz targets are listed per package by `go test -list`; -fuzz takes one
 # package and one target at a time. Go 1.26's fuzz coordinator can fail a

@@ -48,6 +48,10 @@ type Config struct {
 	Name string
 	// DialTimeout bounds connecting to one member. Default 2 s.
 	DialTimeout time.Duration
+	// LocalIP is the IP address connections to members leave from.
+	// Default: the kernel's choice. (Network-partition tests give each
+	// client its own loopback address.)
+	LocalIP string
 	// ConnsPerMember is the number of multiplexed connections kept to each
 	// member. Default 1 (one connection carries many requests at once).
 	ConnsPerMember int
@@ -280,7 +284,11 @@ func (c *Client) conn(ctx context.Context, addr string) (*wire.Conn, error) {
 	}
 	dctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
 	defer cancel()
-	cn, err := wire.Dial(dctx, &net.Dialer{}, addr, wire.Hello{Role: wire.RoleClient, Name: c.cfg.Name, Cluster: c.cfg.Cluster}, wire.Options{Limits: c.cfg.Limits})
+	d := &net.Dialer{}
+	if ip := net.ParseIP(c.cfg.LocalIP); ip != nil {
+		d.LocalAddr = &net.TCPAddr{IP: ip}
+	}
+	cn, err := wire.Dial(dctx, d, addr, wire.Hello{Role: wire.RoleClient, Name: c.cfg.Name, Cluster: c.cfg.Cluster}, wire.Options{Limits: c.cfg.Limits})
 	if err != nil {
 		mc.failedAt = time.Now()
 		mc.backoff = min(max(2*mc.backoff, 50*time.Millisecond), c.cfg.MaxBackoff)

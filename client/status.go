@@ -88,6 +88,9 @@ func (c *Client) Safe(ctx context.Context) (bool, string, error) {
 		if st.Fenced {
 			return false, st.Name + " is fenced after a pause", nil
 		}
+		if !st.Quorum {
+			return false, fmt.Sprintf("%s has no quorum (%d of %d members visible, %d needed)", st.Name, st.QuorumVisible, st.ExpectedSize, st.QuorumNeeded), nil
+		}
 	}
 	want := min(1+backups, len(t.Members))
 	for p := range int32(t.Count) {

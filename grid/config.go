@@ -11,6 +11,7 @@ import (
 
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/partition"
+	"github.com/shoalgrid/shoal/quorum"
 	"github.com/shoalgrid/shoal/wire"
 )
 
@@ -61,6 +62,15 @@ type Config struct {
 	// pattern; the first match wins. Every member should have the same
 	// rules: the partition owner's rules apply.
 	StructureBackups []StructureBackups
+	// Quorum is the default split-brain rule of structures: with fewer
+	// members visible than it needs, operations fail with op.ErrQuorum and
+	// the member does not publish tables or take partitions over. Default:
+	// majority for ProfileReliable, off for ProfilePerformance.
+	Quorum *quorum.Rule
+	// StructureQuorum overrides the rule of structures by name pattern
+	// (path.Match syntax); the first match wins. Every member should have
+	// the same rules: the partition owner's rules apply.
+	StructureQuorum []quorum.Pattern
 	// BackupTimeout bounds how long a mutation waits for its synchronous
 	// backups before it fails with op.ErrBackupTimeout. Default 5 s.
 	BackupTimeout time.Duration
@@ -217,6 +227,19 @@ func (c Config) withDefaults() (Config, error) {
 		if err := s.validate("pattern " + s.Pattern); err != nil {
 			return c, err
 		}
+	}
+	if c.Quorum == nil {
+		r := quorum.Rule{Mode: quorum.Majority}
+		if c.Profile == ProfilePerformance {
+			r = quorum.Rule{Mode: quorum.Off}
+		}
+		c.Quorum = &r
+	}
+	if c.Quorum.Mode == quorum.Fixed && c.Quorum.Min < 1 {
+		return c, fmt.Errorf("%w: quorum minimum size %d", ErrConfig, c.Quorum.Min)
+	}
+	if _, err := quorum.NewRules(*c.Quorum, c.StructureQuorum); err != nil {
+		return c, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
 	if c.BackupTimeout <= 0 {
 		c.BackupTimeout = 5 * time.Second

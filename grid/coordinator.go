@@ -16,6 +16,7 @@ import (
 
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/partition"
+	"github.com/shoalgrid/shoal/quorum"
 )
 
 // coordinator publishes partition tables. Only the oldest live member acts
@@ -97,6 +98,13 @@ func (c *coordinator) run() {
 			c.active = false
 			continue
 		}
+		if !c.m.mayCoordinate() {
+			// Without a majority this side must not promote, publish or
+			// take partitions over: the other side may be serving them.
+			// Coming back, the member learns the newest table first.
+			c.active = false
+			continue
+		}
 		c.dirty.Store(false)
 		ctx, cancel := context.WithCancel(c.m.ctx)
 		c.roundMu.Lock()
@@ -164,11 +172,22 @@ func (c *coordinator) step(ctx context.Context) error {
 	}
 	cur := m.Table()
 	if cur == nil {
-		first := c.publish(target.WithVersion(1))
+		t := target.WithVersion(1)
+		t.Voters = quorum.NextVoters(nil, memberNames(liveMembers), m.leftGracefully)
+		first := c.publish(t)
 		m.log.Info("first partition table published", "version", first.Version, "members", len(targetMembers), "backups", m.backups.table)
 		return nil
 	}
 	count := cur.Count
+	liveNames := make([]string, 0, len(live))
+	for _, mi := range live {
+		liveNames = append(liveNames, mi.Name)
+	}
+	prevVoters := cur.Voters
+	if len(prevVoters) == 0 {
+		prevVoters = memberNames(cur.Members)
+	}
+	voters := quorum.NextVoters(prevVoters, liveNames, m.leftGracefully)
 	replicas := make([][]string, count)
 	for p := range replicas {
 		replicas[p] = cur.ReplicaNames(int32(p))
@@ -179,13 +198,14 @@ func (c *coordinator) step(ctx context.Context) error {
 			return fmt.Errorf("%w: build table: %v", op.ErrInternal, err)
 		}
 		next.Lost = lost
+		next.Voters = voters
 		cur = c.publish(next)
 		return nil
 	}
 
 	// Phase 1: members that are gone.
 	var promote []int32
-	changed := takeover || !sameMembers(cur, &partition.Table{Members: sortedMembers(liveMembers)})
+	changed := takeover || !sameMembers(cur, &partition.Table{Members: sortedMembers(liveMembers)}) || !slices.Equal(voters, cur.Voters)
 	for p, names := range replicas {
 		kept := names[:0:0]
 		for _, n := range names {
@@ -520,16 +540,21 @@ func (m *Member) adopt(t *partition.Table, from string) bool {
 	if cur != nil && t.Version <= cur.Version {
 		return false
 	}
-	dropped := 0
+	dropped, orphaned, orphanedParts := 0, 0, 0
 	var resync []resyncJob
 	for p, s := range m.slots {
-		d, names := s.adopt(m, t)
+		d, o, names := s.adopt(m, t)
 		dropped += d
+		if o > 0 {
+			orphaned += o
+			orphanedParts++
+		}
 		for _, n := range names {
 			resync = append(resync, resyncJob{int32(p), n})
 		}
 	}
 	m.table.Store(t)
+	m.refreshQuorum()
 	close(m.tableCond)
 	m.tableCond = make(chan struct{})
 	for _, j := range resync {
@@ -545,6 +570,15 @@ func (m *Member) adopt(t *partition.Table, from string) bool {
 	if dropped > 0 {
 		m.log.Info("dropped entries of partitions no longer held here", "entries", dropped)
 	}
+	if orphaned > 0 {
+		// This member owned partitions that the cluster gave to others
+		// without a hand-over: it was declared gone (the losing side of a
+		// network cut, or a long pause). The winning side's values are
+		// kept; what was written here since is discarded.
+		m.counters.mergeDiscarded.Add(uint64(orphaned))
+		m.log.Warn("merge after a split: discarded the entries of partitions this member owned on the losing side (the winning side's values are kept)",
+			"partitions", orphanedParts, "entries", orphaned, "version", t.Version, "from", from)
+	}
 	if len(t.Lost) > 0 {
 		m.emitLost(t)
 	}
@@ -553,4 +587,12 @@ func (m *Member) adopt(t *partition.Table, from string) bool {
 
 func sameMembers(a, b *partition.Table) bool {
 	return slices.Equal(a.Members, b.Members)
+}
+
+func memberNames(ms []partition.Member) []string {
+	out := make([]string, len(ms))
+	for i, mb := range ms {
+		out[i] = mb.Name
+	}
+	return out
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/shoalgrid/shoal/grid"
 	"github.com/shoalgrid/shoal/grid/gridtest"
 	"github.com/shoalgrid/shoal/maps"
+	"github.com/shoalgrid/shoal/quorum"
 )
 
 // ledger runs writers through the given members, each overwriting its own
@@ -132,8 +133,10 @@ func TestTwoBackupsSurviveTwoCrashesAtOnce(t *testing.T) {
 	l.verify(t, c.Member(0))
 }
 
+// With quorum off (two of four members crash: a majority rule would stop
+// the survivors, see TestQuorumLostAfterCrashes).
 func TestReReplicationThenSecondCrashLosesNothing(t *testing.T) {
-	c := gridtest.New(t, 4)
+	c := gridtest.New(t, 4, gridtest.WithConfig(func(cfg *grid.Config) { cfg.Quorum = &quorum.Rule{Mode: quorum.Off} }))
 	ctx := ctxT(t, 120*time.Second)
 	l := runWriters(t, ctx, []*grid.Member{c.Member(0)}, 4, 100)
 	gridtest.Eventually(t, 10*time.Second, func() (bool, string) { return l.count() > 2000, "warming up" })

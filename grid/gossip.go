@@ -13,6 +13,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/shoalgrid/shoal/partition"
+	"github.com/shoalgrid/shoal/quorum"
 )
 
 // nodeMeta is what each member gossips about itself in memberlist's node
@@ -25,8 +26,14 @@ type nodeMeta struct {
 	Proto   int    `msgpack:"p"`
 	Leaving bool   `msgpack:"l,omitempty"`
 	Session uint64 `msgpack:"x,omitempty"`
+	// Cluster and Partitions must match on every member: admission
+	// refuses a node whose values differ (see admit).
+	Cluster    string `msgpack:"c"`
+	Partitions int    `msgpack:"n"`
 }
 
+// metaProto is the member protocol version; members of another version
+// are refused at admission.
 const metaProto = 1
 
 func (n nodeMeta) encode() ([]byte, error) {
@@ -109,6 +116,11 @@ const (
 	// PartitionsLost: every replica of some partitions was lost; they
 	// start again empty. Event.Lost names them.
 	PartitionsLost
+	// QuorumLost: this member no longer sees a majority of the cluster's
+	// expected size. Event.Quorum says how many it sees and needs.
+	QuorumLost
+	// QuorumRegained: this member sees a majority again.
+	QuorumRegained
 )
 
 // String names the event type.
@@ -124,6 +136,10 @@ func (t EventType) String() string {
 		return "updated"
 	case PartitionsLost:
 		return "partitions-lost"
+	case QuorumLost:
+		return "quorum-lost"
+	case QuorumRegained:
+		return "quorum-regained"
 	}
 	return "unknown"
 }
@@ -134,7 +150,9 @@ type Event struct {
 	Member MemberInfo
 	// Lost is set for PartitionsLost events.
 	Lost *PartitionLost
-	Time time.Time
+	// Quorum is set for QuorumLost and QuorumRegained events.
+	Quorum *quorum.Decision
+	Time   time.Time
 }
 
 // delegate implements memberlist's Delegate and EventDelegate. memberlist
@@ -157,6 +175,30 @@ func (d delegate) NotifyMsg([]byte)                           {}
 func (d delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (d delegate) LocalState(join bool) []byte                { return nil }
 func (d delegate) MergeRemoteState(buf []byte, join bool)     {}
+
+// NotifyAlive refuses a node, learned by gossip or a join, that must not
+// become a peer: see admit. It implements memberlist.AliveDelegate.
+func (d delegate) NotifyAlive(n *memberlist.Node) error {
+	return d.m.admit(n, false)
+}
+
+// NotifyMerge refuses a join (of this member to a cluster, or of another
+// member to ours) when any live node of the other side would be refused.
+// Both sides of a join run it, each on the other's node list; the refusal
+// is recorded so that a joining member stops retrying and reports why. It
+// implements memberlist.MergeDelegate.
+func (d delegate) NotifyMerge(peers []*memberlist.Node) error {
+	for _, n := range peers {
+		if n.State != memberlist.StateAlive && n.State != memberlist.StateSuspect {
+			continue // a dead or departed node may come back under its name
+		}
+		if err := d.m.admit(n, true); err != nil {
+			d.m.refuse(err)
+			return err
+		}
+	}
+	return nil
+}
 
 func (d delegate) NotifyJoin(n *memberlist.Node)   { d.m.onNode(MemberJoined, n) }
 func (d delegate) NotifyUpdate(n *memberlist.Node) { d.m.onNode(MemberUpdated, n) }
@@ -238,6 +280,8 @@ func (m *Member) memberlistConfig(bindIP net.IP, bindPort int) (*memberlist.Conf
 	}
 	mc.Delegate = delegate{m}
 	mc.Events = delegate{m}
+	mc.Alive = delegate{m}
+	mc.Merge = delegate{m}
 	mc.Logger = log.New(slogWriter{m.log}, "", 0)
 
 	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{

@@ -57,6 +57,10 @@ func (m *Member) invoke(ctx context.Context, req *op.Request, internal bool) (*o
 		var owner partition.Member
 		if t == nil {
 			resp = &op.Response{Code: op.CodeStaleTable, Msg: "member " + m.cfg.Name + " has no partition table yet"}
+		} else if q := m.quorumRefusal(r.Name, time.Now(), t.Version, false); q != nil {
+			// This side has no quorum: fail fast rather than wait for an
+			// owner on the other side.
+			resp = q
 		} else if o, ok := t.Owner(r.Partition); !ok {
 			resp = &op.Response{Code: op.CodeStaleTable, Msg: fmt.Sprintf("partition %d has no owner in table %d", r.Partition, t.Version), TableVersion: t.Version}
 		} else {
@@ -86,7 +90,11 @@ func (m *Member) invoke(ctx context.Context, req *op.Request, internal bool) (*o
 					resp.Value = bytes.Clone(resp.Value)
 				}
 				if w != nil {
-					if werr := w.wait(ctx, m.cfg.BackupTimeout); werr != nil {
+					werr := w.wait(ctx, m.cfg.BackupTimeout)
+					if werr == nil {
+						werr = m.leaseAtAck(r.Name)
+					}
+					if werr != nil {
 						resp = errResponse(werr, resp.TableVersion)
 					}
 				}

@@ -97,7 +97,16 @@ type Member struct {
 	viewMu sync.Mutex
 	view   map[string]MemberInfo
 
-	coord *coordinator
+	coord  *coordinator
+	quorum *quorumState
+
+	// selfGossip is this member's gossip address once memberlist started;
+	// joining is true while Start joins the seeds, and refused records why
+	// the cluster refused this member (see admit).
+	selfGossip atomic.Pointer[string]
+	joining    atomic.Bool
+	refusedMu  sync.Mutex
+	refused    error
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -174,7 +183,8 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 		ctx:           mctx,
 		cancel:        cancel,
 	}
-	m.meta = nodeMeta{Addr: dataAddr, Zone: cfg.Zone, Host: cfg.Host, Started: m.started.UnixNano(), Proto: metaProto}
+	m.meta = nodeMeta{Addr: dataAddr, Zone: cfg.Zone, Host: cfg.Host, Started: m.started.UnixNano(), Proto: metaProto,
+		Cluster: cfg.Cluster, Partitions: cfg.PartitionCount}
 	if _, err := m.meta.encode(); err != nil {
 		ln.Close()
 		cancel()
@@ -196,6 +206,7 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 	m.events = newEventHub(m)
 	m.sess = newSessions(m)
 	m.meta.Session = m.sess.id.Load()
+	m.quorum = newQuorumState(cfg)
 	m.lastTick.Store(time.Now().UnixNano())
 	m.slots = make([]*slot, cfg.PartitionCount)
 	for i := range m.slots {
@@ -225,10 +236,14 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 	}
 	m.ml = ml
 	m.gossipAddr = ml.LocalNode().Address() // read once: memberlist mutates the node later
+	m.selfGossip.Store(&m.gossipAddr)
 	m.log.Info("member started", "gossip", m.gossipAddr, "data", dataAddr, "partitions", cfg.PartitionCount, "cluster", cfg.Cluster)
 
 	if len(cfg.Join) > 0 {
-		if err := m.join(ctx, cfg.Join); err != nil {
+		m.joining.Store(true)
+		err := m.join(ctx, cfg.Join)
+		m.joining.Store(false)
+		if err != nil {
 			m.Close()
 			return nil, err
 		}
@@ -242,11 +257,12 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 			m.log.Warn("announce start time", "err", err)
 		}
 	}
-	m.wg.Add(9 + cfg.MigrationParallelism)
+	m.wg.Add(10 + cfg.MigrationParallelism)
 	go m.timerLoop()
 	go m.heartbeatLoop()
 	go m.broadcastLoop()
 	go m.coord.run()
+	go m.leaseLoop()
 	go m.reconnectLoop()
 	go m.sweepLoop()
 	go m.waitLoop()
@@ -286,6 +302,9 @@ func (m *Member) join(ctx context.Context, seeds []string) error {
 	backoff := 100 * time.Millisecond
 	for {
 		n, err := m.ml.Join(seeds)
+		if rerr := m.refusal(); rerr != nil {
+			return rerr
+		}
 		if n > 0 {
 			m.log.Info("joined cluster", "seeds", seeds, "contacted", n)
 			return nil
@@ -459,6 +478,13 @@ func (m *Member) onNode(t EventType, n *memberlist.Node) {
 			m.spawn(func() { m.endSession(id) })
 		}
 	}
+	switch t {
+	case MemberLeft:
+		m.noteLeft(n.Name, true)
+	case MemberJoined:
+		m.noteLeft(n.Name, false)
+	}
+	m.refreshQuorum()
 	ev := Event{Type: t, Member: mi, Time: time.Now()}
 	m.subsMu.Lock()
 	for ch := range m.subs {

@@ -30,6 +30,7 @@ const (
 	sysReplicaSeqs = sysop.ReplicaSeqs
 	sysStatus      = sysop.Status
 	sysBackupProbe = sysop.BackupProbe
+	sysPing        = sysop.Ping
 )
 
 func (m *Member) hello(role wire.Role) wire.Hello {
@@ -166,6 +167,9 @@ func (m *Member) HandleRequest(c *wire.Conn, id uint64, req *op.Request) {
 	// Answer once the synchronous backups acknowledged, without blocking
 	// the read loop.
 	w.then(c.Batch(), func(b *wire.Batch, err error) {
+		if err == nil {
+			err = m.leaseAtAck(req.Name)
+		}
 		if err != nil {
 			resp = errResponse(err, resp.TableVersion)
 		}
@@ -269,6 +273,8 @@ func (m *Member) handleSys(c *wire.Conn, id uint64, req *op.Request) {
 		if !ok {
 			c.Respond(id, errResponse(m.errClosed(), 0))
 		}
+	case sysPing:
+		c.Respond(id, &op.Response{TableVersion: cur})
 	case sysReplicaSeqs:
 		c.Respond(id, &op.Response{Found: true, Value: m.replicaSeqs(), TableVersion: cur})
 	case sysTrigger:

@@ -277,6 +277,9 @@ func (s *slot) execute(m *Member, b *wire.Batch, cur *partition.Table, req *op.R
 	if s.frozen != 0 {
 		return &op.Response{Code: op.CodeMigrating, Msg: fmt.Sprintf("partition %d is being handed over", s.id), TableVersion: cur.Version}, nil, nil
 	}
+	if r := m.checkQuorum(req.Name, now, cur.Version); r != nil {
+		return r, nil, nil
+	}
 	mutates := m.services[svc].Mutates(req.Op)
 	if mutates && req.Origin != 0 && req.Op < op.OpReservedMin {
 		if r, seq, ok := s.dedup.get(req.Origin, req.CallSeq); ok {
@@ -391,9 +394,13 @@ func (s *slot) entries() int {
 }
 
 // adopt updates the slot for a new table. It returns the entries dropped
-// (this member holds no replica any more) and the backups that need a full
-// resync (new backups of a partition this member owns).
-func (s *slot) adopt(m *Member, t *partition.Table) (dropped int, resync []string) {
+// (this member holds no replica any more), those of them that were
+// orphaned (this member owned the partition and lost it without handing it
+// over: the cluster declared it gone, e.g. on the losing side of a healed
+// network cut; its writes since are discarded, the winning side's values
+// kept) and the backups that need a full resync (new backups of a
+// partition this member owns).
+func (s *slot) adopt(m *Member, t *partition.Table) (dropped, orphaned int, resync []string) {
 	names := t.ReplicaNames(s.id)
 	role := -1
 	for i, n := range names {
@@ -419,11 +426,15 @@ func (s *slot) adopt(m *Member, t *partition.Table) (dropped int, resync []strin
 	}
 	if (role < 0 && t.Version >= s.dataVersion) || (lost && s.role < 0) {
 		s.dataVersion = 0
+		before := dropped
 		for i, st := range s.states {
 			if st != nil {
 				dropped += st.Len()
 				s.states[i] = nil
 			}
+		}
+		if s.role == 0 && s.frozen == 0 {
+			orphaned = dropped - before
 		}
 		s.seq, s.term = 0, 0
 		s.dedup.reset()
@@ -469,7 +480,7 @@ func (s *slot) adopt(m *Member, t *partition.Table) (dropped int, resync []strin
 	if role == 0 && was != 0 {
 		s.becameOwner(m, time.Now())
 	}
-	return dropped, resync
+	return dropped, orphaned, resync
 }
 
 // coverage returns a wait for the synchronous backups to hold mutation seq

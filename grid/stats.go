@@ -16,6 +16,9 @@ type counters struct {
 	migrationsOut atomic.Uint64
 	migrationsIn  atomic.Uint64
 	bytesOut      atomic.Uint64
+	// mergeDiscarded counts entries discarded when this member lost
+	// partitions without a hand-over (see slot.adopt).
+	mergeDiscarded atomic.Uint64
 }
 
 // Stats returns the member's current statistics.
@@ -32,9 +35,12 @@ func (m *Member) Stats() Stats {
 		BackupRecords:  m.counters.records.Load(),
 		MigrationsOut:  m.counters.migrationsOut.Load(),
 		MigrationsIn:   m.counters.migrationsIn.Load(),
+		MergeDiscarded: m.counters.mergeDiscarded.Load(),
 
 		MigrationBytesOut: m.counters.bytesOut.Load(),
 	}
+	q := m.QuorumView()
+	s.Quorum, s.QuorumVisible, s.QuorumNeeded, s.ExpectedSize = m.HasQuorum(), q.Live, q.Need, q.Expected
 	if t := m.Table(); t != nil {
 		s.TableVersion = t.Version
 		_, s.Ready = t.Member(m.cfg.Name)

@@ -20,8 +20,19 @@ const preallocLimit = 1024
 // (array-encoded structs, custom tags) and in step with DecodeMsgpack. It
 // has a value receiver so tables held by value encode too.
 func (t Table) EncodeMsgpack(e *msgpack.Encoder) error {
-	if err := e.EncodeMapLen(6); err != nil {
+	if err := e.EncodeMapLen(7); err != nil {
 		return err
+	}
+	if err := e.EncodeString("q"); err != nil {
+		return err
+	}
+	if err := e.EncodeArrayLen(len(t.Voters)); err != nil {
+		return err
+	}
+	for _, v := range t.Voters {
+		if err := e.EncodeString(v); err != nil {
+			return err
+		}
 	}
 	if err := e.EncodeString("l"); err != nil {
 		return err
@@ -130,6 +141,8 @@ func (t *Table) DecodeMsgpack(d *msgpack.Decoder) error {
 			nt.Lost, err = decodeLost(d)
 		case "c":
 			nt.Count, err = d.DecodeInt()
+		case "q":
+			nt.Voters, err = decodeVoters(d)
 		case "m":
 			nt.Members, err = decodeMembers(d)
 		case "r":
@@ -235,4 +248,20 @@ func decodeLost(d *msgpack.Decoder) ([]int32, error) {
 		out = append(out, v)
 	}
 	return out, nil
+}
+
+func decodeVoters(d *msgpack.Decoder) ([]string, error) {
+	n, err := d.DecodeArrayLen()
+	if err != nil || n < 0 {
+		return nil, err
+	}
+	vs := make([]string, 0, min(n, preallocLimit))
+	for range n {
+		v, err := d.DecodeString()
+		if err != nil {
+			return nil, err
+		}
+		vs = append(vs, v)
+	}
+	return vs, nil
 }

@@ -70,6 +70,10 @@ type Table struct {
 	Lost     []int32   `msgpack:"l,omitempty"`
 	Members  []Member  `msgpack:"m"` // sorted by Name, unique names
 	Replicas [][]int32 `msgpack:"r"` // len == Count; Replicas[p][0] is the owner
+	// Voters names the members the cluster's expected size counts: every
+	// member a table included, until it leaves gracefully (a crashed or
+	// unreachable member stays: see package quorum). Sorted.
+	Voters []string `msgpack:"q,omitempty"`
 }
 
 // replica returns the member at replica index i of partition p. It checks

@@ -37,6 +37,9 @@ const (
 	// BackupProbe asks a backup whether it holds the owner's mutations
 	// up to sequence Num of Partition, so a resync can skip the copy.
 	BackupProbe
+	// Ping renews the sender's quorum lease (see grid's leaseLoop); the
+	// answer carries the receiver's table version. Members only.
+	Ping
 )
 
 // SessionService is the member core's session service: every member and
@@ -86,6 +89,15 @@ type Stats struct {
 	// Fenced is true while the member refuses owner operations after a
 	// pause, until it has confirmed the table with the coordinator.
 	Fenced bool `json:"fenced"`
+	// Quorum is false while this member sees fewer than a majority of the
+	// cluster's expected size (with every quorum rule off: always true).
+	Quorum bool `json:"quorum"`
+	// QuorumVisible is how many members of its table it sees (itself
+	// included), QuorumNeeded how many a majority is, and ExpectedSize the
+	// cluster's expected size it counts against.
+	QuorumVisible int `json:"quorum_visible"`
+	QuorumNeeded  int `json:"quorum_needed"`
+	ExpectedSize  int `json:"expected_size"`
 	// TableBackups is the number of backups per partition this member's
 	// configuration asks for.
 	TableBackups int `json:"table_backups"`
@@ -99,4 +111,8 @@ type Stats struct {
 	MigrationBytesOut uint64 `json:"migration_bytes_out"`
 	// MigrationsIn counts partition copies this member received.
 	MigrationsIn uint64 `json:"migrations_in"`
+	// MergeDiscarded counts entries this member discarded because it owned
+	// their partitions on the losing side of a split (or while declared
+	// dead): the winning side's values were kept.
+	MergeDiscarded uint64 `json:"merge_discarded"`
 }

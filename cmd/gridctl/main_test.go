@@ -82,7 +82,7 @@ func TestCluster(t *testing.T) {
 		if !strings.Contains(r.stdout, "3 members") {
 			t.Errorf("summary missing:\n%s", r.stdout)
 		}
-		for _, name := range []string{"NAME", "m0", "m1", "m2"} {
+		for _, name := range []string{"NAME", "m0", "m1", "m2", "QUORUM", "yes (3 of 3 visible, 2 needed)"} {
 			if !strings.Contains(r.stdout, name) {
 				t.Errorf("status lacks %q:\n%s", name, r.stdout)
 			}

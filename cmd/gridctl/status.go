@@ -18,6 +18,9 @@ type memberStatus struct {
 	Host             string `json:"host,omitempty"`
 	PartitionsOwned  int    `json:"partitions_owned"`
 	PartitionsBackup int    `json:"partitions_backup"`
+	// Quorum is the member's own quorum view ("yes 3/3 need 2"), or "?"
+	// when it did not report.
+	Quorum string `json:"quorum"`
 }
 
 // clusterStatus is the status report, as printed by status --json.
@@ -51,6 +54,16 @@ func statusCmd(ctx context.Context, e env, g *globals, args []string) error {
 	}
 	defer c.Close()
 	st := statusOf(c.Table())
+	// Each member judges its own quorum: a cut-off member says so even
+	// when this client still reaches it.
+	sts, _ := c.Status(ctx) // members that do not answer show "?"
+	for i := range st.Members {
+		for _, ms := range sts {
+			if ms.Name == st.Members[i].Name {
+				st.Members[i].Quorum = quorumText(ms.Quorum, ms.QuorumVisible, ms.ExpectedSize, ms.QuorumNeeded)
+			}
+		}
+	}
 	// The members themselves know whether their backups are in sync and
 	// how many backups they keep: ask them (the table alone cannot tell).
 	safe, why, err := c.Safe(ctx)
@@ -87,6 +100,7 @@ func statusOf(t *partition.Table) clusterStatus {
 			Host:             m.Host,
 			PartitionsOwned:  len(t.Owned(m.Name)),
 			PartitionsBackup: len(t.BackedUp(m.Name)),
+			Quorum:           "?",
 		})
 	}
 	maxReplicas := 0
@@ -116,9 +130,9 @@ func writeStatus(w io.Writer, cluster string, st clusterStatus) error {
 	fmt.Fprintf(w, "cluster %s: %d members, table version %d, %d partitions, %d replica(s) each, safe: %s\n\n",
 		cluster, len(st.Members), st.TableVersion, st.PartitionCount, st.Replicas, safe)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tADDR\tZONE\tHOST\tOWNED\tBACKUP")
+	fmt.Fprintln(tw, "NAME\tADDR\tZONE\tHOST\tOWNED\tBACKUP\tQUORUM")
 	for _, m := range st.Members {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\n", m.Name, m.Addr, dash(m.Zone), dash(m.Host), m.PartitionsOwned, m.PartitionsBackup)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", m.Name, m.Addr, dash(m.Zone), dash(m.Host), m.PartitionsOwned, m.PartitionsBackup, m.Quorum)
 	}
 	return tw.Flush()
 }
@@ -138,4 +152,14 @@ func writeJSON(w io.Writer, v any) error {
 	}
 	_, err = fmt.Fprintf(w, "%s\n", b)
 	return err
+}
+
+// quorumText renders a member's quorum view: "yes (3 of 3 visible, 2
+// needed)" or "NO (1 of 3 visible, 2 needed)".
+func quorumText(ok bool, visible, expected, needed int) string {
+	verdict := "yes"
+	if !ok {
+		verdict = "NO"
+	}
+	return fmt.Sprintf("%s (%d of %d visible, %d needed)", verdict, visible, expected, needed)
 }

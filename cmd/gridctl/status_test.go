@@ -57,6 +57,9 @@ func TestWriteStatus(t *testing.T) {
 			t.Errorf("missing %q in:\n%s", s, out)
 		}
 	}
+	if got := quorumText(false, 1, 3, 2); got != "NO (1 of 3 visible, 2 needed)" {
+		t.Errorf("quorumText = %q", got)
+	}
 	if statusOf(nil).Members == nil {
 		t.Error("members must encode as [], not null")
 	}

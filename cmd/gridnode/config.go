@@ -19,6 +19,7 @@ import (
 	"github.com/shoalgrid/shoal/grid"
 	"github.com/shoalgrid/shoal/partition"
 	"github.com/shoalgrid/shoal/queues"
+	"github.com/shoalgrid/shoal/quorum"
 	"github.com/shoalgrid/shoal/wire"
 )
 
@@ -56,6 +57,8 @@ type options struct {
 	asyncBackupCount int
 	backupTimeout    time.Duration
 	placement        string
+	// quorum is the default quorum rule ("" = from the profile).
+	quorum string
 	// structures are the per-structure backup rules of the config file
 	// (the "structures" key); they have no flag or environment variable.
 	structures []structureRule
@@ -69,6 +72,8 @@ type options struct {
 type structureRule struct {
 	pattern     string
 	sync, async int
+	// quorum is the structure's quorum rule, "" for the member's default.
+	quorum string
 }
 
 // structuresKey is the config-file key of the per-structure backup rules.
@@ -140,6 +145,8 @@ func newFlagSet(o *options) *flag.FlagSet {
 		"longest `duration` a write waits for its synchronous backups before failing with an unknown outcome")
 	fs.Var(enumFlag(&o.placement, "member", "member", "host", "zone"), "placement",
 		"replica `placement`: member (distinct members), host (distinct --host labels) or zone (distinct --zone labels)")
+	fs.Var(stringValue{p: &o.quorum, check: checkQuorum}, "quorum",
+		"split-brain `rule`: majority (a side that sees fewer than half the cluster refuses operations), off, or a minimum member count (default from --profile: reliable majority, performance off)")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	return fs
 }
@@ -156,8 +163,8 @@ underscores: %s for --probe-interval) or as a key of the --config
 YAML file ("name: n1", "join: [10.0.0.1:7946, 10.0.0.2:7946]"). The command
 line wins over the environment, which wins over the file.
 
-The file may also set per-structure backup counts (first matching pattern
-wins; a count left out is the member's default):
+The file may also set per-structure backup counts and quorum rules (first
+matching pattern wins; a setting left out is the member's default):
 
   structures:
     - pattern: "orders.*"
@@ -165,6 +172,7 @@ wins; a count left out is the member's default):
     - pattern: cache-*
       backup-count: 0
       async-backup-count: 1
+      quorum: "off"
 
 Flags:
 `, envPrefix, envName("probe-interval"))
@@ -420,6 +428,11 @@ func structureRules(n *yaml.Node, path string) ([]structureRule, error) {
 					return nil, usagef("%s: pattern %q: want a name or a path.Match pattern such as orders.*", at(v), v.Value)
 				}
 				r.pattern, hasPattern = p, true
+			case "quorum":
+				if err := checkQuorum(strings.TrimSpace(v.Value)); err != nil || strings.TrimSpace(v.Value) == "" {
+					return nil, usagef("%s: quorum %q: want majority, off or a minimum member count", at(v), v.Value)
+				}
+				r.quorum = strings.TrimSpace(v.Value)
 			case "backup-count", "async-backup-count":
 				var c int
 				if err := intFlag(&c, 0, 0, grid.MaxBackups).Set(v.Value); err != nil {
@@ -431,14 +444,14 @@ func structureRules(n *yaml.Node, path string) ([]structureRule, error) {
 					r.async = c
 				}
 			default:
-				return nil, usagef("%s: unknown key %q (want pattern, backup-count, async-backup-count)", at(k), k.Value)
+				return nil, usagef("%s: unknown key %q (want pattern, backup-count, async-backup-count, quorum)", at(k), k.Value)
 			}
 		}
 		if !hasPattern {
 			return nil, usagef("%s: item without a pattern", at(it))
 		}
-		if r.sync < 0 && r.async < 0 {
-			return nil, usagef("%s: pattern %q sets neither backup-count nor async-backup-count", at(it), r.pattern)
+		if r.sync < 0 && r.async < 0 && r.quorum == "" {
+			return nil, usagef("%s: pattern %q sets none of backup-count, async-backup-count and quorum", at(it), r.pattern)
 		}
 		if line, dup := patterns[r.pattern]; dup {
 			return nil, usagef("%s: pattern %q already listed on line %d", at(it), r.pattern, line)
@@ -493,9 +506,30 @@ func (o options) gridConfig(log *slog.Logger) grid.Config {
 		c.Backups = &def
 	}
 	for _, r := range o.structures {
-		c.StructureBackups = append(c.StructureBackups, grid.StructureBackups{Pattern: r.pattern, Backups: r.resolve(def)})
+		if r.sync >= 0 || r.async >= 0 {
+			c.StructureBackups = append(c.StructureBackups, grid.StructureBackups{Pattern: r.pattern, Backups: r.resolve(def)})
+		}
+		if r.quorum != "" {
+			q, _ := quorum.ParseRule(r.quorum) // checked when parsed
+			c.StructureQuorum = append(c.StructureQuorum, quorum.Pattern{Pattern: r.pattern, Rule: q})
+		}
+	}
+	if o.quorum != "" {
+		q, _ := quorum.ParseRule(o.quorum) // checked by the flag
+		c.Quorum = &q
 	}
 	return c
+}
+
+// checkQuorum validates a --quorum value ("" leaves it to the profile).
+func checkQuorum(s string) error {
+	if s == "" {
+		return nil
+	}
+	if _, err := quorum.ParseRule(s); err != nil {
+		return errors.New("want majority, off or a minimum member count")
+	}
+	return nil
 }
 
 // placements maps --placement to grid's placement.

@@ -58,6 +58,8 @@ func newHTTPHandler(member func() *grid.Member) http.Handler {
 		switch {
 		case m == nil:
 			writeText(w, http.StatusServiceUnavailable, "starting\n")
+		case !m.HasQuorum():
+			writeText(w, http.StatusServiceUnavailable, fmt.Sprintf("not ready: no quorum (%s)\n", m.QuorumView()))
 		case m.Stats().Ready:
 			writeText(w, http.StatusOK, "ready\n")
 		default:
@@ -160,6 +162,10 @@ func metrics(s grid.Stats) []byte {
 	metric("shoal_unsynced_backups", "gauge", "Backups of this member's partitions that do not hold every mutation yet (being copied, catching up, or a record in flight).", uint64(s.UnsyncedBackups))
 	metric("shoal_table_backups", "gauge", "Backups per partition this member's configuration asks for.", uint64(s.TableBackups))
 	metric("shoal_backup_records_total", "counter", "Mutations replayed on this member as a backup.", s.BackupRecords)
+	metric("shoal_quorum", "gauge", "1 while this member sees a majority of the cluster's expected size (or every quorum rule is off), else 0.", boolMetric(s.Quorum))
+	metric("shoal_quorum_visible", "gauge", "Members of the cluster's expected size this member sees, itself included.", uint64(s.QuorumVisible))
+	metric("shoal_expected_size", "gauge", "The cluster's expected size: members agreed, less graceful leaves; crashes do not lower it.", uint64(s.ExpectedSize))
+	metric("shoal_merge_discarded_total", "counter", "Entries discarded because this member owned their partitions on the losing side of a split (the winning side's values were kept).", s.MergeDiscarded)
 	metric("shoal_fenced", "gauge", "1 while this member refuses owner operations after a pause, until the coordinator confirms its table, else 0.", boolMetric(s.Fenced))
 	return b.Bytes()
 }

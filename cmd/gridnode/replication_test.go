@@ -117,7 +117,7 @@ func TestReplicationUsageErrors(t *testing.T) {
 		{"structures not a list", nil, env(), "structures: orders\n", ":1: structures: want a list"},
 		{"structure not a mapping", nil, env(), "structures: [orders]\n", "want a mapping with pattern"},
 		{"structure without pattern", nil, env(), "structures:\n  - backup-count: 2\n", ":2: structures: item without a pattern"},
-		{"structure without counts", nil, env(), "structures:\n  - pattern: a\n", `pattern "a" sets neither`},
+		{"structure without counts", nil, env(), "structures:\n  - pattern: a\n", `pattern "a" sets none of`},
 		{"structure bad pattern", nil, env(), "structures:\n  - {pattern: \"[\", backup-count: 1}\n", `pattern "[": want a name`},
 		{"structure unknown key", nil, env(), "structures:\n  - {pattern: a, backups: 1}\n", `unknown key "backups"`},
 		{"structure repeated key", nil, env(), "structures:\n  - {pattern: a, backup-count: 1, backup-count: 2}\n", `key "backup-count" repeated`},

@@ -66,6 +66,10 @@ func run(o options, log *slog.Logger, stderr io.Writer, sigs <-chan os.Signal, e
 		case errors.Is(err, grid.ErrConfig):
 			fmt.Fprintf(stderr, "gridnode: %v (see gridnode -h)\n", err)
 			return 2
+		case errors.Is(err, grid.ErrRefused):
+			log.Error("the cluster refused this member: fix its configuration", "err", err)
+			fmt.Fprintf(stderr, "gridnode: %v\n", err)
+			return 1
 		}
 		log.Error("cannot start the member", "err", err)
 		return 1

@@ -215,6 +215,23 @@ func Member(t testing.TB, name string, seeds []*Proc, extra ...string) *Proc {
 	return Start(t, name, append(args, extra...)...)
 }
 
+// MemberAt is Member with the member's gossip and data addresses on ip
+// (e.g. netcut.Addr(i)), so that network cuts by address catch all of its
+// traffic: gridnode binds its outgoing connections to that address too.
+func MemberAt(t testing.TB, name, ip string, seeds []*Proc, extra ...string) *Proc {
+	t.Helper()
+	at := func() string { return net.JoinHostPort(ip, strconv.Itoa(FreePort(t))) }
+	args := []string{"--name", name, "--bind", at(), "--addr", at()}
+	if len(seeds) > 0 {
+		var join []string
+		for _, s := range seeds {
+			join = append(join, s.GossipAddr)
+		}
+		args = append(args, "--join", strings.Join(join, ","))
+	}
+	return Start(t, name, append(args, extra...)...)
+}
+
 // Restart starts p again, after it exited, with the same arguments and
 // HTTP address (so the same --name, --bind and --addr), but joining seeds
 // instead of p's --join (seeds may be empty: start a new cluster), plus
