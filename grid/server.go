@@ -3,6 +3,7 @@ package grid
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -54,6 +55,12 @@ func (m *Member) hello(role wire.Role) wire.Hello {
 	return wire.Hello{Role: role, Name: m.cfg.Name, Cluster: m.cfg.Cluster, Partitions: m.cfg.PartitionCount}
 }
 
+// connOptions are the options of this member's connections: tlsCfg is the
+// server or the client TLS configuration.
+func (m *Member) connOptions(tlsCfg *tls.Config) wire.Options {
+	return wire.Options{Limits: m.cfg.Limits, Handler: m, MemberKeys: m.sec.handshake, TLS: tlsCfg, Authorize: m.sec.authorize}
+}
+
 func (m *Member) checkPeer(h wire.Hello) error {
 	if h.Cluster != m.cfg.Cluster {
 		return fmt.Errorf("%w: peer is in cluster %q, this member in %q", op.ErrBadRequest, h.Cluster, m.cfg.Cluster)
@@ -91,7 +98,7 @@ func (m *Member) acceptLoop() {
 }
 
 func (m *Member) serveConn(nc net.Conn) {
-	c, err := wire.Accept(nc, m.hello(wire.RoleMember), m.checkPeer, wire.Options{Limits: m.cfg.Limits, Handler: m})
+	c, err := wire.Accept(nc, m.hello(wire.RoleMember), m.checkPeer, m.connOptions(m.sec.serverTLS))
 	if err != nil {
 		m.log.Debug("connection refused", "remote", nc.RemoteAddr().String(), "err", err)
 		nc.Close()
@@ -145,6 +152,12 @@ func (m *Member) HandleRequest(c *wire.Conn, id uint64, req *op.Request) {
 	if req.Service == sysService {
 		m.handleSys(c, id, req)
 		return
+	}
+	if req.Op >= op.OpReservedMin || c.Principal() != nil {
+		if err := m.checkAccess(c, req); err != nil {
+			c.Respond(id, errResponse(err, m.tableVersion()))
+			return
+		}
 	}
 	if req.TableVersion == 0 {
 		ok := m.spawn(func() {
@@ -216,7 +229,7 @@ func (m *Member) executeLocal(b *wire.Batch, req *op.Request) (*op.Response, *ac
 
 func (m *Member) handleSys(c *wire.Conn, id uint64, req *op.Request) {
 	if req.Op != sysGetTable && req.Op != sysStatus && c.Peer().Role != wire.RoleMember {
-		c.Respond(id, &op.Response{Code: op.CodeBadRequest, Msg: "system operation reserved for members"})
+		c.Respond(id, &op.Response{Code: op.CodeForbidden, Msg: fmt.Sprintf("system operation %d is reserved for members", req.Op)})
 		return
 	}
 	cur := m.tableVersion()
