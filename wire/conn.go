@@ -236,6 +236,10 @@ func clientHello(ctx context.Context, nc net.Conn, local Hello, opts Options) (*
 	br := bufio.NewReaderSize(nc, 64<<10)
 	kind, _, body, err := readFrame(br, nil, 64<<10)
 	if err != nil {
+		if opts.TLS != nil && isTLSAlert(err) {
+			// TLS 1.3 reports a refused client certificate here.
+			return nil, tlsErr(ctx, nc, err)
+		}
 		return nil, handshakeErr(ctx, nc, err)
 	}
 	if kind != KindHelloAck {
@@ -262,13 +266,20 @@ func clientHello(ctx context.Context, nc net.Conn, local Hello, opts Options) (*
 	return start(nc, br, peer, opts, proven, nil), nil
 }
 
+// isTLSAlert reports whether err is a TLS alert the peer sent (a refused
+// certificate, typically).
+func isTLSAlert(err error) bool {
+	var alert tls.AlertError
+	var oe *net.OpError
+	return errors.As(err, &alert) || errors.As(err, &oe) && oe.Op == "remote error"
+}
+
 // tlsErr reports a failed TLS handshake: a certificate problem is
 // op.ErrUnauthenticated (not transient), a network one op.ErrUnavailable.
 func tlsErr(ctx context.Context, nc net.Conn, err error) error {
 	var certErr *tls.CertificateVerificationError
-	var alert tls.AlertError
 	var recErr tls.RecordHeaderError
-	if errors.As(err, &certErr) || errors.As(err, &alert) || errors.As(err, &recErr) {
+	if errors.As(err, &certErr) || isTLSAlert(err) || errors.As(err, &recErr) {
 		return fmt.Errorf("%w: TLS handshake with %s: %v", op.ErrUnauthenticated, nc.RemoteAddr(), err)
 	}
 	return handshakeErr(ctx, nc, fmt.Errorf("TLS: %w", err))
