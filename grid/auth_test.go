@@ -148,6 +148,25 @@ func TestGossipWithoutKeyNotAdmitted(t *testing.T) {
 	}
 }
 
+// A member with a key cannot join a cluster without one either.
+func TestKeyedMemberCannotJoinUnkeyedCluster(t *testing.T) {
+	c := gridtest.New(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	m, err := grid.Start(ctx, grid.Config{
+		Name: "keyed", BindAddr: "127.0.0.1:0", DataAddr: "127.0.0.1:0",
+		Join: []string{c.Member(0).GossipAddr()}, Gossip: grid.FastGossip(), ClusterKeys: [][]byte{clusterKey},
+		Logger: seedLogger(),
+	})
+	if err == nil {
+		m.Close()
+		t.Fatal("a keyed member joined an unkeyed cluster")
+	}
+	if !errors.Is(err, grid.ErrClusterKey) {
+		t.Errorf("Start error %v, want grid.ErrClusterKey", err)
+	}
+}
+
 // A key rotation midway: members that already use the new key (first)
 // and still accept the old one work with members that still use the old
 // key and already accept the new one (docs/security.md).
