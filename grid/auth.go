@@ -209,11 +209,11 @@ func (s *security) authorize(h wire.Hello) (any, error) {
 		return nil, nil
 	}
 	if h.Token == "" {
-		return nil, fmt.Errorf("%w: this cluster requires a client token (--token-file or SHOAL_TOKEN)", op.ErrUnauthenticated)
+		return nil, op.Error(op.CodeUnauthenticated, "this cluster requires a client token (--token-file or SHOAL_TOKEN)")
 	}
 	p := s.tokens[sha256.Sum256([]byte(h.Token))]
 	if p == nil {
-		return nil, fmt.Errorf("%w: unknown client token", op.ErrUnauthenticated)
+		return nil, op.Error(op.CodeUnauthenticated, "unknown client token")
 	}
 	return p, nil
 }
@@ -226,7 +226,7 @@ func (m *Member) checkAccess(c *wire.Conn, req *op.Request) error {
 		return nil
 	}
 	if req.Op >= op.OpReservedMin {
-		return fmt.Errorf("%w: operation %d is reserved for members", op.ErrForbidden, req.Op)
+		return op.Errorf(op.CodeForbidden, "operation %d is reserved for members", req.Op)
 	}
 	p, _ := c.Principal().(*principal)
 	if p == nil {
@@ -243,7 +243,7 @@ func (m *Member) checkAccess(c *wire.Conn, req *op.Request) error {
 		}
 	}
 	if got := p.role(req.Name); got < need {
-		return fmt.Errorf("%w: token %q has role %s on %q, operation %d of %s needs %s", op.ErrForbidden, p.name, got, req.Name, req.Op, req.Service, need)
+		return op.Errorf(op.CodeForbidden, "token %q has role %s on %q, operation %d of %s needs %s", p.name, got, req.Name, req.Op, req.Service, need)
 	}
 	return nil
 }
@@ -251,7 +251,7 @@ func (m *Member) checkAccess(c *wire.Conn, req *op.Request) error {
 // ErrClusterKey is wrapped (with op.ErrUnauthenticated) by Start's error
 // when the seeds refuse this member's gossip because it holds another
 // cluster key, or none while they have one (or the reverse).
-var ErrClusterKey = fmt.Errorf("%w: the seeds use a different cluster key (or none): check --cluster-key-file on every member", op.ErrUnauthenticated)
+var ErrClusterKey = op.Error(op.CodeUnauthenticated, "the seeds use a different cluster key (or none): check --cluster-key-file on every member")
 
 // isKeyMismatch reports whether a memberlist join error comes from gossip
 // encryption that does not match.

@@ -109,13 +109,13 @@ func refusal(addr net.Addr, h Hello) error {
 // verifies the dialer's. On failure the dialer is told why.
 func acceptorProve(nc net.Conn, br *bufio.Reader, peer, local Hello, keys [][]byte) error {
 	if len(peer.Nonce) != nonceSize {
-		err := fmt.Errorf("%w: this member requires the cluster key (--cluster-key-file) from members; %q sent none", op.ErrUnauthenticated, peer.Name)
+		err := op.Errorf(op.CodeUnauthenticated, "this member requires the cluster key (--cluster-key-file) from members; %q sent none", peer.Name)
 		refuse(nc, KindHelloAck, local, err)
 		return err
 	}
 	k, id := chooseKey(keys, peer.Keys)
 	if k == nil {
-		err := fmt.Errorf("%w: member %q holds no cluster key this member knows (different --cluster-key-file)", op.ErrUnauthenticated, peer.Name)
+		err := op.Errorf(op.CodeUnauthenticated, "member %q holds no cluster key this member knows (different --cluster-key-file)", peer.Name)
 		refuse(nc, KindHelloAck, local, err)
 		return err
 	}
@@ -141,7 +141,7 @@ func acceptorProve(nc net.Conn, br *bufio.Reader, peer, local Hello, keys [][]by
 		return err
 	}
 	if !macEqual(reply.Proof, proof(k, "dial", peer, local)) {
-		err := fmt.Errorf("%w: member %q failed the cluster key challenge", op.ErrUnauthenticated, peer.Name)
+		err := op.Errorf(op.CodeUnauthenticated, "member %q failed the cluster key challenge", peer.Name)
 		refuse(nc, KindAuth, Hello{}, err)
 		return err
 	}
@@ -152,11 +152,11 @@ func acceptorProve(nc net.Conn, br *bufio.Reader, peer, local Hello, keys [][]by
 // the acceptor's proof, sends its own and waits for the verdict.
 func dialerProve(nc net.Conn, br *bufio.Reader, local, peer Hello, keys [][]byte) error {
 	if len(peer.Proof) == 0 || len(peer.Nonce) != nonceSize || len(peer.Keys) != keyIDSize {
-		return fmt.Errorf("%w: member %q at %s did not prove the cluster key (does it run without --cluster-key-file?)", op.ErrUnauthenticated, peer.Name, nc.RemoteAddr())
+		return op.Errorf(op.CodeUnauthenticated, "member %q at %s did not prove the cluster key (does it run without --cluster-key-file?)", peer.Name, nc.RemoteAddr())
 	}
 	k, _ := chooseKey(keys, peer.Keys)
 	if k == nil || !macEqual(peer.Proof, proof(k, "accept", local, peer)) {
-		return fmt.Errorf("%w: member %q at %s failed the cluster key challenge (different --cluster-key-file)", op.ErrUnauthenticated, peer.Name, nc.RemoteAddr())
+		return op.Errorf(op.CodeUnauthenticated, "member %q at %s failed the cluster key challenge (different --cluster-key-file)", peer.Name, nc.RemoteAddr())
 	}
 	if err := writeHello(nc, KindAuth, Hello{Magic: Magic, Proto: ProtocolVersion, Proof: proof(k, "dial", local, peer)}); err != nil {
 		return err
