@@ -5,6 +5,11 @@ COPY bin/gridnode /gridnode
 # Listen on every interface of the container. The data address announced
 # to other members is then the container's private IP (override it with
 # SHOAL_ADVERTISE_ADDR, and the gossip one with SHOAL_ADVERTISE).
+# Listening beyond loopback needs a cluster key (or TLS): mount one and set
+# SHOAL_CLUSTER_KEY_FILE (e.g. -v ./shoal.key:/run/secrets/shoal.key:ro -e
+# SHOAL_CLUSTER_KEY_FILE=/run/secrets/shoal.key; create it with
+# head -c 32 /dev/urandom | base64). Without one gridnode exits 2, unless
+# SHOAL_INSECURE=true says the network is trusted (docs/security.md).
 ENV SHOAL_BIND=0.0.0.0:7946 \
     SHOAL_ADDR=0.0.0.0:5701 \
     SHOAL_HTTP=0.0.0.0:8080

@@ -35,6 +35,9 @@
 #   BENCH_KEEP_LOGS=1 keep the members' logs (their directory is printed)
 #   MEMBER_GOMAXPROCS GOMAXPROCS of the members (default: Go's, the CPU
 #                     count); gridctl keeps Go's default
+#   GRIDCTL_FLAGS     global flags for every gridctl call (status and
+#                     bench), split on spaces: e.g. "--tls-ca ca.pem
+#                     --tls-cert c.pem --tls-key c-key.pem" for a TLS cluster
 #
 # At the end the script reports on stderr how many read and write syscalls
 # and how much CPU time the members used during the gridctl run (from
@@ -157,7 +160,7 @@ for i in 0 1 2; do
 done
 # Ready means "in a table"; wait until every partition also has its full
 # set of replicas, in sync, so the run does not race the initial copies.
-until st=$("$bin/gridctl" status --json --addr "$addrs" 2>/dev/null) &&
+until st=$("$bin/gridctl" status --json --addr "$addrs" ${GRIDCTL_FLAGS:-} 2>/dev/null) &&
 	[ "$(grep -o '"name"' <<<"$st" | wc -l)" = 3 ] && grep -q '"safe":true' <<<"$st"; do
 	[ $SECONDS -lt $deadline ] || { log "cluster not safe after 60 s: $st"; exit 1; }
 	sleep 0.2
@@ -185,10 +188,10 @@ if [ -n "${BENCH_PERF:-}" ]; then
 	perf_pids+=($!)
 	sleep 0.2
 	perf record -q -F "$perf_freq" -g -o "$BENCH_PERF/gridctl.perf.data" -- \
-		"$bin/gridctl" bench --addr "$addrs" ${bench_args[@]+"${bench_args[@]}"}
+		"$bin/gridctl" bench --addr "$addrs" ${GRIDCTL_FLAGS:-} ${bench_args[@]+"${bench_args[@]}"}
 else
 	/usr/bin/time -f "cluster.sh: gridctl used %U s user + %S s system CPU, %e s elapsed" \
-		"$bin/gridctl" bench --addr "$addrs" ${bench_args[@]+"${bench_args[@]}"}
+		"$bin/gridctl" bench --addr "$addrs" ${GRIDCTL_FLAGS:-} ${bench_args[@]+"${bench_args[@]}"}
 fi
 read -r r0 w0 t0 c0 <<<"$io_before"
 read -r r1 w1 t1 c1 <<<"$(sysio)"

@@ -19,6 +19,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -72,6 +73,13 @@ type Config struct {
 	SessionTTL time.Duration
 	// Logger receives the client's logs. Default: discard.
 	Logger *slog.Logger
+	// Token is the client's credential, for clusters that require one
+	// (members configured with tokens). Without TLS it crosses the network
+	// in clear text.
+	Token string
+	// TLS, when set, runs every connection over TLS (RootCAs: the members'
+	// CA; Certificates: the client's certificate for mutual TLS).
+	TLS *tls.Config
 }
 
 func (c Config) withDefaults() Config {
@@ -169,7 +177,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		if err == nil {
 			break
 		}
-		if errors.Is(err, op.ErrBadRequest) {
+		if errors.Is(err, op.ErrBadRequest) || errors.Is(err, op.ErrUnauthenticated) || errors.Is(err, op.ErrForbidden) {
 			c.Close()
 			return nil, fmt.Errorf("client: connect to %v: %w", cfg.Addrs, err)
 		}
@@ -288,7 +296,7 @@ func (c *Client) conn(ctx context.Context, addr string) (*wire.Conn, error) {
 	if ip := net.ParseIP(c.cfg.LocalIP); ip != nil {
 		d.LocalAddr = &net.TCPAddr{IP: ip}
 	}
-	cn, err := wire.Dial(dctx, d, addr, wire.Hello{Role: wire.RoleClient, Name: c.cfg.Name, Cluster: c.cfg.Cluster}, wire.Options{Limits: c.cfg.Limits})
+	cn, err := wire.Dial(dctx, d, addr, wire.Hello{Role: wire.RoleClient, Name: c.cfg.Name, Cluster: c.cfg.Cluster, Token: c.cfg.Token}, wire.Options{Limits: c.cfg.Limits, TLS: c.cfg.TLS})
 	if err != nil {
 		mc.failedAt = time.Now()
 		mc.backoff = min(max(2*mc.backoff, 50*time.Millisecond), c.cfg.MaxBackoff)

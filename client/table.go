@@ -187,7 +187,7 @@ func (c *Client) refresh(ctx context.Context) error {
 		return nil
 	}
 	for _, e := range errs {
-		if errors.Is(e, op.ErrBadRequest) {
+		if errors.Is(e, op.ErrBadRequest) || errors.Is(e, op.ErrUnauthenticated) || errors.Is(e, op.ErrForbidden) {
 			// A member refused us (wrong cluster name, protocol): waiting
 			// will not help.
 			return fmt.Errorf("client: %w", e)

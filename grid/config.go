@@ -1,6 +1,7 @@
 package grid
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -90,6 +91,27 @@ type Config struct {
 	SessionTTL time.Duration
 	// Logger receives structured logs. Default slog.Default().
 	Logger *slog.Logger
+
+	// ClusterKeys are the cluster's shared secrets, each at least
+	// MinClusterKeySize random bytes. With them, members prove a key to
+	// each other in the handshake (HMAC challenge-response) and member-only
+	// operations are refused to every connection that did not, and gossip
+	// is encrypted and authenticated with a key derived from each
+	// (memberlist keyring). The first key is used; the others are also
+	// accepted, for rotation (see docs/security.md). Without keys any peer
+	// that can reach the data port may act as a member: keep it private.
+	ClusterKeys [][]byte
+	// Tokens, when set, are the only client credentials accepted: a client
+	// without one of them is refused at the handshake with
+	// op.ErrUnauthenticated, and each operation needs the role its token
+	// grants on the structure (op.ErrForbidden otherwise). Tokens require
+	// ClusterKeys. Without tokens every client may do everything.
+	Tokens []Token
+	// TLS, when set, is the server configuration of the data port (set
+	// ClientAuth and ClientCAs for mutual TLS); PeerTLS is then the client
+	// configuration this member dials the others with (RootCAs, and
+	// Certificates when the others require client certificates).
+	TLS, PeerTLS *tls.Config
 }
 
 // GossipConfig tunes memberlist's SWIM failure detector and the reconnect

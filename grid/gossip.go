@@ -278,6 +278,17 @@ func (m *Member) memberlistConfig(bindIP net.IP, bindPort int) (*memberlist.Conf
 	if mc.TCPTimeout < time.Second {
 		mc.TCPTimeout = time.Second
 	}
+	kr, err := gossipKeyring(m.cfg.ClusterKeys)
+	if err != nil {
+		return nil, fmt.Errorf("%w: gossip keyring: %v", ErrConfig, err)
+	}
+	if kr != nil {
+		// Every packet and stream is encrypted and authenticated (AES-GCM)
+		// with the primary key; any key of the ring decrypts.
+		mc.Keyring = kr
+		mc.GossipVerifyIncoming = true
+		mc.GossipVerifyOutgoing = true
+	}
 	mc.Delegate = delegate{m}
 	mc.Events = delegate{m}
 	mc.Alive = delegate{m}

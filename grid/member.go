@@ -32,6 +32,7 @@ import (
 // maps.Service{} in Config.Services).
 type Member struct {
 	cfg     Config
+	sec     *security
 	log     *slog.Logger
 	started time.Time
 	bindIP  net.IP
@@ -131,6 +132,10 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 	if err != nil {
 		return nil, err
 	}
+	sec, err := newSecurity(cfg)
+	if err != nil {
+		return nil, err
+	}
 	bindIP, _, err := splitHostPort(cfg.BindAddr)
 	if err != nil {
 		return nil, fmt.Errorf("%w: bind address: %v", ErrConfig, err)
@@ -164,6 +169,7 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 	mctx, cancel := context.WithCancel(context.Background())
 	m := &Member{
 		cfg:      cfg,
+		sec:      sec,
 		log:      cfg.Logger.With("member", cfg.Name),
 		started:  time.Now(),
 		bindIP:   bindIP,
@@ -237,7 +243,8 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 	m.ml = ml
 	m.gossipAddr = ml.LocalNode().Address() // read once: memberlist mutates the node later
 	m.selfGossip.Store(&m.gossipAddr)
-	m.log.Info("member started", "gossip", m.gossipAddr, "data", dataAddr, "partitions", cfg.PartitionCount, "cluster", cfg.Cluster)
+	m.log.Info("member started", "gossip", m.gossipAddr, "data", dataAddr, "partitions", cfg.PartitionCount, "cluster", cfg.Cluster,
+		"cluster_key", len(cfg.ClusterKeys) > 0, "tls", cfg.TLS != nil, "tokens", len(cfg.Tokens))
 
 	if len(cfg.Join) > 0 {
 		m.joining.Store(true)
@@ -308,6 +315,9 @@ func (m *Member) join(ctx context.Context, seeds []string) error {
 		if n > 0 {
 			m.log.Info("joined cluster", "seeds", seeds, "contacted", n)
 			return nil
+		}
+		if isKeyMismatch(err) {
+			return fmt.Errorf("grid: join %v: %w (%v)", seeds, ErrClusterKey, err)
 		}
 		m.log.Warn("join failed, retrying", "seeds", seeds, "err", err)
 		select {

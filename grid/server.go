@@ -3,6 +3,7 @@ package grid
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -35,6 +36,12 @@ const (
 
 func (m *Member) hello(role wire.Role) wire.Hello {
 	return wire.Hello{Role: role, Name: m.cfg.Name, Cluster: m.cfg.Cluster, Partitions: m.cfg.PartitionCount}
+}
+
+// connOptions are the options of this member's connections: tlsCfg is the
+// server or the client TLS configuration.
+func (m *Member) connOptions(tlsCfg *tls.Config) wire.Options {
+	return wire.Options{Limits: m.cfg.Limits, Handler: m, MemberKeys: m.sec.handshake, TLS: tlsCfg, Authorize: m.sec.authorize}
 }
 
 func (m *Member) checkPeer(h wire.Hello) error {
@@ -74,7 +81,7 @@ func (m *Member) acceptLoop() {
 }
 
 func (m *Member) serveConn(nc net.Conn) {
-	c, err := wire.Accept(nc, m.hello(wire.RoleMember), m.checkPeer, wire.Options{Limits: m.cfg.Limits, Handler: m})
+	c, err := wire.Accept(nc, m.hello(wire.RoleMember), m.checkPeer, m.connOptions(m.sec.serverTLS))
 	if err != nil {
 		m.log.Debug("connection refused", "remote", nc.RemoteAddr().String(), "err", err)
 		nc.Close()
@@ -130,13 +137,18 @@ func (m *Member) HandleRequest(c *wire.Conn, id uint64, req *op.Request) {
 		return
 	}
 	internal := c.Peer().Role == wire.RoleMember
-	if req.Service == sysop.SessionService && req.Op != sysop.SessionHeartbeat && !internal {
-		c.Respond(id, &op.Response{Code: op.CodeBadRequest, Msg: "session operation reserved for members", TableVersion: m.tableVersion()})
-		return
-	}
-	if req.Op >= op.OpReservedMin && !internal {
-		c.Respond(id, &op.Response{Code: op.CodeUnknownOp, Msg: fmt.Sprintf("operation %d is reserved for the member core", req.Op), TableVersion: m.tableVersion()})
-		return
+	if req.Service == sysop.SessionService {
+		// Every client heartbeats its own session, whatever its role;
+		// the other session operations are the member core's.
+		if req.Op != sysop.SessionHeartbeat && !internal {
+			c.Respond(id, &op.Response{Code: op.CodeForbidden, Msg: "session operation reserved for members", TableVersion: m.tableVersion()})
+			return
+		}
+	} else if req.Op >= op.OpReservedMin || c.Principal() != nil {
+		if err := m.checkAccess(c, req); err != nil {
+			c.Respond(id, errResponse(err, m.tableVersion()))
+			return
+		}
 	}
 	if req.TableVersion == 0 {
 		ok := m.spawn(func() {
@@ -217,7 +229,7 @@ func (m *Member) executeLocal(b *wire.Batch, req *op.Request) (*op.Response, *ac
 
 func (m *Member) handleSys(c *wire.Conn, id uint64, req *op.Request) {
 	if !sysop.ClientAllowed(req.Op) && c.Peer().Role != wire.RoleMember {
-		c.Respond(id, &op.Response{Code: op.CodeBadRequest, Msg: "system operation reserved for members"})
+		c.Respond(id, &op.Response{Code: op.CodeForbidden, Msg: fmt.Sprintf("system operation %d is reserved for members", req.Op)})
 		return
 	}
 	cur := m.tableVersion()

@@ -87,9 +87,10 @@ func TestBadRequestsGetClearErrors(t *testing.T) {
 		want error
 	}{
 		{"unknown service", op.Request{Service: "nope", Partition: -1, Key: "k"}, op.ErrUnknownService},
-		{"unknown op", op.Request{Service: maps.ServiceName, Name: "m", Op: 250, Partition: -1, Key: "k"}, op.ErrUnknownOp},
+		{"unknown op", op.Request{Service: maps.ServiceName, Name: "m", Op: 200, Partition: -1, Key: "k"}, op.ErrUnknownOp},
+		{"reserved op from a client", op.Request{Service: maps.ServiceName, Name: "m", Op: op.OpTimer, Partition: -1, Key: "k"}, op.ErrForbidden},
 		{"partition out of range", op.Request{Service: maps.ServiceName, Name: "m", Op: maps.OpGet, Partition: 5000, Key: "k"}, op.ErrBadRequest},
-		{"system op from a client", op.Request{Service: "_grid", Op: 2, Partition: -1}, op.ErrBadRequest},
+		{"system op from a client", op.Request{Service: "_grid", Op: 2, Partition: -1}, op.ErrForbidden},
 		{"table from a client is allowed", op.Request{Service: "_grid", Op: 1, Partition: -1}, nil},
 	}
 	for _, tc := range cases {

@@ -39,6 +39,9 @@ const (
 	KindHelloAck
 	KindRequest
 	KindResponse
+	// KindAuth carries the member-authentication proofs that follow the
+	// hello exchange when a cluster key is configured (see auth.go).
+	KindAuth
 )
 
 const headerSize = 4 + 1 + 8
@@ -474,6 +477,19 @@ type Hello struct {
 	Partitions int    `msgpack:"partitions"`
 	// Err is set in a HelloAck that refuses the connection.
 	Err string `msgpack:"err,omitempty"`
+	// Code is the op.Code of a refusal (op.ErrUnauthenticated for a bad
+	// token or cluster key); zero reads as op.ErrBadRequest.
+	Code uint16 `msgpack:"code,omitempty"`
+	// Token is a client's credential (see Options.Authorize). It is a
+	// bearer secret: use TLS where the network is not trusted.
+	Token string `msgpack:"token,omitempty"`
+	// Nonce, Keys and Proof carry member authentication (see auth.go): a
+	// dialing member lists the ids of the cluster keys it holds (8 bytes
+	// each, concatenated), the acceptor answers with the id it chose and
+	// its proof. They are binary strings so that Hello stays comparable.
+	Nonce string `msgpack:"nonce,omitempty"`
+	Keys  string `msgpack:"keys,omitempty"`
+	Proof string `msgpack:"proof,omitempty"`
 }
 
 // DecodeHello decodes a handshake body. Errors wrap ErrMalformed.

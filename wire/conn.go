@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -50,6 +51,22 @@ type Options struct {
 	WriteTimeout time.Duration
 	// HandshakeTimeout bounds the handshake. Default 5 s.
 	HandshakeTimeout time.Duration
+	// MemberKeys are the handshake keys (DeriveKey of the cluster keys;
+	// the first is preferred) members prove in the handshake. When set,
+	// Accept refuses a peer claiming the member role unless it proves one
+	// of them, and Dial with the member role proves one and checks that
+	// the acceptor does too. Without them the member role is taken on the
+	// peer's word.
+	MemberKeys [][]byte
+	// TLS, when set, runs the connection over TLS: a client config for
+	// Dial (its ServerName defaults to the dialled host), a server config
+	// for Accept.
+	TLS *tls.Config
+	// Authorize, when set, is called by Accept with the peer's checked
+	// hello; an error refuses the peer (its code, op.ErrUnauthenticated
+	// typically, travels to it), and the value is kept as the
+	// connection's Principal.
+	Authorize func(peer Hello) (any, error)
 }
 
 func (o Options) withDefaults() Options {
@@ -88,6 +105,10 @@ type Conn struct {
 	nc   net.Conn
 	opts Options
 	peer Hello
+	// proven is set when the peer proved a member key in the handshake;
+	// principal is what Options.Authorize returned.
+	proven    bool
+	principal any
 
 	// write side: frames are encoded straight into out under mu; the
 	// writer (the write loop, or a batch flush) swaps out with spare and
@@ -153,6 +174,13 @@ func Dial(ctx context.Context, d *net.Dialer, addr string, local Hello, opts Opt
 		return nil, fmt.Errorf("%w: dial %s: %v", op.ErrUnavailable, addr, err)
 	}
 	opts = opts.withDefaults()
+	if opts.TLS != nil && opts.TLS.ServerName == "" {
+		if host, _, err := net.SplitHostPort(addr); err == nil {
+			cfg := opts.TLS.Clone()
+			cfg.ServerName = host
+			opts.TLS = cfg
+		}
+	}
 	c, err := clientHandshake(ctx, nc, local, opts)
 	if err != nil {
 		nc.Close()
@@ -183,12 +211,35 @@ func clientHandshake(ctx context.Context, nc net.Conn, local Hello, opts Options
 func clientHello(ctx context.Context, nc net.Conn, local Hello, opts Options) (*Conn, error) {
 	local.Magic = Magic
 	local.Proto = ProtocolVersion
+	var keys [][]byte
+	if local.Role == RoleMember && len(opts.MemberKeys) > 0 {
+		keys = opts.MemberKeys
+		nonce, err := newNonce()
+		if err != nil {
+			return nil, err
+		}
+		local.Nonce = nonce
+		for _, k := range keys {
+			local.Keys += keyID(k)
+		}
+	}
+	if opts.TLS != nil {
+		tc := tls.Client(nc, opts.TLS)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return nil, tlsErr(ctx, nc, err)
+		}
+		nc = tc
+	}
 	if err := writeHello(nc, KindHello, local); err != nil {
 		return nil, handshakeErr(ctx, nc, err)
 	}
 	br := bufio.NewReaderSize(nc, 64<<10)
 	kind, _, body, err := readFrame(br, nil, 64<<10)
 	if err != nil {
+		if opts.TLS != nil && isTLSAlert(err) {
+			// TLS 1.3 reports a refused client certificate here.
+			return nil, tlsErr(ctx, nc, err)
+		}
 		return nil, handshakeErr(ctx, nc, err)
 	}
 	if kind != KindHelloAck {
@@ -199,10 +250,39 @@ func clientHello(ctx context.Context, nc net.Conn, local Hello, opts Options) (*
 		return nil, err
 	}
 	if peer.Err != "" {
-		return nil, fmt.Errorf("%w: %s refused the connection: %s", op.ErrBadRequest, nc.RemoteAddr(), peer.Err)
+		return nil, refusal(nc.RemoteAddr(), peer)
+	}
+	proven := false
+	if keys != nil {
+		if err := dialerProve(nc, br, local, peer, keys); err != nil {
+			if errors.Is(err, op.ErrUnauthenticated) || errors.Is(err, op.ErrBadRequest) {
+				return nil, err
+			}
+			return nil, handshakeErr(ctx, nc, err)
+		}
+		proven = true
 	}
 	_ = nc.SetDeadline(time.Time{})
-	return start(nc, br, peer, opts), nil
+	return start(nc, br, peer, opts, proven, nil), nil
+}
+
+// isTLSAlert reports whether err is a TLS alert the peer sent (a refused
+// certificate, typically).
+func isTLSAlert(err error) bool {
+	var alert tls.AlertError
+	var oe *net.OpError
+	return errors.As(err, &alert) || errors.As(err, &oe) && oe.Op == "remote error"
+}
+
+// tlsErr reports a failed TLS handshake: a certificate problem is
+// op.ErrUnauthenticated (not transient), a network one op.ErrUnavailable.
+func tlsErr(ctx context.Context, nc net.Conn, err error) error {
+	var certErr *tls.CertificateVerificationError
+	var recErr tls.RecordHeaderError
+	if errors.As(err, &certErr) || isTLSAlert(err) || errors.As(err, &recErr) {
+		return fmt.Errorf("%w: TLS handshake with %s: %v", op.ErrUnauthenticated, nc.RemoteAddr(), err)
+	}
+	return handshakeErr(ctx, nc, fmt.Errorf("TLS: %w", err))
 }
 
 // handshakeErr wraps a handshake IO error, and ctx's error when ctx ended
@@ -235,6 +315,13 @@ func Accept(nc net.Conn, local Hello, check func(peer Hello) error, opts Options
 func accept(nc net.Conn, local Hello, check func(peer Hello) error, opts Options) (*Conn, error) {
 	opts = opts.withDefaults()
 	_ = nc.SetDeadline(time.Now().Add(opts.HandshakeTimeout))
+	if opts.TLS != nil {
+		tc := tls.Server(nc, opts.TLS)
+		if err := tc.Handshake(); err != nil {
+			return nil, fmt.Errorf("%w: TLS handshake from %s: %v", op.ErrUnauthenticated, nc.RemoteAddr(), err)
+		}
+		nc = tc
+	}
 	br := bufio.NewReaderSize(nc, 64<<10)
 	kind, _, body, err := readFrame(br, nil, 64<<10)
 	if err != nil {
@@ -254,16 +341,25 @@ func accept(nc net.Conn, local Hello, check func(peer Hello) error, opts Options
 	} else if check != nil {
 		err = check(peer)
 	}
+	var principal any
+	if err == nil && opts.Authorize != nil {
+		principal, err = opts.Authorize(peer)
+	}
 	if err != nil {
-		local.Err = op.Message(err)
-		_ = writeHello(nc, KindHelloAck, local)
+		refuse(nc, KindHelloAck, local, err)
 		return nil, fmt.Errorf("handshake from %s refused: %w", nc.RemoteAddr(), err)
 	}
-	if err := writeHello(nc, KindHelloAck, local); err != nil {
+	proven := false
+	if peer.Role == RoleMember && len(opts.MemberKeys) > 0 {
+		if err := acceptorProve(nc, br, peer, local, opts.MemberKeys); err != nil {
+			return nil, fmt.Errorf("handshake from %s refused: %w", nc.RemoteAddr(), err)
+		}
+		proven = true
+	} else if err := writeHello(nc, KindHelloAck, local); err != nil {
 		return nil, fmt.Errorf("handshake from %s: %w", nc.RemoteAddr(), err)
 	}
 	_ = nc.SetDeadline(time.Time{})
-	return start(nc, br, peer, opts), nil
+	return start(nc, br, peer, opts, proven, principal), nil
 }
 
 func writeHello(w io.Writer, kind Kind, h Hello) error {
@@ -315,11 +411,13 @@ func readFrameHdr(r io.Reader, hdr, buf []byte, max int) (Kind, uint64, []byte, 
 	return kind, id, buf, nil
 }
 
-func start(nc net.Conn, br *bufio.Reader, peer Hello, opts Options) *Conn {
+func start(nc net.Conn, br *bufio.Reader, peer Hello, opts Options, proven bool, principal any) *Conn {
 	c := &Conn{
 		nc:        nc,
 		opts:      opts,
 		peer:      peer,
+		proven:    proven,
+		principal: principal,
 		out:       newOutBuf(),
 		spare:     newOutBuf(),
 		pending:   make(map[uint64]chan *op.Response),
@@ -340,6 +438,16 @@ func start(nc net.Conn, br *bufio.Reader, peer Hello, opts Options) *Conn {
 
 // Peer returns the hello the peer sent.
 func (c *Conn) Peer() Hello { return c.peer }
+
+// PeerProven reports whether the peer proved a member key (Options.
+// MemberKeys) in the handshake. With member keys configured, Accept and
+// Dial refuse a member-role peer that does not, so Peer().Role ==
+// RoleMember then implies PeerProven.
+func (c *Conn) PeerProven() bool { return c.proven }
+
+// Principal returns what Options.Authorize returned for the peer (nil on
+// dialled connections and when Authorize is not set).
+func (c *Conn) Principal() any { return c.principal }
 
 // RemoteAddr returns the peer's network address.
 func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }

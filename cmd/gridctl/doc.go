@@ -13,6 +13,10 @@
 //	                              first that answers is used (default 127.0.0.1:5701)
 //	--timeout D                   bound on connecting, and on each operation (default 5s)
 //	--cluster NAME                cluster name, as given to gridnode (default shoal)
+//	--token-file FILE             client token, for clusters that require one
+//	                              (default: the SHOAL_TOKEN environment variable)
+//	--tls-ca FILE                 connect over TLS, trusting the members' CA
+//	--tls-cert FILE --tls-key FILE  client certificate, for members that require one
 //
 // # status
 //

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -128,6 +129,8 @@ type globals struct {
 	addr    string
 	timeout time.Duration
 	cluster string
+	// Credentials (see credentials.go).
+	tokenFile, tlsCA, tlsCert, tlsKey string
 }
 
 func defaultGlobals() *globals {
@@ -141,6 +144,10 @@ func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.addr, "addr", g.addr, "comma-separated data `host:port` addresses of members to contact")
 	fs.DurationVar(&g.timeout, "timeout", g.timeout, "bound on connecting and on each operation")
 	fs.StringVar(&g.cluster, "cluster", g.cluster, "cluster `name`; must match the members'")
+	fs.StringVar(&g.tokenFile, "token-file", g.tokenFile, "`file` holding the client token (default: $SHOAL_TOKEN)")
+	fs.StringVar(&g.tlsCA, "tls-ca", g.tlsCA, "PEM CA `file`: connect over TLS, trusting members' certificates it signed")
+	fs.StringVar(&g.tlsCert, "tls-cert", g.tlsCert, "PEM client certificate `file`, for members that require one (with --tls-key)")
+	fs.StringVar(&g.tlsKey, "tls-key", g.tlsKey, "PEM private key `file` of --tls-cert")
 }
 
 // addrs validates and splits --addr.
@@ -182,6 +189,10 @@ func (g *globals) dial(ctx context.Context) (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	token, tlsCfg, err := g.credentials()
+	if err != nil {
+		return nil, err
+	}
 	dctx, cancel := context.WithTimeout(ctx, g.timeout)
 	defer cancel()
 	c, err := client.Dial(dctx, client.Config{
@@ -189,12 +200,17 @@ func (g *globals) dial(ctx context.Context) (*client.Client, error) {
 		Cluster:     g.cluster,
 		Name:        fmt.Sprintf("gridctl-%d", os.Getpid()),
 		DialTimeout: g.timeout,
+		Token:       token,
+		TLS:         tlsCfg,
 	})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("interrupted while connecting to %s", strings.Join(addrs, ","))
 		}
-		if why := diagnose(ctx, addrs, g.cluster, min(g.timeout/2, time.Second)); why != "" {
+		if errors.Is(err, op.ErrUnauthenticated) || errors.Is(err, op.ErrForbidden) {
+			return nil, fmt.Errorf("cannot join cluster %q: %w", g.cluster, err)
+		}
+		if why := diagnose(ctx, addrs, g.cluster, token, tlsCfg, min(g.timeout/2, time.Second)); why != "" {
 			return nil, fmt.Errorf("cannot join cluster %q: %s", g.cluster, why)
 		}
 		return nil, fmt.Errorf("cannot reach cluster %q: nothing answered at %s within %v (%s)",
@@ -208,15 +224,15 @@ func (g *globals) dial(ctx context.Context) (*client.Client, error) {
 // unreachable member until its deadline and then reports only the timeout,
 // which sends the operator looking at the network instead of the flags. It
 // returns "" when every address is simply unreachable.
-func diagnose(ctx context.Context, addrs []string, cluster string, budget time.Duration) string {
+func diagnose(ctx context.Context, addrs []string, cluster, token string, tlsCfg *tls.Config, budget time.Duration) string {
 	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 	whys := make([]string, len(addrs))
 	var wg sync.WaitGroup
 	for i, a := range addrs {
 		wg.Go(func() {
-			hello := wire.Hello{Role: wire.RoleClient, Name: fmt.Sprintf("gridctl-%d", os.Getpid()), Cluster: cluster}
-			cn, err := wire.Dial(ctx, &net.Dialer{}, a, hello, wire.Options{})
+			hello := wire.Hello{Role: wire.RoleClient, Name: fmt.Sprintf("gridctl-%d", os.Getpid()), Cluster: cluster, Token: token}
+			cn, err := wire.Dial(ctx, &net.Dialer{}, a, hello, wire.Options{TLS: tlsCfg})
 			switch {
 			case err == nil:
 				cn.Close()

@@ -65,6 +65,16 @@ type options struct {
 	// queueRules are the config file's "queues" list (capacity,
 	// visibility, dead letters per queue-name pattern).
 	queueRules []queues.Rule
+
+	// Security (see security.go). sec is loaded from the files by
+	// parseOptions.
+	clusterKeyFile string
+	tokensFile     string
+	tlsCert        string
+	tlsKey         string
+	tlsCA          string
+	insecure       bool
+	sec            securitySettings
 }
 
 // structureRule is one item of the config file's "structures" list. A
@@ -147,6 +157,12 @@ func newFlagSet(o *options) *flag.FlagSet {
 		"replica `placement`: member (distinct members), host (distinct --host labels) or zone (distinct --zone labels)")
 	fs.Var(stringValue{p: &o.quorum, check: checkQuorum}, "quorum",
 		"split-brain `rule`: majority (a side that sees fewer than half the cluster refuses operations), off, or a minimum member count (default from --profile: reliable majority, performance off)")
+	fs.StringVar(&o.clusterKeyFile, "cluster-key-file", "", "`file` holding the cluster key: base64 of at least 32 random bytes (one key per line; the first is used, the others accepted, for rotation). Members prove it to each other; gossip is encrypted with a key derived from it")
+	fs.StringVar(&o.tokensFile, "tokens-file", "", "YAML `file` of client tokens and their roles per structure pattern (needs --cluster-key-file); clients without a listed token are refused")
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate `file`: serve clients and members over TLS (with --tls-key)")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "PEM private key `file` of --tls-cert")
+	fs.StringVar(&o.tlsCA, "tls-ca", "", "PEM CA `file`: members and clients must present certificates it signed (mutual TLS); members' certificates are checked against it")
+	fs.BoolVar(&o.insecure, "insecure", false, "allow listening on non-loopback addresses without --cluster-key-file or TLS (only on a network you trust)")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	return fs
 }
@@ -237,6 +253,14 @@ func parseOptions(args []string, getenv func(string) (string, bool)) (options, e
 	}
 	o.config = cfgPath
 	if err := o.validate(); err != nil {
+		return o, err
+	}
+	sec, err := o.loadSecurity()
+	if err != nil {
+		return o, err
+	}
+	o.sec = sec
+	if err := o.checkExposure(); err != nil {
 		return o, err
 	}
 	return o, nil
@@ -500,6 +524,10 @@ func (o options) gridConfig(log *slog.Logger) grid.Config {
 		BackupTimeout:     o.backupTimeout,
 		Placement:         placements[o.placement],
 		Services:          services(o),
+		ClusterKeys:       o.sec.keys,
+		Tokens:            o.sec.tokens,
+		TLS:               o.sec.serverTLS,
+		PeerTLS:           o.sec.peerTLS,
 	}
 	def := o.backups()
 	if o.backupCount >= 0 || o.asyncBackupCount >= 0 {
