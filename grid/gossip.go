@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/memberlist"
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/shoalgrid/shoal/internal/mpsafe"
 	"github.com/shoalgrid/shoal/partition"
 )
 
@@ -41,6 +42,10 @@ func (n nodeMeta) encode() ([]byte, error) {
 
 func decodeMeta(b []byte) (nodeMeta, error) {
 	var n nodeMeta
+	// Gossip is a peer's bytes: msgpack skips unknown fields recursively.
+	if err := mpsafe.Check(b, mpsafe.MaxDepth); err != nil {
+		return n, err
+	}
 	err := msgpack.Unmarshal(b, &n)
 	return n, err
 }

@@ -32,10 +32,11 @@ func TestLayering(t *testing.T) {
 		allowed []string // module-internal packages it may depend on
 	}{
 		{"op", nil},
-		{"partition", nil},
-		{"wire", []string{"op"}},
-		{"maps", []string{"op"}},
-		{"client", []string{"op", "wire", "partition"}},
+		{"internal/mpsafe", nil},
+		{"partition", []string{"internal/mpsafe"}},
+		{"wire", []string{"op", "internal/mpsafe"}},
+		{"maps", []string{"op", "internal/mpsafe"}},
+		{"client", []string{"op", "wire", "partition", "internal/mpsafe"}},
 	}
 	for _, r := range rules {
 		t.Run(r.pkg, func(t *testing.T) {

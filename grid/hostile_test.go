@@ -1,0 +1,248 @@
+package grid_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/shoalgrid/shoal/grid/gridtest"
+	"github.com/shoalgrid/shoal/maps"
+	"github.com/shoalgrid/shoal/op"
+	"github.com/shoalgrid/shoal/wire"
+)
+
+// Tests of a member under attack by a peer that speaks the protocol: each
+// one checks that the member stays up and keeps serving a good client, and
+// logs the good client's latency during the attack.
+
+// rawFrame builds a frame by hand.
+func rawFrame(kind wire.Kind, id uint64, body []byte) []byte {
+	b := make([]byte, 13, 13+len(body))
+	binary.BigEndian.PutUint32(b, uint32(9+len(body)))
+	b[4] = byte(kind)
+	binary.BigEndian.PutUint64(b[5:], id)
+	return append(b, body...)
+}
+
+// readRawFrame reads one frame from r.
+func readRawFrame(r io.Reader) (wire.Kind, uint64, []byte, error) {
+	var hdr [13]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return 0, 0, nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:4])
+	if n < 9 || n > 64<<20 {
+		return 0, 0, nil, fmt.Errorf("bad frame length %d", n)
+	}
+	body := make([]byte, n-9)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return 0, 0, nil, err
+	}
+	return wire.Kind(hdr[4]), binary.BigEndian.Uint64(hdr[5:]), body, nil
+}
+
+// rawClient connects to addr and performs a client handshake by hand, so
+// the test can write any bytes afterwards. IO ends with ctx's deadline.
+func rawClient(ctx context.Context, t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	if dl, ok := ctx.Deadline(); ok {
+		_ = nc.SetDeadline(dl)
+	}
+	hello, err := msgpack.Marshal(&wire.Hello{Magic: wire.Magic, Proto: wire.ProtocolVersion, Role: wire.RoleClient, Name: "attacker", Cluster: "shoal"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nc.Write(rawFrame(wire.KindHello, 0, hello)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(nc)
+	kind, _, body, err := readRawFrame(br)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack, err := wire.DecodeHello(body); kind != wire.KindHelloAck || err != nil || ack.Err != "" {
+		t.Fatalf("handshake: kind %d, %+v, %v", kind, ack, err)
+	}
+	return nc, br
+}
+
+func requestBody(t *testing.T, req *op.Request) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := wire.EncodeRequest(msgpack.NewEncoder(&buf), req); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// readRawResponse reads one response frame.
+func readRawResponse(t *testing.T, r io.Reader) (uint64, *op.Response) {
+	t.Helper()
+	kind, id, body, err := readRawFrame(r)
+	if err != nil {
+		t.Fatalf("reading response: %v", err)
+	}
+	resp, err := wire.DecodeResponseBytes(body)
+	if kind != wire.KindResponse || err != nil {
+		t.Fatalf("frame kind %d, %v", kind, err)
+	}
+	return id, resp
+}
+
+// latencies are a good client's call latencies.
+type latencies []time.Duration
+
+func (l latencies) String() string {
+	if len(l) == 0 {
+		return "no calls"
+	}
+	s := slices.Clone(l)
+	slices.Sort(s)
+	q := func(f float64) time.Duration { return s[min(len(s)-1, int(f*float64(len(s))))] }
+	return fmt.Sprintf("%d calls, p50 %v, p99 %v, max %v", len(s), q(0.50), q(0.99), s[len(s)-1])
+}
+
+func (l latencies) p99() time.Duration {
+	s := slices.Clone(l)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(0.99*float64(len(s))))]
+}
+
+// goodClient gets a key from addr over its own connection, in a loop, until
+// attack returns, and returns the latencies. Every call must succeed.
+func goodClient(ctx context.Context, t *testing.T, addr string, attack func()) latencies {
+	t.Helper()
+	conn, err := wire.Dial(ctx, nil, addr, wire.Hello{Role: wire.RoleClient, Name: "good", Cluster: "shoal"}, wire.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	put := &op.Request{Service: maps.ServiceName, Name: "good", Op: maps.OpPut, Partition: -1, Key: "k", Value: []byte("v")}
+	if resp, err := conn.Call(ctx, put); err != nil || resp.Err() != nil {
+		t.Fatalf("good put: %v %v", err, resp.Err())
+	}
+	var (
+		wg   sync.WaitGroup
+		lat  latencies
+		fail error
+	)
+	stop := make(chan struct{})
+	first := make(chan struct{}) // closed after the first call, or on failure
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer func() {
+			if len(lat) == 0 {
+				close(first)
+			}
+		}()
+		get := &op.Request{Service: maps.ServiceName, Name: "good", Op: maps.OpGet, Partition: -1, Key: "k"}
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			start := time.Now()
+			resp, err := conn.Call(ctx, get)
+			if err == nil {
+				err = resp.Err()
+			}
+			if err == nil && string(resp.Value) != "v" {
+				err = fmt.Errorf("got %q", resp.Value)
+			}
+			if err != nil {
+				fail = err
+				return
+			}
+			lat = append(lat, time.Since(start))
+			if len(lat) == 1 {
+				close(first)
+			}
+			// A client doing other work between calls, not a flood.
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}()
+	<-first
+	attack()
+	close(stop)
+	wg.Wait()
+	if fail != nil {
+		t.Fatalf("good client failed during the attack: %v", fail)
+	}
+	if len(lat) == 0 {
+		t.Fatal("good client made no call during the attack")
+	}
+	return lat
+}
+
+// deepTrailing re-tags a request body (a fixarray of 12 fields) as 13
+// fields whose extra last one is an array nested depth levels deep.
+func deepTrailing(t *testing.T, body []byte, depth int) []byte {
+	t.Helper()
+	if body[0] != 0x9c {
+		t.Fatalf("want a fixarray of 12 fields, got %#x", body[0])
+	}
+	out := make([]byte, 0, len(body)+depth+1)
+	out = append(out, 0x9d)
+	out = append(out, body[1:]...)
+	out = append(out, bytes.Repeat([]byte{0x91}, depth)...)
+	return append(out, 0xc0)
+}
+
+// TestDeepFrameDoesNotCrashMember: one 5 MB request whose extra trailing
+// field nests five million arrays killed a member (fatal stack overflow in
+// msgpack's recursive Skip). Now it gets a BadRequest; the member stays up
+// and keeps serving.
+func TestDeepFrameDoesNotCrashMember(t *testing.T) {
+	c := gridtest.New(t, 1)
+	ctx := ctxT(t, 60*time.Second)
+	addr := c.Member(0).Addr()
+	body := requestBody(t, &op.Request{Service: maps.ServiceName, Name: "m", Op: maps.OpGet, Partition: -1, Key: "k"})
+	bad := deepTrailing(t, body, 5_000_000)
+	nc, br := rawClient(ctx, t, addr)
+	before := goodClient(ctx, t, addr, func() { time.Sleep(200 * time.Millisecond) })
+	during := goodClient(ctx, t, addr, func() {
+		for i := range uint64(5) {
+			if _, err := nc.Write(rawFrame(wire.KindRequest, i+1, bad)); err != nil {
+				t.Fatal(err)
+			}
+			id, resp := readRawResponse(t, br)
+			if id != i+1 || resp.Code != op.CodeBadRequest || !strings.Contains(resp.Msg, "nested too deeply") {
+				t.Fatalf("deep frame: id %d %+v", id, resp)
+			}
+		}
+	})
+	t.Logf("good client before: %v; during five %d-byte deep frames: %v", before, len(bad)+13, during)
+	if p := during.p99(); p > time.Second {
+		t.Errorf("good client p99 %v during the attack", p)
+	}
+	// The attacker's connection is still usable.
+	if _, err := nc.Write(rawFrame(wire.KindRequest, 99, body)); err != nil {
+		t.Fatal(err)
+	}
+	if id, resp := readRawResponse(t, br); id != 99 || resp.Err() != nil {
+		t.Fatalf("good frame after the attack: id %d %+v", id, resp)
+	}
+}
