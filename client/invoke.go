@@ -26,7 +26,7 @@ func (c *Client) Invoke(ctx context.Context, req *op.Request) (*op.Response, err
 		return nil, err
 	}
 	if req.Service == "" || req.Service[0] == '_' {
-		return nil, op.Errorf(op.CodeUnknownService, "service %q", req.Service)
+		return nil, op.Errorf(op.CodeUnknownService, "service %s", op.Quote(req.Service))
 	}
 	r := *req
 	t := c.Table()

@@ -194,7 +194,9 @@ func (t *boundTransport) DialAddressTimeout(a memberlist.Address, timeout time.D
 }
 
 // slogWriter forwards memberlist's log lines to slog at debug level (or warn
-// for its [WARN]/[ERR] lines).
+// for its [WARN]/[ERR] lines). Members give it a rate-limited logger:
+// memberlist logs a line for each malformed packet, so anyone who can send
+// UDP to the gossip port could otherwise flood the log.
 type slogWriter struct{ l *slog.Logger }
 
 // Write logs one memberlist line.
@@ -239,7 +241,7 @@ func (m *Member) memberlistConfig(bindIP net.IP, bindPort int) (*memberlist.Conf
 	}
 	mc.Delegate = delegate{m}
 	mc.Events = delegate{m}
-	mc.Logger = log.New(slogWriter{m.log}, "", 0)
+	mc.Logger = log.New(slogWriter{slog.New(newRateLimited(m.log.Handler(), gossipLogLimit, gossipLogWindow))}, "", 0)
 
 	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
 		BindAddrs: []string{bindIP.String()},

@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"slices"
 	"strings"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/shoalgrid/shoal/grid"
 	"github.com/shoalgrid/shoal/grid/gridtest"
 	"github.com/shoalgrid/shoal/maps"
 	"github.com/shoalgrid/shoal/op"
@@ -244,5 +247,130 @@ func TestDeepFrameDoesNotCrashMember(t *testing.T) {
 	}
 	if id, resp := readRawResponse(t, br); id != 99 || resp.Err() != nil {
 		t.Fatalf("good frame after the attack: id %d %+v", id, resp)
+	}
+}
+
+// TestNameLimitsAndEcho: structure names are bounded (30 MiB were
+// accepted), at the invoker and at the member, and errors never echo an
+// oversized name or key back in full (an unknown service echoed 1 MiB).
+func TestNameLimitsAndEcho(t *testing.T) {
+	c := gridtest.New(t, 1)
+	ctx := ctxT(t, 30*time.Second)
+	m := c.Member(0)
+	huge := strings.Repeat("n", 1<<20)
+	over := strings.Repeat("n", wire.DefaultMaxNameSize+1)
+	// Embedded invoker.
+	for _, name := range []string{over, huge} {
+		_, err := m.Invoke(ctx, &op.Request{Service: maps.ServiceName, Name: name, Op: maps.OpPut, Partition: -1, Key: "k", Value: []byte("v")})
+		if !errors.Is(err, op.ErrTooLarge) || len(err.Error()) > 200 {
+			t.Errorf("embedded put with a %d-byte name: %.200v", len(name), err)
+		}
+	}
+	if err := maps.New(m, strings.Repeat("n", wire.DefaultMaxNameSize)).Put(ctx, "k", []byte("v")); err != nil {
+		t.Errorf("a name at the limit: %v", err)
+	}
+	// The member's side, bypassing the client's own check.
+	nc, br := rawClient(ctx, t, m.Addr())
+	cases := []struct {
+		name string
+		req  op.Request
+		code op.Code
+	}{
+		{"1 MiB map name", op.Request{Service: maps.ServiceName, Name: huge, Op: maps.OpPut, Partition: -1, Key: "k", Value: []byte("v")}, op.CodeTooLarge},
+		{"1 MiB service name", op.Request{Service: huge, Name: "m", Partition: -1, Key: "k"}, op.CodeTooLarge},
+		{"unknown service at the limit", op.Request{Service: strings.Repeat("s", wire.DefaultMaxNameSize), Name: "m", Partition: -1, Key: "k"}, op.CodeUnknownService},
+		{"oversized key", op.Request{Service: maps.ServiceName, Name: "m", Op: maps.OpPut, Partition: -1, Key: strings.Repeat("k", wire.DefaultMaxKeySize+1)}, op.CodeTooLarge},
+	}
+	for i, tc := range cases {
+		if _, err := nc.Write(rawFrame(wire.KindRequest, uint64(i+1), requestBody(t, &tc.req))); err != nil {
+			t.Fatal(err)
+		}
+		id, resp := readRawResponse(t, br)
+		if id != uint64(i+1) || resp.Code != tc.code {
+			t.Errorf("%s: id %d, code %d (%.200s), want code %d", tc.name, id, resp.Code, resp.Msg, tc.code)
+		}
+		if len(resp.Msg) > 160 {
+			t.Errorf("%s: the error echoes %d bytes: %.200s", tc.name, len(resp.Msg), resp.Msg)
+		}
+	}
+}
+
+// countingHandler counts the records at Warn and above.
+type countingHandler struct {
+	mu   *sync.Mutex
+	n    *int
+	msgs *[]string
+}
+
+func (h countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h countingHandler) Handle(_ context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelWarn {
+		h.mu.Lock()
+		*h.n++
+		if len(*h.msgs) < 3 {
+			var b strings.Builder
+			b.WriteString(r.Message)
+			r.Attrs(func(a slog.Attr) bool { b.WriteString(" " + a.String()); return true })
+			*h.msgs = append(*h.msgs, b.String())
+		}
+		h.mu.Unlock()
+	}
+	return nil
+}
+func (h countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h countingHandler) WithGroup(string) slog.Handler      { return h }
+
+// TestGarbageGossipIsNotLoggedPerPacket: each malformed gossip packet made
+// memberlist log a warning; 2,000 of them must not make 2,000 log lines.
+func TestGarbageGossipIsNotLoggedPerPacket(t *testing.T) {
+	var (
+		mu   sync.Mutex
+		n    int
+		msgs []string
+	)
+	h := countingHandler{&mu, &n, &msgs}
+	c := gridtest.New(t, 1, gridtest.WithConfig(func(cfg *grid.Config) { cfg.Logger = slog.New(h) }))
+	ctx := ctxT(t, 30*time.Second)
+	mu.Lock()
+	n = 0
+	mu.Unlock()
+	uc, err := net.Dial("udp", c.Member(0).GossipAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	const packets = 2000
+	start := time.Now()
+	for i := range packets {
+		// Message type 250 is not one memberlist knows.
+		if _, err := uc.Write([]byte{250, byte(i), byte(i >> 8), 'x'}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Watch the log for two seconds while a good client is served: the old
+	// member logged one warning per packet within milliseconds.
+	lat := goodClient(ctx, t, c.Member(0).Addr(), func() {
+		deadline := time.Now().Add(2 * time.Second)
+		for time.Now().Before(deadline) {
+			mu.Lock()
+			flood := n > packets/2
+			mu.Unlock()
+			if flood {
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	})
+	elapsed := time.Since(start)
+	mu.Lock()
+	got := n
+	mu.Unlock()
+	t.Logf("%d garbage packets: %d warnings in %v (first: %q); good client %v", packets, got, elapsed.Round(time.Millisecond), msgs, lat)
+	if limit := 10 * (int(elapsed/time.Second) + 2); got > limit {
+		t.Errorf("%d warnings for %d garbage packets in %v, want at most %d", got, packets, elapsed, limit)
 	}
 }

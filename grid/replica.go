@@ -427,7 +427,7 @@ func (s *slot) installSync(m *Member, cur, version, seq, term uint64, data []byt
 	for name, b := range snap.services {
 		i, ok := m.svcIndex[name]
 		if !ok {
-			return errResponse(op.Errorf(op.CodeUnknownService, "snapshot has unknown service %q", name), cur)
+			return errResponse(op.Errorf(op.CodeUnknownService, "snapshot has unknown service %s", op.Quote(name)), cur)
 		}
 		st := m.services[i].NewState(s.id)
 		if err := st.Restore(now, b); err != nil {
