@@ -60,6 +60,12 @@ type Config struct {
 	// Limits bound key and value sizes; oversized requests fail before they
 	// are sent.
 	Limits wire.Limits
+	// KeepAlive is how long a connection may stay quiet before the client
+	// pings the member over it, so that the member's idle timeout
+	// (2 min by default) does not close it. A connection closed anyway is
+	// dialed again on next use. Default wire.DefaultKeepAlive (30 s);
+	// negative disables the pings.
+	KeepAlive time.Duration
 	// Logger receives the client's logs. Default: discard.
 	Logger *slog.Logger
 }
@@ -268,7 +274,7 @@ func (c *Client) conn(ctx context.Context, addr string) (*wire.Conn, error) {
 	}
 	dctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
 	defer cancel()
-	cn, err := wire.Dial(dctx, &net.Dialer{}, addr, wire.Hello{Role: wire.RoleClient, Name: c.cfg.Name, Cluster: c.cfg.Cluster}, wire.Options{Limits: c.cfg.Limits})
+	cn, err := wire.Dial(dctx, &net.Dialer{}, addr, wire.Hello{Role: wire.RoleClient, Name: c.cfg.Name, Cluster: c.cfg.Cluster}, wire.Options{Limits: c.cfg.Limits, KeepAlive: c.cfg.KeepAlive})
 	if err != nil {
 		mc.failedAt = time.Now()
 		mc.backoff = min(max(2*mc.backoff, 50*time.Millisecond), c.cfg.MaxBackoff)

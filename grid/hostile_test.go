@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -372,5 +373,148 @@ func TestGarbageGossipIsNotLoggedPerPacket(t *testing.T) {
 	t.Logf("%d garbage packets: %d warnings in %v (first: %q); good client %v", packets, got, elapsed.Round(time.Millisecond), msgs, lat)
 	if limit := 10 * (int(elapsed/time.Second) + 2); got > limit {
 		t.Errorf("%d warnings for %d garbage packets in %v, want at most %d", got, packets, elapsed, limit)
+	}
+}
+
+// TestIdleConnectionFlood: thousands of connections that never send a
+// request (some finish the handshake, some not even that) exhausted a
+// member's file descriptors. Now connections over the per-address limit
+// are closed at once and the rest time out, while a good client from
+// another address keeps being served.
+func TestIdleConnectionFlood(t *testing.T) {
+	const (
+		perAddr = 500
+		flood   = 2500
+		idle    = 300 * time.Millisecond
+	)
+	c := gridtest.New(t, 1, gridtest.WithConfig(func(cfg *grid.Config) {
+		cfg.Conns = grid.ConnLimits{MaxConns: 2 * perAddr, MaxConnsPerAddr: perAddr, IdleTimeout: idle, HandshakeTimeout: idle}
+	}))
+	ctx := ctxT(t, 60*time.Second)
+	m := c.Member(0)
+	hello, err := msgpack.Marshal(&wire.Hello{Magic: wire.Magic, Proto: wire.ProtocolVersion, Role: wire.RoleClient, Name: "idle", Cluster: "shoal"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The flood comes from 127.0.0.2, the good client from 127.0.0.1.
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+	var socks []net.Conn
+	defer func() {
+		for _, s := range socks {
+			s.Close()
+		}
+	}()
+	maxOpen := 0
+	lat := goodClient(ctx, t, m.Addr(), func() {
+		for i := range flood {
+			s, err := d.DialContext(ctx, "tcp", m.Addr())
+			if err != nil {
+				t.Fatalf("dial %d: %v", i, err)
+			}
+			socks = append(socks, s)
+			if i%2 == 0 {
+				if _, err := s.Write(rawFrame(wire.KindHello, 0, hello)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if i%100 == 0 {
+				maxOpen = max(maxOpen, m.Stats().ConnsOpen)
+			}
+		}
+		// Every flood connection is closed by the member: refused at
+		// once, or timed out in (or after) the handshake.
+		for _, s := range socks {
+			_ = s.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.Copy(io.Discard, s); err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					t.Fatalf("a flood connection is still open after 10 s")
+				}
+			}
+			maxOpen = max(maxOpen, m.Stats().ConnsOpen)
+		}
+	})
+	st := m.Stats()
+	t.Logf("%d idle connections from one address (limit %d, idle and handshake timeout %v): at most %d open, %d refused; good client %v",
+		flood, perAddr, idle, maxOpen, st.ConnsRefused, lat)
+	if maxOpen > perAddr+1 {
+		t.Errorf("%d connections open, limit %d from the flood's address plus the good client", maxOpen, perAddr)
+	}
+	if st.ConnsRefused == 0 {
+		t.Errorf("no connection refused")
+	}
+	if p := lat.p99(); p > time.Second {
+		t.Errorf("good client p99 %v during the flood", p)
+	}
+}
+
+// TestPipelinedBigGetsStayWithinMemoryBound: 100 pipelined gets of a big
+// value (a few KB sent, responses not read) each got a goroutine holding
+// the forwarded value: 100 gets of 16 MiB took a member to 2 GB. Now the
+// member stops reading the connection while a few forwards are in flight.
+func TestPipelinedBigGetsStayWithinMemoryBound(t *testing.T) {
+	const (
+		valSize = 16 << 20
+		gets    = 100
+	)
+	c := gridtest.New(t, 2, gridtest.WithConfig(func(cfg *grid.Config) {
+		cfg.Backups = &grid.Backups{}
+	}))
+	ctx := ctxT(t, 60*time.Second)
+	m0 := c.Member(0)
+	// A key member 0 does not own: every get is forwarded, and the
+	// forwarded response is a decoded copy of the value.
+	tbl := m0.Table()
+	key := ""
+	for i := 0; key == ""; i++ {
+		k := fmt.Sprintf("big-%d", i)
+		if o, _ := tbl.Owner(m0.PartitionOf(k)); o.Name != m0.Name() {
+			key = k
+		}
+	}
+	if err := maps.New(m0, "big").Put(ctx, key, bytes.Repeat([]byte{7}, valSize)); err != nil {
+		t.Fatal(err)
+	}
+	get := requestBody(t, &op.Request{Service: maps.ServiceName, Name: "big", Op: maps.OpGet, Partition: -1, Key: key})
+	var pipeline []byte
+	for i := range uint64(gets) {
+		pipeline = append(pipeline, rawFrame(wire.KindRequest, i+1, get)...)
+	}
+	nc, br := rawClient(ctx, t, m0.Addr())
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	var peak uint64
+	lat := goodClient(ctx, t, m0.Addr(), func() {
+		if _, err := nc.Write(pipeline); err != nil {
+			t.Fatal(err)
+		}
+		// Do not read for a while; sample the live heap meanwhile.
+		for range 20 {
+			var ms runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&ms)
+			peak = max(peak, ms.HeapAlloc)
+			select {
+			case <-ctx.Done():
+				t.Fatal(ctx.Err())
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		for range gets {
+			_, resp := readRawResponse(t, br)
+			if resp.Err() != nil || len(resp.Value) != valSize {
+				t.Fatalf("pipelined get: %v, %d bytes", resp.Err(), len(resp.Value))
+			}
+		}
+	})
+	grew := peak - min(peak, before.HeapAlloc)
+	t.Logf("%d pipelined gets of a %d MiB value (%d bytes sent): live heap grew by up to %d MiB; good client %v",
+		gets, valSize>>20, len(pipeline), grew>>20, lat)
+	// In flight: a few forwarded values (4, and the one being decoded),
+	// plus the connection's write buffers (32 MiB pending, plus a frame,
+	// and the one being written).
+	if limit := uint64(5*valSize + 3*(48<<20)); grew > limit {
+		t.Errorf("heap grew %d MiB, bound %d MiB", grew>>20, limit>>20)
 	}
 }

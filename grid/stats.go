@@ -46,6 +46,12 @@ type Stats struct {
 	MigrationBytesOut uint64 `json:"migration_bytes_out"`
 	// MigrationsIn counts partition copies this member received.
 	MigrationsIn uint64 `json:"migrations_in"`
+	// ConnsOpen is the number of connections accepted on the data port
+	// and not yet closed, handshakes included (see Config.Conns).
+	ConnsOpen int `json:"conns_open"`
+	// ConnsRefused counts connections closed at once for being over
+	// Config.Conns' limits.
+	ConnsRefused uint64 `json:"conns_refused"`
 }
 
 type counters struct {
@@ -54,6 +60,7 @@ type counters struct {
 	migrationsOut atomic.Uint64
 	migrationsIn  atomic.Uint64
 	bytesOut      atomic.Uint64
+	refused       atomic.Uint64
 }
 
 // Stats returns the member's current statistics.
@@ -72,7 +79,11 @@ func (m *Member) Stats() Stats {
 		MigrationsIn:   m.counters.migrationsIn.Load(),
 
 		MigrationBytesOut: m.counters.bytesOut.Load(),
+		ConnsRefused:      m.counters.refused.Load(),
 	}
+	m.connsMu.Lock()
+	s.ConnsOpen = m.open
+	m.connsMu.Unlock()
 	if t := m.Table(); t != nil {
 		s.TableVersion = t.Version
 		_, s.Ready = t.Member(m.cfg.Name)

@@ -39,6 +39,10 @@ const (
 	KindHelloAck
 	KindRequest
 	KindResponse
+	// KindPing is a header-only frame a Conn sends when it has written
+	// nothing for Options.KeepAlive, so that the peer's idle timeout does
+	// not close a connection that is merely quiet. Receivers ignore it.
+	KindPing
 )
 
 const headerSize = 4 + 1 + 8

@@ -160,6 +160,8 @@ func metrics(s grid.Stats) []byte {
 	metric("shoal_unsynced_backups", "gauge", "Backups of this member's partitions that do not hold every mutation yet (being copied, catching up, or a record in flight).", uint64(s.UnsyncedBackups))
 	metric("shoal_table_backups", "gauge", "Backups per partition this member's configuration asks for.", uint64(s.TableBackups))
 	metric("shoal_backup_records_total", "counter", "Mutations replayed on this member as a backup.", s.BackupRecords)
+	metric("shoal_conns_open", "gauge", "Connections open on the data port, handshakes included.", uint64(s.ConnsOpen))
+	metric("shoal_conns_refused_total", "counter", "Connections closed at once for being over the connection limits.", s.ConnsRefused)
 	metric("shoal_fenced", "gauge", "1 while this member refuses owner operations after a pause, until the coordinator confirms its table, else 0.", boolMetric(s.Fenced))
 	return b.Bytes()
 }

@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"io"
 	"net"
 	"strings"
@@ -95,5 +96,53 @@ func TestDeepFrameDoesNotKillGridnode(t *testing.T) {
 	}
 	if v, ok, err := m.Get(ctx, "k"); err != nil || !ok || string(v) != "v" {
 		t.Fatalf("get after the deep frame: %q %v %v", v, ok, err)
+	}
+}
+
+// TestConnectionLimitFlags: a gridnode started with the connection-limit
+// flags closes a flood of idle connections (refused over the per-address
+// limit, the rest at the idle or handshake timeout), reports them in its
+// metrics, and keeps serving.
+func TestConnectionLimitFlags(t *testing.T) {
+	ctx := ctxT(t, 60*time.Second)
+	p := proctest.Member(t, "n1", nil, "--max-conns-per-addr", "50", "--idle-timeout", "500ms", "--handshake-timeout", "500ms")
+	waitStable(t, ctx, p)
+	var socks []net.Conn
+	defer func() {
+		for _, s := range socks {
+			s.Close()
+		}
+	}()
+	var d net.Dialer
+	for range 300 {
+		s, err := d.DialContext(ctx, "tcp", p.DataAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		socks = append(socks, s)
+	}
+	for _, s := range socks {
+		_ = s.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.Copy(io.Discard, s); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatal("a flood connection is still open after 10 s")
+			}
+		}
+	}
+	ms, err := p.Metrics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ms["shoal_conns_refused_total"] < 1 {
+		t.Errorf("shoal_conns_refused_total = %v, want > 0", ms["shoal_conns_refused_total"])
+	}
+	c, err := client.Dial(ctx, client.Config{Addrs: []string{p.DataAddr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := shoalmaps.New(c, "after").Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatalf("put after the flood: %v", err)
 	}
 }
