@@ -518,3 +518,23 @@ func TestPipelinedBigGetsStayWithinMemoryBound(t *testing.T) {
 		t.Errorf("heap grew %d MiB, bound %d MiB", grew>>20, limit>>20)
 	}
 }
+
+// TestDeepGossipStreamIsRefused guards memberlist's own decoding of gossip
+// streams: a push/pull message nested 5,000,000 levels deep is refused by
+// its depth limit (go-msgpack's 1,024), and the member keeps serving.
+func TestDeepGossipStreamIsRefused(t *testing.T) {
+	c := gridtest.New(t, 1)
+	ctx := ctxT(t, 30*time.Second)
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", c.Member(0).GossipAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+	const pushPullMsg = 6 // memberlist's message type
+	msg := append([]byte{pushPullMsg, 0x81, 0xa1, 'x'}, bytes.Repeat([]byte{0x91}, 5_000_000)...)
+	_, _ = nc.Write(append(msg, 0xc0)) // the member may reset the connection midway
+	_, _ = io.Copy(io.Discard, nc)
+	goodClient(ctx, t, c.Member(0).Addr(), func() {})
+}
