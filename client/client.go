@@ -71,6 +71,12 @@ type Config struct {
 	// releases what it held (locks, in-flight deliveries); the client
 	// then continues under a new session. Default 2 s.
 	SessionTTL time.Duration
+	// KeepAlive is how long a connection may stay quiet before the client
+	// pings the member over it, so that the member's idle timeout
+	// (2 min by default) does not close it. A connection closed anyway is
+	// dialed again on next use. Default wire.DefaultKeepAlive (30 s);
+	// negative disables the pings.
+	KeepAlive time.Duration
 	// Logger receives the client's logs. Default: discard.
 	Logger *slog.Logger
 	// Token is the client's credential, for clusters that require one
@@ -296,7 +302,7 @@ func (c *Client) conn(ctx context.Context, addr string) (*wire.Conn, error) {
 	if ip := net.ParseIP(c.cfg.LocalIP); ip != nil {
 		d.LocalAddr = &net.TCPAddr{IP: ip}
 	}
-	cn, err := wire.Dial(dctx, d, addr, wire.Hello{Role: wire.RoleClient, Name: c.cfg.Name, Cluster: c.cfg.Cluster, Token: c.cfg.Token}, wire.Options{Limits: c.cfg.Limits, TLS: c.cfg.TLS})
+	cn, err := wire.Dial(dctx, d, addr, wire.Hello{Role: wire.RoleClient, Name: c.cfg.Name, Cluster: c.cfg.Cluster, Token: c.cfg.Token}, wire.Options{Limits: c.cfg.Limits, TLS: c.cfg.TLS, KeepAlive: c.cfg.KeepAlive})
 	if err != nil {
 		mc.failedAt = time.Now()
 		mc.backoff = min(max(2*mc.backoff, 50*time.Millisecond), c.cfg.MaxBackoff)

@@ -227,3 +227,33 @@ func TestStatusAndSafe(t *testing.T) {
 		return err == nil && safe && len(c.Members()) == 2, fmt.Sprint(why, err)
 	})
 }
+
+// Members close connections that stay quiet past their idle timeout: a
+// client must survive idle periods, kept alive by its pings or, without
+// them, by dialing again.
+func TestClientSurvivesIdleTimeout(t *testing.T) {
+	const idle = 150 * time.Millisecond
+	cl := gridtest.New(t, 1, gridtest.WithConfig(func(c *grid.Config) { c.Conns.IdleTimeout = idle }))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, keepAlive := range []time.Duration{idle / 5, -1} {
+		c, err := client.Dial(ctx, client.Config{Addrs: []string{cl.Member(0).Addr()}, KeepAlive: keepAlive, RefreshInterval: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := maps.New(c, "idle")
+		if err := m.Put(ctx, "k", []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+		// Quiet for several idle timeouts.
+		select {
+		case <-time.After(5 * idle):
+		case <-ctx.Done():
+			t.Fatal(ctx.Err())
+		}
+		if v, ok, err := m.Get(ctx, "k"); err != nil || !ok || string(v) != "v" {
+			t.Errorf("keep-alive %v: get after an idle period: %q %v %v", keepAlive, v, ok, err)
+		}
+		c.Close()
+	}
+}

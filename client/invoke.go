@@ -32,7 +32,7 @@ func (c *Client) invoke(ctx context.Context, req *op.Request, internal bool) (*o
 		return nil, err
 	}
 	if req.Service == "" || (req.Service[0] == '_' && !internal) || req.Op >= op.OpReservedMin {
-		return nil, op.Errorf(op.CodeUnknownService, "service %q", req.Service)
+		return nil, op.Errorf(op.CodeUnknownService, "service %s", op.Quote(req.Service))
 	}
 	r := *req
 	t := c.Table()

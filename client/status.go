@@ -8,6 +8,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/shoalgrid/shoal/internal/mpsafe"
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/sysop"
 )
@@ -38,7 +39,11 @@ func (c *Client) Status(ctx context.Context) ([]MemberStatus, error) {
 				}
 				if err == nil {
 					var st MemberStatus
-					if derr := msgpack.Unmarshal(resp.Value, &st); derr != nil {
+					derr := mpsafe.Check(resp.Value, mpsafe.MaxDepth)
+					if derr == nil {
+						derr = msgpack.Unmarshal(resp.Value, &st)
+					}
+					if derr != nil {
 						err = fmt.Errorf("%w: status of %s: %v", op.ErrBadRequest, mb.Name, derr)
 					} else {
 						out[i] = &st

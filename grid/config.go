@@ -49,6 +49,8 @@ type Config struct {
 	Gossip GossipConfig
 	// Limits bound key, value and frame sizes.
 	Limits wire.Limits
+	// Conns bound the connections a member accepts and what each may hold.
+	Conns ConnLimits
 	// Services are the structure services this member runs (e.g.
 	// maps.Service{}). Every member of a cluster should run the same ones;
 	// none is built in, and a member without services still routes, stores
@@ -112,6 +114,61 @@ type Config struct {
 	// configuration this member dials the others with (RootCAs, and
 	// Certificates when the others require client certificates).
 	TLS, PeerTLS *tls.Config
+}
+
+// ConnLimits bound what peers can make a member hold on its data port:
+// connections, handshakes, idle connections and requests in flight. Zero
+// fields take the defaults.
+type ConnLimits struct {
+	// MaxConns bounds the connections open on the data port, counting
+	// those still in the handshake. More are closed as soon as they are
+	// accepted. Keep it under the process's file descriptor limit
+	// (ulimit -n). Default 10,000.
+	MaxConns int
+	// MaxConnsPerAddr bounds the connections open from one IP address.
+	// Default 1,000.
+	MaxConnsPerAddr int
+	// HandshakeTimeout bounds the handshake of an accepted connection.
+	// Default 5 s.
+	HandshakeTimeout time.Duration
+	// IdleTimeout closes an accepted connection on which nothing arrived
+	// for between one and two IdleTimeouts while no request was in flight.
+	// Clients and members ping quiet connections every
+	// wire.DefaultKeepAlive (30 s), so it must stay well above that.
+	// Default 2 min; negative disables it.
+	IdleTimeout time.Duration
+	// MaxInFlight bounds the requests of one client connection that are
+	// being served (see wire.Options.MaxInFlight): at the limit the member
+	// stops reading from that connection until it answers one. Default 32.
+	MaxInFlight int
+}
+
+// Default connection limits.
+const (
+	DefaultMaxConns         = 10000
+	DefaultMaxConnsPerAddr  = 1000
+	DefaultHandshakeTimeout = 5 * time.Second
+	DefaultIdleTimeout      = 2 * time.Minute
+	DefaultMaxInFlight      = 32
+)
+
+func (l ConnLimits) withDefaults() ConnLimits {
+	if l.MaxConns <= 0 {
+		l.MaxConns = DefaultMaxConns
+	}
+	if l.MaxConnsPerAddr <= 0 {
+		l.MaxConnsPerAddr = DefaultMaxConnsPerAddr
+	}
+	if l.HandshakeTimeout <= 0 {
+		l.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if l.IdleTimeout == 0 {
+		l.IdleTimeout = DefaultIdleTimeout
+	}
+	if l.MaxInFlight <= 0 {
+		l.MaxInFlight = DefaultMaxInFlight
+	}
+	return l
 }
 
 // GossipConfig tunes memberlist's SWIM failure detector and the reconnect
@@ -286,6 +343,7 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	c.Gossip = c.Gossip.withDefaults()
 	c.Limits = c.Limits.WithDefaults()
+	c.Conns = c.Conns.withDefaults()
 	for _, a := range []struct{ name, v string }{{"bind", c.BindAddr}, {"addr", c.DataAddr}, {"advertise", c.AdvertiseAddr}, {"advertise-addr", c.AdvertiseDataAddr}} {
 		if a.v == "" {
 			continue

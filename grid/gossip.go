@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/memberlist"
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/shoalgrid/shoal/internal/mpsafe"
 	"github.com/shoalgrid/shoal/partition"
 	"github.com/shoalgrid/shoal/quorum"
 )
@@ -49,6 +50,10 @@ func (n nodeMeta) encode() ([]byte, error) {
 
 func decodeMeta(b []byte) (nodeMeta, error) {
 	var n nodeMeta
+	// Gossip is a peer's bytes: msgpack skips unknown fields recursively.
+	if err := mpsafe.Check(b, mpsafe.MaxDepth); err != nil {
+		return n, err
+	}
 	err := msgpack.Unmarshal(b, &n)
 	return n, err
 }
@@ -235,7 +240,9 @@ func (t *boundTransport) DialAddressTimeout(a memberlist.Address, timeout time.D
 }
 
 // slogWriter forwards memberlist's log lines to slog at debug level (or warn
-// for its [WARN]/[ERR] lines).
+// for its [WARN]/[ERR] lines). Members give it a rate-limited logger:
+// memberlist logs a line for each malformed packet, so anyone who can send
+// UDP to the gossip port could otherwise flood the log.
 type slogWriter struct{ l *slog.Logger }
 
 // Write logs one memberlist line.
@@ -293,7 +300,7 @@ func (m *Member) memberlistConfig(bindIP net.IP, bindPort int) (*memberlist.Conf
 	mc.Events = delegate{m}
 	mc.Alive = delegate{m}
 	mc.Merge = delegate{m}
-	mc.Logger = log.New(slogWriter{m.log}, "", 0)
+	mc.Logger = log.New(slogWriter{slog.New(newRateLimited(m.log.Handler(), gossipLogLimit, gossipLogWindow))}, "", 0)
 
 	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
 		BindAddrs: []string{bindIP.String()},

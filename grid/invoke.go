@@ -30,7 +30,7 @@ func (m *Member) invoke(ctx context.Context, req *op.Request, internal bool) (*o
 		return nil, err
 	}
 	if req.Service == "" || (req.Service[0] == '_' && !internal) {
-		return nil, op.Errorf(op.CodeUnknownService, "service %q", req.Service)
+		return nil, op.Errorf(op.CodeUnknownService, "service %s", op.Quote(req.Service))
 	}
 	if req.Op >= op.OpReservedMin && !internal {
 		return nil, op.Errorf(op.CodeUnknownOp, "operation %d is reserved for the member core", req.Op)

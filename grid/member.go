@@ -85,6 +85,14 @@ type Member struct {
 
 	connsMu sync.Mutex
 	conns   map[*wire.Conn]struct{}
+	// open counts the accepted connections not yet closed (handshake
+	// included), in total and per remote IP, under connsMu.
+	open       int
+	openPerIP  map[string]int
+	refusedLog *slog.Logger
+	// forwarding maps a connection to its forwarding semaphore
+	// (forwardSlots).
+	forwarding sync.Map
 
 	subsMu sync.Mutex
 	subs   map[chan Event]struct{}
@@ -189,6 +197,8 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 		ctx:           mctx,
 		cancel:        cancel,
 	}
+	// Refused connections are logged, but an attacker controls how many.
+	m.refusedLog = slog.New(newRateLimited(m.log.Handler(), gossipLogLimit, gossipLogWindow))
 	m.meta = nodeMeta{Addr: dataAddr, Zone: cfg.Zone, Host: cfg.Host, Started: m.started.UnixNano(), Proto: metaProto,
 		Cluster: cfg.Cluster, Partitions: cfg.PartitionCount}
 	if _, err := m.meta.encode(); err != nil {

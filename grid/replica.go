@@ -11,6 +11,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/shoalgrid/shoal/internal/mpsafe"
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/wire"
 )
@@ -69,6 +70,11 @@ func decodeRecord(pool *sync.Pool, b []byte) (time.Time, *op.Request, error) {
 		d.dec = msgpack.NewDecoder(&d.rd)
 	}
 	defer pool.Put(d)
+	// The record is a peer's bytes: check every length and the nesting
+	// before the decoder sees them.
+	if err := mpsafe.Check(b, wire.MaxDepth); err != nil {
+		return time.Time{}, nil, fmt.Errorf("%w: backup record: %w", wire.ErrMalformed, err)
+	}
 	d.rd.Reset(b)
 	d.dec.ResetReader(&d.rd)
 	dec := d.dec
@@ -421,7 +427,7 @@ func (s *slot) installSync(m *Member, cur, version, seq, term uint64, data []byt
 	for name, b := range snap.services {
 		i, ok := m.svcIndex[name]
 		if !ok {
-			return errResponse(op.Errorf(op.CodeUnknownService, "snapshot has unknown service %q", name), cur)
+			return errResponse(op.Errorf(op.CodeUnknownService, "snapshot has unknown service %s", op.Quote(name)), cur)
 		}
 		st := m.services[i].NewState(s.id)
 		if err := st.Restore(now, b); err != nil {

@@ -73,15 +73,68 @@ func (m *Member) acceptLoop() {
 			}
 			continue
 		}
-		if !m.spawn(func() { m.serveConn(nc) }) {
+		ip := remoteIP(nc)
+		if why := m.admitConn(ip); why != "" {
+			nc.Close()
+			m.counters.refused.Add(1)
+			m.refusedLog.Warn("connection refused", "remote", nc.RemoteAddr().String(), "reason", why)
+			continue
+		}
+		if !m.spawn(func() {
+			defer m.release(ip)
+			m.serveConn(nc)
+		}) {
+			m.release(ip)
 			nc.Close()
 			return
 		}
 	}
 }
 
+// remoteIP is the IP address part of nc's remote address.
+func remoteIP(nc net.Conn) string {
+	if a, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+		return a.IP.String()
+	}
+	host, _, err := net.SplitHostPort(nc.RemoteAddr().String())
+	if err != nil {
+		return nc.RemoteAddr().String()
+	}
+	return host
+}
+
+// admitConn counts a new connection from ip, or says why it is over the
+// limits (Config.Conns).
+func (m *Member) admitConn(ip string) string {
+	lim := m.cfg.Conns
+	m.connsMu.Lock()
+	defer m.connsMu.Unlock()
+	switch {
+	case m.open >= lim.MaxConns:
+		return fmt.Sprintf("%d connections open, limit %d", m.open, lim.MaxConns)
+	case m.openPerIP[ip] >= lim.MaxConnsPerAddr:
+		return fmt.Sprintf("%d connections open from this address, limit %d", m.openPerIP[ip], lim.MaxConnsPerAddr)
+	}
+	if m.openPerIP == nil {
+		m.openPerIP = map[string]int{}
+	}
+	m.open++
+	m.openPerIP[ip]++
+	return ""
+}
+
+// release uncounts a connection admitted from ip.
+func (m *Member) release(ip string) {
+	m.connsMu.Lock()
+	defer m.connsMu.Unlock()
+	m.open--
+	if m.openPerIP[ip]--; m.openPerIP[ip] <= 0 {
+		delete(m.openPerIP, ip)
+	}
+}
+
 func (m *Member) serveConn(nc net.Conn) {
-	c, err := wire.Accept(nc, m.hello(wire.RoleMember), m.checkPeer, m.connOptions(m.sec.serverTLS))
+	c, err := wire.Accept(nc, m.hello(wire.RoleMember), m.checkPeer, m.acceptOptions())
 	if err != nil {
 		m.log.Debug("connection refused", "remote", nc.RemoteAddr().String(), "err", err)
 		nc.Close()
@@ -106,6 +159,41 @@ func (m *Member) serveConn(nc net.Conn) {
 	m.connsMu.Lock()
 	delete(m.conns, c)
 	m.connsMu.Unlock()
+}
+
+// forwardsPerConn bounds the requests without a table version (which the
+// member forwards to their owner) in flight on one connection.
+const forwardsPerConn = 4
+
+// forwardSlots returns c's forwarding semaphore (see forwardsPerConn),
+// created on first use and dropped when c closes.
+func (m *Member) forwardSlots(c *wire.Conn) chan struct{} {
+	if v, ok := m.forwarding.Load(c); ok {
+		return v.(chan struct{})
+	}
+	v, loaded := m.forwarding.LoadOrStore(c, make(chan struct{}, forwardsPerConn))
+	if !loaded && !m.spawn(func() {
+		select {
+		case <-c.Done():
+		case <-m.ctx.Done():
+		}
+		m.forwarding.Delete(c)
+	}) {
+		m.forwarding.Delete(c)
+	}
+	return v.(chan struct{})
+}
+
+// acceptOptions are the options of connections the member accepts.
+func (m *Member) acceptOptions() wire.Options {
+	lim := m.cfg.Conns
+	return wire.Options{
+		Limits:           m.cfg.Limits,
+		Handler:          m,
+		HandshakeTimeout: lim.HandshakeTimeout,
+		IdleTimeout:      max(lim.IdleTimeout, 0),
+		MaxInFlight:      lim.MaxInFlight,
+	}
 }
 
 // spawn runs f in a goroutine owned by the member, unless it is closing.
@@ -151,7 +239,23 @@ func (m *Member) HandleRequest(c *wire.Conn, id uint64, req *op.Request) {
 		}
 	}
 	if req.TableVersion == 0 {
+		// Each forward holds its response (a decoded copy of the value)
+		// until the connection takes it: bound them per connection by
+		// blocking this read loop, so a client pipelining gets of a big
+		// value without reading the answers holds a few values, not one
+		// per request (100 gets of 16 MiB took a member to 2 GB).
+		slots := m.forwardSlots(c)
+		select {
+		case slots <- struct{}{}:
+		case <-c.Done():
+			c.Respond(id, errResponse(op.ErrUnavailable, 0))
+			return
+		case <-m.ctx.Done():
+			c.Respond(id, errResponse(m.errClosed(), 0))
+			return
+		}
 		ok := m.spawn(func() {
+			defer func() { <-slots }()
 			ctx, cancel := timeoutContext(m.ctx, req.Timeout)
 			defer cancel()
 			resp, err := m.invoke(ctx, req, internal)
@@ -161,6 +265,7 @@ func (m *Member) HandleRequest(c *wire.Conn, id uint64, req *op.Request) {
 			c.Respond(id, resp)
 		})
 		if !ok {
+			<-slots
 			c.Respond(id, errResponse(m.errClosed(), 0))
 		}
 		return

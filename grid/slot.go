@@ -260,7 +260,7 @@ func (w *ackWait) result() error {
 func (s *slot) execute(m *Member, b *wire.Batch, cur *partition.Table, req *op.Request) (*op.Response, *ackWait, *parkedCall) {
 	svc, ok := m.svcIndex[req.Service]
 	if !ok {
-		return &op.Response{Code: op.CodeUnknownService, Msg: fmt.Sprintf("no service %q", req.Service), TableVersion: cur.Version}, nil, nil
+		return &op.Response{Code: op.CodeUnknownService, Msg: fmt.Sprintf("no service %s", op.Quote(req.Service)), TableVersion: cur.Version}, nil, nil
 	}
 	now := time.Now()
 	if m.pausedAt(now) {
@@ -332,7 +332,7 @@ func (s *slot) state(m *Member, svc int) op.State {
 func (s *slot) applyBackup(m *Member, cur uint64, version, seq, term uint64, now time.Time, req *op.Request) *op.Response {
 	svc, ok := m.svcIndex[req.Service]
 	if !ok {
-		return &op.Response{Code: op.CodeUnknownService, Msg: fmt.Sprintf("no service %q", req.Service)}
+		return &op.Response{Code: op.CodeUnknownService, Msg: "no service " + op.Quote(req.Service)}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -8,8 +8,10 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/shoalgrid/shoal/internal/mpsafe"
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/partition"
+	"github.com/shoalgrid/shoal/wire"
 )
 
 // snapshot is a full copy of one partition on one member: every service's
@@ -70,6 +72,9 @@ func errorsJoin(errs ...error) error {
 func decodeSnapshot(b []byte) (*snapshot, error) {
 	bad := func(what string, err error) error {
 		return fmt.Errorf("%w: partition snapshot: %s: %v", op.ErrBadRequest, what, err)
+	}
+	if err := mpsafe.Check(b, wire.MaxDepth); err != nil {
+		return nil, fmt.Errorf("%w: partition snapshot: %w", op.ErrBadRequest, err)
 	}
 	dec := msgpack.NewDecoder(bytes.NewReader(b))
 	n, err := dec.DecodeArrayLen()

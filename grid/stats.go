@@ -19,6 +19,7 @@ type counters struct {
 	// mergeDiscarded counts entries discarded when this member lost
 	// partitions without a hand-over (see slot.adopt).
 	mergeDiscarded atomic.Uint64
+	refused        atomic.Uint64
 }
 
 // Stats returns the member's current statistics.
@@ -38,9 +39,13 @@ func (m *Member) Stats() Stats {
 		MergeDiscarded: m.counters.mergeDiscarded.Load(),
 
 		MigrationBytesOut: m.counters.bytesOut.Load(),
+		ConnsRefused:      m.counters.refused.Load(),
 	}
 	q := m.QuorumView()
 	s.Quorum, s.QuorumVisible, s.QuorumNeeded, s.ExpectedSize = m.HasQuorum(), q.Live, q.Need, q.Expected
+	m.connsMu.Lock()
+	s.ConnsOpen = m.open
+	m.connsMu.Unlock()
 	if t := m.Table(); t != nil {
 		s.TableVersion = t.Version
 		_, s.Ready = t.Member(m.cfg.Name)

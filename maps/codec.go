@@ -9,6 +9,8 @@ import (
 	"unsafe"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/shoalgrid/shoal/internal/mpsafe"
 )
 
 // Payload codecs of the map service. They are written by hand over the
@@ -308,81 +310,24 @@ func (d *decoder) bytes() ([]byte, error) {
 	return bytes.Clone(b), nil
 }
 
+// maxValueDepth bounds the nesting of arrays and maps in a typed value.
+// msgpack decodes nested values recursively: a stored value nested millions
+// of levels deep (a few MB) would overflow the stack of every client that
+// reads it. No sensible type nests this deep.
+const maxValueDepth = 1000
+
 // wellFormed checks that b is exactly one msgpack value whose declared
-// lengths and counts all fit in b. It is iterative (no recursion depth to
-// exhaust) and allocation-free, and runs before handing untrusted bytes to
-// the reflective msgpack decoder, which would allocate a declared bin length
-// before reading it.
+// lengths and counts all fit in b, nested at most maxValueDepth levels. It
+// is iterative (no recursion depth to exhaust) and runs before handing
+// untrusted bytes to the reflective msgpack decoder, which would allocate a
+// declared bin length before reading it.
 func wellFormed(b []byte) error {
-	i, pending := 0, 1 // pending: values still to read; each takes >= 1 byte
-	for pending > 0 {
-		if i >= len(b) {
-			return io.ErrUnexpectedEOF
+	i, err := mpsafe.ValueEnd(b, maxValueDepth)
+	if err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return fmt.Errorf("%w: %w", errShort, err)
 		}
-		c := b[i]
-		i++
-		pending--
-		skip, count, size := 0, 0, 0 // payload bytes, child values, length-field bytes
-		switch {
-		case c <= 0x7f || c >= 0xe0: // fixint
-		case c <= 0x8f:
-			count = 2 * int(c&0x0f) // fixmap
-		case c <= 0x9f:
-			count = int(c & 0x0f) // fixarray
-		case c <= 0xbf:
-			skip = int(c & 0x1f) // fixstr
-		case c == 0xc0 || c == 0xc2 || c == 0xc3: // nil, false, true
-		case c == 0xc4 || c == 0xd9: // bin8, str8
-			size = 1
-		case c == 0xc5 || c == 0xda:
-			size = 2
-		case c == 0xc6 || c == 0xdb:
-			size = 4
-		case c >= 0xc7 && c <= 0xc9: // ext8/16/32: length, then type byte
-			size, skip = 1<<(c-0xc7), 1
-		case c == 0xca || c == 0xce || c == 0xd2: // float32, uint32, int32
-			skip = 4
-		case c == 0xcb || c == 0xcf || c == 0xd3:
-			skip = 8
-		case c == 0xcc || c == 0xd0:
-			skip = 1
-		case c == 0xcd || c == 0xd1:
-			skip = 2
-		case c >= 0xd4 && c <= 0xd8: // fixext 1..16, plus type byte
-			skip = 1 + 1<<(c-0xd4)
-		case c == 0xdc || c == 0xdd: // array16/32
-			size = 2 << (c - 0xdc)
-		case c == 0xde || c == 0xdf: // map16/32
-			size = 2 << (c - 0xde)
-		default:
-			return fmt.Errorf("invalid msgpack code %#x at %d", c, i-1)
-		}
-		if size > 0 {
-			if size > len(b)-i {
-				return io.ErrUnexpectedEOF
-			}
-			n := 0
-			for _, x := range b[i : i+size] {
-				n = n<<8 | int(x)
-			}
-			i += size
-			switch {
-			case c == 0xdc || c == 0xdd:
-				count = n
-			case c == 0xde || c == 0xdf:
-				count = 2 * n
-			default:
-				skip += n
-			}
-		}
-		if skip > len(b)-i {
-			return errShort
-		}
-		i += skip
-		pending += count
-		if pending > len(b)-i {
-			return errShort
-		}
+		return err
 	}
 	if i != len(b) {
 		return fmt.Errorf("%d trailing bytes", len(b)-i)

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/shoalgrid/shoal/internal/mpsafe"
 )
 
 var keySets = [][]string{
@@ -220,6 +222,9 @@ func FuzzWellFormed(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		err := wellFormed(b)
+		if errors.Is(err, mpsafe.ErrTooDeep) {
+			return // msgpack's Skip has no depth limit
+		}
 		r := bytes.NewReader(b)
 		d := msgpack.NewDecoder(r)
 		serr := d.Skip()
@@ -232,4 +237,17 @@ func FuzzWellFormed(f *testing.F) {
 		_, _ = decodeValue[any](b)
 		_, _ = decodeValue[[]byte](b)
 	})
+}
+
+// A stored value is another client's bytes: one nested millions of levels
+// deep must not overflow the stack of the client that reads it typed.
+func TestDecodeValueRefusesDeepNesting(t *testing.T) {
+	deep := append(bytes.Repeat([]byte{0x91}, 5_000_000), 0xc0)
+	if _, err := decodeValue[any](deep); !errors.Is(err, mpsafe.ErrTooDeep) {
+		t.Fatalf("deep value: %v, want ErrTooDeep", err)
+	}
+	ok := append(bytes.Repeat([]byte{0x91}, maxValueDepth), 0xc0)
+	if _, err := decodeValue[any](ok); err != nil {
+		t.Fatalf("%d levels: %v", maxValueDepth, err)
+	}
 }

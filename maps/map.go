@@ -87,14 +87,14 @@ func (m *Map) request(code uint8, key string) *op.Request {
 // invoke sends a keyed request to the key's owner.
 func (m *Map) invoke(ctx context.Context, what string, req *op.Request) (*op.Response, error) {
 	if err := m.check(); err != nil {
-		return nil, fmt.Errorf("maps: %s %q: %w", what, req.Key, err)
+		return nil, fmt.Errorf("maps: %s %s: %w", what, op.Quote(req.Key), err)
 	}
 	resp, err := m.inv.Invoke(ctx, req)
 	if err == nil && resp == nil {
 		err = fmt.Errorf("%w: no response", op.ErrInternal)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("maps: %s %q in map %q: %w", what, req.Key, m.name, err)
+		return nil, fmt.Errorf("maps: %s %s in map %s: %w", what, op.Quote(req.Key), op.Quote(m.name), err)
 	}
 	return resp, nil
 }
@@ -114,7 +114,7 @@ func (m *Map) invokeAll(ctx context.Context, what string, code uint8) ([]*op.Res
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("maps: %s map %q: %w", what, m.name, err)
+		return nil, fmt.Errorf("maps: %s map %s: %w", what, op.Quote(m.name), err)
 	}
 	return resps, nil
 }
@@ -236,7 +236,7 @@ func (m *Map) Keys(ctx context.Context) ([]string, error) {
 	for p, r := range resps {
 		ks, err := decodeKeys(r.Value)
 		if err != nil {
-			return nil, fmt.Errorf("maps: keys map %q: partition %d: %w: %w", m.name, p, op.ErrInternal, err)
+			return nil, fmt.Errorf("maps: keys map %s: partition %d: %w: %w", op.Quote(m.name), p, op.ErrInternal, err)
 		}
 		keys = append(keys, ks...)
 	}
@@ -270,11 +270,11 @@ func (m *Map) Range(ctx context.Context, fn func(key string, value []byte) bool)
 			err = fmt.Errorf("%w: no response", op.ErrInternal)
 		}
 		if err != nil {
-			return fmt.Errorf("maps: range map %q: partition %d: %w", m.name, p, err)
+			return fmt.Errorf("maps: range map %s: partition %d: %w", op.Quote(m.name), p, err)
 		}
 		es, err := decodeEntries(resp.Value)
 		if err != nil {
-			return fmt.Errorf("maps: range map %q: partition %d: %w: %w", m.name, p, op.ErrInternal, err)
+			return fmt.Errorf("maps: range map %s: partition %d: %w: %w", op.Quote(m.name), p, op.ErrInternal, err)
 		}
 		for _, e := range es {
 			if !fn(e.key, e.value) {

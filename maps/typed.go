@@ -43,7 +43,7 @@ func (t *Typed[V]) Name() string { return t.Map().Name() }
 func (t *Typed[V]) Put(ctx context.Context, key string, v V, opts ...Option) error {
 	b, err := encodeValue(v)
 	if err != nil {
-		return fmt.Errorf("maps: put %q: %w", key, err)
+		return fmt.Errorf("maps: put %s: %w", op.Quote(key), err)
 	}
 	return t.Map().Put(ctx, key, b, opts...)
 }
@@ -56,7 +56,7 @@ func (t *Typed[V]) Get(ctx context.Context, key string) (v V, found bool, err er
 		return v, false, err
 	}
 	if v, err = decodeValue[V](b); err != nil {
-		return v, false, fmt.Errorf("maps: get %q in map %q: %w", key, t.Name(), err)
+		return v, false, fmt.Errorf("maps: get %s in map %s: %w", op.Quote(key), op.Quote(t.Name()), err)
 	}
 	return v, true, nil
 }
@@ -72,14 +72,14 @@ func (t *Typed[V]) Delete(ctx context.Context, key string) (bool, error) {
 func (t *Typed[V]) PutIfAbsent(ctx context.Context, key string, v V, opts ...Option) (existing V, stored bool, err error) {
 	b, err := encodeValue(v)
 	if err != nil {
-		return existing, false, fmt.Errorf("maps: put-if-absent %q: %w", key, err)
+		return existing, false, fmt.Errorf("maps: put-if-absent %s: %w", op.Quote(key), err)
 	}
 	raw, stored, err := t.Map().PutIfAbsent(ctx, key, b, opts...)
 	if err != nil || stored {
 		return existing, stored, err
 	}
 	if existing, err = decodeValue[V](raw); err != nil {
-		return existing, false, fmt.Errorf("maps: put-if-absent %q in map %q: existing value: %w", key, t.Name(), err)
+		return existing, false, fmt.Errorf("maps: put-if-absent %s in map %s: existing value: %w", op.Quote(key), op.Quote(t.Name()), err)
 	}
 	return existing, false, nil
 }
@@ -89,7 +89,7 @@ func (t *Typed[V]) PutIfAbsent(ctx context.Context, key string, v V, opts ...Opt
 func (t *Typed[V]) Replace(ctx context.Context, key string, v V, opts ...Option) (bool, error) {
 	b, err := encodeValue(v)
 	if err != nil {
-		return false, fmt.Errorf("maps: replace %q: %w", key, err)
+		return false, fmt.Errorf("maps: replace %s: %w", op.Quote(key), err)
 	}
 	return t.Map().Replace(ctx, key, b, opts...)
 }
@@ -119,7 +119,7 @@ func (t *Typed[V]) Range(ctx context.Context, fn func(key string, v V) bool) err
 	err := t.Map().Range(ctx, func(key string, b []byte) bool {
 		v, err := decodeValue[V](b)
 		if err != nil {
-			derr = fmt.Errorf("maps: range map %q: key %q: %w", t.Name(), key, err)
+			derr = fmt.Errorf("maps: range map %s: key %s: %w", op.Quote(t.Name()), op.Quote(key), err)
 			return false
 		}
 		return fn(key, v)

@@ -5,6 +5,8 @@ import (
 	"math"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/shoalgrid/shoal/internal/mpsafe"
 )
 
 // Tables arrive from the network, so decoding must not trust length
@@ -12,7 +14,9 @@ import (
 // (its allocation limit check is ineffective), letting an 8-byte message
 // demand tens of gigabytes. The hand-written codec below preallocates at
 // most preallocLimit elements and otherwise grows by appending, so memory
-// stays proportional to the bytes actually decoded.
+// stays proportional to the bytes actually decoded. Nesting is bounded too:
+// Unmarshal checks the bytes with mpsafe first, and unknown keys are skipped
+// with mpsafe.Skip (msgpack's own Skip recurses once per level).
 const preallocLimit = 1024
 
 // EncodeMsgpack writes the table as a msgpack map with the keys of its
@@ -148,7 +152,7 @@ func (t *Table) DecodeMsgpack(d *msgpack.Decoder) error {
 		case "r":
 			nt.Replicas, err = decodeReplicas(d)
 		default:
-			err = d.Skip()
+			err = mpsafe.Skip(d, mpsafe.MaxDepth)
 		}
 		if err != nil {
 			return fmt.Errorf("table field %q: %w", key, err)
@@ -195,7 +199,7 @@ func decodeMember(d *msgpack.Decoder) (Member, error) {
 		case "h":
 			m.Host, err = d.DecodeString()
 		default:
-			err = d.Skip()
+			err = mpsafe.Skip(d, mpsafe.MaxDepth)
 		}
 		if err != nil {
 			return m, fmt.Errorf("member field %q: %w", key, err)

@@ -24,6 +24,8 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/shoalgrid/shoal/internal/mpsafe"
 )
 
 // DefaultCount is the default number of partitions. It is prime so that
@@ -296,9 +298,13 @@ func (t *Table) Marshal() ([]byte, error) {
 }
 
 // Unmarshal decodes a msgpack table and validates it, so callers only ever
-// see well-formed tables. Garbage input returns an error, never panics.
+// see well-formed tables. Garbage input returns an error, never panics, and
+// costs work and memory proportional to its size.
 func Unmarshal(b []byte) (*Table, error) {
 	var t Table
+	if err := mpsafe.Check(b, mpsafe.MaxDepth); err != nil {
+		return nil, fmt.Errorf("partition: decode table: %w", err)
+	}
 	if err := msgpack.Unmarshal(b, &t); err != nil {
 		return nil, fmt.Errorf("partition: decode table: %w", err)
 	}

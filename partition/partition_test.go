@@ -332,6 +332,8 @@ func FuzzUnmarshal(f *testing.F) {
 	}
 	f.Add([]byte{})
 	f.Add([]byte{0xc1})
+	// An unknown key whose value nests past the limit.
+	f.Add(append(append([]byte{0x81, 0xa1, 'x'}, bytes.Repeat([]byte{0x91}, 70)...), 0xc0))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		// Accessors must not panic even on tables that fail Validate.
 		var raw Table
@@ -410,5 +412,25 @@ func TestNewAndReplicaNames(t *testing.T) {
 	tb.Lost = []int32{7}
 	if err := tb.Validate(); err == nil {
 		t.Fatal("lost partition out of range accepted")
+	}
+}
+
+// A table is a peer's bytes: an unknown key nested millions of levels deep
+// is refused without recursing (msgpack's Skip recursed once per level and
+// overflowed the stack), and so is a deep value in a member entry.
+func TestUnmarshalRefusesDeepNesting(t *testing.T) {
+	deep := append(bytes.Repeat([]byte{0x91}, 5_000_000), 0xc0)
+	for name, b := range map[string][]byte{
+		"unknown table key":  append([]byte{0x81, 0xa1, 'x'}, deep...),
+		"unknown member key": append([]byte{0x81, 0xa1, 'm', 0x91, 0x81, 0xa1, 'x'}, deep...),
+	} {
+		if _, err := Unmarshal(b); err == nil || !strings.Contains(err.Error(), "nested too deeply") {
+			t.Errorf("%s: %v, want a nesting error", name, err)
+		}
+		// Decoding without Unmarshal's check skips without recursion.
+		var raw Table
+		if err := msgpack.Unmarshal(b, &raw); err == nil || !strings.Contains(err.Error(), "nested too deeply") {
+			t.Errorf("%s: DecodeMsgpack: %v, want a nesting error", name, err)
+		}
 	}
 }

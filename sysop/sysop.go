@@ -115,4 +115,10 @@ type Stats struct {
 	// their partitions on the losing side of a split (or while declared
 	// dead): the winning side's values were kept.
 	MergeDiscarded uint64 `json:"merge_discarded"`
+	// ConnsOpen is the number of connections accepted on the data port
+	// and not yet closed, handshakes included (see grid.Config.Conns).
+	ConnsOpen int `json:"conns_open"`
+	// ConnsRefused counts connections closed at once for being over the
+	// connection limits.
+	ConnsRefused uint64 `json:"conns_refused"`
 }

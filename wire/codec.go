@@ -22,11 +22,11 @@ import (
 	"io"
 	"math"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/shoalgrid/shoal/internal/mpsafe"
 	"github.com/shoalgrid/shoal/op"
 )
 
@@ -42,6 +42,10 @@ const (
 	// KindAuth carries the member-authentication proofs that follow the
 	// hello exchange when a cluster key is configured (see auth.go).
 	KindAuth
+	// KindPing is a header-only frame a Conn sends when it has written
+	// nothing for Options.KeepAlive, so that the peer's idle timeout does
+	// not close a connection that is merely quiet. Receivers ignore it.
+	KindPing
 )
 
 const headerSize = 4 + 1 + 8
@@ -287,7 +291,7 @@ func decodeBytes(dec *msgpack.Decoder) ([]byte, error) {
 	case n == 0:
 		return []byte{}, nil
 	}
-	left, known := remaining(dec)
+	left, known := mpsafe.Remaining(dec)
 	if known && n > left {
 		return nil, fmt.Errorf("%d bytes claimed, %d left: %w", n, left, io.ErrUnexpectedEOF)
 	}
@@ -312,22 +316,15 @@ func decodeBytes(dec *msgpack.Decoder) ([]byte, error) {
 	return b, nil
 }
 
-// remaining returns how many input bytes dec has left when it reads from an
-// in-memory reader.
-func remaining(dec *msgpack.Decoder) (int, bool) {
-	switch r := dec.Buffered().(type) {
-	case *bytes.Reader:
-		return r.Len(), true
-	case *bytes.Buffer:
-		return r.Len(), true
-	case *strings.Reader:
-		return r.Len(), true
-	}
-	return 0, false
-}
+// MaxDepth is the deepest nesting of msgpack arrays and maps a peer may
+// send in a frame body (requests and responses nest one level; the rest is
+// room for fields of later versions). Deeper input is refused before it is
+// decoded.
+const MaxDepth = mpsafe.MaxDepth
 
 // checkBody checks that b starts with one complete msgpack value in which
-// every length and element count fits in the bytes that follow it.
+// every length and element count fits in the bytes that follow it, nested
+// at most MaxDepth levels.
 //
 // msgpack's decoder allocates what a string, bin or ext header claims before
 // reading the data, and keeps the buffer it grew in the decoder even when the
@@ -335,101 +332,12 @@ func remaining(dec *msgpack.Decoder) (int, bool) {
 // long-lived one thus grew by about a quarter per lying header: a few dozen
 // 8-byte frames made it allocate gigabytes and copy them on every frame. Once
 // a body has passed checkBody, decoding it allocates at most about its own
-// size. checkBody walks without recursion, so deep nesting costs no stack.
+// size. checkBody walks without recursion, so deep nesting costs no stack,
+// and the depth bound keeps msgpack's recursive decoding of what passed
+// (a Hello's unknown fields) shallow.
 func checkBody(b []byte) error {
-	_, err := valueEnd(b)
+	_, err := mpsafe.ValueEnd(b, MaxDepth)
 	return err
-}
-
-// valueEnd returns the length of the msgpack value b starts with, after the
-// checks of checkBody.
-func valueEnd(b []byte) (int, error) {
-	const (
-		payload = iota // the length counts bytes
-		ext            // bytes, plus the ext type byte
-		array          // values
-		dict           // key-value pairs
-	)
-	i, pending := 0, uint64(1) // values still to read
-	for pending > 0 {
-		if i >= len(b) {
-			return 0, io.ErrUnexpectedEOF
-		}
-		c := b[i]
-		i++
-		pending--
-		var size, items uint64 // bytes to skip, values to read
-		switch {
-		case c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3:
-			// fixint, nil, false, true
-		case c <= 0x8f: // fixmap
-			items = 2 * uint64(c&0x0f)
-		case c <= 0x9f: // fixarray
-			items = uint64(c & 0x0f)
-		case c <= 0xbf: // fixstr
-			size = uint64(c & 0x1f)
-		default:
-			width, kind := 0, payload
-			switch c {
-			case 0xcc, 0xd0: // uint8, int8
-				size = 1
-			case 0xcd, 0xd1:
-				size = 2
-			case 0xca, 0xce, 0xd2: // float32, uint32, int32
-				size = 4
-			case 0xcb, 0xcf, 0xd3:
-				size = 8
-			case 0xd4, 0xd5, 0xd6, 0xd7, 0xd8: // fixext 1..16, after the type
-				size = 1 + 1<<(c-0xd4)
-			case 0xc4, 0xd9: // bin8, str8
-				width = 1
-			case 0xc5, 0xda:
-				width = 2
-			case 0xc6, 0xdb:
-				width = 4
-			case 0xc7, 0xc8, 0xc9: // ext8, ext16, ext32
-				width, kind = 1<<(c-0xc7), ext
-			case 0xdc, 0xdd: // array16, array32
-				width, kind = 2<<(c-0xdc), array
-			case 0xde, 0xdf: // map16, map32
-				width, kind = 2<<(c-0xde), dict
-			default:
-				return 0, fmt.Errorf("invalid msgpack code %#x", c)
-			}
-			if width > 0 {
-				if len(b)-i < width {
-					return 0, io.ErrUnexpectedEOF
-				}
-				var n uint64
-				for _, x := range b[i : i+width] {
-					n = n<<8 | uint64(x)
-				}
-				i += width
-				switch kind {
-				case payload:
-					size = n
-				case ext:
-					size = n + 1
-				case array:
-					items = n
-				case dict:
-					items = 2 * n
-				}
-			}
-		}
-		left := uint64(len(b) - i)
-		if size > left {
-			return 0, fmt.Errorf("%d bytes claimed, %d left: %w", size, left, io.ErrUnexpectedEOF)
-		}
-		i += int(size)
-		left -= size
-		// Every value takes at least one byte.
-		if pending+items > left {
-			return 0, fmt.Errorf("%d values claimed, %d bytes left: %w", pending+items, left, io.ErrUnexpectedEOF)
-		}
-		pending += items
-	}
-	return i, nil
 }
 
 // decodeRequestBody decodes body, which dec reads from, after checkBody.
@@ -448,9 +356,14 @@ func decodeResponseBody(dec *msgpack.Decoder, body []byte, r *op.Response) error
 	return DecodeResponse(dec, r)
 }
 
+// skipExtra skips the n unknown trailing fields of a request or response
+// (fields of a later protocol version) without recursion: msgpack's
+// Decoder.Skip recursed once per level of nesting, and one frame holding a
+// trailing field nested five million arrays deep overflowed the stack.
 func skipExtra(dec *msgpack.Decoder, n int) error {
 	for ; n > 0; n-- {
-		if err := dec.Skip(); err != nil {
+		// The field is inside the body's array: one level is used.
+		if err := mpsafe.Skip(dec, MaxDepth-1); err != nil {
 			return malformed("trailing field", err)
 		}
 	}

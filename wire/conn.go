@@ -11,7 +11,9 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -67,7 +69,31 @@ type Options struct {
 	// typically, travels to it), and the value is kept as the
 	// connection's Principal.
 	Authorize func(peer Hello) (any, error)
+	// IdleTimeout closes the connection once nothing has arrived from the
+	// peer for between one and two IdleTimeouts while no request is in
+	// flight either way (none being handled here, no call waiting for
+	// its response); a stalled partial frame counts as nothing. Zero
+	// disables it (the default); members set it on the connections they
+	// accept.
+	IdleTimeout time.Duration
+	// KeepAlive sends a ping frame when the connection has written nothing
+	// for this long, so that a quiet connection survives the peer's
+	// IdleTimeout. Dial defaults it to DefaultKeepAlive; Accept leaves it
+	// off unless set. Negative disables it.
+	KeepAlive time.Duration
+	// MaxInFlight bounds the requests from a client (a peer whose hello
+	// has RoleClient) that were handed to the Handler and not yet
+	// answered: at the limit the read loop stops reading until a response
+	// is sent, so a client pipelining requests gets back-pressure instead
+	// of an unbounded number of goroutines and buffered responses. It does
+	// not apply to member peers, whose connections also carry the
+	// responses that requests in flight wait for. Zero means no limit.
+	MaxInFlight int
 }
+
+// DefaultKeepAlive is the keep-alive interval of dialed connections: well
+// under members' default idle timeout.
+const DefaultKeepAlive = 30 * time.Second
 
 func (o Options) withDefaults() Options {
 	o.Limits = o.Limits.withDefaults()
@@ -144,6 +170,24 @@ type Conn struct {
 	// chans recycles the response channels of Call.
 	chans sync.Pool
 
+	// inflight counts requests handed to the Handler and not yet
+	// answered; room wakes the read loop waiting for one to be answered
+	// (see Options.MaxInFlight), which sets waiting while it waits.
+	inflight    atomic.Int64
+	maxInFlight int64
+	waiting     atomic.Bool
+	room        chan struct{}
+
+	// framesIn and framesOut count frames read and queued; the idle and
+	// keep-alive timers compare them with what they saw last time (idleSeen
+	// and keepSeen, touched only by the timers' callbacks).
+	framesIn  atomic.Uint64
+	framesOut atomic.Uint64
+	idleTimer *time.Timer
+	idleSeen  uint64
+	keepTimer *time.Timer
+	keepSeen  uint64
+
 	closeOnce sync.Once
 	done      chan struct{}
 	errMu     sync.Mutex
@@ -172,6 +216,9 @@ func Dial(ctx context.Context, d *net.Dialer, addr string, local Hello, opts Opt
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("%w: dial %s: %v", op.ErrUnavailable, addr, err)
+	}
+	if opts.KeepAlive == 0 {
+		opts.KeepAlive = DefaultKeepAlive
 	}
 	opts = opts.withDefaults()
 	if opts.TLS != nil && opts.TLS.ServerName == "" {
@@ -401,15 +448,36 @@ func readFrameHdr(r io.Reader, hdr, buf []byte, max int) (Kind, uint64, []byte, 
 	kind := Kind(hdr[4])
 	id := binary.BigEndian.Uint64(hdr[5:])
 	body := n - 9
-	if cap(buf) < body {
-		buf = make([]byte, body)
+	if cap(buf) >= body || body <= growAbove {
+		if cap(buf) < body {
+			buf = make([]byte, body)
+		}
+		buf = buf[:body]
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return 0, 0, buf, err
+		}
+		return kind, id, buf, nil
 	}
-	buf = buf[:body]
-	if _, err := io.ReadFull(r, buf); err != nil {
-		return 0, 0, buf, err
+	// A large frame: grow the buffer with the data that actually arrives,
+	// so a peer that sends a 40 MiB header and stalls pins what it sent,
+	// not 40 MiB (20 such connections pinned 911 MB).
+	buf = make([]byte, 0, growAbove)
+	for len(buf) < body {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, min(body-len(buf), len(buf)))
+		}
+		end := min(body, cap(buf))
+		if _, err := io.ReadFull(r, buf[len(buf):end]); err != nil {
+			return 0, 0, nil, err
+		}
+		buf = buf[:end]
 	}
 	return kind, id, buf, nil
 }
+
+// growAbove is the frame body size above which readFrame grows its buffer
+// as the data arrives instead of allocating the claimed size up front.
+const growAbove = 1 << 20
 
 func start(nc net.Conn, br *bufio.Reader, peer Hello, opts Options, proven bool, principal any) *Conn {
 	c := &Conn{
@@ -430,10 +498,92 @@ func start(nc net.Conn, br *bufio.Reader, peer Hello, opts Options, proven bool,
 			c.raw = rc
 		}
 	}
+	if opts.MaxInFlight > 0 && peer.Role == RoleClient {
+		c.maxInFlight = int64(opts.MaxInFlight)
+		c.room = make(chan struct{}, 1)
+	}
+	// The timers are set up before the loops start, and only stopped
+	// (in fail) after that, so their fields need no lock.
+	if opts.IdleTimeout > 0 {
+		c.idleTimer = time.AfterFunc(opts.IdleTimeout, c.checkIdle)
+	}
+	if opts.KeepAlive > 0 {
+		c.keepTimer = time.AfterFunc(opts.KeepAlive, c.keepAlive)
+	}
 	c.loops.Add(2)
 	go c.readLoop(br)
 	go c.writeLoop()
 	return c
+}
+
+// checkIdle runs every IdleTimeout: it closes the connection if no frame
+// arrived since the last run and no request is in flight either way.
+func (c *Conn) checkIdle() {
+	n := c.framesIn.Load()
+	if n == c.idleSeen && c.inflight.Load() == 0 && !c.awaiting() {
+		c.fail(fmt.Errorf("%w: nothing received for %v (idle timeout)", op.ErrUnavailable, c.opts.IdleTimeout))
+		return
+	}
+	c.idleSeen = n
+	select {
+	case <-c.done:
+	default:
+		c.idleTimer.Reset(c.opts.IdleTimeout)
+	}
+}
+
+// awaiting reports whether a call made on this connection waits for its
+// response.
+func (c *Conn) awaiting() bool {
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	return len(c.pending)+len(c.callbacks) > 0
+}
+
+// keepAlive runs every KeepAlive: it sends a ping if nothing was queued
+// since the last run.
+func (c *Conn) keepAlive() {
+	if c.framesOut.Load() == c.keepSeen {
+		_ = c.enqueue(nil, KindPing, 0, nil)
+	}
+	c.keepSeen = c.framesOut.Load()
+	select {
+	case <-c.done:
+	default:
+		c.keepTimer.Reset(c.opts.KeepAlive)
+	}
+}
+
+// answered records that a request handed to the Handler was answered, and
+// wakes the read loop if it waits for room.
+func (c *Conn) answered() {
+	c.inflight.Add(-1)
+	if c.waiting.Load() {
+		select {
+		case c.room <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// waitRoom blocks the read loop while MaxInFlight requests are in flight;
+// false means the connection closed meanwhile.
+func (c *Conn) waitRoom() bool {
+	if c.maxInFlight == 0 || c.inflight.Load() < c.maxInFlight {
+		return true
+	}
+	// Send what this loop holds back before blocking on others.
+	c.batch.flush()
+	c.waiting.Store(true)
+	defer c.waiting.Store(false)
+	for c.inflight.Load() >= c.maxInFlight {
+		select {
+		case <-c.room:
+		case <-c.done:
+			return false
+		}
+	}
+	return true
 }
 
 // Peer returns the hello the peer sent.
@@ -490,6 +640,12 @@ func (c *Conn) fail(err error) {
 		c.pending, c.callbacks = nil, nil
 		c.pmu.Unlock()
 		_ = c.nc.Close()
+		if c.idleTimer != nil {
+			c.idleTimer.Stop()
+		}
+		if c.keepTimer != nil {
+			c.keepTimer.Stop()
+		}
 		for _, ch := range pending {
 			ch <- nil // nil response = connection lost
 		}
@@ -635,6 +791,13 @@ func (c *Conn) Respond(id uint64, resp *op.Response) { c.RespondBatch(nil, id, r
 // RespondBatch is Respond with the write deferred to batch b (see Batch); b
 // may be nil.
 func (c *Conn) RespondBatch(b *Batch, id uint64, resp *op.Response) {
+	c.reply(b, id, resp)
+	c.answered()
+}
+
+// reply sends a response; the read loop uses it directly for the requests
+// it refuses without handing them to the Handler.
+func (c *Conn) reply(b *Batch, id uint64, resp *op.Response) {
 	err := c.enqueue(b, KindResponse, id, func(enc *msgpack.Encoder) error { return EncodeResponse(enc, resp) })
 	if errors.Is(err, op.ErrTooLarge) {
 		_ = c.enqueue(b, KindResponse, id, func(enc *msgpack.Encoder) error {
@@ -663,7 +826,9 @@ func (c *Conn) enqueue(b *Batch, kind Kind, id uint64, body func(*msgpack.Encode
 	hdr[4] = byte(kind)
 	binary.BigEndian.PutUint64(hdr[5:], id)
 	o.b.Write(hdr[:])
-	if err := body(o.enc); err != nil {
+	if body == nil {
+		// A header-only frame (a ping).
+	} else if err := body(o.enc); err != nil {
 		o.b.Truncate(start)
 		return fmt.Errorf("%w: encode: %v", op.ErrInternal, err)
 	}
@@ -673,6 +838,7 @@ func (c *Conn) enqueue(b *Batch, kind Kind, id uint64, body func(*msgpack.Encode
 		return op.Errorf(op.CodeTooLarge, "frame of %d bytes, limit is %d", n, c.opts.Limits.MaxFrameSize)
 	}
 	binary.BigEndian.PutUint32(o.b.Bytes()[start:], uint32(n-4))
+	c.framesOut.Add(1)
 	switch {
 	case b != nil && (start == 0 || c.unkicked):
 		// Leave the write loop asleep: the batch wakes it when the read
@@ -919,23 +1085,30 @@ func (c *Conn) readLoop(br *bufio.Reader) {
 			c.fail(err)
 			return
 		}
+		c.framesIn.Add(1)
 		rd.Reset(body)
 		dec.Reset(rd)
 		switch kind {
+		case KindPing:
+			// Only keeps the connection from idling out.
 		case KindRequest:
 			req := new(op.Request)
 			if err := decodeRequestBody(dec, body, req, &names); err != nil {
-				c.Respond(id, &op.Response{Code: op.CodeBadRequest, Msg: op.Message(err)})
+				c.reply(nil, id, &op.Response{Code: op.CodeBadRequest, Msg: op.Message(err)})
 				continue
 			}
 			if err := c.opts.Limits.Check(req); err != nil {
-				c.Respond(id, &op.Response{Code: op.CodeOf(err), Msg: op.Message(err)})
+				c.reply(nil, id, &op.Response{Code: op.CodeOf(err), Msg: op.Message(err)})
 				continue
 			}
 			if c.opts.Handler == nil {
-				c.Respond(id, &op.Response{Code: op.CodeBadRequest, Msg: "this peer serves no requests"})
+				c.reply(nil, id, &op.Response{Code: op.CodeBadRequest, Msg: "this peer serves no requests"})
 				continue
 			}
+			if !c.waitRoom() {
+				return
+			}
+			c.inflight.Add(1)
 			c.opts.Handler.HandleRequest(c, id, req)
 		case KindResponse:
 			resp := new(op.Response)

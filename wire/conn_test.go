@@ -840,12 +840,14 @@ func TestLimits(t *testing.T) {
 	t.Run("sender refuses before sending", func(t *testing.T) {
 		ctx := testCtx(t)
 		var seen atomic.Int64
-		lim := wire.Limits{MaxKeySize: 16, MaxValueSize: 1024}
+		lim := wire.Limits{MaxKeySize: 16, MaxValueSize: 1024, MaxNameSize: 8}
 		c, _ := pair(ctx, t, countingEcho(&seen), wire.Options{}, wire.Options{Limits: lim})
 		for name, req := range map[string]*op.Request{
-			"value": {Key: "k", Value: make([]byte, 1025)},
-			"aux":   {Key: "k", Aux: make([]byte, 1025)},
-			"key":   {Key: strings.Repeat("k", 17)},
+			"value":   {Key: "k", Value: make([]byte, 1025)},
+			"aux":     {Key: "k", Aux: make([]byte, 1025)},
+			"key":     {Key: strings.Repeat("k", 17)},
+			"name":    {Key: "k", Name: strings.Repeat("n", 9)},
+			"service": {Key: "k", Service: strings.Repeat("s", 9)},
 		} {
 			resp, err := c.Call(ctx, req)
 			if !errors.Is(err, op.ErrTooLarge) || resp != nil {
@@ -856,7 +858,7 @@ func TestLimits(t *testing.T) {
 			}
 		}
 		// Exactly at the limits is fine.
-		resp, err := c.Call(ctx, &op.Request{Key: strings.Repeat("k", 16), Value: make([]byte, 1024), Aux: make([]byte, 1024)})
+		resp, err := c.Call(ctx, &op.Request{Service: "ssssssss", Name: "nnnnnnnn", Key: strings.Repeat("k", 16), Value: make([]byte, 1024), Aux: make([]byte, 1024)})
 		if err != nil || resp.Code != op.OK {
 			t.Fatalf("call at the limits: %v, %v", resp, err)
 		}

@@ -77,6 +77,10 @@ func FuzzDecodeRequest(f *testing.F) {
 		f.Add(b[:len(b)/2])
 		// With trailing fields from a later version.
 		f.Add(withTrailing(b, requestFields, 0xa1, 'x', 0x81, 0xa1, 'k', 0x92, 0x01, 0xc0))
+		// Trailing fields nested at, and just past, MaxDepth: the path
+		// whose recursive skip a 5 MB frame once overflowed.
+		f.Add(withTrailing(b, requestFields, append(append([]byte{0xc0}, bytes.Repeat([]byte{0x91}, MaxDepth-1)...), 0xc0)...))
+		f.Add(withTrailing(b, requestFields, append(append([]byte{0xc0}, bytes.Repeat([]byte{0x81, 0xc0}, MaxDepth)...), 0xc0)...))
 	}
 	// A Value claiming 4 GiB.
 	f.Add(append(mustEncode(f, func(e *msgpack.Encoder) error { return e.EncodeArrayLen(requestFields) }),
@@ -128,6 +132,8 @@ func FuzzDecodeResponse(f *testing.F) {
 		f.Add(b)
 		f.Add(b[:len(b)/2])
 		f.Add(withTrailing(b, responseFields, 0xcb, 0, 0, 0, 0, 0, 0, 0, 0, 0xc4, 0x01, 0x00))
+		f.Add(withTrailing(b, responseFields, append(append([]byte{0xc0}, bytes.Repeat([]byte{0x91}, MaxDepth-1)...), 0xc0)...))
+		f.Add(withTrailing(b, responseFields, append(append([]byte{0xc0}, bytes.Repeat([]byte{0x91}, MaxDepth)...), 0xc0)...))
 	}
 	f.Add(append(mustEncode(f, func(e *msgpack.Encoder) error { return e.EncodeArrayLen(responseFields) }),
 		0x00, 0xa0, 0xc3, 0xc6, 0xff, 0xff, 0xff, 0xff))

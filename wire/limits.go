@@ -15,6 +15,10 @@ type Limits struct {
 	MaxValueSize int
 	// MaxFrameSize is the largest frame in bytes, header included.
 	MaxFrameSize int
+	// MaxNameSize is the longest structure name (and service name) in
+	// bytes. Names are copied into every request and every state; a 30 MiB
+	// name used to be accepted.
+	MaxNameSize int
 }
 
 // Default limits.
@@ -22,12 +26,14 @@ const (
 	DefaultMaxKeySize   = 32 << 10
 	DefaultMaxValueSize = 16 << 20
 	DefaultMaxFrameSize = 40 << 20
+	DefaultMaxNameSize  = 256
 )
 
 // DefaultLimits returns the default limits: 32 KiB keys, 16 MiB values,
-// 40 MiB frames (room for a value and an Aux operand of full size).
+// 40 MiB frames (room for a value and an Aux operand of full size), 256-byte
+// names.
 func DefaultLimits() Limits {
-	return Limits{MaxKeySize: DefaultMaxKeySize, MaxValueSize: DefaultMaxValueSize, MaxFrameSize: DefaultMaxFrameSize}
+	return Limits{MaxKeySize: DefaultMaxKeySize, MaxValueSize: DefaultMaxValueSize, MaxFrameSize: DefaultMaxFrameSize, MaxNameSize: DefaultMaxNameSize}
 }
 
 // withDefaults fills zero fields with the defaults.
@@ -42,16 +48,26 @@ func (l Limits) withDefaults() Limits {
 	if l.MaxFrameSize <= 0 {
 		l.MaxFrameSize = d.MaxFrameSize
 	}
+	if l.MaxNameSize <= 0 {
+		l.MaxNameSize = d.MaxNameSize
+	}
 	return l
 }
 
 // WithDefaults returns l with zero fields set to the defaults.
 func (l Limits) WithDefaults() Limits { return l.withDefaults() }
 
-// Check returns an error wrapping op.ErrTooLarge when req's key or values
-// exceed the limits.
+// Check returns an error wrapping op.ErrTooLarge when req's names, key or
+// values exceed the limits. The message gives sizes, never the oversized
+// input itself.
 func (l Limits) Check(req *op.Request) error {
 	l = l.withDefaults()
+	if n := len(req.Name); n > l.MaxNameSize {
+		return op.Errorf(op.CodeTooLarge, "structure name is %d bytes, limit is %d", n, l.MaxNameSize)
+	}
+	if n := len(req.Service); n > l.MaxNameSize {
+		return op.Errorf(op.CodeTooLarge, "service name is %d bytes, limit is %d", n, l.MaxNameSize)
+	}
 	if n := len(req.Key); n > l.MaxKeySize {
 		return op.Errorf(op.CodeTooLarge, "key is %d bytes, limit is %d", n, l.MaxKeySize)
 	}

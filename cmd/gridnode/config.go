@@ -50,6 +50,15 @@ type options struct {
 	maxKeySize      int
 	version         bool
 
+	// Resource limits on what peers can make the member hold (see
+	// grid.ConnLimits). idleTimeout 0 disables the idle timeout.
+	maxNameSize      int
+	maxConns         int
+	maxConnsPerAddr  int
+	maxInFlight      int
+	handshakeTimeout time.Duration
+	idleTimeout      time.Duration
+
 	// Replication. backupCount and asyncBackupCount are -1 when no source
 	// set them: the profile decides.
 	profile          string
@@ -145,6 +154,15 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.Var(enumFlag(&o.logFormat, "text", "text", "json"), "log-format", "log `format`: text or json")
 	fs.Var(sizeFlag(&o.maxValueSize, wire.DefaultMaxValueSize), "max-value-size", "largest value accepted, in `bytes` (suffixes KiB, MiB, GiB)")
 	fs.Var(sizeFlag(&o.maxKeySize, wire.DefaultMaxKeySize), "max-key-size", "largest key accepted, in `bytes` (suffixes KiB, MiB, GiB)")
+	fs.Var(sizeFlag(&o.maxNameSize, wire.DefaultMaxNameSize), "max-name-size", "longest structure name accepted, in `bytes` (suffixes KiB, MiB, GiB)")
+	fs.Var(intFlag(&o.maxConns, grid.DefaultMaxConns, 1, 1<<24), "max-conns",
+		"most `connections` open on the data port, handshakes included; keep it under the file descriptor limit (ulimit -n)")
+	fs.Var(intFlag(&o.maxConnsPerAddr, grid.DefaultMaxConnsPerAddr, 1, 1<<24), "max-conns-per-addr", "most data-port `connections` open from one IP address")
+	fs.Var(intFlag(&o.maxInFlight, grid.DefaultMaxInFlight, 1, 1<<20), "max-in-flight",
+		"most `requests` of one client connection served at once; the member stops reading that connection at the limit")
+	fs.Var(durationFlag(&o.handshakeTimeout, grid.DefaultHandshakeTimeout, true), "handshake-timeout", "longest `duration` of a connection's handshake")
+	fs.Var(durationFlag(&o.idleTimeout, grid.DefaultIdleTimeout, false), "idle-timeout",
+		"close a data connection on which nothing arrived for this `duration` (up to twice it) with no request in flight; clients ping every 30s (0: never)")
 	fs.Var(enumFlag(&o.profile, string(grid.ProfileReliable), string(grid.ProfileReliable), string(grid.ProfilePerformance)), "profile",
 		"replication `profile`: reliable (1 synchronous backup: an acknowledged write survives any one crash) or performance (no backups)")
 	fs.Var(optIntFlag(&o.backupCount, 0, grid.MaxBackups), "backup-count",
@@ -501,7 +519,7 @@ func (o options) gridConfig(log *slog.Logger) grid.Config {
 	if o.suspicionMult > 0 {
 		g.SuspicionMult = o.suspicionMult
 	}
-	lim := wire.Limits{MaxKeySize: o.maxKeySize, MaxValueSize: o.maxValueSize}
+	lim := wire.Limits{MaxKeySize: o.maxKeySize, MaxValueSize: o.maxValueSize, MaxNameSize: o.maxNameSize}
 	// A frame must hold a full-size value and Aux operand plus the key and
 	// headers; never go below the default.
 	lim.MaxFrameSize = max(wire.DefaultMaxFrameSize, 2*lim.MaxValueSize+lim.MaxKeySize+1<<20)
@@ -518,6 +536,7 @@ func (o options) gridConfig(log *slog.Logger) grid.Config {
 		PartitionCount:    o.partitions,
 		Gossip:            g,
 		Limits:            lim,
+		Conns:             o.connLimits(),
 		ShutdownTimeout:   o.shutdownTimeout,
 		Logger:            log,
 		Profile:           grid.Profile(o.profile),
@@ -558,6 +577,21 @@ func checkQuorum(s string) error {
 		return errors.New("want majority, off or a minimum member count")
 	}
 	return nil
+}
+
+// connLimits returns the connection limits of the options.
+func (o options) connLimits() grid.ConnLimits {
+	idle := o.idleTimeout
+	if idle == 0 {
+		idle = -1 // grid: negative disables
+	}
+	return grid.ConnLimits{
+		MaxConns:         o.maxConns,
+		MaxConnsPerAddr:  o.maxConnsPerAddr,
+		MaxInFlight:      o.maxInFlight,
+		HandshakeTimeout: o.handshakeTimeout,
+		IdleTimeout:      idle,
+	}
 }
 
 // placements maps --placement to grid's placement.

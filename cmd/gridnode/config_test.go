@@ -51,6 +51,8 @@ func TestDefaults(t *testing.T) {
 		partitions: 271, gossip: "lan", shutdownTimeout: 30 * time.Second, joinTimeout: time.Minute,
 		logLevel: "info", logFormat: "text",
 		maxValueSize: wire.DefaultMaxValueSize, maxKeySize: wire.DefaultMaxKeySize,
+		maxNameSize: wire.DefaultMaxNameSize, maxConns: grid.DefaultMaxConns, maxConnsPerAddr: grid.DefaultMaxConnsPerAddr,
+		maxInFlight: grid.DefaultMaxInFlight, handshakeTimeout: grid.DefaultHandshakeTimeout, idleTimeout: grid.DefaultIdleTimeout,
 		profile: "reliable", backupCount: -1, asyncBackupCount: -1, backupTimeout: 5 * time.Second, placement: "member",
 	}
 	if !reflect.DeepEqual(o, want) {
@@ -252,6 +254,28 @@ func TestGridConfig(t *testing.T) {
 	}
 	if d := mustParse(t, nil, env()).gridConfig(nil); d.Gossip != grid.LANGossip() || d.Limits != wire.DefaultLimits() {
 		t.Errorf("default gossip %+v limits %+v, want LAN and default limits", d.Gossip, d.Limits)
+	}
+}
+
+func TestConnLimitFlags(t *testing.T) {
+	o := mustParse(t, []string{"--max-conns", "500", "--max-conns-per-addr", "50", "--max-in-flight", "8",
+		"--handshake-timeout", "2s", "--idle-timeout", "45s", "--max-name-size", "1KiB"}, env())
+	c := o.gridConfig(nil)
+	want := grid.ConnLimits{MaxConns: 500, MaxConnsPerAddr: 50, MaxInFlight: 8, HandshakeTimeout: 2 * time.Second, IdleTimeout: 45 * time.Second}
+	if c.Conns != want || c.Limits.MaxNameSize != 1024 {
+		t.Errorf("conns %+v name limit %d, want %+v and 1024", c.Conns, c.Limits.MaxNameSize, want)
+	}
+	// The environment sets them too, and an idle timeout of 0 turns it off.
+	o = mustParse(t, nil, env("SHOAL_IDLE_TIMEOUT", "0", "SHOAL_MAX_CONNS_PER_ADDR", "7"))
+	if c := o.gridConfig(nil).Conns; c.IdleTimeout >= 0 || c.MaxConnsPerAddr != 7 {
+		t.Errorf("from the environment: %+v", c)
+	}
+	if _, err := parseOptions([]string{"--max-in-flight", "0"}, env()); err == nil {
+		t.Error("--max-in-flight 0 accepted")
+	}
+	if c := mustParse(t, nil, env()).gridConfig(nil).Conns; c != (grid.ConnLimits{MaxConns: grid.DefaultMaxConns, MaxConnsPerAddr: grid.DefaultMaxConnsPerAddr,
+		MaxInFlight: grid.DefaultMaxInFlight, HandshakeTimeout: grid.DefaultHandshakeTimeout, IdleTimeout: grid.DefaultIdleTimeout}) {
+		t.Errorf("defaults: %+v", c)
 	}
 }
 

@@ -166,6 +166,8 @@ func metrics(s grid.Stats) []byte {
 	metric("shoal_quorum_visible", "gauge", "Members of the cluster's expected size this member sees, itself included.", uint64(s.QuorumVisible))
 	metric("shoal_expected_size", "gauge", "The cluster's expected size: members agreed, less graceful leaves; crashes do not lower it.", uint64(s.ExpectedSize))
 	metric("shoal_merge_discarded_total", "counter", "Entries discarded because this member owned their partitions on the losing side of a split (the winning side's values were kept).", s.MergeDiscarded)
+	metric("shoal_conns_open", "gauge", "Connections open on the data port, handshakes included.", uint64(s.ConnsOpen))
+	metric("shoal_conns_refused_total", "counter", "Connections closed at once for being over the connection limits.", s.ConnsRefused)
 	metric("shoal_fenced", "gauge", "1 while this member refuses owner operations after a pause, until the coordinator confirms its table, else 0.", boolMetric(s.Fenced))
 	return b.Bytes()
 }

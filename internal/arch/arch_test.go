@@ -44,10 +44,11 @@ func TestLayering(t *testing.T) {
 	}{
 		{"op", nil},
 		{"sysop", nil},
-		{"partition", nil},
-		{"wire", []string{"op"}},
-		{"client", []string{"op", "wire", "partition", "sysop"}},
-		{"grid", []string{"op", "wire", "partition", "sysop", "backup", "quorum"}},
+		{"internal/mpsafe", nil},
+		{"partition", []string{"internal/mpsafe"}},
+		{"wire", []string{"op", "internal/mpsafe"}},
+		{"client", []string{"op", "wire", "partition", "sysop", "internal/mpsafe"}},
+		{"grid", []string{"op", "wire", "partition", "sysop", "backup", "quorum", "internal/mpsafe"}},
 		{"backup", []string{"op", "wire", "partition"}},
 		{"quorum", []string{"op", "partition"}},
 	}
@@ -55,7 +56,7 @@ func TestLayering(t *testing.T) {
 		rules = append(rules, struct {
 			pkg     string
 			allowed []string
-		}{s, []string{"op"}})
+		}{s, []string{"op", "internal/mpsafe"}})
 	}
 	for _, r := range rules {
 		t.Run(r.pkg, func(t *testing.T) {
