@@ -32,7 +32,7 @@ func run(o options, log *slog.Logger, stderr io.Writer, sigs <-chan os.Signal, e
 	watcherDone := make(chan struct{})
 	go func() {
 		defer close(watcherDone)
-		watchSignals(sigs, log, requestStop, exit, done)
+		watchSignals(sigs, log, requestStop, exit, done, time.Now)
 	}()
 	defer func() {
 		close(done)
@@ -105,21 +105,39 @@ func run(o options, log *slog.Logger, stderr io.Writer, sigs <-chan os.Signal, e
 	return code
 }
 
-// watchSignals calls stop at the first signal and exit(1) at the second,
-// until done is closed.
-func watchSignals(sigs <-chan os.Signal, log *slog.Logger, stop func(), exit func(int), done <-chan struct{}) {
+// signalCoalesce is how long after the first signal a repeat counts as the
+// same request: timeout(1), systemd and kill -TERM -PGID signal both the
+// process and its group, so one stop request often arrives twice within a
+// millisecond. Only a signal after this gap means "exit now".
+const signalCoalesce = time.Second
+
+// watchSignals calls stop at the first signal and exit(1) at the next one
+// that arrives at least signalCoalesce later (now tells the time), until
+// done is closed.
+func watchSignals(sigs <-chan os.Signal, log *slog.Logger, stop func(), exit func(int), done <-chan struct{}, now func() time.Time) {
+	var first time.Time
 	select {
 	case s := <-sigs:
+		first = now()
 		log.Info("signal received: leaving the cluster gracefully (send it again to exit at once)", "signal", s.String())
 		stop()
 	case <-done:
 		return
 	}
-	select {
-	case s := <-sigs:
-		log.Error("second signal received: exiting at once, partitions not handed over are lost", "signal", s.String())
-		exit(1)
-	case <-done:
+	for {
+		select {
+		case s := <-sigs:
+			if d := now().Sub(first); d < signalCoalesce {
+				log.Info("signal repeated within the coalescing window: still leaving gracefully", "signal", s.String(),
+					"after", d.String(), "window", signalCoalesce.String())
+				continue
+			}
+			log.Error("second signal received: exiting at once, partitions not handed over are lost", "signal", s.String())
+			exit(1)
+			return
+		case <-done:
+			return
+		}
 	}
 }
 
