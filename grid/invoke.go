@@ -60,6 +60,7 @@ func (m *Member) Invoke(ctx context.Context, req *op.Request) (*op.Response, err
 					r.Value, r.Aux, cloned = bytes.Clone(r.Value), bytes.Clone(r.Aux), true
 				}
 				var w *ackWait
+				start := time.Now()
 				resp, w = m.executeLocal(nil, &r)
 				if resp.Code == op.OK {
 					resp.Value = bytes.Clone(resp.Value)
@@ -69,6 +70,7 @@ func (m *Member) Invoke(ctx context.Context, req *op.Request) (*op.Response, err
 						resp = errResponse(werr, resp.TableVersion)
 					}
 				}
+				m.observeLatency(&r, resp.Code, start)
 			} else {
 				var c interface {
 					Call(context.Context, *op.Request) (*op.Response, error)

@@ -53,6 +53,7 @@ type Member struct {
 
 	peers    *peers
 	counters counters
+	latency  *latencies // per service and operation, see latency.go
 
 	restoreMu sync.Mutex
 	restores  map[string]*restoreBuf
@@ -183,6 +184,7 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 		m.services = append(m.services, s)
 	}
 	m.backups = newBackupRules(cfg)
+	m.latency = newMemberLatencies(m.services)
 	m.origin = rand.Uint64() | 1
 	m.lastTick.Store(time.Now().UnixNano())
 	m.slots = make([]*slot, cfg.PartitionCount)

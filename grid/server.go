@@ -161,8 +161,10 @@ func (m *Member) HandleRequest(c *wire.Conn, id uint64, req *op.Request) {
 		}
 		return
 	}
+	start := time.Now()
 	resp, w := m.executeLocal(c.Batch(), req)
 	if w == nil {
+		m.observeLatency(req, resp.Code, start)
 		c.RespondBatch(c.Batch(), id, resp)
 		return
 	}
@@ -172,6 +174,7 @@ func (m *Member) HandleRequest(c *wire.Conn, id uint64, req *op.Request) {
 		if err != nil {
 			resp = errResponse(err, resp.TableVersion)
 		}
+		m.observeLatency(req, resp.Code, start)
 		c.RespondBatch(b, id, resp)
 	})
 }

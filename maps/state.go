@@ -79,6 +79,35 @@ var (
 // Name returns ServiceName.
 func (Service) Name() string { return ServiceName }
 
+// OpName names a map operation for metrics ("put"), or returns "".
+func (Service) OpName(o uint8) string {
+	switch o {
+	case OpPut:
+		return "put"
+	case OpGet:
+		return "get"
+	case OpDelete:
+		return "delete"
+	case OpPutIfAbsent:
+		return "put_if_absent"
+	case OpReplace:
+		return "replace"
+	case OpCompareAndSwap:
+		return "compare_and_swap"
+	case OpContains:
+		return "contains"
+	case OpSize:
+		return "size"
+	case OpKeys:
+		return "keys"
+	case OpEntries:
+		return "entries"
+	case OpClear:
+		return "clear"
+	}
+	return ""
+}
+
 // Mutates reports whether a map operation may change state (and so is
 // replayed on backups).
 func (Service) Mutates(o uint8) bool {

@@ -26,6 +26,7 @@ const httpStopTimeout = 5 * time.Second
 // first signal on sigs and leaves the cluster gracefully. A second signal
 // calls exit(1) at once. It returns the process exit code.
 func run(o options, log *slog.Logger, stderr io.Writer, sigs <-chan os.Signal, exit func(int)) int {
+	started := time.Now()
 	stop, requestStop := context.WithCancel(context.Background())
 	defer requestStop()
 	done := make(chan struct{})
@@ -46,7 +47,7 @@ func run(o options, log *slog.Logger, stderr io.Writer, sigs <-chan os.Signal, e
 	var httpDone <-chan struct{}
 	httpAddr := ""
 	if o.http != "" {
-		hs, err := startHTTP(o.http, newHTTPHandler(member.Load), log)
+		hs, err := startHTTP(o.http, newHTTPHandler(member.Load, httpOptions{pprof: o.pprof, started: started}), log)
 		if err != nil {
 			log.Error("cannot start the HTTP server", "err", err)
 			return 1
