@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -10,10 +11,13 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/shoalgrid/shoal/internal/proctest"
 )
 
 // yamlDocs decodes every document of the YAML files matching pattern.
@@ -244,5 +248,79 @@ func TestComposeFile(t *testing.T) {
 	}
 	if len(names) != 3 {
 		t.Errorf("member names %v are not distinct", names)
+	}
+}
+
+// TestJoinByDNSName joins a seed by host name, as a headless service or a
+// compose network alias is joined: the name is resolved (every address it
+// has) on each attempt, so the seed may start after the joiner.
+func TestJoinByDNSName(t *testing.T) {
+	if ips, err := net.LookupIP("localhost"); err != nil || len(ips) == 0 {
+		t.Skipf("localhost does not resolve here: %v", err)
+	}
+	seedGossip := proctest.FreeAddr(t)
+	_, port, _ := net.SplitHostPort(seedGossip)
+	bHTTP := proctest.FreeAddr(t)
+	// The joiner starts first: the name resolves, but nothing answers yet.
+	bSigs, bCodes, _ := runAsync(t, "--name", "b", "--bind", "127.0.0.1:0", "--addr", "127.0.0.1:0", "--http", bHTTP,
+		"--gossip", "fast", "--join", "localhost:"+port, "--join-timeout", "60s")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	waitMetric(t, ctx, bHTTP, "shoal_starting", 1)
+	aSigs, aCodes, _ := runAsync(t, "--name", "a", "--bind", seedGossip, "--addr", "127.0.0.1:0", "--gossip", "fast")
+	waitMetric(t, ctx, bHTTP, "shoal_members", 2)
+	waitMetric(t, ctx, bHTTP, "shoal_ready", 1)
+	for _, n := range []struct {
+		sigs  chan os.Signal
+		codes <-chan int
+	}{{bSigs, bCodes}, {aSigs, aCodes}} {
+		n.sigs <- syscall.SIGTERM
+		if code := waitCode(t, n.codes, 30*time.Second); code != 0 {
+			t.Errorf("exit code %d", code)
+		}
+	}
+}
+
+// TestAlertRulesUseRealMetrics checks that every shoal_, go_ and process_
+// metric the alerting rules use is one a member exports.
+func TestAlertRulesUseRealMetrics(t *testing.T) {
+	docs := yamlDocs(t, "../../deploy/prometheus/*.yaml")
+	m := startMember(t)
+	// The histogram family's HELP and TYPE are there before any operation.
+	page := string(metricsPage(m, time.Now()))
+	names := regexp.MustCompile(`\b(?:shoal|go|process)_[a-z_]+\b`)
+	rules := 0
+	for _, d := range docs {
+		for _, g := range dig(d, "groups").([]any) {
+			for _, r := range dig(g, "rules").([]any) {
+				rules++
+				expr := toString(dig(r, "expr"))
+				for _, n := range names.FindAllString(expr, -1) {
+					family := strings.TrimSuffix(n, "_bucket")
+					if !strings.Contains(page, "# TYPE "+family+" ") {
+						t.Errorf("alert %v uses %s, which /metrics does not export", dig(r, "alert"), n)
+					}
+				}
+				if toString(dig(r, "annotations", "summary")) == "" {
+					t.Errorf("alert %v has no summary", dig(r, "alert"))
+				}
+			}
+		}
+	}
+	if rules < 5 {
+		t.Errorf("only %d rules", rules)
+	}
+	ops, err := os.ReadFile("../../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range docs {
+		for _, g := range dig(d, "groups").([]any) {
+			for _, r := range dig(g, "rules").([]any) {
+				if a := toString(dig(r, "alert")); !strings.Contains(string(ops), "**"+a+"**") {
+					t.Errorf("docs/operations.md does not explain alert %s", a)
+				}
+			}
+		}
 	}
 }

@@ -20,17 +20,27 @@ import (
 // scrape fetches and parses /metrics at httpAddr.
 func scrape(t *testing.T, ctx context.Context, httpAddr string) map[string]float64 {
 	t.Helper()
+	m, err := tryScrape(t, ctx, httpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// tryScrape is scrape returning the failure to fetch instead of failing.
+func tryScrape(t *testing.T, ctx context.Context, httpAddr string) (map[string]float64, error) {
+	t.Helper()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/metrics", nil)
 	resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
 	if err != nil {
-		t.Fatalf("scrape %s: %v", httpAddr, err)
+		return nil, fmt.Errorf("scrape %s: %w", httpAddr, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("scrape %s: %d %v", httpAddr, resp.StatusCode, err)
+		return nil, fmt.Errorf("scrape %s: %d %v", httpAddr, resp.StatusCode, err)
 	}
-	return parseExposition(t, string(b))
+	return parseExposition(t, string(b)), nil
 }
 
 const putCount = `shoal_op_duration_seconds_count{service="map",op="put"}`
@@ -156,7 +166,11 @@ func waitMetric(t *testing.T, ctx context.Context, httpAddr, series string, want
 	t.Helper()
 	var got float64
 	err := proctest.Poll(ctx, 50*time.Millisecond, func(context.Context) error {
-		if got = scrape(t, ctx, httpAddr)[series]; got != want {
+		m, err := tryScrape(t, ctx, httpAddr)
+		if err != nil {
+			return err
+		}
+		if got = m[series]; got != want {
 			return fmt.Errorf("%s = %v", series, got)
 		}
 		return nil
@@ -169,7 +183,11 @@ func waitMetric(t *testing.T, ctx context.Context, httpAddr, series string, want
 func waitMetricAbove(t *testing.T, ctx context.Context, httpAddr, series string, floor float64) {
 	t.Helper()
 	err := proctest.Poll(ctx, 50*time.Millisecond, func(context.Context) error {
-		if got := scrape(t, ctx, httpAddr)[series]; got <= floor {
+		m, err := tryScrape(t, ctx, httpAddr)
+		if err != nil {
+			return err
+		}
+		if got := m[series]; got <= floor {
 			return fmt.Errorf("%s = %v", series, got)
 		}
 		return nil
