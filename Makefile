@@ -59,6 +59,7 @@ bench:
 vet:
 	$(GO) vet ./...
 	$(GO) vet -tags process ./tests/...
+	$(GO) vet -tags ui ./cmd/gridnode
 
 lint: vet
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt -l reports unformatted files:"; echo "$$out"; exit 1; fi

@@ -49,3 +49,29 @@ func TestOpLatenciesCountWhereExecuted(t *testing.T) {
 		t.Errorf("recorded %v, want %d puts and %d gets over both members", counts, n, n)
 	}
 }
+
+func TestStructures(t *testing.T) {
+	cl := gridtest.New(t, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := range 50 {
+		if err := maps.New(cl.Member(0), "a").Put(ctx, "k"+strconv.Itoa(i), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := maps.New(cl.Member(1), "b").Put(ctx, "only", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for _, m := range cl.Live() {
+		for _, s := range m.Structures() {
+			if s.Service != "map" || s.Partitions == 0 {
+				t.Errorf("%+v", s)
+			}
+			got[s.Name] += s.Entries
+		}
+	}
+	if got["a"] != 50 || got["b"] != 1 || len(got) != 2 {
+		t.Errorf("structures over both members: %v, want a:50 b:1", got)
+	}
+}

@@ -529,6 +529,16 @@ func (s *state) Len() int {
 	return s.n - s.exp.countExpired(s.last, nil, 0)
 }
 
+// Structures reports the maps of this partition and their stored entries
+// (expired ones not yet swept included), for status pages.
+func (s *state) Structures() map[string]int {
+	out := make(map[string]int, len(s.maps))
+	for name, tab := range s.maps {
+		out[name] = len(tab.entries)
+	}
+	return out
+}
+
 // Snapshot serialises every live entry with its absolute expiry. Maps and
 // keys are sorted so equal states give equal snapshots.
 func (s *state) Snapshot(now time.Time) ([]byte, error) {

@@ -52,6 +52,10 @@ type httpOptions struct {
 	pprof bool
 	// started is when the process started, for process_start_time_seconds.
 	started time.Time
+	// cluster is the cluster's name, for the status page.
+	cluster string
+	// events are the recent events shown on the status page (may be nil).
+	events *eventLog
 }
 
 // newHTTPHandler serves health, readiness, status and metrics for the
@@ -72,6 +76,11 @@ func newHTTPHandler(member func() *grid.Member, o httpOptions) http.Handler {
 		mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
+	ui := func(w http.ResponseWriter, r *http.Request) {
+		serveUI(w, uiData(member(), o.cluster, o.events))
+	}
+	mux.HandleFunc("GET /{$}", ui)
+	mux.HandleFunc("GET /ui", ui)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeText(w, http.StatusOK, "ok\n")
 	})

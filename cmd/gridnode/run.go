@@ -27,13 +27,15 @@ const httpStopTimeout = 5 * time.Second
 // calls exit(1) at once. It returns the process exit code.
 func run(o options, log *slog.Logger, stderr io.Writer, sigs <-chan os.Signal, exit func(int)) int {
 	started := time.Now()
+	events := newEventLog(50)
+	events.add("starting", fmt.Sprintf("gridnode %s starting (cluster %s)", buildVersion(), o.cluster))
 	stop, requestStop := context.WithCancel(context.Background())
 	defer requestStop()
 	done := make(chan struct{})
 	watcherDone := make(chan struct{})
 	go func() {
 		defer close(watcherDone)
-		watchSignals(sigs, log, requestStop, exit, done, time.Now)
+		watchSignals(sigs, log, func() { events.add("stopping", "signal received: leaving the cluster gracefully"); requestStop() }, exit, done, time.Now)
 	}()
 	defer func() {
 		close(done)
@@ -47,7 +49,7 @@ func run(o options, log *slog.Logger, stderr io.Writer, sigs <-chan os.Signal, e
 	var httpDone <-chan struct{}
 	httpAddr := ""
 	if o.http != "" {
-		hs, err := startHTTP(o.http, newHTTPHandler(member.Load, httpOptions{pprof: o.pprof, started: started}), log)
+		hs, err := startHTTP(o.http, newHTTPHandler(member.Load, httpOptions{pprof: o.pprof, started: started, cluster: o.cluster, events: events}), log)
 		if err != nil {
 			log.Error("cannot start the HTTP server", "err", err)
 			return 1
@@ -72,7 +74,8 @@ func run(o options, log *slog.Logger, stderr io.Writer, sigs <-chan os.Signal, e
 		return 1
 	}
 	member.Store(m)
-	events, unsubscribe := m.Subscribe(64)
+	events.add("started", fmt.Sprintf("member %s started: data %s, gossip %s", m.Name(), m.Addr(), m.GossipAddr()))
+	memberEvents, unsubscribe := m.Subscribe(64)
 	size, coord := len(m.Members()), m.IsCoordinator()
 	log.Info("gridnode running: clients connect to the data address",
 		"version", buildVersion(), "data", m.Addr(), "gossip", m.GossipAddr(), "http", httpAddr,
@@ -81,7 +84,7 @@ func run(o options, log *slog.Logger, stderr io.Writer, sigs <-chan os.Signal, e
 	logged := make(chan struct{})
 	go func() {
 		defer close(logged)
-		logMembership(log, m, events, size, coord)
+		logMembership(log, m, memberEvents, size, coord, events)
 	}()
 
 	code := 0
@@ -144,19 +147,28 @@ func watchSignals(sigs <-chan os.Signal, log *slog.Logger, stop func(), exit fun
 
 // logMembership logs what grid's own per-peer event logs do not say: the
 // cluster size as this member sees it, and when this member starts or stops
-// coordinating. It returns when events is closed.
-func logMembership(log *slog.Logger, m *grid.Member, events <-chan grid.Event, size int, coord bool) {
-	for range events {
+// coordinating. It records every event, and those, in recent for the status
+// page. It returns when events is closed.
+func logMembership(log *slog.Logger, m *grid.Member, events <-chan grid.Event, size int, coord bool, recent *eventLog) {
+	for ev := range events {
+		text := "member " + ev.Member.Name
+		if ev.Lost != nil {
+			text = fmt.Sprintf("%d partitions lost (table version %d): they start again empty", len(ev.Lost.Partitions), ev.Lost.Version)
+		}
+		recent.add(ev.Type.String(), text)
 		if n := len(m.Members()); n != size {
 			size = n
 			log.Info("cluster size changed", "members", size)
+			recent.add("size", fmt.Sprintf("cluster size now %d", size))
 		}
 		if c := m.IsCoordinator(); c != coord {
 			coord = c
 			if c {
 				log.Info("this member now coordinates the partition table")
+				recent.add("coordinator", "this member now coordinates the partition table")
 			} else {
 				log.Info("this member no longer coordinates the partition table")
+				recent.add("coordinator", "this member no longer coordinates the partition table")
 			}
 		}
 	}
