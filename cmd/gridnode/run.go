@@ -23,8 +23,9 @@ import (
 const httpStopTimeout = 5 * time.Second
 
 // run starts the HTTP server (if any) and the member, then waits for the
-// first signal on sigs and leaves the cluster gracefully. A second signal
-// calls exit(1) at once. It returns the process exit code.
+// first signal on sigs and leaves the cluster gracefully. A signal more
+// than signalCoalesce after the first calls exit(1) at once. It returns the
+// process exit code.
 func run(o options, log *slog.Logger, stderr io.Writer, sigs <-chan os.Signal, exit func(int)) int {
 	started := time.Now()
 	events := newEventLog(50)
@@ -123,7 +124,7 @@ func watchSignals(sigs <-chan os.Signal, log *slog.Logger, stop func(), exit fun
 	select {
 	case s := <-sigs:
 		first = now()
-		log.Info("signal received: leaving the cluster gracefully (send it again to exit at once)", "signal", s.String())
+		log.Info("signal received: leaving the cluster gracefully (send it again after a second to exit at once)", "signal", s.String())
 		stop()
 	case <-done:
 		return
