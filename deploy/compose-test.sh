@@ -55,8 +55,9 @@ step "write through n2, read through n3"
 ctl n2 map put users alice '{"age":30}' --msgpack
 got=$(ctl n3 map get users alice --msgpack)
 [[ $got == '{"age":30}' ]] || { echo "read $got" >&2; exit 1; }
-for i in $(seq 1 20); do ctl n1 map put smoke "k$i" "v$i" >/dev/null; done
-[[ $(ctl n3 map size smoke) == 20 ]]
+# 200 keys in one exec (bench --prefill puts every key once).
+ctl n1 bench --map smoke --keys 200 --prefill --requests 200 --ratio 1:0 --json
+[[ $(ctl n3 map size smoke) == 200 ]]
 
 step "bench through n1"
 ctl n1 bench --requests 5000 --clients 8 --json
@@ -64,7 +65,7 @@ ctl n1 bench --requests 5000 --clients 8 --json
 step "stop n3 gracefully (SIGTERM, hand-over)"
 compose stop -t 45 n3
 compose logs --no-color n3 | grep -q 'partitions handed over' || { echo "n3 did not hand over" >&2; exit 1; }
-[[ $(ctl n1 map size smoke) == 20 ]]
+[[ $(ctl n1 map size smoke) == 200 ]]
 got=$(ctl n2 map get users alice --msgpack)
 [[ $got == '{"age":30}' ]]
 out=$(ctl n1 status --json)
