@@ -2,6 +2,9 @@
 # host (CGO_ENABLED=0) first, so nothing is pulled or compiled here.
 FROM scratch
 COPY bin/gridnode /gridnode
+# gridctl too, for `docker exec <container> /gridctl status`: it reads
+# SHOAL_ADDR below, which then points at the member in the same container.
+COPY bin/gridctl /gridctl
 # Listen on every interface of the container. The data address announced
 # to other members is then the container's private IP (override it with
 # SHOAL_ADVERTISE_ADDR, and the gossip one with SHOAL_ADVERTISE).

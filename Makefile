@@ -7,7 +7,7 @@ IMAGE    ?= shoal/gridnode
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BIN      := bin
 
-.PHONY: help test test-process soak-partition fuzz bench vet lint build image
+.PHONY: help test test-process soak-partition fuzz bench vet lint build image compose-test test-ui
 
 help:
 	@echo "make test          unit and in-process cluster tests, with the race detector"
@@ -18,7 +18,9 @@ help:
 	@echo "make vet           go vet, including the process tests"
 	@echo "make lint          gofmt check and go vet"
 	@echo "make build         static gridnode binary in $(BIN)/"
-	@echo "make image         FROM scratch Docker image $(IMAGE):$(VERSION) of that binary"
+	@echo "make image         FROM scratch Docker image $(IMAGE):$(VERSION) of those binaries"
+	@echo "make compose-test  build the image, start docker-compose.yml's 3 members, smoke-test them with gridctl, tear down"
+	@echo "make test-ui       render the status page in headless Chromium and check the screenshot"
 
 test:
 	$(GO) test -race -count=1 ./...
@@ -64,14 +66,25 @@ bench:
 vet:
 	$(GO) vet ./...
 	$(GO) vet -tags process ./tests/...
+	$(GO) vet -tags ui ./cmd/gridnode
 
 lint: vet
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt -l reports unformatted files:"; echo "$$out"; exit 1; fi
 
 build:
 	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN)/gridnode ./cmd/gridnode
+	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN)/gridctl ./cmd/gridctl
 
 # The binary is built here on the host and copied into an empty image, so
 # that nothing needs to be pulled.
 image: build
 	docker build -t $(IMAGE):$(VERSION) -t $(IMAGE):latest .
+
+# Start docker-compose.yml (3 members joining by DNS name) from the image,
+# check it with gridctl inside the containers, and tear it down.
+compose-test: image
+	IMAGE=$(IMAGE):$(VERSION) deploy/compose-test.sh
+
+# The status page in headless Chromium (build tag ui, see cmd/gridnode).
+test-ui:
+	$(GO) test -count=1 -tags ui -run TestStatusPageInChromium -v ./cmd/gridnode

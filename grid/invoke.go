@@ -79,6 +79,7 @@ func (m *Member) invoke(ctx context.Context, req *op.Request, internal bool) (*o
 					// caller stops waiting.
 					r.Timeout = max(time.Until(dl), time.Millisecond)
 				}
+				start := time.Now()
 				resp, w, pc = m.executeLocal(nil, &r)
 				if pc != nil {
 					resp, err = m.waitParked(ctx, pc)
@@ -98,6 +99,7 @@ func (m *Member) invoke(ctx context.Context, req *op.Request, internal bool) (*o
 						resp = errResponse(werr, resp.TableVersion)
 					}
 				}
+				m.observeLatency(&r, resp.Code, start)
 			} else {
 				var c interface {
 					Call(context.Context, *op.Request) (*op.Response, error)

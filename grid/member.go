@@ -56,6 +56,7 @@ type Member struct {
 
 	peers    *peers
 	counters counters
+	latency  *latencies // per service and operation, see latency.go
 
 	restoreMu sync.Mutex
 	restores  map[string]*restoreBuf
@@ -223,6 +224,7 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 	m.sess = newSessions(m)
 	m.meta.Session = m.sess.id.Load()
 	m.quorum = newQuorumState(cfg)
+	m.latency = newMemberLatencies(m.services)
 	m.lastTick.Store(time.Now().UnixNano())
 	m.slots = make([]*slot, cfg.PartitionCount)
 	for i := range m.slots {

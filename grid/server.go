@@ -270,14 +270,19 @@ func (m *Member) HandleRequest(c *wire.Conn, id uint64, req *op.Request) {
 		}
 		return
 	}
+	start := time.Now()
 	resp, w, pc := m.executeLocal(c.Batch(), req)
 	if pc != nil {
 		// Parked: answered when a later mutation completes it, its
 		// deadline passes or this member stops owning the partition.
-		pc.attach(func(resp *op.Response) { c.Respond(id, resp) })
+		pc.attach(func(resp *op.Response) {
+			m.observeLatency(req, resp.Code, start)
+			c.Respond(id, resp)
+		})
 		return
 	}
 	if w == nil {
+		m.observeLatency(req, resp.Code, start)
 		c.RespondBatch(c.Batch(), id, resp)
 		return
 	}
@@ -290,6 +295,7 @@ func (m *Member) HandleRequest(c *wire.Conn, id uint64, req *op.Request) {
 		if err != nil {
 			resp = errResponse(err, resp.TableVersion)
 		}
+		m.observeLatency(req, resp.Code, start)
 		c.RespondBatch(b, id, resp)
 	})
 }

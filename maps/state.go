@@ -87,6 +87,35 @@ var (
 // Name returns ServiceName.
 func (Service) Name() string { return ServiceName }
 
+// OpName names a map operation for metrics ("put"), or returns "".
+func (Service) OpName(o uint8) string {
+	switch o {
+	case OpPut:
+		return "put"
+	case OpGet:
+		return "get"
+	case OpDelete:
+		return "delete"
+	case OpPutIfAbsent:
+		return "put_if_absent"
+	case OpReplace:
+		return "replace"
+	case OpCompareAndSwap:
+		return "compare_and_swap"
+	case OpContains:
+		return "contains"
+	case OpSize:
+		return "size"
+	case OpKeys:
+		return "keys"
+	case OpEntries:
+		return "entries"
+	case OpClear:
+		return "clear"
+	}
+	return ""
+}
+
 // Mutates reports whether a map operation may change state (and so is
 // replayed on backups).
 func (Service) Mutates(o uint8) bool {
@@ -533,6 +562,16 @@ func (s *state) Len() int {
 		return s.n
 	}
 	return s.n - s.exp.countExpired(s.last, nil, 0)
+}
+
+// Structures reports the maps of this partition and their stored entries
+// (expired ones not yet swept included), for status pages.
+func (s *state) Structures() map[string]int {
+	out := make(map[string]int, len(s.maps))
+	for name, tab := range s.maps {
+		out[name] = len(tab.entries)
+	}
+	return out
 }
 
 // Snapshot serialises every live entry with its absolute expiry. Maps and

@@ -281,6 +281,11 @@ func clientHello(ctx context.Context, nc net.Conn, local Hello, opts Options) (*
 		return nil, handshakeErr(ctx, nc, err)
 	}
 	br := bufio.NewReaderSize(nc, 64<<10)
+	if b, err := br.Peek(5); err == nil && string(b) == "HTTP/" {
+		// An HTTP server (gridnode's --http port, say) answering our hello
+		// with an error page: its "HTTP" would read as a 1.2 GB frame.
+		return nil, fmt.Errorf("%w: %s is not a Shoal data port: it answered in HTTP (is it the --http port?)", op.ErrBadRequest, nc.RemoteAddr())
+	}
 	kind, _, body, err := readFrame(br, nil, 64<<10)
 	if err != nil {
 		if opts.TLS != nil && isTLSAlert(err) {

@@ -79,11 +79,13 @@ func benchCmd(ctx context.Context, e env, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	if res.Errors > 0 {
-		fmt.Fprintf(e.stderr, "gridctl: bench: %d of %d operations failed; first error: %s\n", res.Errors, res.Ops, oneLine(res.FirstErr.Error()))
-	}
 	if res.Interrupted {
 		return errors.New("bench interrupted: partial results above")
+	}
+	if res.Errors > 0 {
+		// The report above stands, but a run with failures is not a
+		// success: scripts and CI must see it in the exit status.
+		return fmt.Errorf("bench: %d of %d operations failed; first error: %s", res.Errors, res.Ops, oneLine(tidy(res.FirstErr.Error())))
 	}
 	return nil
 }
@@ -100,11 +102,11 @@ func parseBench(e env, g *globals, args []string) (benchOptions, error) {
 	fs.StringVar(&o.ratio, "ratio", "1:1", "get:put mix")
 	fs.StringVar(&o.mapNm, "map", "bench", "map name")
 	fs.BoolVar(&o.pre, "prefill", false, "put every key once first")
-	fs.BoolVar(&o.asJSON, "json", false, "print JSON")
 	pos, err := parseCommand(e, "bench", fs, g, args)
 	if err != nil {
 		return o, err
 	}
+	o.asJSON = g.json
 	if len(pos) > 0 {
 		return o, usagef("bench", "bench takes no arguments, got %q", pos[0])
 	}

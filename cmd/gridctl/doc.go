@@ -10,13 +10,27 @@
 // command accepts the global flags:
 //
 //	--addr host:port[,host:port]  data addresses of members to contact; the
-//	                              first that answers is used (default 127.0.0.1:5701)
-//	--timeout D                   bound on connecting, and on each operation (default 5s)
-//	--cluster NAME                cluster name, as given to gridnode (default shoal)
+//	                              first that answers is used (default
+//	                              $SHOAL_ADDR, else 127.0.0.1:5701)
+//	--timeout D                   bound on connecting, and on each operation
+//	                              (default $SHOAL_TIMEOUT, else 5s)
+//	--cluster NAME                cluster name, as given to gridnode (default
+//	                              $SHOAL_CLUSTER, else shoal)
+//	--json                        print one JSON document on stdout
 //	--token-file FILE             client token, for clusters that require one
 //	                              (default: the SHOAL_TOKEN environment variable)
 //	--tls-ca FILE                 connect over TLS, trusting the members' CA
 //	--tls-cert FILE --tls-key FILE  client certificate, for members that require one
+//
+// gridctl --version (or gridctl version) prints its version. A port that
+// is not a number from 1 to 65535 is a usage error. Connecting fails at
+// once, without waiting for --timeout, when every address refuses the
+// connection, does not resolve, answers HTTP (gridnode's --http port
+// instead of its data port) or belongs to another cluster (the message
+// names the member's cluster and the --cluster to give).
+//
+// Shell completion: source <(gridctl completion bash), or zsh, or
+// gridctl completion fish | source.
 //
 // # status
 //
@@ -51,9 +65,16 @@
 //	gridctl map size NAME                        # prints the number of live entries
 //	gridctl map keys NAME                        # prints every key, one per line, sorted
 //
+// map keys prints a key that is not printable (a newline, an escape
+// sequence, invalid UTF-8) or that starts with a double quote Go-quoted
+// ("a\nb"), so that no key can forge lines or drive the terminal; --raw
+// prints keys exactly, --json as a JSON list. --msgpack makes put store a
+// JSON VALUE msgpack-encoded, as Go's maps.NewTyped does, and get decode
+// it back to JSON. Errors quote at most 64 bytes of a key.
+//
 // For example:
 //
-//	gridctl map put users alice '{"age":30}'
+//	gridctl map put users alice '{"age":30}' --msgpack   # read by maps.NewTyped[User]
 //	gzip < report.pdf | gridctl map put files report.pdf.gz -
 //	gridctl map get files report.pdf.gz | gunzip > report.pdf
 //
@@ -90,8 +111,8 @@
 //
 // # Exit status
 //
-// 0 on success; 1 when the command failed (cluster unreachable within
-// --timeout, key not found, value too large, ...); 2 for a usage error
+// 0 on success; 1 when the command failed (cluster unreachable, key not
+// found, value too large, bench operations failed, ...); 2 for a usage error
 // (unknown command or subcommand, missing argument, bad flag). Every failure
 // is reported as one line on stderr.
 package main

@@ -40,7 +40,6 @@ type clusterStatus struct {
 // statusCmd implements "gridctl status".
 func statusCmd(ctx context.Context, e env, g *globals, args []string) error {
 	fs := newFlagSet("status")
-	asJSON := fs.Bool("json", false, "print JSON")
 	pos, err := parseCommand(e, "status", fs, g, args)
 	if err != nil {
 		return err
@@ -73,7 +72,7 @@ func statusCmd(ctx context.Context, e env, g *globals, args []string) error {
 	case !safe:
 		st.Safe, st.Why = false, why
 	}
-	if *asJSON {
+	if g.json {
 		return writeJSON(e.stdout, st)
 	}
 	return writeStatus(e.stdout, g.cluster, st)

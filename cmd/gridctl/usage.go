@@ -7,9 +7,14 @@ import (
 
 const globalHelp = `Global flags (before or after the command):
   --addr host:port[,host:port]  data addresses of members to contact; the first
-                                that answers is used (default 127.0.0.1:5701)
-  --timeout D                   bound on connecting and on each operation (default 5s)
-  --cluster NAME                cluster name, as given to gridnode (default shoal)
+                                that answers is used (default $SHOAL_ADDR,
+                                else 127.0.0.1:5701)
+  --timeout D                   bound on connecting and on each operation
+                                (default $SHOAL_TIMEOUT, else 5s)
+  --cluster NAME                cluster name, as given to gridnode (default
+                                $SHOAL_CLUSTER, else shoal)
+  --json                        print one JSON document on stdout
+  --version                     print gridctl's version
   --token-file FILE             client token, for clusters that require one
                                 (default: the SHOAL_TOKEN environment variable)
   --tls-ca FILE                 connect over TLS, trusting the members' CA
@@ -26,7 +31,7 @@ Commands:
   map get NAME KEY                     print the value, exactly (no newline added)
   map delete NAME KEY                  remove KEY (exit 1 if it was absent)
   map size NAME                        print the number of entries
-  map keys NAME                        print every key, one per line, sorted
+  map keys NAME [--raw]                print every key, one per line, sorted
   queue offer NAME [ITEM]              append ITEM (or one item per line of stdin)
   queue poll NAME [--wait D]           print one item (exit 1 if none within D)
   queue drain NAME [--max N] [--wait D] print up to N items, one per line
@@ -38,6 +43,8 @@ Commands:
   lock status NAME                     holder, fencing token and waiters of a lock
   lock force-unlock NAME               release a lock whoever holds it
   elect NAME -- CMD [ARGS...]          run CMD while leader of election NAME
+  completion bash|zsh|fish             shell completion script
+  version                              print gridctl's version
   help [COMMAND]                       show help
 
 ` + globalHelp + `
@@ -70,7 +77,18 @@ const mapHelp = `Usage: gridctl map SUBCOMMAND NAME [KEY [VALUE]] [FLAGS]
                                 prints nothing on stdout and exits 1
   delete NAME KEY               remove KEY; exits 1 if it was absent
   size NAME                     print the number of live entries
-  keys NAME                     print every live key, one per line, sorted
+  keys NAME                     print every live key, one per line, sorted;
+                                a key that is not printable (newline, escape
+                                sequence, invalid UTF-8) or starts with a quote
+                                is printed Go-quoted: "a\nb"
+
+  --msgpack   put: VALUE is JSON, stored msgpack-encoded as Go's
+              maps.NewTyped stores values (so maps.NewTyped[User] reads it);
+              get: decode a msgpack value and print it as JSON
+  --raw       keys: print every key exactly as stored
+  --json      put {"map","key","stored"}; get {"map","key","found","value"
+              or "value_base64"}; delete {"map","key","found"};
+              size {"map","size"}; keys {"map","keys"}
 
 A VALUE that starts with "-" must follow "--": gridctl map put m k -- -5
 
@@ -96,7 +114,8 @@ fatal; the first one is printed on stderr at the end.
                    "gets","puts","clients","value_size"}
 
 Latencies are those of successful operations. On a terminal a progress
-line is refreshed on stderr every 500ms.
+line is refreshed on stderr every 500ms. The report is printed in any case;
+the exit status is 1 when any operation failed.
 
 ` + globalHelp
 
@@ -137,6 +156,14 @@ and gridctl exits 1.
               session heartbeat, else 1s)
 
 ` + globalHelp
+const completionHelp = `Usage: gridctl completion bash|zsh|fish
+
+Prints a shell completion script for commands, map subcommands and flags:
+
+  source <(gridctl completion bash)        # in ~/.bashrc
+  source <(gridctl completion zsh)         # in ~/.zshrc
+  gridctl completion fish | source         # in config.fish
+`
 
 // printUsage prints the top-level help.
 func printUsage(w io.Writer) { fmt.Fprint(w, topHelp) }
@@ -158,6 +185,8 @@ func printHelp(w io.Writer, topic string) {
 		fmt.Fprint(w, queueHelp)
 	case "idem":
 		fmt.Fprint(w, idemHelp)
+	case "completion":
+		fmt.Fprint(w, completionHelp)
 	default:
 		printUsage(w)
 	}

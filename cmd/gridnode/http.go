@@ -1,11 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
+	"time"
 
 	"github.com/shoalgrid/shoal/grid"
 )
@@ -45,11 +46,41 @@ type tableDoc struct {
 	Assignment []string `json:"assignment,omitempty"`
 }
 
+// httpOptions are the optional parts of the HTTP server.
+type httpOptions struct {
+	// pprof mounts net/http/pprof under /debug/pprof/.
+	pprof bool
+	// started is when the process started, for process_start_time_seconds.
+	started time.Time
+	// cluster is the cluster's name, for the status page.
+	cluster string
+	// events are the recent events shown on the status page (may be nil).
+	events *eventLog
+}
+
 // newHTTPHandler serves health, readiness, status and metrics for the
 // member that member returns; it returns nil until the member has started
-// (joining may take a while), and then only /healthz answers 200.
-func newHTTPHandler(member func() *grid.Member) http.Handler {
+// (joining may take a while): then /healthz answers 200, /metrics answers
+// with shoal_starting 1 and shoal_ready 0 (and the runtime's metrics), and
+// the rest 503.
+func newHTTPHandler(member func() *grid.Member, o httpOptions) http.Handler {
+	if o.started.IsZero() {
+		o.started = time.Now()
+	}
 	mux := http.NewServeMux()
+	if o.pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
+	ui := func(w http.ResponseWriter, r *http.Request) {
+		serveUI(w, uiData(member(), o.cluster, o.events))
+	}
+	mux.HandleFunc("GET /{$}", ui)
+	mux.HandleFunc("GET /ui", ui)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeText(w, http.StatusOK, "ok\n")
 	})
@@ -90,13 +121,8 @@ func newHTTPHandler(member func() *grid.Member) http.Handler {
 		_, _ = w.Write(append(b, '\n'))
 	})
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
-		m := member()
-		if m == nil {
-			writeText(w, http.StatusServiceUnavailable, "starting\n")
-			return
-		}
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		_, _ = w.Write(metrics(m.Stats()))
+		_, _ = w.Write(metricsPage(member(), o.started))
 	})
 	return mux
 }
@@ -140,41 +166,4 @@ func status(m *grid.Member, withAssignment bool) statusDoc {
 		}
 	}
 	return doc
-}
-
-// metrics renders s in the Prometheus text exposition format 0.0.4.
-func metrics(s grid.Stats) []byte {
-	var b bytes.Buffer
-	metric := func(name, typ, help string, v uint64) {
-		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", name, help, name, typ, name, v)
-	}
-	metric("shoal_members", "gauge", "Live members this member's gossip sees, itself included.", uint64(s.Members))
-	metric("shoal_table_version", "gauge", "Version of the partition table this member follows (0: none yet).", s.TableVersion)
-	metric("shoal_partitions_owned", "gauge", "Partitions this member owns.", uint64(s.PartitionsOwned))
-	metric("shoal_entries", "gauge", "Entries in the partitions this member owns.", uint64(s.Entries))
-	metric("shoal_requests_served_total", "counter", "Requests executed on this member's partitions.", s.RequestsServed)
-	metric("shoal_migrations_in_total", "counter", "Partitions this member received from others.", s.MigrationsIn)
-	metric("shoal_migrations_out_total", "counter", "Partitions this member handed to others.", s.MigrationsOut)
-	metric("shoal_coordinator", "gauge", "1 if this member publishes the partition tables, else 0.", boolMetric(s.Coordinator))
-	metric("shoal_ready", "gauge", "1 if this member follows a partition table that includes it, else 0.", boolMetric(s.Ready))
-	metric("shoal_leaving", "gauge", "1 while this member hands its partitions over before leaving, else 0.", boolMetric(s.Leaving))
-	metric("shoal_partitions_backup", "gauge", "Partitions this member holds a backup of.", uint64(s.PartitionsBackup))
-	metric("shoal_unsynced_backups", "gauge", "Backups of this member's partitions that do not hold every mutation yet (being copied, catching up, or a record in flight).", uint64(s.UnsyncedBackups))
-	metric("shoal_table_backups", "gauge", "Backups per partition this member's configuration asks for.", uint64(s.TableBackups))
-	metric("shoal_backup_records_total", "counter", "Mutations replayed on this member as a backup.", s.BackupRecords)
-	metric("shoal_quorum", "gauge", "1 while this member sees a majority of the cluster's expected size (or every quorum rule is off), else 0.", boolMetric(s.Quorum))
-	metric("shoal_quorum_visible", "gauge", "Members of the cluster's expected size this member sees, itself included.", uint64(s.QuorumVisible))
-	metric("shoal_expected_size", "gauge", "The cluster's expected size: members agreed, less graceful leaves; crashes do not lower it.", uint64(s.ExpectedSize))
-	metric("shoal_merge_discarded_total", "counter", "Entries discarded because this member owned their partitions on the losing side of a split (the winning side's values were kept).", s.MergeDiscarded)
-	metric("shoal_conns_open", "gauge", "Connections open on the data port, handshakes included.", uint64(s.ConnsOpen))
-	metric("shoal_conns_refused_total", "counter", "Connections closed at once for being over the connection limits.", s.ConnsRefused)
-	metric("shoal_fenced", "gauge", "1 while this member refuses owner operations after a pause, until the coordinator confirms its table, else 0.", boolMetric(s.Fenced))
-	return b.Bytes()
-}
-
-func boolMetric(b bool) uint64 {
-	if b {
-		return 1
-	}
-	return 0
 }

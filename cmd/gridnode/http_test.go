@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -67,7 +68,7 @@ func get(t *testing.T, c *http.Client, url string) (int, string, http.Header) {
 
 func TestHTTPWithMember(t *testing.T) {
 	m := startMember(t)
-	ts := httptest.NewServer(newHTTPHandler(func() *grid.Member { return m }))
+	ts := httptest.NewServer(newHTTPHandler(func() *grid.Member { return m }, httpOptions{}))
 	defer ts.Close()
 	c := ts.Client()
 
@@ -141,13 +142,16 @@ func TestHTTPWithMember(t *testing.T) {
 	}
 }
 
-// parseExposition checks body against the text exposition format 0.0.4 as
-// used here (HELP and TYPE before each unlabelled sample, counters end in
-// _total) and returns the samples.
+// parseExposition checks body against the text exposition format 0.0.4
+// (HELP and TYPE before each family's samples; counters, and only they, end
+// in _total; a histogram's buckets are cumulative and end with le="+Inf",
+// equal to its _count) and returns the samples by series, as written
+// ("name" or `name{label="v",...}`).
 func parseExposition(t *testing.T, body string) map[string]float64 {
 	t.Helper()
 	samples := map[string]float64{}
 	help, typ := map[string]bool{}, map[string]string{}
+	lastBucket := map[string]float64{} // histogram series without le -> last cumulative count
 	sc := bufio.NewScanner(strings.NewReader(body))
 	for sc.Scan() {
 		line := sc.Text()
@@ -159,27 +163,54 @@ func parseExposition(t *testing.T, body string) map[string]float64 {
 			}
 			help[f[2]] = true
 		case strings.HasPrefix(line, "# TYPE "):
-			if len(f) != 4 || (f[3] != "gauge" && f[3] != "counter") {
+			if len(f) != 4 || (f[3] != "gauge" && f[3] != "counter" && f[3] != "histogram") {
 				t.Errorf("bad TYPE line %q", line)
 				continue
 			}
 			typ[f[2]] = f[3]
 		default:
-			if len(f) != 2 {
+			i := strings.LastIndexByte(line, ' ')
+			if i < 0 {
 				t.Errorf("bad sample line %q", line)
 				continue
 			}
-			v, err := strconv.ParseFloat(f[1], 64)
+			series, val := line[:i], line[i+1:]
+			v, err := strconv.ParseFloat(val, 64)
 			if err != nil {
 				t.Errorf("bad value in %q", line)
 			}
-			if !help[f[0]] || typ[f[0]] == "" {
-				t.Errorf("sample %s before its HELP and TYPE", f[0])
+			name, labels, _ := strings.Cut(series, "{")
+			family := name
+			for _, suf := range []string{"_bucket", "_sum", "_count"} {
+				if b, ok := strings.CutSuffix(name, suf); ok && typ[b] == "histogram" {
+					family = b
+				}
 			}
-			if (typ[f[0]] == "counter") != strings.HasSuffix(f[0], "_total") {
-				t.Errorf("%s is a %s: counters, and only they, end in _total", f[0], typ[f[0]])
+			if !help[family] || typ[family] == "" {
+				t.Errorf("sample %s before its HELP and TYPE", series)
 			}
-			samples[f[0]] = v
+			if (typ[family] == "counter") != strings.HasSuffix(family, "_total") {
+				t.Errorf("%s is a %s: counters, and only they, end in _total", family, typ[family])
+			}
+			if labels != "" && !strings.HasSuffix(labels, "}") {
+				t.Errorf("bad labels in %q", line)
+			}
+			if typ[family] == "histogram" {
+				key := family + "{" + leRE.ReplaceAllString(strings.TrimSuffix(labels, "}"), "") + "}"
+				switch {
+				case strings.HasSuffix(name, "_bucket"):
+					if v < lastBucket[key] {
+						t.Errorf("%s: bucket count falls to %v", series, v)
+					}
+					lastBucket[key] = v
+				case strings.HasSuffix(name, "_count"):
+					inf := strings.Replace(series, "_count{", "_bucket{", 1)
+					if !strings.Contains(body, inf[:len(inf)-1]+`,le="+Inf"} `+val+"\n") {
+						t.Errorf("%s = %v differs from its +Inf bucket", series, v)
+					}
+				}
+			}
+			samples[series] = v
 		}
 	}
 	if !strings.HasSuffix(body, "\n") {
@@ -188,14 +219,55 @@ func parseExposition(t *testing.T, body string) map[string]float64 {
 	return samples
 }
 
+// leRE matches the le label of a bucket, to group a histogram's buckets.
+var leRE = regexp.MustCompile(`,?le="[^"]*"`)
+
 func TestHTTPBeforeMemberStarted(t *testing.T) {
-	ts := httptest.NewServer(newHTTPHandler(func() *grid.Member { return nil }))
+	ts := httptest.NewServer(newHTTPHandler(func() *grid.Member { return nil }, httpOptions{}))
 	defer ts.Close()
 	c := ts.Client()
-	want := map[string]int{"/healthz": 200, "/readyz": 503, "/status": 503, "/metrics": 503, "/nope": 404}
+	want := map[string]int{"/healthz": 200, "/readyz": 503, "/status": 503, "/metrics": 200, "/nope": 404, "/debug/pprof/": 404}
 	for path, code := range want {
 		if got, body, _ := get(t, c, ts.URL+path); got != code {
 			t.Errorf("%s before start: %d %q, want %d", path, got, body, code)
 		}
+	}
+	// While joining, /metrics says so, and the runtime's metrics are there.
+	_, body, _ := get(t, c, ts.URL+"/metrics")
+	s := parseExposition(t, body)
+	for name, want := range map[string]float64{"shoal_ready": 0, "shoal_starting": 1} {
+		if got, ok := s[name]; !ok || got != want {
+			t.Errorf("%s = %v (present %v), want %v", name, got, ok, want)
+		}
+	}
+	if _, ok := s["go_gc_cycles_total"]; !ok {
+		t.Error("no go_gc_cycles_total")
+	}
+	for _, name := range []string{"go_goroutines", "go_threads", "process_cpu_seconds_total",
+		"process_resident_memory_bytes", "process_open_fds", "process_start_time_seconds"} {
+		if s[name] <= 0 {
+			t.Errorf("%s = %v, want > 0", name, s[name])
+		}
+	}
+	if !strings.Contains(body, "shoal_build_info{version=\"") {
+		t.Errorf("no shoal_build_info:\n%s", body)
+	}
+	if _, ok := s["shoal_members"]; ok {
+		t.Error("shoal_members reported before the member started")
+	}
+}
+
+func TestPprofFlag(t *testing.T) {
+	ts := httptest.NewServer(newHTTPHandler(func() *grid.Member { return nil }, httpOptions{pprof: true}))
+	defer ts.Close()
+	if code, body, _ := get(t, ts.Client(), ts.URL+"/debug/pprof/"); code != 200 || !strings.Contains(body, "goroutine") {
+		t.Errorf("/debug/pprof/: %d", code)
+	}
+	if code, body, _ := get(t, ts.Client(), ts.URL+"/debug/pprof/goroutine?debug=1"); code != 200 || !strings.Contains(body, "goroutine profile") {
+		t.Errorf("/debug/pprof/goroutine: %d %.100q", code, body)
+	}
+	o := mustParse(t, []string{"--pprof"}, env())
+	if !o.pprof {
+		t.Error("--pprof not parsed")
 	}
 }

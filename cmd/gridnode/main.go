@@ -4,8 +4,9 @@
 //
 // Settings come from flags, SHOAL_* environment variables and a YAML file,
 // in that order of precedence (see gridnode -h). SIGTERM or SIGINT leaves
-// the cluster gracefully, handing partitions over first; a second signal
-// exits at once.
+// the cluster gracefully, handing partitions over first; a repeat within a
+// second is the same request (timeout(1) signals the process and its
+// group), and a signal after that exits at once.
 //
 // Exit codes: 0 after a clean stop, 1 on a runtime failure (cannot listen,
 // cannot join, hand-over incomplete at shutdown), 2 on a usage error (bad

@@ -23,16 +23,20 @@ import (
 const httpStopTimeout = 5 * time.Second
 
 // run starts the HTTP server (if any) and the member, then waits for the
-// first signal on sigs and leaves the cluster gracefully. A second signal
-// calls exit(1) at once. It returns the process exit code.
+// first signal on sigs and leaves the cluster gracefully. A signal more
+// than signalCoalesce after the first calls exit(1) at once. It returns the
+// process exit code.
 func run(o options, log *slog.Logger, stderr io.Writer, sigs <-chan os.Signal, exit func(int)) int {
+	started := time.Now()
+	events := newEventLog(50)
+	events.add("starting", fmt.Sprintf("gridnode %s starting (cluster %s)", buildVersion(), o.cluster))
 	stop, requestStop := context.WithCancel(context.Background())
 	defer requestStop()
 	done := make(chan struct{})
 	watcherDone := make(chan struct{})
 	go func() {
 		defer close(watcherDone)
-		watchSignals(sigs, log, requestStop, exit, done)
+		watchSignals(sigs, log, func() { events.add("stopping", "signal received: leaving the cluster gracefully"); requestStop() }, exit, done, time.Now)
 	}()
 	defer func() {
 		close(done)
@@ -46,7 +50,7 @@ func run(o options, log *slog.Logger, stderr io.Writer, sigs <-chan os.Signal, e
 	var httpDone <-chan struct{}
 	httpAddr := ""
 	if o.http != "" {
-		hs, err := startHTTP(o.http, newHTTPHandler(member.Load), log)
+		hs, err := startHTTP(o.http, newHTTPHandler(member.Load, httpOptions{pprof: o.pprof, started: started, cluster: o.cluster, events: events}), log)
 		if err != nil {
 			log.Error("cannot start the HTTP server", "err", err)
 			return 1
@@ -78,7 +82,8 @@ func run(o options, log *slog.Logger, stderr io.Writer, sigs <-chan os.Signal, e
 		return 1
 	}
 	member.Store(m)
-	events, unsubscribe := m.Subscribe(64)
+	events.add("started", fmt.Sprintf("member %s started: data %s, gossip %s", m.Name(), m.Addr(), m.GossipAddr()))
+	memberEvents, unsubscribe := m.Subscribe(64)
 	size, coord := len(m.Members()), m.IsCoordinator()
 	log.Info("gridnode running: clients connect to the data address",
 		"version", buildVersion(), "data", m.Addr(), "gossip", m.GossipAddr(), "http", httpAddr,
@@ -87,7 +92,7 @@ func run(o options, log *slog.Logger, stderr io.Writer, sigs <-chan os.Signal, e
 	logged := make(chan struct{})
 	go func() {
 		defer close(logged)
-		logMembership(log, m, events, size, coord)
+		logMembership(log, m, memberEvents, size, coord, events)
 	}()
 
 	code := 0
@@ -112,39 +117,66 @@ func run(o options, log *slog.Logger, stderr io.Writer, sigs <-chan os.Signal, e
 	return code
 }
 
-// watchSignals calls stop at the first signal and exit(1) at the second,
-// until done is closed.
-func watchSignals(sigs <-chan os.Signal, log *slog.Logger, stop func(), exit func(int), done <-chan struct{}) {
+// signalCoalesce is how long after the first signal a repeat counts as the
+// same request: timeout(1), systemd and kill -TERM -PGID signal both the
+// process and its group, so one stop request often arrives twice within a
+// millisecond. Only a signal after this gap means "exit now".
+const signalCoalesce = time.Second
+
+// watchSignals calls stop at the first signal and exit(1) at the next one
+// that arrives at least signalCoalesce later (now tells the time), until
+// done is closed.
+func watchSignals(sigs <-chan os.Signal, log *slog.Logger, stop func(), exit func(int), done <-chan struct{}, now func() time.Time) {
+	var first time.Time
 	select {
 	case s := <-sigs:
-		log.Info("signal received: leaving the cluster gracefully (send it again to exit at once)", "signal", s.String())
+		first = now()
+		log.Info("signal received: leaving the cluster gracefully (send it again after a second to exit at once)", "signal", s.String())
 		stop()
 	case <-done:
 		return
 	}
-	select {
-	case s := <-sigs:
-		log.Error("second signal received: exiting at once, partitions not handed over are lost", "signal", s.String())
-		exit(1)
-	case <-done:
+	for {
+		select {
+		case s := <-sigs:
+			if d := now().Sub(first); d < signalCoalesce {
+				log.Info("signal repeated within the coalescing window: still leaving gracefully", "signal", s.String(),
+					"after", d.String(), "window", signalCoalesce.String())
+				continue
+			}
+			log.Error("second signal received: exiting at once, partitions not handed over are lost", "signal", s.String())
+			exit(1)
+			return
+		case <-done:
+			return
+		}
 	}
 }
 
 // logMembership logs what grid's own per-peer event logs do not say: the
 // cluster size as this member sees it, and when this member starts or stops
-// coordinating. It returns when events is closed.
-func logMembership(log *slog.Logger, m *grid.Member, events <-chan grid.Event, size int, coord bool) {
-	for range events {
+// coordinating. It records every event, and those, in recent for the status
+// page. It returns when events is closed.
+func logMembership(log *slog.Logger, m *grid.Member, events <-chan grid.Event, size int, coord bool, recent *eventLog) {
+	for ev := range events {
+		text := "member " + ev.Member.Name
+		if ev.Lost != nil {
+			text = fmt.Sprintf("%d partitions lost (table version %d): they start again empty", len(ev.Lost.Partitions), ev.Lost.Version)
+		}
+		recent.add(ev.Type.String(), text)
 		if n := len(m.Members()); n != size {
 			size = n
 			log.Info("cluster size changed", "members", size)
+			recent.add("size", fmt.Sprintf("cluster size now %d", size))
 		}
 		if c := m.IsCoordinator(); c != coord {
 			coord = c
 			if c {
 				log.Info("this member now coordinates the partition table")
+				recent.add("coordinator", "this member now coordinates the partition table")
 			} else {
 				log.Info("this member no longer coordinates the partition table")
+				recent.add("coordinator", "this member no longer coordinates the partition table")
 			}
 		}
 	}

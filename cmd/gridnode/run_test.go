@@ -135,26 +135,54 @@ func TestRunGridConfigErrorExit2(t *testing.T) {
 	}
 }
 
+// fakeClock returns the given times, one per call, and counts the calls.
+type fakeClock struct {
+	mu    sync.Mutex
+	times []time.Time
+	calls int
+}
+
+func (c *fakeClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.calls++
+	if len(c.times) == 0 {
+		return time.Time{}
+	}
+	t := c.times[0]
+	c.times = c.times[1:]
+	return t
+}
+
 func TestWatchSignals(t *testing.T) {
-	sigs := make(chan os.Signal, 2)
+	t0 := time.Unix(1000, 0)
+	// Three signals: at t0, 5 ms later (timeout(1) signalling the process
+	// and then its group), and 2 s later. Only the third exits.
+	clock := &fakeClock{times: []time.Time{t0, t0.Add(5 * time.Millisecond), t0.Add(2 * time.Second)}}
+	sigs := make(chan os.Signal) // unbuffered: a send returns once the watcher took it
 	stopped := make(chan struct{})
 	exited := make(chan int, 1)
 	done := make(chan struct{})
 	finished := make(chan struct{})
 	go func() {
 		defer close(finished)
-		watchSignals(sigs, testLogger(), func() { close(stopped) }, func(c int) { exited <- c }, done)
+		watchSignals(sigs, testLogger(), func() { close(stopped) }, func(c int) {
+			clock.mu.Lock()
+			exited <- clock.calls
+			clock.mu.Unlock()
+		}, done, clock.now)
 	}()
 	sigs <- syscall.SIGTERM
 	<-stopped
-	select {
-	case c := <-exited:
-		t.Fatalf("exit(%d) after one signal", c)
-	default:
-	}
 	sigs <- syscall.SIGTERM
-	if c := <-exited; c != 1 {
-		t.Errorf("exit(%d) after the second signal, want exit(1)", c)
+	sigs <- syscall.SIGTERM
+	select {
+	case calls := <-exited:
+		if calls != 3 {
+			t.Errorf("exit called after %d signals, want after the third (the second, 5 ms after the first, is the same request)", calls)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no exit after a signal 2 s after the first")
 	}
 	close(done)
 	<-finished
@@ -163,7 +191,7 @@ func TestWatchSignals(t *testing.T) {
 	done2, finished2 := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(finished2)
-		watchSignals(make(chan os.Signal), testLogger(), func() { t.Error("stop called") }, func(int) { t.Error("exit called") }, done2)
+		watchSignals(make(chan os.Signal), testLogger(), func() { t.Error("stop called") }, func(int) { t.Error("exit called") }, done2, time.Now)
 	}()
 	close(done2)
 	<-finished2

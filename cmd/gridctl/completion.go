@@ -1,0 +1,97 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Words completed by the shell scripts, space-separated. TestCompletionWords
+// checks them against the help texts, so a new command or flag is not
+// forgotten here.
+const (
+	completionCommands    = "status map bench completion version help"
+	completionMapSubs     = "put get delete size keys"
+	completionGlobalFlags = "--addr --timeout --cluster --json --help --version"
+	completionMapFlags    = "--ttl --msgpack --raw"
+	completionBenchFlags  = "--clients --requests --duration --keys --value-size --ratio --map --prefill"
+	completionShells      = "bash zsh fish"
+)
+
+// completionCmd implements "gridctl completion SHELL": it prints a script
+// that the shell sources, e.g. source <(gridctl completion bash).
+func completionCmd(e env, args []string) error {
+	if len(args) == 1 && (args[0] == "-h" || args[0] == "--help") {
+		printHelp(e.stdout, "completion")
+		return errHelpShown
+	}
+	if len(args) != 1 {
+		return usagef("completion", "completion needs one shell: %s", completionShells)
+	}
+	var script string
+	switch args[0] {
+	case "bash":
+		script = bashCompletion()
+	case "zsh":
+		// zsh runs bash completion functions through bashcompinit.
+		script = "#compdef gridctl\nautoload -U +X bashcompinit && bashcompinit\n" + bashCompletion()
+	case "fish":
+		script = fishCompletion()
+	default:
+		return usagef("completion", "unknown shell %s: want %s", clip(args[0]), completionShells)
+	}
+	_, err := fmt.Fprint(e.stdout, script)
+	return err
+}
+
+// bashCompletion completes commands, map subcommands and flags.
+func bashCompletion() string {
+	return `# bash completion for gridctl: source <(gridctl completion bash)
+_gridctl() {
+	local cur="${COMP_WORDS[COMP_CWORD]}" cmd="" sub="" i w
+	for ((i = 1; i < COMP_CWORD; i++)); do
+		w="${COMP_WORDS[i]}"
+		case "$w" in
+		--addr|--timeout|--cluster|--ttl|--clients|--requests|--duration|--keys|--value-size|--ratio|--map) ((i++)); continue ;;
+		-*) continue ;;
+		esac
+		if [[ -z $cmd ]]; then cmd="$w"; elif [[ -z $sub ]]; then sub="$w"; fi
+	done
+	local flags="` + completionGlobalFlags + `"
+	case "$cmd" in
+	map) flags="$flags ` + completionMapFlags + `" ;;
+	bench) flags="$flags ` + completionBenchFlags + `" ;;
+	esac
+	if [[ $cur == -* ]]; then
+		COMPREPLY=($(compgen -W "$flags" -- "$cur"))
+		return
+	fi
+	case "$cmd" in
+	"") COMPREPLY=($(compgen -W "` + completionCommands + `" -- "$cur")) ;;
+	map) [[ -z $sub ]] && COMPREPLY=($(compgen -W "` + completionMapSubs + `" -- "$cur")) ;;
+	completion) [[ -z $sub ]] && COMPREPLY=($(compgen -W "` + completionShells + `" -- "$cur")) ;;
+	help) [[ -z $sub ]] && COMPREPLY=($(compgen -W "status map bench completion" -- "$cur")) ;;
+	esac
+}
+complete -F _gridctl gridctl
+`
+}
+
+// fishCompletion completes commands, map subcommands and flags.
+func fishCompletion() string {
+	var b strings.Builder
+	b.WriteString("# fish completion for gridctl: gridctl completion fish | source\n")
+	b.WriteString("complete -c gridctl -f\n")
+	fmt.Fprintf(&b, "complete -c gridctl -n __fish_use_subcommand -a '%s'\n", completionCommands)
+	fmt.Fprintf(&b, "complete -c gridctl -n '__fish_seen_subcommand_from map' -a '%s'\n", completionMapSubs)
+	fmt.Fprintf(&b, "complete -c gridctl -n '__fish_seen_subcommand_from completion' -a '%s'\n", completionShells)
+	for f := range strings.FieldsSeq(completionGlobalFlags) {
+		fmt.Fprintf(&b, "complete -c gridctl -l %s\n", strings.TrimPrefix(f, "--"))
+	}
+	for f := range strings.FieldsSeq(completionMapFlags) {
+		fmt.Fprintf(&b, "complete -c gridctl -n '__fish_seen_subcommand_from map' -l %s\n", strings.TrimPrefix(f, "--"))
+	}
+	for f := range strings.FieldsSeq(completionBenchFlags) {
+		fmt.Fprintf(&b, "complete -c gridctl -n '__fish_seen_subcommand_from bench' -l %s\n", strings.TrimPrefix(f, "--"))
+	}
+	return b.String()
+}
