@@ -10,7 +10,6 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
-	"github.com/shoalgrid/shoal/maps"
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/wire"
 )
@@ -85,12 +84,6 @@ type Token struct {
 type AdminOps interface {
 	// AdminOp reports whether operation op needs RoleAdmin.
 	AdminOp(op uint8) bool
-}
-
-// builtinAdminOp lists the built-in services' operations that need
-// RoleAdmin.
-func builtinAdminOp(service string, o uint8) bool {
-	return service == maps.ServiceName && o == maps.OpClear
 }
 
 // security is a member's resolved authentication settings.
@@ -236,7 +229,7 @@ func (m *Member) checkAccess(c *wire.Conn, req *op.Request) error {
 	if i, ok := m.svcIndex[req.Service]; ok {
 		svc := m.services[i]
 		switch a, isAdmin := svc.(AdminOps); {
-		case builtinAdminOp(req.Service, req.Op) || isAdmin && a.AdminOp(req.Op):
+		case isAdmin && a.AdminOp(req.Op):
 			need = RoleAdmin
 		case svc.Mutates(req.Op):
 			need = RoleWrite

@@ -187,13 +187,11 @@ func (m *Member) forwardSlots(c *wire.Conn) chan struct{} {
 // acceptOptions are the options of connections the member accepts.
 func (m *Member) acceptOptions() wire.Options {
 	lim := m.cfg.Conns
-	return wire.Options{
-		Limits:           m.cfg.Limits,
-		Handler:          m,
-		HandshakeTimeout: lim.HandshakeTimeout,
-		IdleTimeout:      max(lim.IdleTimeout, 0),
-		MaxInFlight:      lim.MaxInFlight,
-	}
+	o := m.connOptions(m.sec.serverTLS)
+	o.HandshakeTimeout = lim.HandshakeTimeout
+	o.IdleTimeout = max(lim.IdleTimeout, 0)
+	o.MaxInFlight = lim.MaxInFlight
+	return o
 }
 
 // spawn runs f in a goroutine owned by the member, unless it is closing.

@@ -88,6 +88,10 @@ var (
 // Name returns ServiceName.
 func (Service) Name() string { return ServiceName }
 
+// AdminOp reports whether an operation needs the admin role on clusters
+// that check client tokens (grid.AdminOps): ForceUnlock does.
+func (Service) AdminOp(o uint8) bool { return o == OpForceUnlock }
+
 // Mutates reports whether a lock operation may change state: every one but
 // OpStatus, including the member core's reserved operations.
 func (Service) Mutates(o uint8) bool {

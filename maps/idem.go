@@ -64,6 +64,10 @@ var (
 // Name returns IdemServiceName.
 func (IdemService) Name() string { return IdemServiceName }
 
+// AdminOp reports whether an operation needs the admin role on clusters
+// that check client tokens (grid.AdminOps): Forget does.
+func (IdemService) AdminOp(o uint8) bool { return o == OpForget }
+
 // Mutates reports whether an operation may change state.
 func (IdemService) Mutates(o uint8) bool { return o != OpStatus }
 

@@ -116,6 +116,10 @@ func (Service) OpName(o uint8) string {
 	return ""
 }
 
+// AdminOp reports whether an operation needs the admin role on clusters
+// that check client tokens (grid.AdminOps): Clear does.
+func (Service) AdminOp(o uint8) bool { return o == OpClear }
+
 // Mutates reports whether a map operation may change state (and so is
 // replayed on backups).
 func (Service) Mutates(o uint8) bool {

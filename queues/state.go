@@ -110,6 +110,10 @@ var (
 // Name returns ServiceName.
 func (Service) Name() string { return ServiceName }
 
+// AdminOp reports whether an operation needs the admin role on clusters
+// that check client tokens (grid.AdminOps): Clear does.
+func (Service) AdminOp(o uint8) bool { return o == OpClear }
+
 // Mutates reports whether a queue operation may change state.
 func (Service) Mutates(o uint8) bool {
 	switch o {

@@ -32,7 +32,6 @@ func queueBenchCmd(ctx context.Context, e env, g *globals, args []string) error 
 	nq := fs.Int("queues", 1, "number of queues")
 	dur := fs.Duration("duration", 5*time.Second, "length of the offer phase")
 	size := fs.Int("value-size", 100, "bytes per item")
-	asJSON := fs.Bool("json", false, "print JSON")
 	pos, err := parseCommand(e, "queue", fs, g, args)
 	if err != nil {
 		return err
@@ -102,7 +101,7 @@ func queueBenchCmd(ctx context.Context, e env, g *globals, args []string) error 
 	var failed int64
 	for _, r := range results {
 		failed += r.Errors
-		if *asJSON {
+		if g.json {
 			b, _ := json.Marshal(r)
 			fmt.Fprintln(e.stdout, string(b))
 			continue

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -31,6 +32,8 @@ const queueHelp = `usage: gridctl queue SUBCOMMAND [flags] NAME ...
 flags:
   --wait D   how long poll and drain wait for an item (default 0: not at all)
   --max N    drain at most N items (default 0: until the queue is empty)
+  --json     len: {"ready","in_flight","waiting_takers","waiting_offers"};
+             poll and drain: one {"item","delivery"} object per line
 
 Items are printed only after they were taken and before they are
 acknowledged: if gridctl dies in between, the item is delivered again
@@ -120,11 +123,15 @@ func queueCmd(ctx context.Context, e env, g *globals, args []string) error {
 	case "len":
 		octx, cancel := opCtx(0)
 		defer cancel()
-		n, _, err := q.Len(octx)
+		st, err := q.Stats(octx)
 		if err != nil {
 			return err
 		}
-		_, err = fmt.Fprintln(e.stdout, n)
+		if g.json {
+			return json.NewEncoder(e.stdout).Encode(map[string]int{"ready": st.Ready, "in_flight": st.InFlight,
+				"waiting_takers": st.WaitingTakers, "waiting_offers": st.WaitingOffers})
+		}
+		_, err = fmt.Fprintln(e.stdout, st.Ready)
 		return err
 	}
 	limit := *maxItems
@@ -144,7 +151,12 @@ func queueCmd(ctx context.Context, e env, g *globals, args []string) error {
 		}
 		if err == nil && ok {
 			// Print before acknowledging: a crash in between redelivers.
-			if _, err = w.Write(append(d.Item, '\n')); err == nil {
+			line := append(d.Item, '\n')
+			if g.json {
+				line, _ = json.Marshal(map[string]any{"item": string(d.Item), "delivery": d.Count})
+				line = append(line, '\n')
+			}
+			if _, err = w.Write(line); err == nil {
 				err = w.Flush()
 			}
 			if err == nil {
@@ -228,6 +240,11 @@ func idemCmd(ctx context.Context, e env, g *globals, args []string) error {
 	first, err := maps.NewIdempotencyStore(c, pos[1], *ttl).Claim(octx, pos[2])
 	if err != nil {
 		return err
+	}
+	if g.json {
+		if err := json.NewEncoder(e.stdout).Encode(map[string]bool{"first": first}); err != nil {
+			return err
+		}
 	}
 	if !first {
 		return errDuplicate

@@ -43,6 +43,16 @@ func TestQueueAndIdemCommands(t *testing.T) {
 	if r := gridctl(t, nil, "queue", "len", "jobs", addr).expect(t, 0); r.stdout != "0\n" {
 		t.Fatalf("len after drain = %q", r.stdout)
 	}
+	gridctl(t, nil, "queue", "offer", "jobs", "j", addr).expect(t, 0)
+	if r := gridctl(t, nil, "queue", "len", "jobs", "--json", addr).expect(t, 0); r.stdout != `{"in_flight":0,"ready":1,"waiting_offers":0,"waiting_takers":0}`+"\n" {
+		t.Fatalf("len --json = %q", r.stdout)
+	}
+	if r := gridctl(t, nil, "queue", "poll", "jobs", "--json", addr).expect(t, 0); r.stdout != `{"delivery":1,"item":"j"}`+"\n" {
+		t.Fatalf("poll --json = %q", r.stdout)
+	}
+	if r := gridctl(t, nil, "idem", "claim", "in", "m-9", "--json", addr).expect(t, 0); r.stdout != `{"first":true}`+"\n" {
+		t.Fatalf("idem --json = %q", r.stdout)
+	}
 	gridctl(t, nil, "queue", "poll", addr).expect(t, 2)
 	gridctl(t, nil, "queue", "frob", "jobs", addr).expect(t, 2)
 

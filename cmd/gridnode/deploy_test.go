@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/base64"
 	"context"
 	"errors"
 	"io"
@@ -162,6 +163,21 @@ func TestKubernetesManifests(t *testing.T) {
 				return "shoal-0"
 			}
 		})
+	}
+	// The cluster key comes from a Secret mounted at --cluster-key-file:
+	// stand in a throwaway key file at that path's name.
+	keyFile := filepath.Join(t.TempDir(), "cluster.key")
+	if err := os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(make([]byte, 32))+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sawKey := false
+	for i, a := range expanded {
+		if strings.HasPrefix(a, "--cluster-key-file=") {
+			expanded[i], sawKey = "--cluster-key-file="+keyFile, true
+		}
+	}
+	if !sawKey {
+		t.Error("the StatefulSet gives no --cluster-key-file: members would refuse to listen on the pod's address")
 	}
 	o, err := parseOptions(expanded, env())
 	if err != nil {
