@@ -177,7 +177,7 @@ func TestClusterKeyRotation(t *testing.T) {
 		Name: "rotated", BindAddr: "127.0.0.1:0", DataAddr: "127.0.0.1:0",
 		Join: []string{c.Member(0).GossipAddr()}, Gossip: grid.FastGossip(), ClusterKeys: [][]byte{otherKey, clusterKey},
 		Services: []op.Service{maps.Service{}},
-		Logger: seedLogger(),
+		Logger:   seedLogger(),
 	})
 	if err != nil {
 		t.Fatal(err)
