@@ -59,6 +59,9 @@ func run(o options, log *slog.Logger, stderr io.Writer, sigs <-chan os.Signal, e
 		httpDone, httpAddr = hs.done, hs.addr
 	}
 
+	for _, w := range o.sec.warnings {
+		log.Warn(w)
+	}
 	if len(o.sec.keys) == 0 && (o.insecure || o.sec.serverTLS != nil) {
 		log.Warn("no --cluster-key-file: any process that reaches the data or gossip port can act as a member (publish tables, drop data); use one outside a trusted network (docs/security.md)")
 	}

@@ -19,6 +19,8 @@ type securitySettings struct {
 	keys               [][]byte
 	tokens             []grid.Token
 	serverTLS, peerTLS *tls.Config
+	// warnings are logged at start (secret files other users may read).
+	warnings []string
 }
 
 // loadSecurity reads the files named by the security flags.
@@ -30,6 +32,7 @@ func (o options) loadSecurity() (securitySettings, error) {
 			return s, usageError{err}
 		}
 		s.keys = keys
+		s.warnings = append(s.warnings, privateFileWarning(o.clusterKeyFile)...)
 	}
 	if o.tokensFile != "" {
 		if len(s.keys) == 0 {
@@ -40,6 +43,7 @@ func (o options) loadSecurity() (securitySettings, error) {
 			return s, usageError{err}
 		}
 		s.tokens = tokens
+		s.warnings = append(s.warnings, privateFileWarning(o.tokensFile)...)
 	}
 	if (o.tlsCert == "") != (o.tlsKey == "") {
 		return s, usagef("--tls-cert and --tls-key go together")
@@ -65,6 +69,15 @@ func (o options) loadSecurity() (securitySettings, error) {
 		}
 	}
 	return s, nil
+}
+
+// privateFileWarning warns when a secret file is readable by other users.
+func privateFileWarning(path string) []string {
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm()&0o077 == 0 {
+		return nil
+	}
+	return []string{fmt.Sprintf("%s holds secrets but has mode %v: make it readable by this user only (chmod 600)", path, fi.Mode().Perm())}
 }
 
 // readClusterKeys reads base64 keys, one per line ('#' starts a comment).

@@ -113,3 +113,17 @@ func TestSecurityFlags(t *testing.T) {
 		}
 	}
 }
+
+func TestSecretFileModeWarning(t *testing.T) {
+	p := writeFile(t, "key", newKey(t)+"\n")
+	if w := privateFileWarning(p); w != nil {
+		t.Fatalf("0600 file: %v", w)
+	}
+	if err := os.Chmod(p, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o := mustParse(t, []string{"--cluster-key-file", p}, env())
+	if len(o.sec.warnings) != 1 || !strings.Contains(o.sec.warnings[0], "chmod 600") {
+		t.Fatalf("warnings %q", o.sec.warnings)
+	}
+}
