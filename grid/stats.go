@@ -59,6 +59,9 @@ type Stats struct {
 	// their partitions on the losing side of a split (or while declared
 	// dead): the winning side's values were kept.
 	MergeDiscarded uint64 `json:"merge_discarded"`
+	// MergeStored counts entries from the losing side that merge policies
+	// (put-if-absent, pass-through) wrote into the winning side.
+	MergeStored uint64 `json:"merge_stored"`
 }
 
 type counters struct {
@@ -70,6 +73,9 @@ type counters struct {
 	// mergeDiscarded counts entries discarded when this member lost
 	// partitions without a hand-over (see slot.adopt).
 	mergeDiscarded atomic.Uint64
+	// mergeStored counts entries of the losing side that a merge policy
+	// wrote into the winning side's owners.
+	mergeStored atomic.Uint64
 }
 
 // Stats returns the member's current statistics.
@@ -87,6 +93,7 @@ func (m *Member) Stats() Stats {
 		MigrationsOut:  m.counters.migrationsOut.Load(),
 		MigrationsIn:   m.counters.migrationsIn.Load(),
 		MergeDiscarded: m.counters.mergeDiscarded.Load(),
+		MergeStored:    m.counters.mergeStored.Load(),
 
 		MigrationBytesOut: m.counters.bytesOut.Load(),
 	}

@@ -62,6 +62,14 @@ const (
 	// OpClear removes every entry of the map in this partition. Num: how
 	// many live entries were removed.
 	OpClear
+	// OpMerge merges into this partition the entries of map Name found in
+	// Value, a partition snapshot (State.Snapshot) taken on the losing side
+	// of a healed network split, by the policy in Num: MergePutIfAbsent
+	// stores the entries whose key is absent here (this side's values
+	// win), MergePassThrough stores them all (the losing side's values
+	// win). Entries keep their absolute expiry; expired ones are skipped.
+	// Num: how many entries were stored. Sent by the member core only.
+	OpMerge
 
 	opEnd
 )
@@ -83,7 +91,7 @@ func (Service) Name() string { return ServiceName }
 // replayed on backups).
 func (Service) Mutates(o uint8) bool {
 	switch o {
-	case OpPut, OpDelete, OpPutIfAbsent, OpReplace, OpCompareAndSwap, OpClear:
+	case OpPut, OpDelete, OpPutIfAbsent, OpReplace, OpCompareAndSwap, OpClear, OpMerge:
 		return true
 	}
 	return false
@@ -250,6 +258,8 @@ func (s *state) Apply(now time.Time, req *op.Request) *op.Response {
 		return &op.Response{Value: s.entries(t, s.maps[req.Name])}
 	case OpClear:
 		return &op.Response{Num: int64(s.clear(t, s.maps[req.Name]))}
+	case OpMerge:
+		return s.merge(t, req)
 	}
 
 	// The remaining operations write with a TTL: validate it before any
@@ -601,4 +611,60 @@ func (h expHeap) countExpired(now int64, tab *table, i int) int {
 		n = 1
 	}
 	return n + h.countExpired(now, tab, 2*i+1) + h.countExpired(now, tab, 2*i+2)
+}
+
+// Merge policies of OpMerge (Request.Num).
+const (
+	// MergePutIfAbsent stores the losing side's entries whose key is
+	// absent on the winning side.
+	MergePutIfAbsent = 1
+	// MergePassThrough stores every entry of the losing side, overwriting
+	// the winning side's values.
+	MergePassThrough = 2
+)
+
+// merge applies OpMerge.
+func (s *state) merge(now int64, req *op.Request) *op.Response {
+	if req.Num != MergePutIfAbsent && req.Num != MergePassThrough {
+		return fail(op.CodeBadRequest, "map: unknown merge policy %d", req.Num)
+	}
+	from := newState(s.partition)
+	if err := decodeSnapshot(req.Value, now, from); err != nil {
+		return fail(op.CodeBadRequest, "map: merge: %v", err)
+	}
+	src := from.maps[req.Name]
+	if src == nil {
+		return &op.Response{}
+	}
+	var es []kv
+	stored := 0
+	for _, x := range from.sorted(now, src, es) {
+		if req.Num == MergePutIfAbsent {
+			if _, _, _, ok := s.lookup(now, req.Name, x.key); ok {
+				continue
+			}
+		}
+		var at int64
+		if ex := src.exps[x.key]; ex != nil {
+			at = ex.at
+		}
+		s.put(now, req.Name, x.key, x.value, at)
+		stored++
+	}
+	return &op.Response{Num: int64(stored)}
+}
+
+// SnapshotMaps returns the maps in a partition snapshot (State.Snapshot)
+// with their live entry counts at now: what OpMerge can merge.
+func SnapshotMaps(snapshot []byte, now time.Time) (map[string]int, error) {
+	from := newState(0)
+	t := now.UnixNano()
+	if err := decodeSnapshot(snapshot, t, from); err != nil {
+		return nil, fmt.Errorf("maps: snapshot: %w", err)
+	}
+	out := make(map[string]int, len(from.maps))
+	for name, tab := range from.maps {
+		out[name] = from.live(t, tab)
+	}
+	return out, nil
 }

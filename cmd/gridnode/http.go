@@ -166,6 +166,7 @@ func metrics(s grid.Stats) []byte {
 	metric("shoal_quorum_visible", "gauge", "Members of the cluster's expected size this member sees, itself included.", uint64(s.QuorumVisible))
 	metric("shoal_expected_size", "gauge", "The cluster's expected size: members agreed, less graceful leaves; crashes do not lower it.", uint64(s.ExpectedSize))
 	metric("shoal_merge_discarded_total", "counter", "Entries discarded because this member owned their partitions on the losing side of a split (the winning side's values were kept).", s.MergeDiscarded)
+	metric("shoal_merge_stored_total", "counter", "Entries of the losing side of a split that merge policies wrote into the winning side.", s.MergeStored)
 	metric("shoal_fenced", "gauge", "1 while this member refuses owner operations after a pause, until the coordinator confirms its table, else 0.", boolMetric(s.Fenced))
 	return b.Bytes()
 }
