@@ -74,6 +74,12 @@ type Config struct {
 	// (path.Match syntax); the first match wins. Every member should have
 	// the same rules: the partition owner's rules apply.
 	StructureQuorum []quorum.Pattern
+	// StructureMerge sets, by structure name pattern (first match wins),
+	// what a heal does with the map entries a member owned on the losing
+	// side of a network split. Default MergeDiscard. Only structures whose
+	// quorum rule is off can have taken writes there; the others always
+	// discard (their copies there are stale).
+	StructureMerge []StructureMerge
 	// BackupTimeout bounds how long a mutation waits for its synchronous
 	// backups before it fails with op.ErrBackupTimeout. Default 5 s.
 	BackupTimeout time.Duration
@@ -319,6 +325,14 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if _, err := quorum.NewRules(*c.Quorum, c.StructureQuorum); err != nil {
 		return c, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	for _, s := range c.StructureMerge {
+		if _, err := path.Match(s.Pattern, ""); err != nil || s.Pattern == "" {
+			return c, fmt.Errorf("%w: merge pattern %q is not valid", ErrConfig, s.Pattern)
+		}
+		if _, err := ParseMergePolicy(string(s.Policy)); err != nil {
+			return c, err
+		}
 	}
 	if c.BackupTimeout <= 0 {
 		c.BackupTimeout = 5 * time.Second

@@ -542,9 +542,13 @@ func (m *Member) adopt(t *partition.Table, from string) bool {
 	}
 	dropped, orphaned, orphanedParts := 0, 0, 0
 	var resync []resyncJob
+	var orphans []orphan
 	for p, s := range m.slots {
-		d, o, names := s.adopt(m, t)
+		d, o, snap, names := s.adopt(m, t)
 		dropped += d
+		if snap != nil {
+			orphans = append(orphans, orphan{int32(p), snap})
+		}
 		if o > 0 {
 			orphaned += o
 			orphanedParts++
@@ -576,8 +580,12 @@ func (m *Member) adopt(t *partition.Table, from string) bool {
 		// network cut, or a long pause). The winning side's values are
 		// kept; what was written here since is discarded.
 		m.counters.mergeDiscarded.Add(uint64(orphaned))
-		m.log.Warn("merge after a split: discarded the entries of partitions this member owned on the losing side (the winning side's values are kept)",
-			"partitions", orphanedParts, "entries", orphaned, "version", t.Version, "from", from)
+		m.log.Warn("merge after a split: dropped the entries of partitions this member owned on the losing side (the winning side's values are kept, except where a merge policy says otherwise)",
+			"partitions", orphanedParts, "entries", orphaned, "to_merge", len(orphans), "version", t.Version, "from", from)
+	}
+	if len(orphans) > 0 {
+		version := t.Version
+		m.spawn(func() { m.mergeOrphans(version, orphans) })
 	}
 	if len(t.Lost) > 0 {
 		m.emitLost(t)

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shoalgrid/shoal/maps"
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/partition"
 	"github.com/shoalgrid/shoal/wire"
@@ -400,7 +401,7 @@ func (s *slot) entries() int {
 // network cut; its writes since are discarded, the winning side's values
 // kept) and the backups that need a full resync (new backups of a
 // partition this member owns).
-func (s *slot) adopt(m *Member, t *partition.Table) (dropped, orphaned int, resync []string) {
+func (s *slot) adopt(m *Member, t *partition.Table) (dropped, orphaned int, mergeSnap []byte, resync []string) {
 	names := t.ReplicaNames(s.id)
 	role := -1
 	for i, n := range names {
@@ -421,19 +422,34 @@ func (s *slot) adopt(m *Member, t *partition.Table) (dropped, orphaned int, resy
 	if owner != s.owner || lost {
 		s.owner, s.ownerSince = owner, t.Version
 	}
+	// A partition frozen for a hand-over that this table completes is not
+	// orphaned when this member drops it: the new owner holds it all.
+	handedOver := s.frozen != 0
 	if s.frozen != 0 && t.Version > s.frozen {
 		s.frozen = 0
 	}
 	if (role < 0 && t.Version >= s.dataVersion) || (lost && s.role < 0) {
 		s.dataVersion = 0
 		before := dropped
+		orphan := s.role == 0 && !handedOver
+		if orphan && m.wantsMerge() {
+			// Orphaned: keep the maps for a merge into the winning
+			// side's owner.
+			if st := s.states[m.svcIndex[maps.ServiceName]]; st != nil && st.Len() > 0 {
+				if b, err := st.Snapshot(time.Now()); err == nil {
+					mergeSnap = b
+				} else {
+					m.log.Error("merge after a split: snapshot failed; entries discarded", "partition", s.id, "err", err)
+				}
+			}
+		}
 		for i, st := range s.states {
 			if st != nil {
 				dropped += st.Len()
 				s.states[i] = nil
 			}
 		}
-		if s.role == 0 && s.frozen == 0 {
+		if orphan {
 			orphaned = dropped - before
 		}
 		s.seq, s.term = 0, 0
@@ -480,7 +496,7 @@ func (s *slot) adopt(m *Member, t *partition.Table) (dropped, orphaned int, resy
 	if role == 0 && was != 0 {
 		s.becameOwner(m, time.Now())
 	}
-	return dropped, orphaned, resync
+	return dropped, orphaned, mergeSnap, resync
 }
 
 // coverage returns a wait for the synchronous backups to hold mutation seq

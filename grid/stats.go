@@ -20,6 +20,9 @@ type counters struct {
 	// partitions without a hand-over (see slot.adopt).
 	mergeDiscarded atomic.Uint64
 	refused        atomic.Uint64
+	// mergeStored counts entries of the losing side that a merge policy
+	// wrote into the winning side's owners.
+	mergeStored atomic.Uint64
 }
 
 // Stats returns the member's current statistics.
@@ -37,6 +40,7 @@ func (m *Member) Stats() Stats {
 		MigrationsOut:  m.counters.migrationsOut.Load(),
 		MigrationsIn:   m.counters.migrationsIn.Load(),
 		MergeDiscarded: m.counters.mergeDiscarded.Load(),
+		MergeStored:    m.counters.mergeStored.Load(),
 
 		MigrationBytesOut: m.counters.bytesOut.Load(),
 		ConnsRefused:      m.counters.refused.Load(),

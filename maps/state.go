@@ -70,6 +70,14 @@ const (
 	// changes anything. A retried Incr is not applied twice (request
 	// identities).
 	OpIncr
+	// OpMerge merges into this partition the entries of map Name found in
+	// Value, a partition snapshot (State.Snapshot) taken on the losing side
+	// of a healed network split, by the policy in Num: MergePutIfAbsent
+	// stores the entries whose key is absent here (this side's values
+	// win), MergePassThrough stores them all (the losing side's values
+	// win). Entries keep their absolute expiry; expired ones are skipped.
+	// Num: how many entries were stored. Sent by the member core only.
+	OpMerge
 
 	opEnd
 )
@@ -124,7 +132,7 @@ func (Service) AdminOp(o uint8) bool { return o == OpClear }
 // replayed on backups).
 func (Service) Mutates(o uint8) bool {
 	switch o {
-	case OpPut, OpDelete, OpPutIfAbsent, OpReplace, OpCompareAndSwap, OpClear, OpIncr:
+	case OpPut, OpDelete, OpPutIfAbsent, OpReplace, OpCompareAndSwap, OpClear, OpIncr, OpMerge:
 		return true
 	}
 	return false
@@ -293,6 +301,8 @@ func (s *state) Apply(now time.Time, req *op.Request) *op.Response {
 		return &op.Response{Num: int64(s.clear(t, s.maps[req.Name]))}
 	case OpIncr:
 		return s.incr(t, req)
+	case OpMerge:
+		return s.merge(t, req)
 	}
 
 	// The remaining operations write with a TTL: validate it before any
@@ -679,4 +689,60 @@ func (h expHeap) countExpired(now int64, tab *table, i int) int {
 		n = 1
 	}
 	return n + h.countExpired(now, tab, 2*i+1) + h.countExpired(now, tab, 2*i+2)
+}
+
+// Merge policies of OpMerge (Request.Num).
+const (
+	// MergePutIfAbsent stores the losing side's entries whose key is
+	// absent on the winning side.
+	MergePutIfAbsent = 1
+	// MergePassThrough stores every entry of the losing side, overwriting
+	// the winning side's values.
+	MergePassThrough = 2
+)
+
+// merge applies OpMerge.
+func (s *state) merge(now int64, req *op.Request) *op.Response {
+	if req.Num != MergePutIfAbsent && req.Num != MergePassThrough {
+		return fail(op.CodeBadRequest, "map: unknown merge policy %d", req.Num)
+	}
+	from := newState(s.partition)
+	if err := decodeSnapshot(req.Value, now, from); err != nil {
+		return fail(op.CodeBadRequest, "map: merge: %v", err)
+	}
+	src := from.maps[req.Name]
+	if src == nil {
+		return &op.Response{}
+	}
+	var es []kv
+	stored := 0
+	for _, x := range from.sorted(now, src, es) {
+		if req.Num == MergePutIfAbsent {
+			if _, _, _, ok := s.lookup(now, req.Name, x.key); ok {
+				continue
+			}
+		}
+		var at int64
+		if ex := src.exps[x.key]; ex != nil {
+			at = ex.at
+		}
+		s.put(now, req.Name, x.key, x.value, at)
+		stored++
+	}
+	return &op.Response{Num: int64(stored)}
+}
+
+// SnapshotMaps returns the maps in a partition snapshot (State.Snapshot)
+// with their live entry counts at now: what OpMerge can merge.
+func SnapshotMaps(snapshot []byte, now time.Time) (map[string]int, error) {
+	from := newState(0)
+	t := now.UnixNano()
+	if err := decodeSnapshot(snapshot, t, from); err != nil {
+		return nil, fmt.Errorf("maps: snapshot: %w", err)
+	}
+	out := make(map[string]int, len(from.maps))
+	for name, tab := range from.maps {
+		out[name] = from.live(t, tab)
+	}
+	return out, nil
 }

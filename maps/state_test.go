@@ -540,7 +540,7 @@ func TestStateModel(t *testing.T) {
 		if rng.IntN(2) == 0 {
 			ttl = int64(1 + rng.IntN(20))
 		}
-		code := uint8(1 + rng.IntN(int(opEnd)-1))
+		code := uint8(1 + rng.IntN(int(OpMerge)-1)) // OpMerge is the member core's (TestMerge)
 		if rng.IntN(50) == 0 {
 			if n := s.Sweep(time.Unix(0, now), rng.IntN(5)); n < 0 {
 				t.Fatal("negative sweep")

@@ -115,6 +115,9 @@ type Stats struct {
 	// their partitions on the losing side of a split (or while declared
 	// dead): the winning side's values were kept.
 	MergeDiscarded uint64 `json:"merge_discarded"`
+	// MergeStored counts entries from the losing side that merge policies
+	// (put-if-absent, pass-through) wrote into the winning side.
+	MergeStored uint64 `json:"merge_stored"`
 	// ConnsOpen is the number of connections accepted on the data port
 	// and not yet closed, handshakes included (see grid.Config.Conns).
 	ConnsOpen int `json:"conns_open"`

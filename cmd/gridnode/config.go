@@ -94,6 +94,8 @@ type structureRule struct {
 	sync, async int
 	// quorum is the structure's quorum rule, "" for the member's default.
 	quorum string
+	// merge is the structure's merge policy after a split, "" for discard.
+	merge string
 }
 
 // structuresKey is the config-file key of the per-structure backup rules.
@@ -209,6 +211,7 @@ matching pattern wins; a setting left out is the member's default):
       backup-count: 0
       async-backup-count: 1
       quorum: "off"
+      merge: put-if-absent   # after a split: discard, put-if-absent, pass-through
 
 Flags:
 `, envPrefix, envName("probe-interval"))
@@ -477,6 +480,11 @@ func structureRules(n *yaml.Node, path string) ([]structureRule, error) {
 					return nil, usagef("%s: quorum %q: want majority, off or a minimum member count", at(v), v.Value)
 				}
 				r.quorum = strings.TrimSpace(v.Value)
+			case "merge":
+				if _, err := grid.ParseMergePolicy(strings.TrimSpace(v.Value)); err != nil || strings.TrimSpace(v.Value) == "" {
+					return nil, usagef("%s: merge %q: want discard, put-if-absent or pass-through", at(v), v.Value)
+				}
+				r.merge = strings.TrimSpace(v.Value)
 			case "backup-count", "async-backup-count":
 				var c int
 				if err := intFlag(&c, 0, 0, grid.MaxBackups).Set(v.Value); err != nil {
@@ -488,14 +496,14 @@ func structureRules(n *yaml.Node, path string) ([]structureRule, error) {
 					r.async = c
 				}
 			default:
-				return nil, usagef("%s: unknown key %q (want pattern, backup-count, async-backup-count, quorum)", at(k), k.Value)
+				return nil, usagef("%s: unknown key %q (want pattern, backup-count, async-backup-count, quorum, merge)", at(k), k.Value)
 			}
 		}
 		if !hasPattern {
 			return nil, usagef("%s: item without a pattern", at(it))
 		}
-		if r.sync < 0 && r.async < 0 && r.quorum == "" {
-			return nil, usagef("%s: pattern %q sets none of backup-count, async-backup-count and quorum", at(it), r.pattern)
+		if r.sync < 0 && r.async < 0 && r.quorum == "" && r.merge == "" {
+			return nil, usagef("%s: pattern %q sets none of backup-count, async-backup-count, quorum and merge", at(it), r.pattern)
 		}
 		if line, dup := patterns[r.pattern]; dup {
 			return nil, usagef("%s: pattern %q already listed on line %d", at(it), r.pattern, line)
@@ -561,6 +569,9 @@ func (o options) gridConfig(log *slog.Logger) grid.Config {
 		if r.quorum != "" {
 			q, _ := quorum.ParseRule(r.quorum) // checked when parsed
 			c.StructureQuorum = append(c.StructureQuorum, quorum.Pattern{Pattern: r.pattern, Rule: q})
+		}
+		if r.merge != "" {
+			c.StructureMerge = append(c.StructureMerge, grid.StructureMerge{Pattern: r.pattern, Policy: grid.MergePolicy(r.merge)})
 		}
 	}
 	if o.quorum != "" {

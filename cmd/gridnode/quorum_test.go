@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/shoalgrid/shoal/grid"
 	"github.com/shoalgrid/shoal/quorum"
 )
 
@@ -38,6 +39,8 @@ structures:
     backup-count: 0
   - pattern: sessions
     quorum: 2
+  - pattern: "carts"
+    merge: pass-through
 `)
 	c := mustParse(t, []string{"--config", cfg}, env()).gridConfig(nil)
 	if c.Quorum == nil || c.Quorum.Mode != quorum.Majority {
@@ -47,12 +50,16 @@ structures:
 	if !reflect.DeepEqual(c.StructureQuorum, wantQ) {
 		t.Errorf("structure quorum %+v, want %+v", c.StructureQuorum, wantQ)
 	}
+	if want := []grid.StructureMerge{{Pattern: "carts", Policy: grid.MergePassThrough}}; !reflect.DeepEqual(c.StructureMerge, want) {
+		t.Errorf("structure merge %+v, want %+v", c.StructureMerge, want)
+	}
 	if len(c.StructureBackups) != 1 || c.StructureBackups[0].Pattern != "cache-*" {
 		t.Errorf("structure backups %+v, want only cache-*", c.StructureBackups)
 	}
 	for body, want := range map[string]string{
 		"quorum: most\n": "quorum: want majority, off or a minimum member count",
-		"structures:\n  - pattern: a\n    quorum: half\n": `quorum "half": want majority`,
+		"structures:\n  - pattern: a\n    quorum: half\n":  `quorum "half": want majority`,
+		"structures:\n  - pattern: a\n    merge: newest\n": `merge "newest": want discard, put-if-absent or pass-through`,
 	} {
 		_, err := parseOptions([]string{"--config", writeConfig(t, body)}, env())
 		if err == nil || !strings.Contains(err.Error(), want) {

@@ -104,9 +104,12 @@ func TestKillTwoWithTwoBackups(t *testing.T) {
 // have copied new backups of everything (unsynced_backups 0 everywhere, the
 // same table), then kills another: the second crash loses nothing either,
 // which it would if the first had left partitions without a synced backup.
+//
+// Quorum is off: two of four members lost leave no majority, and the
+// default rule would (rightly) stop the survivors; see partition_test.go.
 func TestReReplication(t *testing.T) {
 	ctx := ctxT(t, 90*time.Second)
-	procs := startCluster(t, ctx, 4)
+	procs := startCluster(t, ctx, 4, "--quorum", "off")
 	waitSettled(t, ctx, procs...)
 	c := dial(t, ctx, procs[0])
 	l := startLoad(t, ctx, c, writers, 0)
