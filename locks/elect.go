@@ -86,8 +86,13 @@ type heartbeater interface {
 // declared dead).
 //
 // Safety does not rest on timing alone: a leader paused for longer than
-// its session TTL still believes it leads until it checks. Pass the term
-// to the resources the leader writes and let them refuse lower terms.
+// its session TTL still believes it leads until it checks, and a leader
+// cut off from the cluster steps down only after two check intervals
+// without confirmation, while the cluster may elect another once the
+// leader's session TTL has passed since its last heartbeat (with the
+// defaults, 1 s checks and a 2 s TTL, the two may overlap by about a
+// second). Pass the term to the resources the leader writes and let them
+// refuse lower terms.
 type Election struct {
 	lock *Lock
 	o    options
