@@ -180,6 +180,14 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		}
 		backoff = min(2*backoff, time.Second)
 	}
+	// Open the session before the first call, so that anything this
+	// client comes to hold has a session record that can expire. A
+	// cluster without sessions (older members) answers an error: ignored.
+	hctx, hcancel := context.WithTimeout(ctx, c.cfg.SessionTTL)
+	if err := c.heartbeat(hctx, c.session.Load()); err != nil {
+		c.log.Debug("open session", "err", err)
+	}
+	hcancel()
 	c.wg.Add(2)
 	go c.refreshLoop()
 	go c.heartbeatLoop()
