@@ -127,6 +127,8 @@ type Client struct {
 	// (numbered by callSeq); structures name holders by it.
 	session atomic.Uint64
 	callSeq atomic.Uint64
+
+	events subscriptions
 }
 
 // memberConns is the connection set to one member address.
@@ -159,6 +161,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		cancel:    cancel,
 	}
 	c.session.Store(rand.Uint64() | 1)
+	c.events.subs = map[uint64]*subscription{}
 	backoff := 50 * time.Millisecond
 	for {
 		err := c.refresh(ctx)
@@ -177,6 +180,14 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		}
 		backoff = min(2*backoff, time.Second)
 	}
+	// Open the session before the first call, so that anything this
+	// client comes to hold has a session record that can expire. A
+	// cluster without sessions (older members) answers an error: ignored.
+	hctx, hcancel := context.WithTimeout(ctx, c.cfg.SessionTTL)
+	if err := c.heartbeat(hctx, c.session.Load()); err != nil {
+		c.log.Debug("open session", "err", err)
+	}
+	hcancel()
 	c.wg.Add(2)
 	go c.refreshLoop()
 	go c.heartbeatLoop()
@@ -280,7 +291,7 @@ func (c *Client) conn(ctx context.Context, addr string) (*wire.Conn, error) {
 	}
 	dctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
 	defer cancel()
-	cn, err := wire.Dial(dctx, &net.Dialer{}, addr, wire.Hello{Role: wire.RoleClient, Name: c.cfg.Name, Cluster: c.cfg.Cluster}, wire.Options{Limits: c.cfg.Limits})
+	cn, err := wire.Dial(dctx, &net.Dialer{}, addr, wire.Hello{Role: wire.RoleClient, Name: c.cfg.Name, Cluster: c.cfg.Cluster}, wire.Options{Limits: c.cfg.Limits, OnEvent: c.onEvent})
 	if err != nil {
 		mc.failedAt = time.Now()
 		mc.backoff = min(max(2*mc.backoff, 50*time.Millisecond), c.cfg.MaxBackoff)

@@ -96,7 +96,7 @@ func (p *peers) get(ctx context.Context, name, addr string) (*wire.Conn, error) 
 	if p.localIP != nil {
 		d.LocalAddr = &net.TCPAddr{IP: p.localIP}
 	}
-	c, err := wire.Dial(ctx, d, addr, p.m.hello(wire.RoleMember), wire.Options{Limits: p.m.cfg.Limits, Handler: p.m})
+	c, err := wire.Dial(ctx, d, addr, p.m.hello(wire.RoleMember), wire.Options{Limits: p.m.cfg.Limits, Handler: p.m, OnEvent: p.m.onEvent})
 	if err != nil {
 		return nil, fmt.Errorf("connect to member %s at %s: %w", name, addr, err)
 	}

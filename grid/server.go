@@ -73,7 +73,7 @@ func (m *Member) acceptLoop() {
 }
 
 func (m *Member) serveConn(nc net.Conn) {
-	c, err := wire.Accept(nc, m.hello(wire.RoleMember), m.checkPeer, wire.Options{Limits: m.cfg.Limits, Handler: m})
+	c, err := wire.Accept(nc, m.hello(wire.RoleMember), m.checkPeer, wire.Options{Limits: m.cfg.Limits, Handler: m, OnEvent: m.onEvent})
 	if err != nil {
 		m.log.Debug("connection refused", "remote", nc.RemoteAddr().String(), "err", err)
 		nc.Close()
@@ -156,7 +156,7 @@ func (m *Member) HandleRequest(c *wire.Conn, id uint64, req *op.Request) {
 	if pc != nil {
 		// Parked: answered when a later mutation completes it, its
 		// deadline passes or this member stops owning the partition.
-		pc.attach(func(resp *op.Response) { c.Respond(id, resp) })
+		m.attachRemote(c, id, pc)
 		return
 	}
 	if w == nil {
@@ -269,6 +269,10 @@ func (m *Member) handleSys(c *wire.Conn, id uint64, req *op.Request) {
 		if !ok {
 			c.Respond(id, errResponse(m.errClosed(), 0))
 		}
+	case sysop.Subscribe:
+		c.Respond(id, m.subscribeRemote(c, req))
+	case sysop.Unsubscribe:
+		c.Respond(id, m.unsubscribeRemote(c, req))
 	case sysReplicaSeqs:
 		c.Respond(id, &op.Response{Found: true, Value: m.replicaSeqs(), TableVersion: cur})
 	case sysTrigger:

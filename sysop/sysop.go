@@ -37,6 +37,14 @@ const (
 	// BackupProbe asks a backup whether it holds the owner's mutations
 	// up to sequence Num of Partition, so a resync can skip the copy.
 	BackupProbe
+	// Subscribe registers subscription Num of the caller's connection for
+	// the events of structure Name of service Key: the member sends them
+	// on that connection (wire.KindEvent) while it owns the structure.
+	// Clients may call it.
+	Subscribe
+	// Unsubscribe ends subscription Num of the caller's connection.
+	// Clients may call it.
+	Unsubscribe
 )
 
 // SessionService is the member core's session service: every member and
@@ -54,7 +62,9 @@ func SessionPartition(id uint64, count int) int32 { return int32(id % uint64(cou
 
 // ClientAllowed reports whether a client connection may call system
 // operation o (the others are reserved for members).
-func ClientAllowed(o uint8) bool { return o == GetTable || o == Status }
+func ClientAllowed(o uint8) bool {
+	return o == GetTable || o == Status || o == Subscribe || o == Unsubscribe
+}
 
 // Stats is a point-in-time view of a member, for health checks, metrics and
 // status commands. Members send it (msgpack, by field name) in answer to
