@@ -399,13 +399,6 @@ func TestClusterMemberDeathReleasesItsLocks(t *testing.T) {
 		got <- tok
 	}()
 	waitWaiters(t, waiter, 1)
-	// Known runtime issue (reported): a member that dies within about
-	// one session TTL of starting may never have its session ended (about
-	// one run in three failed that way here, the holder staying the dead
-	// member's session for good; never once the member had lived 3 s).
-	// Until that is fixed, the member lives past its first TTL: this is
-	// an age precondition, not a synchronisation.
-	time.Sleep(grid.DefaultSessionTTL + time.Second)
 	start := time.Now()
 	cl.Crash(victim)
 	select {
