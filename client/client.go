@@ -145,6 +145,8 @@ type Client struct {
 	// (numbered by callSeq); structures name holders by it.
 	session atomic.Uint64
 	callSeq atomic.Uint64
+
+	events subscriptions
 }
 
 // memberConns is the connection set to one member address.
@@ -177,6 +179,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		cancel:    cancel,
 	}
 	c.session.Store(rand.Uint64() | 1)
+	c.events.subs = map[uint64]*subscription{}
 	backoff := 50 * time.Millisecond
 	for {
 		err := c.refresh(ctx)
@@ -195,6 +198,14 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		}
 		backoff = min(2*backoff, time.Second)
 	}
+	// Open the session before the first call, so that anything this
+	// client comes to hold has a session record that can expire. A
+	// cluster without sessions (older members) answers an error: ignored.
+	hctx, hcancel := context.WithTimeout(ctx, c.cfg.SessionTTL)
+	if err := c.heartbeat(hctx, c.session.Load()); err != nil {
+		c.log.Debug("open session", "err", err)
+	}
+	hcancel()
 	c.wg.Add(2)
 	go c.refreshLoop()
 	go c.heartbeatLoop()
@@ -302,7 +313,7 @@ func (c *Client) conn(ctx context.Context, addr string) (*wire.Conn, error) {
 	if ip := net.ParseIP(c.cfg.LocalIP); ip != nil {
 		d.LocalAddr = &net.TCPAddr{IP: ip}
 	}
-	cn, err := wire.Dial(dctx, d, addr, wire.Hello{Role: wire.RoleClient, Name: c.cfg.Name, Cluster: c.cfg.Cluster, Token: c.cfg.Token}, wire.Options{Limits: c.cfg.Limits, TLS: c.cfg.TLS, KeepAlive: c.cfg.KeepAlive})
+	cn, err := wire.Dial(dctx, d, addr, wire.Hello{Role: wire.RoleClient, Name: c.cfg.Name, Cluster: c.cfg.Cluster, Token: c.cfg.Token}, wire.Options{Limits: c.cfg.Limits, TLS: c.cfg.TLS, KeepAlive: c.cfg.KeepAlive, OnEvent: c.onEvent})
 	if err != nil {
 		mc.failedAt = time.Now()
 		mc.backoff = min(max(2*mc.backoff, 50*time.Millisecond), c.cfg.MaxBackoff)

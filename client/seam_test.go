@@ -172,3 +172,86 @@ func TestClientFailoverReparksWaiter(t *testing.T) {
 		t.Fatalf("waiter after failover: %+v", r)
 	}
 }
+
+// A client that gives up a parked call (its context is canceled; no
+// deadline) sends a cancel frame: the owner drops the waiter at once, so
+// an abandoned wait consumes nothing.
+func TestClientCancelFrameRemovesWaiter(t *testing.T) {
+	ctx := ctxT(t, 60*time.Second)
+	c := seamCluster(t, 2)
+	c1 := dial(t, client.Config{Addrs: []string{c.Member(0).Addr()}})
+	c2 := dial(t, client.Config{Addrs: []string{c.Member(1).Addr()}})
+	s1, s2 := semtest.New(c1, "c"), semtest.New(c2, "c")
+	if err := s1.Init(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s1.Acquire(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx) // no deadline: only a cancel ends the wait
+	w := acquireAsync(wctx, s2)
+	waitWaiters(t, s1, 1)
+	cancel()
+	if r := recv(t, w); !errors.Is(r.err, op.ErrCanceled) {
+		t.Fatalf("canceled acquire: %+v", r)
+	}
+	waitWaiters(t, s1, 0)
+	// The permit goes to nobody when released: it is free again.
+	if err := s1.Release(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if in, err := s1.Info(ctx); err != nil || in.Free != 1 {
+		t.Fatalf("after release %+v %v", in, err)
+	}
+}
+
+// Events emitted by the owner reach a client's subscription, and stop
+// after it ends.
+func TestClientReceivesEvents(t *testing.T) {
+	ctx := ctxT(t, 60*time.Second)
+	c := seamCluster(t, 3)
+	c1 := dial(t, client.Config{Addrs: []string{c.Member(0).Addr()}})
+	got := make(chan string, 16)
+	stop, err := c1.SubscribeEvents(ctx, semtest.ServiceName, "ev", func(p []byte) { got <- string(p) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := semtest.New(c.Member(1), "ev") // another invoker (an embedded member) causes the event
+	if err := s.Init(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Acquire(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case p := <-got:
+		if p != "released 2" {
+			t.Fatalf("event %q", p)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event")
+	}
+	stop()
+	// Unsubscribing is asynchronous on the members: poll until an event
+	// is no longer delivered.
+	gridtest.Eventually(t, 10*time.Second, func() (bool, string) {
+		for len(got) > 0 {
+			<-got
+		}
+		if _, err := s.Acquire(ctx, 1); err != nil {
+			return false, err.Error()
+		}
+		if err := s.Release(ctx, 1); err != nil {
+			return false, err.Error()
+		}
+		select {
+		case p := <-got:
+			return false, "still delivered: " + p
+		case <-time.After(300 * time.Millisecond):
+			return true, ""
+		}
+	})
+}

@@ -19,14 +19,26 @@ func (c *Client) Session() uint64 { return c.session.Load() }
 // heartbeatLoop keeps the client's session alive, heart-beating every
 // third of its TTL. When the cluster answers that the session ended, the
 // client takes a new one: what the old one held is gone, new calls work.
+// heartbeat creates or extends session id.
+func (c *Client) heartbeat(ctx context.Context, id uint64) error {
+	_, err := c.invoke(ctx, &op.Request{Service: sysop.SessionService, Op: sysop.SessionHeartbeat, Partition: sysop.SessionPartition(id, max(c.PartitionCount(), 1)), Key: strconv.FormatUint(id, 16), Num: c.cfg.SessionTTL.Milliseconds()}, true)
+	return err
+}
+
 func (c *Client) heartbeatLoop() {
 	defer c.wg.Done()
 	every := c.cfg.SessionTTL / 3
+	first := true
 	for {
 		id := c.session.Load()
-		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.SessionTTL)
-		_, err := c.invoke(ctx, &op.Request{Service: sysop.SessionService, Op: sysop.SessionHeartbeat, Partition: sysop.SessionPartition(id, max(c.PartitionCount(), 1)), Key: strconv.FormatUint(id, 16), Num: c.cfg.SessionTTL.Milliseconds()}, true)
-		cancel()
+		var err error
+		if first {
+			first = false // Dial sent it
+		} else {
+			ctx, cancel := context.WithTimeout(c.ctx, c.cfg.SessionTTL)
+			err = c.heartbeat(ctx, id)
+			cancel()
+		}
 		if errors.Is(err, op.ErrSessionExpired) {
 			if c.session.CompareAndSwap(id, rand.Uint64()|1) {
 				c.log.Warn("session expired; new session", "old", strconv.FormatUint(id, 16), "new", strconv.FormatUint(c.session.Load(), 16))

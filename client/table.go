@@ -227,6 +227,14 @@ func (c *Client) refreshLoop() {
 		}
 		cancel()
 		c.dropStale()
+		c.events.mu.Lock()
+		subs := len(c.events.subs)
+		c.events.mu.Unlock()
+		if subs > 0 {
+			ctx, cancel := context.WithTimeout(c.ctx, c.cfg.RefreshInterval)
+			c.syncSubs(ctx)
+			cancel()
+		}
 	}
 }
 

@@ -70,6 +70,13 @@ func (h *eventHub) publish(service, name string, payload []byte) {
 // function that removes it. deliver runs on a goroutine of the
 // subscription, one event at a time.
 func (h *eventHub) add(service, name string, deliver func([]byte)) func() {
+	_, remove := h.addSub(service, name, deliver)
+	return remove
+}
+
+// addSub is add, also returning the subscription (whose queue takes
+// events that arrive from other members).
+func (h *eventHub) addSub(service, name string, deliver func([]byte)) (*eventSub, func()) {
 	s := &eventSub{key: eventKey{service, name}, deliver: deliver, ch: make(chan []byte, eventQueue), stop: make(chan struct{})}
 	h.mu.Lock()
 	set := h.subs[s.key]
@@ -93,7 +100,7 @@ func (h *eventHub) add(service, name string, deliver func([]byte)) func() {
 	if !h.m.spawn(func() { s.run(h.m) }) {
 		remove()
 	}
-	return remove
+	return s, remove
 }
 
 func (s *eventSub) run(m *Member) {

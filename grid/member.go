@@ -76,8 +76,12 @@ type Member struct {
 	backups *backupRules
 	// timers holds parked-call deadlines and state timers (timerLoop).
 	timers *timerHeap
-	// events holds the subscriptions to structure events (Emit).
-	events *eventHub
+	// events holds the subscriptions to structure events (Emit), lsubs
+	// the embedded ones (SubscribeEvents), connTab what is tracked per
+	// remote connection (parked calls, subscriptions).
+	events  *eventHub
+	lsubs   localSubs
+	connTab connTable
 	// sess is the member's session, whose id is the origin of its
 	// invocations (numbered by callSeq), and the session machinery.
 	sess    *sessions
@@ -221,6 +225,8 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 	m.backups = newBackupRules(cfg)
 	m.timers = newTimerHeap()
 	m.events = newEventHub(m)
+	m.lsubs.subs, m.lsubs.kick = map[uint64]*localSub{}, make(chan struct{}, 1)
+	m.connTab.conns = map[*wire.Conn]*connState{}
 	m.sess = newSessions(m)
 	m.meta.Session = m.sess.id.Load()
 	m.quorum = newQuorumState(cfg)
@@ -277,6 +283,7 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 		}
 	}
 	m.wg.Add(10 + cfg.MigrationParallelism)
+	go m.subsLoop()
 	go m.timerLoop()
 	go m.heartbeatLoop()
 	go m.broadcastLoop()

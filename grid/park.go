@@ -401,7 +401,16 @@ func (m *Member) timerLoop() {
 // emit delivers an event about structure (service, name) to its
 // subscribers once mutation seq is held by the synchronous backups.
 func (m *Member) emit(s *slot, service, name string, payload []byte, seq, version uint64) {
-	if service != sysop.SessionService && !m.events.has(service, name) {
+	if service == sysop.SessionService {
+		// An ended session is broadcast at once, without waiting for the
+		// backups: the broadcast is idempotent, and if this owner dies
+		// before they hold the end, the session simply ends again there.
+		// (Waiting could drop it: the record stays pending, but only a
+		// new owner would re-emit it.)
+		m.sess.ended(payload)
+		return
+	}
+	if !m.events.has(service, name) {
 		return
 	}
 	w := s.coverageFor(m, service, name, seq)
@@ -411,8 +420,6 @@ func (m *Member) emit(s *slot, service, name string, payload []byte, seq, versio
 	}
 	w.then(nil, func(_ *wire.Batch, err error) {
 		if err != nil {
-			// An ended session stays pending in its record: the next
-			// owner broadcasts it.
 			m.log.Debug("event dropped: its mutation was not acknowledged", "service", service, "name", name, "err", err)
 			return
 		}

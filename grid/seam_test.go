@@ -274,3 +274,52 @@ func TestSeamDeadMembersSessionReleasesHolds(t *testing.T) {
 		t.Fatalf("holders after release %v %v", in.Holders, err)
 	}
 }
+
+// An embedded subscriber on a member that does not own the structure gets
+// the owner's events, including a timer's event after a failover.
+func TestSeamEventsToEmbeddedSubscriber(t *testing.T) {
+	ctx := ctxT(t, 60*time.Second)
+	c, oi, rest := seamCluster(t, 3, "ev")
+	a := c.Member(rest[0])
+	got := make(chan string, 16)
+	stop, err := a.SubscribeEvents(ctx, semtest.ServiceName, "ev", func(p []byte) { got <- string(p) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	s := semtest.New(c.Member(rest[1]), "ev")
+	if err := s.Alarm(ctx, 1500*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	c.Crash(oi)
+	select {
+	case p := <-got:
+		if p != "alarm" {
+			t.Fatalf("event %q, want alarm", p)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no alarm event after failover")
+	}
+}
+
+// A member forwarding a parked call whose caller gives up sends a cancel
+// frame to the owner, which drops the waiter.
+func TestSeamCancelFrameFromForwardingMember(t *testing.T) {
+	ctx := ctxT(t, 60*time.Second)
+	c, _, rest := seamCluster(t, 3, "cf")
+	sa, sb := semtest.New(c.Member(rest[0]), "cf"), semtest.New(c.Member(rest[1]), "cf")
+	if err := sa.Init(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sa.Acquire(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	w := acquireAsync(wctx, sb)
+	waitWaiters(t, sa, 1)
+	cancel()
+	if r := recv(t, w); !errors.Is(r.err, op.ErrCanceled) {
+		t.Fatalf("canceled acquire: %+v", r)
+	}
+	waitWaiters(t, sa, 0)
+}

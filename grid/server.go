@@ -41,7 +41,7 @@ func (m *Member) hello(role wire.Role) wire.Hello {
 // connOptions are the options of this member's connections: tlsCfg is the
 // server or the client TLS configuration.
 func (m *Member) connOptions(tlsCfg *tls.Config) wire.Options {
-	return wire.Options{Limits: m.cfg.Limits, Handler: m, MemberKeys: m.sec.handshake, TLS: tlsCfg, Authorize: m.sec.authorize}
+	return wire.Options{Limits: m.cfg.Limits, Handler: m, MemberKeys: m.sec.handshake, TLS: tlsCfg, Authorize: m.sec.authorize, OnEvent: m.onEvent}
 }
 
 func (m *Member) checkPeer(h wire.Hello) error {
@@ -273,10 +273,7 @@ func (m *Member) HandleRequest(c *wire.Conn, id uint64, req *op.Request) {
 	if pc != nil {
 		// Parked: answered when a later mutation completes it, its
 		// deadline passes or this member stops owning the partition.
-		pc.attach(func(resp *op.Response) {
-			m.observeLatency(req, resp.Code, start)
-			c.Respond(id, resp)
-		})
+		m.attachRemote(c, id, pc)
 		return
 	}
 	if w == nil {
@@ -396,6 +393,10 @@ func (m *Member) handleSys(c *wire.Conn, id uint64, req *op.Request) {
 		}
 	case sysPing:
 		c.Respond(id, &op.Response{TableVersion: cur})
+	case sysop.Subscribe:
+		c.Respond(id, m.subscribeRemote(c, req))
+	case sysop.Unsubscribe:
+		c.Respond(id, m.unsubscribeRemote(c, req))
 	case sysReplicaSeqs:
 		c.Respond(id, &op.Response{Found: true, Value: m.replicaSeqs(), TableVersion: cur})
 	case sysTrigger:

@@ -106,9 +106,11 @@ func (st *sessionState) Execute(x *op.Exec, req *op.Request) *op.Response {
 		rec.Expiry, rec.TTL = x.Now.Add(ttl).UnixNano(), int64(ttl)
 		return &op.Response{Num: rec.Expiry}
 	case sessEnd:
-		if st.Live[id] == nil {
+		if _, ended := st.Ended[id]; ended {
 			return &op.Response{}
 		}
+		// Ended even if no heartbeat reached the record yet: a member that
+		// died right after starting may hold things already.
 		st.end(x, id)
 		return &op.Response{Found: true}
 	case sessBroadcastDone:
@@ -194,7 +196,9 @@ func (st *sessionState) Restore(_ time.Time, b []byte) error {
 	return nil
 }
 
-func (st *sessionState) Len() int { return len(st.Live) }
+// Len counts live and ended sessions (a partition with only tombstones or
+// pending broadcasts must still travel in snapshots).
+func (st *sessionState) Len() int { return len(st.Live) + len(st.Ended) }
 
 // sessions is a member's session machinery: its own session (the origin
 // of its invocations), its heartbeat, and the broadcast of ended sessions.

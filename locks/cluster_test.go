@@ -22,6 +22,7 @@ import (
 	"github.com/shoalgrid/shoal/locks/lockstest"
 	"github.com/shoalgrid/shoal/maps"
 	"github.com/shoalgrid/shoal/op"
+	"github.com/shoalgrid/shoal/sysop"
 )
 
 func withLocks(c *grid.Config) { c.Services = append(c.Services, locks.Service{}) }
@@ -383,6 +384,10 @@ func TestClusterMemberDeathReleasesItsLocks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	session := cl.Member(victim).Session()
+	sp := sysop.SessionPartition(session, cl.Live()[0].Table().Count)
+	so, _ := cl.Live()[0].Table().Owner(sp)
+	t.Logf("victim %s; its session's partition %d is owned by %s", cl.Member(victim).Name(), sp, so.Name)
 	c := dialAll(t, cl, 1)[0]
 	waiter := locks.New(c, name)
 	got := make(chan uint64, 1)
@@ -396,8 +401,85 @@ func TestClusterMemberDeathReleasesItsLocks(t *testing.T) {
 	waitWaiters(t, waiter, 1)
 	start := time.Now()
 	cl.Crash(victim)
-	if t2 := <-got; t2 <= t1 {
-		t.Fatalf("token %d after the dead member's %d", t2, t1)
+	select {
+	case t2 := <-got:
+		if t2 <= t1 {
+			t.Fatalf("token %d after the dead member's %d", t2, t1)
+		}
+	case <-time.After(15 * time.Second):
+		st, err := waiter.Status(ctx)
+		t.Fatalf("lock not passed 15s after the member's death (its session %x): status %+v %v", session, st, err)
 	}
 	t.Logf("the dead member's lock passed after %v", time.Since(start).Round(time.Millisecond))
+}
+
+// TestClusterWatch checks that lock changes reach watchers embedded and
+// through the client, and that an election term ends on the event that
+// ends it, long before its next check.
+func TestClusterWatch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a cluster")
+	}
+	cl := gridtest.New(t, 3, gridtest.WithConfig(withLocks))
+	cs := dialAll(t, cl, 1)
+	for _, mode := range []string{"embedded", "client"} {
+		t.Run(mode, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			var inv op.Invoker = cs[0]
+			if mode == "embedded" {
+				inv = cl.Live()[1]
+			}
+			name := "watched-" + mode
+			changes := make(chan locks.Change, 16)
+			stop, err := locks.New(inv, name).Watch(ctx, func(c locks.Change) { changes <- c })
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stop()
+			next := func() locks.Change {
+				t.Helper()
+				select {
+				case c := <-changes:
+					return c
+				case <-ctx.Done():
+					t.Fatal("no change delivered")
+					return locks.Change{}
+				}
+			}
+			l := locks.New(cl.Live()[0], name, locks.WithOwner("w"))
+			tok, err := l.Lock(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c := next(); c.Kind != locks.Acquired || c.Token != tok || c.Holder.Owner != "w" {
+				t.Fatalf("change %+v", c)
+			}
+			if err := l.Unlock(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if c := next(); c.Kind != locks.Released || c.Token != tok {
+				t.Fatalf("change %+v", c)
+			}
+
+			// A term whose checks are an hour apart ends on the event.
+			e := locks.NewElection(inv, "elect-"+mode, locks.WithCheckInterval(time.Hour))
+			term, err := e.Campaign(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := locks.New(cs[0], "elect-"+mode).ForceUnlock(ctx); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-term.Done():
+			case <-ctx.Done():
+				t.Fatal("the force-unlock event did not end the term")
+			}
+			if !term.Lost() {
+				t.Fatalf("term ended with %v", term.Err())
+			}
+			_ = term.Resign(ctx)
+		})
+	}
 }

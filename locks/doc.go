@@ -46,6 +46,12 @@
 //     an op.Invoker, so the same code runs embedded (*grid.Member) and
 //     remote (*client.Client).
 //
+// Lock.Watch delivers the lock's changes (acquired, released, lease
+// expired, session ended, force-unlocked) as best-effort hints where the
+// invoker delivers structure events; elections use them to notice a lost
+// term at once and observers to see a new leader without waiting for the
+// next poll.
+//
 // The request fields each operation reads and the response fields it writes
 // are documented on the Op* constants; they are part of the wire protocol.
 package locks

@@ -86,8 +86,13 @@ type heartbeater interface {
 // declared dead).
 //
 // Safety does not rest on timing alone: a leader paused for longer than
-// its session TTL still believes it leads until it checks. Pass the term
-// to the resources the leader writes and let them refuse lower terms.
+// its session TTL still believes it leads until it checks, and a leader
+// cut off from the cluster steps down only after two check intervals
+// without confirmation, while the cluster may elect another once the
+// leader's session TTL has passed since its last heartbeat (with the
+// defaults, 1 s checks and a 2 s TTL, the two may overlap by about a
+// second). Pass the term to the resources the leader writes and let them
+// refuse lower terms.
 type Election struct {
 	lock *Lock
 	o    options
@@ -148,8 +153,20 @@ func (e *Election) Campaign(ctx context.Context) (*Term, error) {
 	t := &Term{e: e, term: tok}
 	t.ctx, t.cancel = context.WithCancelCause(context.WithoutCancel(ctx))
 	e.event(BecameLeader, tok, nil)
+	// Subscribe before returning, so a change right after Campaign
+	// returns is seen.
+	sctx, scancel := context.WithTimeout(t.ctx, e.o.interval)
+	stop, err := e.lock.Watch(sctx, func(c Change) {
+		if (c.Kind != Acquired && c.Token == t.term) || (c.Kind == Acquired && c.Token > t.term) {
+			t.end(fmt.Errorf("%w: %q %s (term %d, change to token %d)", ErrLeadershipLost, e.lock.name, c.Kind, t.term, c.Token))
+		}
+	})
+	scancel()
+	if err != nil {
+		stop = func() {}
+	}
 	t.wg.Add(1)
-	go t.watch()
+	go t.watch(stop)
 	return t, nil
 }
 
@@ -186,9 +203,13 @@ func (t *Term) end(cause error) {
 	})
 }
 
-// watch confirms the leadership every check interval until the term ends.
-func (t *Term) watch() {
+// watch confirms the leadership every check interval until the term ends,
+// then ends the event subscription (stop). Where the invoker delivers lock
+// events, a change that ends this term (its token released, or a higher
+// token acquired) ends it at once (see Campaign).
+func (t *Term) watch(stop func()) {
 	defer t.wg.Done()
+	defer stop()
 	iv := t.e.o.interval
 	tick := time.NewTicker(iv)
 	defer tick.Stop()
@@ -256,12 +277,26 @@ func (e *Election) Leader(ctx context.Context) (Leader, error) {
 }
 
 // Observe calls fn with the current leader, then every time the leader or
-// its term changes, polling every check interval until ctx ends (it
-// returns ctx's error mapped by op.FromContext). Failed polls are retried
-// at the next interval.
+// its term changes, until ctx ends (it returns ctx's error mapped by
+// op.FromContext). It reads the leader every check interval, and at once
+// when the invoker delivers a lock event. Failed reads are retried at the
+// next interval.
 func (e *Election) Observe(ctx context.Context, fn func(Leader)) error {
 	tick := time.NewTicker(e.o.interval)
 	defer tick.Stop()
+	// Lock events, where the invoker delivers them, trigger a read at once.
+	hint := make(chan struct{}, 1)
+	sctx, scancel := context.WithTimeout(ctx, e.o.interval)
+	stop, err := e.lock.Watch(sctx, func(Change) {
+		select {
+		case hint <- struct{}{}:
+		default:
+		}
+	})
+	scancel()
+	if err == nil {
+		defer stop()
+	}
 	var last Leader
 	first := true
 	for {
@@ -276,6 +311,7 @@ func (e *Election) Observe(ctx context.Context, fn func(Leader)) error {
 		case <-ctx.Done():
 			return op.FromContext(ctx)
 		case <-tick.C:
+		case <-hint:
 		}
 	}
 }

@@ -375,3 +375,24 @@ func TestProxyLockOnACoreWithoutParking(t *testing.T) {
 		t.Fatalf("lock that could not park: %v", err)
 	}
 }
+
+func TestWatchNeedsEvents(t *testing.T) {
+	c := newSim(t)
+	_, err := New(c.invoker(1), "w").Watch(testCtx(t), func(Change) {})
+	if !errors.Is(err, ErrNoEvents) || !errors.Is(err, op.ErrBadRequest) {
+		t.Fatalf("watch over an invoker without events: %v", err)
+	}
+	if _, err := New(c.invoker(1), "").Watch(testCtx(t), func(Change) {}); !errors.Is(err, op.ErrBadRequest) {
+		t.Fatalf("watch of an empty name: %v", err)
+	}
+	for k, want := range map[ChangeKind]string{Acquired: "acquired", Released: "released", Expired: "lease expired", SessionEnded: "session ended", Forced: "force-unlocked", 0: "change(0)"} {
+		if k.String() != want {
+			t.Errorf("%d: %q", k, k.String())
+		}
+	}
+	for k, want := range map[EventKind]string{BecameLeader: "became leader", LostLeadership: "lost leadership", Resigned: "resigned", 0: "event(0)"} {
+		if k.String() != want {
+			t.Errorf("%d: %q", k, k.String())
+		}
+	}
+}

@@ -40,6 +40,14 @@ const (
 	// Ping renews the sender's quorum lease (see grid's leaseLoop); the
 	// answer carries the receiver's table version. Members only.
 	Ping
+	// Subscribe registers subscription Num of the caller's connection for
+	// the events of structure Name of service Key: the member sends them
+	// on that connection (wire.KindEvent) while it owns the structure.
+	// Clients may call it.
+	Subscribe
+	// Unsubscribe ends subscription Num of the caller's connection.
+	// Clients may call it.
+	Unsubscribe
 )
 
 // SessionService is the member core's session service: every member and
@@ -57,7 +65,9 @@ func SessionPartition(id uint64, count int) int32 { return int32(id % uint64(cou
 
 // ClientAllowed reports whether a client connection may call system
 // operation o (the others are reserved for members).
-func ClientAllowed(o uint8) bool { return o == GetTable || o == Status }
+func ClientAllowed(o uint8) bool {
+	return o == GetTable || o == Status || o == Subscribe || o == Unsubscribe
+}
 
 // Stats is a point-in-time view of a member, for health checks, metrics and
 // status commands. Members send it (msgpack, by field name) in answer to

@@ -46,7 +46,32 @@ const (
 	// nothing for Options.KeepAlive, so that the peer's idle timeout does
 	// not close a connection that is merely quiet. Receivers ignore it.
 	KindPing
+	// KindCancel tells the peer that the caller of request id gave up
+	// (its context ended before the response). No body. Sent only to
+	// peers with CapCancel.
+	KindCancel
+	// KindEvent carries an event (body: msgpack bin payload) of
+	// subscription id, from a member to a subscriber. Sent only to peers
+	// with CapEvents.
+	KindEvent
 )
+
+// Capability bits, exchanged in Hello.Caps: a peer sends a frame kind
+// added after protocol version 1 only if the other side announced the
+// matching bit, so old and new peers keep talking (old peers announce
+// none and get none).
+const (
+	// CapCancel: the peer understands KindCancel.
+	CapCancel uint64 = 1 << iota
+	// CapEvents: the peer understands KindEvent.
+	CapEvents
+	// CapSkipUnknown: the peer skips frames of kinds it does not know
+	// instead of closing the connection.
+	CapSkipUnknown
+)
+
+// Caps are the capabilities this build announces.
+const Caps = CapCancel | CapEvents | CapSkipUnknown
 
 const headerSize = 4 + 1 + 8
 
@@ -403,6 +428,9 @@ type Hello struct {
 	Nonce string `msgpack:"nonce,omitempty"`
 	Keys  string `msgpack:"keys,omitempty"`
 	Proof string `msgpack:"proof,omitempty"`
+	// Caps are the sender's capability bits (Cap...); zero for peers
+	// older than the field.
+	Caps uint64 `msgpack:"caps,omitempty"`
 }
 
 // DecodeHello decodes a handshake body. Errors wrap ErrMalformed.

@@ -32,6 +32,13 @@ type Handler interface {
 	HandleRequest(c *Conn, id uint64, req *op.Request)
 }
 
+// CancelHandler is implemented by handlers that act on KindCancel frames:
+// the caller of request id (received on c) gave up waiting. It is called
+// from the read loop and must not block.
+type CancelHandler interface {
+	HandleCancel(c *Conn, id uint64)
+}
+
 // HandlerFunc adapts a function to Handler.
 type HandlerFunc func(c *Conn, id uint64, req *op.Request)
 
@@ -89,6 +96,10 @@ type Options struct {
 	// not apply to member peers, whose connections also carry the
 	// responses that requests in flight wait for. Zero means no limit.
 	MaxInFlight int
+	// OnEvent receives the events (KindEvent) the peer sends, with their
+	// subscription id. It runs on the read loop: it must not block, and
+	// it owns payload. Nil drops events.
+	OnEvent func(sub uint64, payload []byte)
 }
 
 // DefaultKeepAlive is the keep-alive interval of dialed connections: well
@@ -258,6 +269,7 @@ func clientHandshake(ctx context.Context, nc net.Conn, local Hello, opts Options
 func clientHello(ctx context.Context, nc net.Conn, local Hello, opts Options) (*Conn, error) {
 	local.Magic = Magic
 	local.Proto = ProtocolVersion
+	local.Caps = Caps
 	var keys [][]byte
 	if local.Role == RoleMember && len(opts.MemberKeys) > 0 {
 		keys = opts.MemberKeys
@@ -388,6 +400,7 @@ func accept(nc net.Conn, local Hello, check func(peer Hello) error, opts Options
 	}
 	local.Magic = Magic
 	local.Proto = ProtocolVersion
+	local.Caps = Caps
 	if peer.Proto != ProtocolVersion {
 		err = fmt.Errorf("%w: protocol version %d, this member speaks %d", op.ErrBadRequest, peer.Proto, ProtocolVersion)
 	} else if check != nil {
@@ -717,9 +730,43 @@ func (c *Conn) Call(ctx context.Context, req *op.Request) (*op.Response, error) 
 		}
 		return resp, nil
 	case <-ctx.Done():
-		c.forget(id, ch)
+		if c.forget(id, ch) {
+			// The request is out and unanswered: tell the peer, so a call
+			// parked there stops waiting (and consumes nothing).
+			c.sendCancel(id)
+		}
 		return nil, op.FromContext(ctx)
 	}
+}
+
+// sendCancel sends a KindCancel frame for request id if the peer
+// understands it. It never waits for buffer space: a cancel is a hint.
+func (c *Conn) sendCancel(id uint64) {
+	if c.peer.Caps&CapCancel == 0 {
+		return
+	}
+	c.mu.Lock()
+	full := c.closing || c.out.b.Len() >= c.opts.MaxPendingWrite
+	c.mu.Unlock()
+	if full {
+		return
+	}
+	_ = c.enqueue(nil, KindCancel, id, func(enc *msgpack.Encoder) error { return enc.EncodeNil() })
+}
+
+// ErrNoCapability is returned for a frame the peer does not understand.
+var ErrNoCapability = errors.New("wire: the peer does not support this frame kind")
+
+// SendEvent sends an event of subscription sub to the peer (which must
+// have announced CapEvents). It may wait for buffer space like any frame.
+func (c *Conn) SendEvent(sub uint64, payload []byte) error {
+	if c.peer.Caps&CapEvents == 0 {
+		return ErrNoCapability
+	}
+	if len(payload) > c.opts.Limits.MaxValueSize {
+		return fmt.Errorf("%w: event of %d bytes", op.ErrTooLarge, len(payload))
+	}
+	return c.enqueue(nil, KindEvent, sub, func(enc *msgpack.Encoder) error { return enc.EncodeBytes(payload) })
 }
 
 // Go sends req without waiting: done runs exactly once, with the response
@@ -771,8 +818,9 @@ func (c *Conn) notSent() error {
 }
 
 // forget removes a call whose caller gave up; a response that raced in is
-// drained so the channel can be reused.
-func (c *Conn) forget(id uint64, ch chan *op.Response) {
+// drained so the channel can be reused. It reports whether the call was
+// still waiting for its response.
+func (c *Conn) forget(id uint64, ch chan *op.Response) bool {
 	c.pmu.Lock()
 	_, still := c.pending[id]
 	delete(c.pending, id)
@@ -780,12 +828,14 @@ func (c *Conn) forget(id uint64, ch chan *op.Response) {
 	if still {
 		select {
 		case <-ch:
+			still = false // answered after all
 		default:
 		}
 		c.chans.Put(ch)
 	}
 	// Otherwise fail() or the read loop owns the send; let the channel go
 	// to the garbage collector rather than risk a stale value in the pool.
+	return still
 }
 
 // Respond sends the response to request id. It is safe to call from any
@@ -1131,7 +1181,25 @@ func (c *Conn) readLoop(br *bufio.Reader) {
 			} else if isCB {
 				cb(resp, nil)
 			}
+		case KindCancel:
+			if h, ok := c.opts.Handler.(CancelHandler); ok {
+				h.HandleCancel(c, id)
+			}
+		case KindEvent:
+			payload, err := dec.DecodeBytes()
+			if err != nil {
+				continue // a malformed event is dropped, the connection lives
+			}
+			if c.opts.OnEvent != nil {
+				c.opts.OnEvent(id, payload)
+			}
+		case KindHello, KindHelloAck:
+			c.fail(malformed(fmt.Sprintf("handshake frame kind %d after the handshake", kind), nil))
+			return
 		default:
+			if Caps&CapSkipUnknown != 0 {
+				continue // a newer peer's frame: skip it (we announced so)
+			}
 			c.fail(malformed(fmt.Sprintf("unexpected frame kind %d", kind), nil))
 			return
 		}

@@ -444,12 +444,12 @@ func TestCallBasic(t *testing.T) {
 	sc := s.nextConn(ctx, t)
 
 	wantServer := serverHello
-	wantServer.Magic, wantServer.Proto = wire.Magic, wire.ProtocolVersion
+	wantServer.Magic, wantServer.Proto, wantServer.Caps = wire.Magic, wire.ProtocolVersion, wire.Caps
 	if got := c.Peer(); got != wantServer {
 		t.Errorf("client sees peer %+v, want %+v", got, wantServer)
 	}
 	wantClient := clientHello
-	wantClient.Magic, wantClient.Proto = wire.Magic, wire.ProtocolVersion
+	wantClient.Magic, wantClient.Proto, wantClient.Caps = wire.Magic, wire.ProtocolVersion, wire.Caps
 	if got := sc.Peer(); got != wantClient {
 		t.Errorf("server sees peer %+v, want %+v", got, wantClient)
 	}
@@ -1021,7 +1021,6 @@ func TestMalformedRequest(t *testing.T) {
 
 func TestBadFramesCloseTheConnection(t *testing.T) {
 	for name, raw := range map[string][]byte{
-		"unknown kind":         frame(wire.Kind(99), 1, nil),
 		"hello after start":    frame(wire.KindHello, 0, nil),
 		"length below header":  {0, 0, 0, 3, 3, 0, 0, 0, 0, 0, 0, 0, 1},
 		"truncated then close": frame(wire.KindRequest, 1, []byte{1, 2, 3})[:14],

@@ -109,10 +109,32 @@
 // stderr at the end. When stderr is a terminal a progress line is refreshed
 // every 500ms. Ctrl-C stops the run and prints the partial results.
 //
+// # lock and elect
+//
+//	gridctl lock run NAME [--lease D] [--wait D] -- CMD [ARGS...]
+//	gridctl lock status NAME [--json]
+//	gridctl lock force-unlock NAME
+//	gridctl elect NAME [--wait D] [--check D] -- CMD [ARGS...]
+//
+// lock run waits for the distributed lock NAME (FIFO), runs CMD with
+// SHOAL_FENCE set to the lock's fencing token, and releases the lock when
+// CMD exits, like flock or etcdctl lock. It exits with CMD's status (128+N
+// when signal N killed it), or 1 with a message when the lock was not
+// acquired within --wait. If gridctl dies, its session ends after the
+// session TTL and the lock passes to the next waiter:
+//
+//	gridctl lock run nightly-report --wait 1m -- ./report.sh
+//
+// elect runs CMD while this gridctl leads election NAME, with SHOAL_TERM
+// set to the term (a fencing token). When leadership is lost, CMD gets
+// SIGTERM (SIGKILL 10 s later) and gridctl exits 1; when CMD exits,
+// gridctl resigns and exits with CMD's status.
+//
 // # Exit status
 //
 // 0 on success; 1 when the command failed (cluster unreachable, key not
 // found, value too large, bench operations failed, ...); 2 for a usage error
 // (unknown command or subcommand, missing argument, bad flag). Every failure
-// is reported as one line on stderr.
+// is reported as one line on stderr. lock run and elect exit with their
+// command's status instead.
 package main

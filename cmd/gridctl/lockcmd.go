@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -32,6 +33,7 @@ func lockCmd(ctx context.Context, e env, g *globals, args []string) error {
 	fs := newFlagSet("lock")
 	lease := fs.Duration("lease", 0, "release the lock by itself after this long (run only)")
 	wait := fs.Duration("wait", 0, "give up if the lock is not acquired within this long (run only; 0: wait until interrupted)")
+	asJSON := fs.Bool("json", false, "print the status as one JSON object (status only)")
 	pos, err := parseCommand(e, "lock", fs, g, args)
 	if err != nil {
 		return err
@@ -55,6 +57,9 @@ func lockCmd(ctx context.Context, e env, g *globals, args []string) error {
 	default:
 		return usagef("lock", "unknown lock subcommand %q", sub)
 	}
+	if *asJSON && sub != "status" {
+		return usagef("lock", "--json applies to lock status only")
+	}
 	if pos[0] == "" {
 		return usagef("lock", "lock name is empty")
 	}
@@ -74,6 +79,9 @@ func lockCmd(ctx context.Context, e env, g *globals, args []string) error {
 		st, err := l.Status(octx)
 		if err != nil {
 			return err
+		}
+		if *asJSON {
+			return printLockStatusJSON(e.stdout, &st)
 		}
 		printLockStatus(e.stdout, &st)
 		return nil
@@ -229,6 +237,38 @@ func terminate(cmd *exec.Cmd, done <-chan error) error {
 		_ = cmd.Process.Kill()
 		return <-done
 	}
+}
+
+// lockStatusJSON is the --json form of "lock status".
+type lockStatusJSON struct {
+	Name     string       `json:"name"`
+	Held     bool         `json:"held"`
+	Holder   *holderJSON  `json:"holder,omitempty"`
+	Token    uint64       `json:"token"`
+	Holds    int          `json:"holds"`
+	LeaseEnd string       `json:"lease_end,omitempty"`
+	Waiters  int          `json:"waiters"`
+	Queue    []holderJSON `json:"queue"`
+}
+
+type holderJSON struct {
+	Session string `json:"session"`
+	Owner   string `json:"owner"`
+}
+
+func printLockStatusJSON(w io.Writer, st *locks.Status) error {
+	out := lockStatusJSON{Name: st.Name, Held: st.Held, Token: st.Token, Holds: st.Count, Waiters: st.Waiters, Queue: []holderJSON{}}
+	if st.Held {
+		out.Holder = &holderJSON{Session: fmt.Sprintf("%016x", st.Holder.Session), Owner: st.Holder.Owner}
+	}
+	if !st.LeaseEnd.IsZero() {
+		out.LeaseEnd = st.LeaseEnd.UTC().Format(time.RFC3339Nano)
+	}
+	for _, h := range st.Queue {
+		out.Queue = append(out.Queue, holderJSON{Session: fmt.Sprintf("%016x", h.Session), Owner: h.Owner})
+	}
+	enc := json.NewEncoder(w)
+	return enc.Encode(out)
 }
 
 func printLockStatus(w io.Writer, st *locks.Status) {

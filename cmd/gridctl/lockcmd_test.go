@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -93,6 +94,14 @@ func TestLockCommands(t *testing.T) {
 				t.Errorf("status lacks %q:\n%s", want, r.stdout)
 			}
 		}
+		r = gridctl(t, nil, addr, "lock", "status", "held", "--json").expect(t, 0)
+		if got, want := jsonKeys(t, r.stdout), []string{"held", "holder", "holds", "name", "queue", "token", "waiters"}; !slices.Equal(got, want) {
+			t.Errorf("json keys %v, want %v", got, want)
+		}
+		if !strings.Contains(r.stdout, `"owner":"tester"`) {
+			t.Errorf("json %s", r.stdout)
+		}
+		gridctl(t, nil, addr, "lock", "force-unlock", "held", "--json").expect(t, exitUsage)
 		r = gridctl(t, nil, addr, "lock", "force-unlock", "held").expect(t, 0)
 		if !strings.Contains(r.stdout, "released") {
 			t.Fatalf("force-unlock: %q", r.stdout)

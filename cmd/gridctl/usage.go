@@ -40,7 +40,7 @@ Commands:
   bench [FLAGS]                        load generator (see gridctl help bench)
   lock run NAME [--lease D] [--wait D] -- CMD [ARGS...]
                                        run CMD while holding lock NAME
-  lock status NAME                     holder, fencing token and waiters of a lock
+  lock status NAME [--json]            holder, fencing token and waiters of a lock
   lock force-unlock NAME               release a lock whoever holds it
   elect NAME -- CMD [ARGS...]          run CMD while leader of election NAME
   completion bash|zsh|fish             shell completion script
@@ -129,9 +129,11 @@ const lockHelp = `Usage: gridctl lock SUBCOMMAND NAME [FLAGS] [-- CMD [ARGS...]]
         interrupted). --lease makes the lock release itself after D even
         if CMD still runs (then SHOAL_FENCE is what fences CMD off).
         SIGINT/SIGTERM to gridctl are passed on to CMD as SIGTERM.
-  status NAME
+  status NAME [--json]
         print whether the lock is held, its holder (session/owner), fencing
-        token, hold count, lease and waiters.
+        token, hold count, lease and waiters; --json prints one object:
+        {"name","held","holder":{"session","owner"},"token","holds",
+         "lease_end","waiters","queue":[{"session","owner"}]}
   force-unlock NAME
         release the lock whoever holds it and grant it to the next waiter.
 

@@ -1,0 +1,303 @@
+package grid
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/shoalgrid/shoal/op"
+	"github.com/shoalgrid/shoal/sysop"
+	"github.com/shoalgrid/shoal/wire"
+)
+
+// What a member tracks per remote connection: the calls parked for
+// requests that arrived on it (so a cancel frame or the connection's end
+// cancels them) and the event subscriptions registered through it.
+type connState struct {
+	parked map[uint64]*parkedCall
+	subs   map[uint64]func()
+}
+
+// connTable holds the per-connection state of a member.
+type connTable struct {
+	mu    sync.Mutex
+	conns map[*wire.Conn]*connState
+}
+
+// entry returns c's state, creating it (and a goroutine that cleans up when
+// c closes); nil when the member is closing.
+func (m *Member) connEntry(c *wire.Conn) *connState {
+	m.connTab.mu.Lock()
+	defer m.connTab.mu.Unlock()
+	cs := m.connTab.conns[c]
+	if cs != nil {
+		return cs
+	}
+	cs = &connState{parked: map[uint64]*parkedCall{}, subs: map[uint64]func(){}}
+	if !m.spawn(func() { m.watchConn(c) }) {
+		return nil
+	}
+	m.connTab.conns[c] = cs
+	return cs
+}
+
+// watchConn waits for c to close, then cancels the calls parked for it
+// (replicated OpCancelWait: a closing connection ends the wait, and the
+// caller's invoker re-sends the call if it still wants it) and drops its
+// subscriptions.
+func (m *Member) watchConn(c *wire.Conn) {
+	select {
+	case <-c.Done():
+	case <-m.ctx.Done():
+	}
+	m.connTab.mu.Lock()
+	cs := m.connTab.conns[c]
+	delete(m.connTab.conns, c)
+	m.connTab.mu.Unlock()
+	if cs == nil {
+		return
+	}
+	for _, pc := range cs.parked {
+		if m.ctx.Err() == nil {
+			m.cancelParked(pc, op.CodeCanceled)
+		}
+	}
+	for _, remove := range cs.subs {
+		remove()
+	}
+}
+
+// attachRemote attaches the responder of a call parked for request id of
+// c, and remembers it for cancel frames.
+func (m *Member) attachRemote(c *wire.Conn, id uint64, pc *parkedCall) {
+	m.connTab.mu.Lock()
+	cs := m.connTab.conns[c]
+	m.connTab.mu.Unlock()
+	if cs == nil {
+		cs = m.connEntry(c)
+	}
+	if cs != nil {
+		m.connTab.mu.Lock()
+		cs.parked[id] = pc
+		m.connTab.mu.Unlock()
+	}
+	pc.attach(func(resp *op.Response) {
+		if cs != nil {
+			m.connTab.mu.Lock()
+			if cs.parked[id] == pc {
+				delete(cs.parked, id)
+			}
+			m.connTab.mu.Unlock()
+		}
+		c.Respond(id, resp)
+	})
+}
+
+// HandleCancel implements wire.CancelHandler: the caller of request id on
+// c gave up; a call parked for it is canceled (replicated OpCancelWait).
+func (m *Member) HandleCancel(c *wire.Conn, id uint64) {
+	m.connTab.mu.Lock()
+	var pc *parkedCall
+	if cs := m.connTab.conns[c]; cs != nil {
+		pc = cs.parked[id]
+	}
+	m.connTab.mu.Unlock()
+	if pc != nil {
+		m.cancelParked(pc, op.CodeCanceled)
+	}
+}
+
+// subscribeRemote registers subscription sub of the peer on c for events
+// of (service, name): the owner of the structure sends them on c.
+func (m *Member) subscribeRemote(c *wire.Conn, req *op.Request) *op.Response {
+	if c.Peer().Caps&wire.CapEvents == 0 {
+		return &op.Response{Code: op.CodeBadRequest, Msg: "peer does not accept events"}
+	}
+	cs := m.connEntry(c)
+	if cs == nil {
+		return errResponse(m.errClosed(), 0)
+	}
+	sub := uint64(req.Num)
+	remove := m.events.add(req.Key, req.Name, func(p []byte) {
+		if err := c.SendEvent(sub, p); err != nil {
+			m.log.Debug("event not sent", "sub", sub, "err", err)
+		}
+	})
+	m.connTab.mu.Lock()
+	old := cs.subs[sub]
+	cs.subs[sub] = remove
+	m.connTab.mu.Unlock()
+	if old != nil {
+		old()
+	}
+	return &op.Response{TableVersion: m.tableVersion()}
+}
+
+func (m *Member) unsubscribeRemote(c *wire.Conn, req *op.Request) *op.Response {
+	m.connTab.mu.Lock()
+	var remove func()
+	if cs := m.connTab.conns[c]; cs != nil {
+		remove = cs.subs[uint64(req.Num)]
+		delete(cs.subs, uint64(req.Num))
+	}
+	m.connTab.mu.Unlock()
+	if remove != nil {
+		remove()
+	}
+	return &op.Response{TableVersion: m.tableVersion()}
+}
+
+// localSub is an embedded subscription (SubscribeEvents): registered in
+// this member's hub and, through the member connections, on every other
+// member, so the event arrives whichever member owns the structure.
+type localSub struct {
+	service, name string
+	sub           *eventSub
+	// on is the connection each other member registered it on.
+	on map[string]*wire.Conn
+}
+
+type localSubs struct {
+	mu   sync.Mutex
+	subs map[uint64]*localSub
+	ids  atomic.Uint64
+	kick chan struct{}
+}
+
+// SubscribeEvents calls fn with the payload of every event that structure
+// name of service emits (op.Exec.Emit), on one goroutine of the
+// subscription, in order per owner. Delivery is at most once: events are
+// dropped when fn falls behind (a queue of 256), and lost while the
+// subscription is being registered with a member that just joined or
+// reconnected. The returned function ends the subscription.
+//
+// It returns once the subscription is registered with the members that
+// answered before ctx ended; the others are retried in the background.
+func (m *Member) SubscribeEvents(ctx context.Context, service, name string, fn func(payload []byte)) (func(), error) {
+	if m.closed.Load() {
+		return nil, m.errClosed()
+	}
+	if service == "" || service[0] == '_' {
+		return nil, op.Errorf(op.CodeUnknownService, "service %q", service)
+	}
+	id := m.lsubs.ids.Add(1)
+	es, remove := m.events.addSub(service, name, fn)
+	ls := &localSub{service: service, name: name, sub: es, on: map[string]*wire.Conn{}}
+	m.lsubs.mu.Lock()
+	m.lsubs.subs[id] = ls
+	m.lsubs.mu.Unlock()
+	m.syncSubs(ctx)
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			remove()
+			m.lsubs.mu.Lock()
+			delete(m.lsubs.subs, id)
+			on := ls.on
+			m.lsubs.mu.Unlock()
+			for _, c := range on {
+				_ = c.Go(&op.Request{Service: sysService, Op: sysop.Unsubscribe, Partition: -1, Key: service, Name: name, Num: int64(id)}, func(*op.Response, error) {})
+			}
+		})
+	}, nil
+}
+
+// onEvent receives an event frame from another member for an embedded
+// subscription (it runs on the connection's read loop: never blocks).
+func (m *Member) onEvent(sub uint64, payload []byte) {
+	m.lsubs.mu.Lock()
+	ls := m.lsubs.subs[sub]
+	m.lsubs.mu.Unlock()
+	if ls == nil {
+		return
+	}
+	select {
+	case ls.sub.ch <- payload:
+	default:
+		m.events.dropped.Add(1)
+	}
+}
+
+// syncSubs registers every embedded subscription with every other member
+// of the table that does not hold it on a live connection.
+func (m *Member) syncSubs(parent context.Context) {
+	t := m.Table()
+	if t == nil {
+		return
+	}
+	m.lsubs.mu.Lock()
+	type job struct {
+		id uint64
+		ls *localSub
+	}
+	var jobs []job
+	for id, ls := range m.lsubs.subs {
+		jobs = append(jobs, job{id, ls})
+	}
+	m.lsubs.mu.Unlock()
+	for _, j := range jobs {
+		for _, mb := range t.Members {
+			if mb.Name == m.cfg.Name {
+				continue
+			}
+			m.lsubs.mu.Lock()
+			cur := j.ls.on[mb.Name]
+			m.lsubs.mu.Unlock()
+			if cur != nil {
+				select {
+				case <-cur.Done():
+				default:
+					continue
+				}
+			}
+			if parent.Err() != nil {
+				return
+			}
+			ctx, cancel := context.WithTimeout(parent, time.Second)
+			c, err := m.peers.get(ctx, mb.Name, mb.Addr)
+			if err == nil {
+				var resp *op.Response
+				resp, err = c.Call(ctx, &op.Request{Service: sysService, Op: sysop.Subscribe, Partition: -1, Key: j.ls.service, Name: j.ls.name, Num: int64(j.id)})
+				if err == nil {
+					err = resp.Err()
+				}
+			}
+			cancel()
+			if err != nil {
+				m.log.Debug("event subscription not registered", "peer", mb.Name, "err", err)
+				continue
+			}
+			m.lsubs.mu.Lock()
+			if m.lsubs.subs[j.id] == j.ls {
+				j.ls.on[mb.Name] = c
+			}
+			m.lsubs.mu.Unlock()
+		}
+	}
+}
+
+// subsLoop keeps embedded subscriptions registered as members join and
+// connections are replaced.
+func (m *Member) subsLoop() {
+	defer m.wg.Done()
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-tick.C:
+		case <-m.lsubs.kick:
+		}
+		m.lsubs.mu.Lock()
+		n := len(m.lsubs.subs)
+		m.lsubs.mu.Unlock()
+		if n > 0 {
+			m.syncSubs(m.ctx)
+		}
+	}
+}
+
+func (s *localSubs) String() string { return fmt.Sprintf("%d subscriptions", len(s.subs)) }
