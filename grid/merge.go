@@ -7,7 +7,6 @@ import (
 	"sort"
 	"time"
 
-	"github.com/shoalgrid/shoal/maps"
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/quorum"
 )
@@ -75,6 +74,17 @@ func (m *Member) wantsMerge() bool {
 	return false
 }
 
+// mergerIndex is the index of the service whose structures merge after a
+// split (the first implementing op.Merger: the maps), or -1.
+func (m *Member) mergerIndex() int {
+	for i, svc := range m.services {
+		if _, ok := svc.(op.Merger); ok {
+			return i
+		}
+	}
+	return -1
+}
+
 // orphan is the map state of a partition this member owned on the losing
 // side, kept for merging into the winning side's owner.
 type orphan struct {
@@ -92,8 +102,14 @@ func (m *Member) mergeOrphans(version uint64, orphans []orphan) {
 	by := map[string]*tally{}
 	ctx, cancel := context.WithTimeout(m.ctx, 30*time.Second)
 	defer cancel()
+	mi := m.mergerIndex()
+	if mi < 0 {
+		return
+	}
+	svc := m.services[mi]
+	merger := svc.(op.Merger)
 	for _, o := range orphans {
-		names, err := maps.SnapshotMaps(o.snap, time.Now())
+		names, err := merger.MergeNames(o.snap, time.Now())
 		if err != nil {
 			m.log.Error("merge after a split: unreadable partition snapshot", "partition", o.p, "err", err)
 			continue
@@ -105,14 +121,14 @@ func (m *Member) mergeOrphans(version uint64, orphans []orphan) {
 				by[name] = tl
 			}
 			tl.entries += n
-			num := int64(maps.MergePutIfAbsent)
+			num := int64(op.MergePutIfAbsent)
 			switch tl.policy {
 			case MergeDiscard:
 				continue
 			case MergePassThrough:
-				num = maps.MergePassThrough
+				num = op.MergePassThrough
 			}
-			resp, err := m.Invoke(ctx, &op.Request{Service: maps.ServiceName, Op: maps.OpMerge, Name: name, Partition: o.p, Value: o.snap, Num: num})
+			resp, err := m.Invoke(ctx, &op.Request{Service: svc.Name(), Op: merger.MergeOp(), Name: name, Partition: o.p, Value: o.snap, Num: num})
 			if err != nil {
 				tl.failures++
 				m.log.Error("merge after a split: merge into the owner failed; those entries are discarded", "structure", name, "partition", o.p, "err", err)

@@ -695,10 +695,10 @@ func (h expHeap) countExpired(now int64, tab *table, i int) int {
 const (
 	// MergePutIfAbsent stores the losing side's entries whose key is
 	// absent on the winning side.
-	MergePutIfAbsent = 1
+	MergePutIfAbsent = op.MergePutIfAbsent
 	// MergePassThrough stores every entry of the losing side, overwriting
 	// the winning side's values.
-	MergePassThrough = 2
+	MergePassThrough = op.MergePassThrough
 )
 
 // merge applies OpMerge.
@@ -730,6 +730,14 @@ func (s *state) merge(now int64, req *op.Request) *op.Response {
 		stored++
 	}
 	return &op.Response{Num: int64(stored)}
+}
+
+// MergeOp returns OpMerge (op.Merger).
+func (Service) MergeOp() uint8 { return OpMerge }
+
+// MergeNames is SnapshotMaps (op.Merger).
+func (Service) MergeNames(snapshot []byte, now time.Time) (map[string]int, error) {
+	return SnapshotMaps(snapshot, now)
 }
 
 // SnapshotMaps returns the maps in a partition snapshot (State.Snapshot)

@@ -155,6 +155,30 @@ type Executor interface {
 	Execute(x *Exec, req *Request) *Response
 }
 
+// Merger is implemented by services whose structures can be merged after a
+// healed network split (the merge policies of structures without a quorum
+// rule): the member core keeps a snapshot of a partition it owned on the
+// losing side and, for every structure in it whose policy is not
+// "discard", sends MergeOp to the winning side's owner with the snapshot in
+// Value and the policy (MergePutIfAbsent or MergePassThrough) in Num.
+type Merger interface {
+	// MergeOp is the operation that merges a snapshot into a state.
+	MergeOp() uint8
+	// MergeNames lists the structures of a partition snapshot (as written
+	// by State.Snapshot) with their entry counts at now.
+	MergeNames(snapshot []byte, now time.Time) (map[string]int, error)
+}
+
+// Merge policies, Request.Num of a Merger's MergeOp.
+const (
+	// MergePutIfAbsent stores the losing side's entries whose key is
+	// absent on the winning side (the winning side's values win).
+	MergePutIfAbsent = 1
+	// MergePassThrough stores every entry of the losing side (its values
+	// win).
+	MergePassThrough = 2
+)
+
 // Sweeper is implemented by states that hold expiring entries. The member
 // core calls Sweep periodically, under the partition's lock, so expired
 // entries are reclaimed even when nobody reads them.
