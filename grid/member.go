@@ -282,7 +282,7 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 			m.log.Warn("announce start time", "err", err)
 		}
 	}
-	m.wg.Add(10 + cfg.MigrationParallelism)
+	m.wg.Add(11 + cfg.MigrationParallelism)
 	go m.subsLoop()
 	go m.timerLoop()
 	go m.heartbeatLoop()

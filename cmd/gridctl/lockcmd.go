@@ -33,7 +33,6 @@ func lockCmd(ctx context.Context, e env, g *globals, args []string) error {
 	fs := newFlagSet("lock")
 	lease := fs.Duration("lease", 0, "release the lock by itself after this long (run only)")
 	wait := fs.Duration("wait", 0, "give up if the lock is not acquired within this long (run only; 0: wait until interrupted)")
-	asJSON := fs.Bool("json", false, "print the status as one JSON object (status only)")
 	pos, err := parseCommand(e, "lock", fs, g, args)
 	if err != nil {
 		return err
@@ -57,9 +56,6 @@ func lockCmd(ctx context.Context, e env, g *globals, args []string) error {
 	default:
 		return usagef("lock", "unknown lock subcommand %q", sub)
 	}
-	if *asJSON && sub != "status" {
-		return usagef("lock", "--json applies to lock status only")
-	}
 	if pos[0] == "" {
 		return usagef("lock", "lock name is empty")
 	}
@@ -80,7 +76,7 @@ func lockCmd(ctx context.Context, e env, g *globals, args []string) error {
 		if err != nil {
 			return err
 		}
-		if *asJSON {
+		if g.json {
 			return printLockStatusJSON(e.stdout, &st)
 		}
 		printLockStatus(e.stdout, &st)

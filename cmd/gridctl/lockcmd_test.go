@@ -101,7 +101,6 @@ func TestLockCommands(t *testing.T) {
 		if !strings.Contains(r.stdout, `"owner":"tester"`) {
 			t.Errorf("json %s", r.stdout)
 		}
-		gridctl(t, nil, addr, "lock", "force-unlock", "held", "--json").expect(t, exitUsage)
 		r = gridctl(t, nil, addr, "lock", "force-unlock", "held").expect(t, 0)
 		if !strings.Contains(r.stdout, "released") {
 			t.Fatalf("force-unlock: %q", r.stdout)
