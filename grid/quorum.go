@@ -178,7 +178,7 @@ func (m *Member) QuorumView() quorum.Decision {
 	return quorum.Check(quorum.Rule{Mode: quorum.Majority}, m.quorum.view.Load().view)
 }
 
-// coordinates reports whether this member may coordinate: with a quorum
+// mayCoordinate reports whether this member may coordinate: with a quorum
 // rule anywhere, only with a majority of the expected size.
 func (m *Member) mayCoordinate() bool {
 	return !m.quorum.rules.Any() || m.quorum.ok.Load()

@@ -5,11 +5,13 @@
 // structure's rule, it says whether operations may proceed and, if not, how
 // many members are visible and how many are needed.
 //
-// The expected size is the largest membership the cluster agreed on. It is
+// The expected size counts the voters: every member an agreed partition
+// table included, until it leaves gracefully. It grows as members join, is
 // lowered when members leave gracefully (so scaling down keeps the quorum)
 // but not when they crash or become unreachable: the members a side cannot
-// see may be serving on the other side of a network cut. With the majority
-// rule, at most one side of any cut has quorum.
+// see may be serving on the other side of a network cut. Only voters count
+// as visible, so members joining a cut-off minority cannot give it a
+// majority. With the majority rule, at most one side of any cut has quorum.
 package quorum
 
 import (

@@ -423,6 +423,12 @@ func (p *Proc) Metrics(ctx context.Context) (map[string]float64, error) {
 	return out, nil
 }
 
+// Readyz fetches GET /readyz once: its status code and body.
+func (p *Proc) Readyz(ctx context.Context) (int, string, error) {
+	code, body, err := p.get(ctx, "/readyz")
+	return code, string(body), err
+}
+
 // ErrExited is returned by WaitReady when the process exits first.
 var ErrExited = errors.New("proctest: process exited")
 
