@@ -2,7 +2,6 @@ package grid
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -192,7 +191,6 @@ type localSubs struct {
 	mu   sync.Mutex
 	subs map[uint64]*localSub
 	ids  atomic.Uint64
-	kick chan struct{}
 }
 
 // SubscribeEvents calls fn with the payload of every event that structure
@@ -318,7 +316,6 @@ func (m *Member) subsLoop() {
 		case <-m.ctx.Done():
 			return
 		case <-tick.C:
-		case <-m.lsubs.kick:
 		}
 		m.lsubs.mu.Lock()
 		n := len(m.lsubs.subs)
@@ -328,5 +325,3 @@ func (m *Member) subsLoop() {
 		}
 	}
 }
-
-func (s *localSubs) String() string { return fmt.Sprintf("%d subscriptions", len(s.subs)) }
