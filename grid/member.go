@@ -225,7 +225,7 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 	m.backups = newBackupRules(cfg)
 	m.timers = newTimerHeap()
 	m.events = newEventHub(m)
-	m.lsubs.subs, m.lsubs.kick = map[uint64]*localSub{}, make(chan struct{}, 1)
+	m.lsubs.subs = map[uint64]*localSub{}
 	m.connTab.conns = map[*wire.Conn]*connState{}
 	m.sess = newSessions(m)
 	m.meta.Session = m.sess.id.Load()
