@@ -175,6 +175,9 @@ func (s *slot) executeSeam(m *Member, b *wire.Batch, cur *partition.Table, req *
 	x := &s.exec
 	x.Reset(now, s.id, true, req)
 	resp := ex.Execute(x, req)
+	if resp == nil {
+		resp = &op.Response{Code: op.CodeInternal, Msg: "state returned no response"}
+	}
 	if req.Service[0] != '_' {
 		m.counters.served.Add(1) // user requests only
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/shoalgrid/shoal/backup"
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/wire"
 )
@@ -396,13 +397,10 @@ func (m *Member) onSyncAck(s *slot, tg *target, conn *wire.Conn, seq uint64, fin
 func (s *slot) probe(m *Member, cur, version, seq, term uint64) *op.Response {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if version < s.ownerSince {
-		return &op.Response{Code: op.CodeWrongOwner, Msg: fmt.Sprintf("probe of table %d from a deposed owner of partition %d", version, s.id), TableVersion: cur}
-	}
-	if s.role < 1 && version <= cur {
-		return &op.Response{Code: op.CodeBackupGap, Msg: fmt.Sprintf("%s is not a backup of partition %d at table %d", m.cfg.Name, s.id, cur), TableVersion: cur}
-	}
-	if s.seq != seq || s.term != term {
+	switch v := backup.Probe(s.replica(), cur, version, seq, term); v {
+	case backup.Deposed, backup.NotBackup:
+		return s.fenced(m, v, "probe", cur, version)
+	case backup.Differs:
 		return &op.Response{Code: op.CodeBackupGap, Msg: fmt.Sprintf("partition %d: backup at %d (term %d), owner at %d (term %d)", s.id, s.seq, s.term, seq, term), TableVersion: cur}
 	}
 	s.dataVersion = max(s.dataVersion, version)
@@ -431,11 +429,8 @@ func (s *slot) installSync(m *Member, cur, version, seq, term uint64, data []byt
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if version < s.ownerSince {
-		return &op.Response{Code: op.CodeWrongOwner, Msg: fmt.Sprintf("sync of table %d from a deposed owner of partition %d", version, s.id), TableVersion: cur}
-	}
-	if s.role < 1 && version <= cur {
-		return &op.Response{Code: op.CodeBackupGap, Msg: fmt.Sprintf("%s is not a backup of partition %d at table %d", m.cfg.Name, s.id, cur), TableVersion: cur}
+	if v := backup.Fence(s.replica(), cur, version); v != backup.Accept {
+		return s.fenced(m, v, "sync", cur, version)
 	}
 	s.states = states
 	s.dedup.load(snap.dedup)

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shoalgrid/shoal/backup"
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/partition"
 	"github.com/shoalgrid/shoal/wire"
@@ -333,19 +334,17 @@ func (s *slot) applyBackup(m *Member, cur uint64, version, seq, term uint64, now
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if version < s.ownerSince {
-		return &op.Response{Code: op.CodeWrongOwner, Msg: fmt.Sprintf("backup %s: record of table %d from a deposed owner of partition %d (owner since %d)", m.cfg.Name, version, s.id, s.ownerSince), TableVersion: cur}
-	}
-	if s.role < 1 && version <= cur {
-		return &op.Response{Code: op.CodeBackupGap, Msg: fmt.Sprintf("%s is not a backup of partition %d at table %d", m.cfg.Name, s.id, cur), TableVersion: cur}
+	v := backup.Record(s.replica(), cur, version, seq)
+	if v == backup.Deposed || v == backup.NotBackup {
+		return s.fenced(m, v, "record", cur, version)
 	}
 	if version > cur {
 		s.dataVersion = max(s.dataVersion, version)
 	}
-	if seq <= s.seq {
-		return &op.Response{TableVersion: cur} // duplicate: already applied
-	}
-	if seq != s.seq+1 {
+	switch v {
+	case backup.Duplicate:
+		return &op.Response{TableVersion: cur} // already applied
+	case backup.Gap:
 		return &op.Response{Code: op.CodeBackupGap, Msg: fmt.Sprintf("partition %d: record %d after %d", s.id, seq, s.seq), TableVersion: cur}
 	}
 	if ex, ok := s.state(m, svc).(op.Executor); ok {
@@ -361,6 +360,21 @@ func (s *slot) applyBackup(m *Member, cur uint64, version, seq, term uint64, now
 		m.counters.records.Add(1) // user mutations only
 	}
 	return &op.Response{TableVersion: cur}
+}
+
+// replica is the slot's replication position, for the rules in backup.
+// s.mu is held.
+func (s *slot) replica() backup.Replica {
+	return backup.Replica{Role: s.role, OwnerSince: s.ownerSince, Seq: s.seq, Term: s.term}
+}
+
+// fenced answers a record, snapshot or probe that backup.Fence refused.
+// s.mu is held.
+func (s *slot) fenced(m *Member, v backup.Verdict, what string, cur, version uint64) *op.Response {
+	if v == backup.Deposed {
+		return &op.Response{Code: op.CodeWrongOwner, Msg: fmt.Sprintf("backup %s: %s of table %d from a deposed owner of partition %d (owner since %d)", m.cfg.Name, what, version, s.id, s.ownerSince), TableVersion: cur}
+	}
+	return &op.Response{Code: op.CodeBackupGap, Msg: fmt.Sprintf("%s is not a backup of partition %d at table %d", m.cfg.Name, s.id, cur), TableVersion: cur}
 }
 
 func (s *slot) sweep(now time.Time, budget int) {

@@ -1,0 +1,109 @@
+// Package backup holds the pure rules of Shoal's replication: what a
+// backup does with a record, a snapshot or a probe from a partition's owner.
+// It does no IO and keeps no state of its own: the member core (grid) asks
+// it for decisions under the partition lock and carries them out.
+//
+// This is the first part of the package named in issue 8; the owner's
+// per-backup progress, the promotion choice, the retry table and the
+// record/snapshot codecs still live in grid.
+package backup
+
+// Replica is what a member knows about its copy of one partition.
+type Replica struct {
+	// Role is the member's replica index in its table: 0 owner, >= 1
+	// backup, -1 none.
+	Role int
+	// OwnerSince is the table version at which the current owner became
+	// owner: anything stamped with an older version comes from a deposed
+	// owner.
+	OwnerSince uint64
+	// Seq and Term identify the last mutation applied here (Term is the
+	// OwnerSince of the owner that applied it).
+	Seq, Term uint64
+}
+
+// Verdict is a backup's decision about something its owner sent.
+type Verdict uint8
+
+// Verdicts.
+const (
+	// Accept: apply it.
+	Accept Verdict = iota
+	// Deposed: it comes from an owner deposed at its table version; refuse
+	// it (no acknowledgement: a deposed owner's write is never
+	// acknowledged). Fencing.
+	Deposed
+	// NotBackup: this member holds no backup of the partition at a table
+	// at least as new as the sender's; refuse it as a gap, so the owner
+	// resyncs once the tables agree.
+	NotBackup
+	// Duplicate: already applied; acknowledge without applying.
+	Duplicate
+	// Gap: records are missing before it; refuse it, so the owner
+	// resyncs this backup.
+	Gap
+	// Differs: a probe found a different history here; a copy is needed.
+	Differs
+)
+
+// String names the verdict.
+func (v Verdict) String() string {
+	switch v {
+	case Accept:
+		return "accept"
+	case Deposed:
+		return "deposed"
+	case NotBackup:
+		return "not a backup"
+	case Duplicate:
+		return "duplicate"
+	case Gap:
+		return "gap"
+	case Differs:
+		return "differs"
+	}
+	return "unknown"
+}
+
+// Fence is the rule shared by records, snapshots and probes: something
+// stamped with table version `version`, arriving at a member that follows
+// table `cur`, is refused when it comes from a deposed owner or when this
+// member is not a backup at a table at least as new. A sender with a newer
+// table than ours is trusted (our table is late).
+func Fence(r Replica, cur, version uint64) Verdict {
+	if version < r.OwnerSince {
+		return Deposed
+	}
+	if r.Role < 1 && version <= cur {
+		return NotBackup
+	}
+	return Accept
+}
+
+// Record decides about the owner's mutation number seq.
+func Record(r Replica, cur, version, seq uint64) Verdict {
+	if v := Fence(r, cur, version); v != Accept {
+		return v
+	}
+	if seq <= r.Seq {
+		return Duplicate
+	}
+	if seq != r.Seq+1 {
+		return Gap
+	}
+	return Accept
+}
+
+// Probe decides whether this backup already holds the owner's history up
+// to mutation seq of term: the same sequence alone is not enough (after a
+// failover an asynchronous backup may have applied a record the new owner
+// never saw).
+func Probe(r Replica, cur, version, seq, term uint64) Verdict {
+	if v := Fence(r, cur, version); v != Accept {
+		return v
+	}
+	if r.Seq != seq || r.Term != term {
+		return Differs
+	}
+	return Accept
+}
