@@ -18,6 +18,8 @@ import (
 type connState struct {
 	parked map[uint64]*parkedCall
 	subs   map[uint64]func()
+	// cancels end the forwarded (unrouted) requests in flight.
+	cancels map[uint64]context.CancelFunc
 }
 
 // connTable holds the per-connection state of a member.
@@ -35,7 +37,7 @@ func (m *Member) connEntry(c *wire.Conn) *connState {
 	if cs != nil {
 		return cs
 	}
-	cs = &connState{parked: map[uint64]*parkedCall{}, subs: map[uint64]func(){}}
+	cs = &connState{parked: map[uint64]*parkedCall{}, subs: map[uint64]func(){}, cancels: map[uint64]context.CancelFunc{}}
 	if !m.spawn(func() { m.watchConn(c) }) {
 		return nil
 	}
@@ -103,9 +105,36 @@ func (m *Member) HandleCancel(c *wire.Conn, id uint64) {
 	if cs := m.connTab.conns[c]; cs != nil {
 		pc = cs.parked[id]
 	}
+	var cancel context.CancelFunc
+	if cs := m.connTab.conns[c]; cs != nil {
+		cancel = cs.cancels[id]
+	}
 	m.connTab.mu.Unlock()
 	if pc != nil {
 		m.cancelParked(pc, op.CodeCanceled)
+	}
+	if cancel != nil {
+		cancel()
+	}
+}
+
+// trackCancel lets a cancel frame for request id of c call cancel; the
+// returned function forgets it.
+func (m *Member) trackCancel(c *wire.Conn, id uint64, cancel context.CancelFunc) func() {
+	if c.Peer().Caps&wire.CapCancel == 0 {
+		return func() {}
+	}
+	cs := m.connEntry(c)
+	if cs == nil {
+		return func() {}
+	}
+	m.connTab.mu.Lock()
+	cs.cancels[id] = cancel
+	m.connTab.mu.Unlock()
+	return func() {
+		m.connTab.mu.Lock()
+		delete(cs.cancels, id)
+		m.connTab.mu.Unlock()
 	}
 }
 

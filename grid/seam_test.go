@@ -7,9 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoalgrid/shoal/grid"
 	"github.com/shoalgrid/shoal/grid/gridtest"
 	"github.com/shoalgrid/shoal/internal/semtest"
 	"github.com/shoalgrid/shoal/op"
+	"github.com/shoalgrid/shoal/wire"
 )
 
 // seamCluster starts n members running the test semaphore service and
@@ -320,6 +322,38 @@ func TestSeamCancelFrameFromForwardingMember(t *testing.T) {
 	cancel()
 	if r := recv(t, w); !errors.Is(r.err, op.ErrCanceled) {
 		t.Fatalf("canceled acquire: %+v", r)
+	}
+	waitWaiters(t, sa, 0)
+}
+
+// A client that sends an unrouted request (the member forwards it) and
+// gives up sends a cancel frame: the forwarded call ends and the owner
+// drops the waiter.
+func TestSeamCancelFrameForUnroutedRequest(t *testing.T) {
+	ctx := ctxT(t, 60*time.Second)
+	c, _, rest := seamCluster(t, 3, "u")
+	sa := semtest.New(c.Member(rest[0]), "u")
+	if err := sa.Init(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sa.Acquire(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := wire.Dial(ctx, nil, c.Member(rest[1]).Addr(), wire.Hello{Role: wire.RoleClient, Name: "raw", Cluster: grid.DefaultCluster}, wire.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	wctx, cancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := conn.Call(wctx, &op.Request{Service: semtest.ServiceName, Name: "u", Op: semtest.OpAcquire, Partition: -1, Key: "u", Num: 1, Origin: 42, CallSeq: 1})
+		errc <- err
+	}()
+	waitWaiters(t, sa, 1)
+	cancel()
+	if err := <-errc; !errors.Is(err, op.ErrCanceled) {
+		t.Fatalf("canceled call: %v", err)
 	}
 	waitWaiters(t, sa, 0)
 }

@@ -141,6 +141,8 @@ func (m *Member) HandleRequest(c *wire.Conn, id uint64, req *op.Request) {
 		ok := m.spawn(func() {
 			ctx, cancel := timeoutContext(m.ctx, req.Timeout)
 			defer cancel()
+			// A cancel frame for this request ends the forwarded call.
+			defer m.trackCancel(c, id, cancel)()
 			resp, err := m.invoke(ctx, req, internal)
 			if err != nil && (resp == nil || resp.Code == op.OK) {
 				resp = errResponse(err, m.tableVersion())

@@ -1,7 +1,9 @@
 package grid
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -75,5 +77,46 @@ func TestSessionStateLifecycle(t *testing.T) {
 	}
 	if resp, _ := execSess(st, t0, &op.Request{Op: sessHeartbeat, Key: "zz"}); !errors.Is(resp.Err(), op.ErrBadRequest) {
 		t.Fatalf("bad id: %v", resp.Err())
+	}
+}
+
+// A member whose session was ended (as if it had been cut off) learns it
+// from its next heartbeat, takes a new session, and keeps working.
+func TestMemberTakesNewSessionAfterItsSessionEnded(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m, err := Start(ctx, Config{Name: "s1", BindAddr: "127.0.0.1:0", DataAddr: "127.0.0.1:0", Gossip: FastGossip(),
+		SessionTTL: 300 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	old := m.Session()
+	// Wait until the session record exists, then end it.
+	for {
+		resp, err := m.invoke(ctx, &op.Request{Service: "_session", Op: sessHeartbeat, Partition: sessionPartition(old, m.cfg.PartitionCount), Key: sessionKey(old), Num: 300}, true)
+		if err == nil && resp.Err() == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("session never opened")
+		}
+		time.Sleep(10 * time.Millisecond) // polling
+	}
+	m.endSession(old)
+	deadline := time.Now().Add(10 * time.Second)
+	for m.Session() == old {
+		if time.Now().After(deadline) {
+			t.Fatal("member kept its ended session")
+		}
+		time.Sleep(10 * time.Millisecond) // polling
+	}
+	// The new session is alive: its heartbeat succeeds.
+	id := m.Session()
+	if _, err := m.invoke(ctx, &op.Request{Service: "_session", Op: sessHeartbeat, Partition: sessionPartition(id, m.cfg.PartitionCount), Key: sessionKey(id), Num: 300}, true); err != nil {
+		t.Fatalf("heartbeat of the new session: %v", err)
 	}
 }
