@@ -55,9 +55,10 @@ func WithOwner(id string) Option { return func(o *options) { o.owner = id } }
 
 // WithLease makes an acquisition end by itself d after it is granted (the
 // owner decides and replicates the release, no local clock does). Leases
-// travel in whole milliseconds, rounded up; d <= 0 means no lease (the
-// lock is held until unlocked or the holder's session ends), which is the
-// default. A re-entry with a lease restarts the lease from the re-entry.
+// travel in whole milliseconds, rounded up; 0 means no lease (the lock is
+// held until unlocked or the holder's session ends), which is the default;
+// a negative d fails the call with op.ErrBadRequest. A re-entry with a
+// lease restarts the lease from the re-entry.
 func WithLease(d time.Duration) Option { return func(o *options) { o.lease = d } }
 
 // WithReentrancyLimit caps the hold count of the holder: n = 1 makes the
@@ -161,6 +162,9 @@ func (l *Lock) acquire(ctx context.Context, code uint8, what string, opts []Opti
 	}
 	o := l.o
 	o.apply(opts)
+	if o.lease < 0 {
+		return 0, false, fmt.Errorf("locks: %s %q: %w: negative lease %v", what, l.name, op.ErrBadRequest, o.lease)
+	}
 	a := args{limit: o.limit, attempt: randomAttempt()}
 	req := l.request(code, &o)
 	req.Num = leaseMillis(o.lease)

@@ -344,6 +344,12 @@ func TestProxyBadInput(t *testing.T) {
 	if _, err := New(c.invoker(1), "x", WithOwner(strings.Repeat("o", MaxOwnerLen+1))).Lock(ctx); !errors.Is(err, op.ErrBadRequest) {
 		t.Fatalf("long owner id: %v", err)
 	}
+	if _, err := New(c.invoker(1), "x").Lock(ctx, WithLease(-time.Second)); !errors.Is(err, op.ErrBadRequest) || !strings.Contains(err.Error(), "negative lease") {
+		t.Fatalf("negative lease: %v", err)
+	}
+	if _, _, err := New(c.invoker(1), "x").TryLock(ctx, WithLease(-time.Second)); !errors.Is(err, op.ErrBadRequest) {
+		t.Fatalf("negative lease: %v", err)
+	}
 	if leaseMillis(-time.Second) != 0 || leaseMillis(1500*time.Microsecond) != 2 || leaseMillis(time.Second) != 1000 {
 		t.Fatal("lease rounding")
 	}

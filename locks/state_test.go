@@ -875,3 +875,78 @@ func TestRestoreRejectsCorruptSnapshots(t *testing.T) {
 		t.Fatal("free stored lock accepted")
 	}
 }
+
+// FuzzStateMachine interprets the input as a sequence of requests (every
+// operation, reserved ones included, on three locks, four sessions and
+// two owner ids, with moving time) replayed on an owner and a backup: the
+// two must agree on every response and effect, errors must not change the
+// state, the invariants must hold after every step, and the final
+// snapshot must round-trip.
+func FuzzStateMachine(f *testing.F) {
+	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15})
+	f.Add([]byte{1, 0, 0, 0, 1, 0, 1, 0, 3, 0, 0, 0, 9, 5, 0, 0, 1, 0, 2, 0})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		owner, backup := newHarness(t), newHarness(t)
+		backup.owner = false
+		names := []string{"a", "b", "c"}
+		owners := []string{"x", "y"}
+		var calls []op.CallID
+		for i := 0; i+3 < len(data) && i < 4*300; i += 4 {
+			b0, b1, b2, b3 := data[i], data[i+1], data[i+2], data[i+3]
+			owner.now = owner.now.Add(time.Duration(b3%64) * time.Millisecond)
+			backup.now = owner.now
+			name := names[int(b1)%3]
+			var req *op.Request
+			switch k := b0 % 10; {
+			case k < 6:
+				c := call{op: uint8(1 + int(b0/10)%int(opEnd-1)), name: name, session: uint64(1 + b1/3%4), owner: owners[b2%2],
+					args: args{limit: uint32(b2 / 2 % 3), attempt: uint64(b2 / 6 % 4)}}
+				if b2&0x80 != 0 {
+					c.num = int64(b3 % 100)
+				}
+				if b2&0x40 != 0 {
+					c.timeout = time.Duration(b3) * time.Millisecond
+				}
+				req = owner.req(c)
+			case k == 6 && len(calls) > 0:
+				r := calls[int(b2)%len(calls)]
+				req = &op.Request{Op: op.OpCancelWait, Name: name, Origin: r.Origin, CallSeq: r.Seq, Num: int64(op.CodeCanceled)}
+			case k == 7:
+				req = &op.Request{Op: op.OpTimer, Name: name, Key: leaseTimer}
+			case k == 8:
+				req = &op.Request{Op: op.OpSessionEnded, Num: int64(1 + b2%5)}
+			default:
+				// A re-sent earlier call.
+				if len(calls) == 0 {
+					continue
+				}
+				r := calls[int(b2)%len(calls)]
+				req = owner.req(call{op: OpLock, name: name, session: r.Origin, owner: owners[b1%2], seq: r.Seq})
+			}
+			before := encodeSnapshot(owner.s)
+			r1, fx1 := owner.exec(req)
+			r2, fx2 := backup.exec(req)
+			if fmt.Sprint(*r1) != fmt.Sprint(*r2) || fxString(fx1) != fxString(fx2) {
+				t.Fatalf("step %d %+v: owner %+v, backup %+v", i/4, req, r1, r2)
+			}
+			if r1.Code != op.OK && (len(fx1) != 0 || !bytes.Equal(before, encodeSnapshot(owner.s))) {
+				t.Fatalf("step %d %+v: error %v changed the state or had effects", i/4, req, r1.Err())
+			}
+			if hasKind(fx1, op.EffectPark) {
+				calls = append(calls, req.Call())
+			}
+			checkInvariants(t, owner.s)
+		}
+		snap := encodeSnapshot(owner.s)
+		if !bytes.Equal(snap, encodeSnapshot(backup.s)) {
+			t.Fatal("owner and backup differ")
+		}
+		r := newState(0)
+		if err := r.Restore(owner.now, snap); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(encodeSnapshot(r), snap) {
+			t.Fatal("snapshot does not round-trip")
+		}
+	})
+}

@@ -534,3 +534,66 @@ func TestElectKillLeader(t *testing.T) {
 	}
 	t.Logf("worst time to a new leader: %v", worst.Round(time.Millisecond))
 }
+
+// TestElectPausedLeader pauses (SIGSTOP) the gridctl elect leader and its
+// command: another candidate is elected after the session TTL; when the
+// paused leader resumes, it finds its leadership lost, stops its command
+// with SIGTERM and exits 1. The time from resume to the old command's stop
+// is reported: it is the window in which a resumed old leader's command
+// still runs next to the new one (what fencing tokens are for).
+func TestElectPausedLeader(t *testing.T) {
+	ctx := ctxT(t, 120*time.Second)
+	bin := gridctlBin(t)
+	procs := startCluster(t, ctx, 3)
+	waitSettled(t, ctx, procs...)
+	log := filepath.Join(t.TempDir(), "leaders")
+	script := `trap 'echo "end $SHOAL_TERM $(date +%s%N)" >> ` + log + `; exit 0' TERM; echo "start $SHOAL_TERM $PPID $(date +%s%N)" >> ` + log + `; while :; do sleep 0.05; done`
+	first := startGridctl(t, bin, "--addr", dataAddrs(procs), "elect", "paused", "--", "sh", "-c", script)
+	lines := func() []string {
+		b, _ := os.ReadFile(log)
+		return strings.Split(strings.TrimSpace(string(b)), "\n")
+	}
+	waitLines := func(n int) []string {
+		var ls []string
+		if err := proctest.Poll(ctx, 5*time.Millisecond, func(context.Context) error {
+			if ls = lines(); len(ls) < n || ls[0] == "" {
+				return fmt.Errorf("log %q", ls)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return ls
+	}
+	var t1 uint64
+	var pid int
+	var at int64
+	if _, err := fmt.Sscanf(waitLines(1)[0], "start %d %d %d", &t1, &pid, &at); err != nil || pid != first.cmd.Process.Pid {
+		t.Fatalf("first leader line %q (pid %d): %v", lines()[0], first.cmd.Process.Pid, err)
+	}
+	second := startGridctl(t, bin, "--addr", dataAddrs(procs), "elect", "paused", "--", "sh", "-c", script)
+	if err := syscall.Kill(-pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	paused := time.Now()
+	var t2 uint64
+	if _, err := fmt.Sscanf(waitLines(2)[1], "start %d %d %d", &t2, &pid, &at); err != nil || pid != second.cmd.Process.Pid || t2 <= t1 {
+		t.Fatalf("second leader line %q: %v (first term %d)", lines()[1], err, t1)
+	}
+	elected := time.Since(paused)
+	resumed := time.Now()
+	if err := syscall.Kill(-first.cmd.Process.Pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	if code := first.wait(t, ctx); code != 1 || !strings.Contains(first.output(), "leadership lost") {
+		t.Fatalf("resumed old leader exited %d:\n%s", code, first.output())
+	}
+	ls := waitLines(3)
+	var t3 uint64
+	var end int64
+	if _, err := fmt.Sscanf(ls[2], "end %d %d", &t3, &end); err != nil || t3 != t1 {
+		t.Fatalf("third line %q: %v", ls[2], err)
+	}
+	t.Logf("new leader %v after the pause; the resumed old leader's command stopped %v after SIGCONT",
+		elected.Round(time.Millisecond), time.Duration(end-resumed.UnixNano()).Round(time.Millisecond))
+}
