@@ -32,7 +32,11 @@ func Judge(resp *Response, err error) Verdict {
 		}
 		return Fail
 	}
-	if resp.Code.Retriable() || resp.Code == CodeBackupTimeout {
+	// CodeClosed in a response comes from a remote member that is
+	// shutting down or crashing: another member will own the partition,
+	// and the request's identity makes a retry safe even if that member
+	// applied it.
+	if resp.Code.Retriable() || resp.Code == CodeBackupTimeout || resp.Code == CodeClosed {
 		return Retry
 	}
 	return Done

@@ -20,6 +20,8 @@ func TestJudge(t *testing.T) {
 		{&Response{Code: CodeStaleTable}, nil, Retry},
 		{&Response{Code: CodeMigrating}, nil, Retry},
 		{&Response{Code: CodeBackupTimeout}, nil, Retry},
+		{&Response{Code: CodeClosed}, nil, Retry},
+		{nil, ErrClosed, Fail},
 		{nil, fmt.Errorf("dial: %w", ErrUnavailable), Retry},
 		{nil, Error(CodeTooLarge, "big"), Fail},
 		{nil, errors.Join(ErrTimeout, context.DeadlineExceeded), Fail},

@@ -21,6 +21,7 @@ var Rules = []queues.Rule{
 	{Pattern: "bounded-*", Capacity: 2},
 	{Pattern: "vis-*", Visibility: 300 * time.Millisecond},
 	{Pattern: "dlq-*", MaxDeliveries: 2},
+	{Pattern: "events-*", ItemEvents: true},
 }
 
 // Run runs the suite. invokers must return at least two invokers attached
@@ -275,6 +276,33 @@ func Run(t *testing.T, invokers func(t *testing.T) []op.Invoker) {
 		}
 		if n, _, _ := queues.New(a, "bounded-2").Len(ctx); n != 0 {
 			t.Fatalf("partial batch applied: %d items", n)
+		}
+	})
+
+	t.Run("ItemEvents", func(t *testing.T) {
+		ctx := ctx(t)
+		q := queues.New(b, "events-1")
+		got := make(chan queues.ItemEvent, 16)
+		stop, err := q.Listen(ctx, func(ev queues.ItemEvent) { got <- ev })
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer stop()
+		if err := queues.New(a, "events-1").Offer(ctx, []byte("e1")); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := q.Poll(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []queues.ItemEventKind{queues.ItemAdded, queues.ItemRemoved} {
+			select {
+			case ev := <-got:
+				if ev.Kind != want || string(ev.Item) != "e1" {
+					t.Fatalf("event %v %q, want %v e1", ev.Kind, ev.Item, want)
+				}
+			case <-ctx.Done():
+				t.Fatalf("no %v event", want)
+			}
 		}
 	})
 
