@@ -33,6 +33,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/partition"
 	"github.com/shoalgrid/shoal/wire"
@@ -147,6 +149,8 @@ type Client struct {
 	callSeq atomic.Uint64
 
 	events subscriptions
+	// refreshes shares table reads among the calls that need one.
+	refreshes singleflight.Group
 }
 
 // memberConns is the connection set to one member address.

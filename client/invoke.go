@@ -87,7 +87,7 @@ func (c *Client) invoke(ctx context.Context, req *op.Request, internal bool) (*o
 			lastErr = err
 			// The owner is unreachable: learn the current table from any
 			// member. If none answers, fail fast rather than hang.
-			if rerr := c.refresh(ctx); rerr != nil {
+			if rerr := c.sharedRefresh(ctx); rerr != nil {
 				if ctx.Err() != nil {
 					return nil, fmt.Errorf("%w (last attempt: %v)", op.FromContext(ctx), lastErr)
 				}
