@@ -456,7 +456,7 @@ func TestPipelinedBigGetsStayWithinMemoryBound(t *testing.T) {
 	gets, valSize := 100, 16<<20
 	if raceEnabled {
 		// The race detector makes 1.6 GB of copies take minutes.
-		gets, valSize = 40, 4<<20
+		gets, valSize = 60, 4<<20
 	}
 	// LAN failure detection: the forced GCs below (slow under -race) must
 	// not get a member declared dead, which would move the key.
@@ -516,8 +516,9 @@ func TestPipelinedBigGetsStayWithinMemoryBound(t *testing.T) {
 		gets, valSize>>20, len(pipeline), grew>>20, lat)
 	// In flight: a few forwarded values (4, and the one being decoded),
 	// plus the connection's write buffers (32 MiB pending, plus a frame,
-	// and the one being written).
-	if limit := uint64(5*valSize + 3*(32<<20+valSize)); grew > limit {
+	// and the one being written), plus 64 MiB for what earlier tests of the
+	// package are still freeing. Unbounded, every get held a value.
+	if limit := uint64(5*valSize + 3*(32<<20+valSize) + 64<<20); grew > limit {
 		t.Errorf("heap grew %d MiB, bound %d MiB", grew>>20, limit>>20)
 	}
 }
