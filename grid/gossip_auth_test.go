@@ -26,7 +26,9 @@ func (fakeNode) MergeRemoteState(buf []byte, join bool) {}
 
 func startFakeNode(t *testing.T, seed string, gossipKey []byte) (*memberlist.Memberlist, error) {
 	t.Helper()
-	meta, err := msgpack.Marshal(map[string]any{"a": "127.0.0.1:1", "s": int64(1), "p": 1})
+	// It copies what admission checks (cluster name, partition count,
+	// protocol): without a key nothing proves it is not a member.
+	meta, err := msgpack.Marshal(map[string]any{"a": "127.0.0.1:1", "s": int64(1), "p": 1, "c": "shoal", "n": 271})
 	if err != nil {
 		t.Fatal(err)
 	}
