@@ -1,6 +1,7 @@
 package wire_test
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"runtime"
@@ -162,3 +163,23 @@ func TestStalledLargeFramesPinWhatArrived(t *testing.T) {
 
 // growAboveForTest mirrors wire.growAbove: the first buffer of a large frame.
 const growAboveForTest = 1 << 20
+
+// Frames over 1 MiB are read into a growing buffer: their content must
+// arrive intact, in both directions, whatever the size.
+func TestLargeFramesRoundTrip(t *testing.T) {
+	ctx := testCtx(t)
+	c, _ := pair(ctx, t, echo, wire.Options{}, wire.Options{})
+	for _, n := range []int{1<<20 - 100, 1 << 20, 1<<20 + 1, 3<<20 + 12345, 16 << 20} {
+		v := make([]byte, n)
+		for i := range v {
+			v[i] = byte(i*7 + i>>11)
+		}
+		resp, err := c.Call(ctx, &op.Request{Key: "big", Value: v})
+		if err != nil {
+			t.Fatalf("%d bytes: %v", n, err)
+		}
+		if !bytes.Equal(resp.Value, v) {
+			t.Fatalf("%d bytes sent, %d came back different", n, len(resp.Value))
+		}
+	}
+}
