@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/shoalgrid/shoal/op"
@@ -188,9 +189,17 @@ func (c *Client) shared(ctx context.Context, key string, f func(context.Context)
 	}
 }
 
+// refreshGrace is how long refresh keeps listening for other members'
+// tables once one answered: enough for the others on a LAN, short enough
+// that a member that does not answer (cut off, paused) costs nothing.
+const refreshGrace = 20 * time.Millisecond
+
 // refresh reads the table from the members of the current table and the
-// seed addresses, stopping at the first that answers. It fails with
-// op.ErrUnavailable when none does.
+// seed addresses, all at once, and adopts the newest that arrives (adopt
+// keeps only newer versions). It returns shortly after the first answer, so
+// an unreachable member (a network split, a paused process) never holds
+// the client's routing back. It fails with op.ErrUnavailable when none
+// answers.
 func (c *Client) refresh(ctx context.Context) error {
 	var addrs []string
 	if t := c.Table(); t != nil {
@@ -203,18 +212,51 @@ func (c *Client) refresh(ctx context.Context) error {
 			addrs = append(addrs, a)
 		}
 	}
-	var errs []error
+	if len(addrs) == 0 {
+		return fmt.Errorf("%w: no member address known", op.ErrUnavailable)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type answer struct {
+		t   *partition.Table
+		err error
+	}
+	answers := make(chan answer, len(addrs))
+	var wg sync.WaitGroup
+	defer wg.Wait() // cancel (deferred after) ends the fetches still running
+	defer cancel()
 	for _, a := range addrs {
-		t, err := c.fetchTable(ctx, a)
-		if err != nil {
-			if ctx.Err() != nil {
-				return op.FromContext(ctx)
+		wg.Go(func() {
+			t, err := c.fetchTable(ctx, a)
+			answers <- answer{t, err}
+		})
+	}
+	var errs []error
+	var grace <-chan time.Time
+	adopted := false
+	for range addrs {
+		select {
+		case a := <-answers:
+			if a.err != nil {
+				errs = append(errs, a.err)
+				continue
 			}
-			errs = append(errs, err)
+			c.adopt(a.t)
+			if !adopted {
+				adopted = true
+				grace = time.After(refreshGrace)
+			}
 			continue
+		case <-grace:
+		case <-ctx.Done():
 		}
-		c.adopt(t)
+		break
+	}
+	if adopted {
 		return nil
+	}
+	if ctx.Err() != nil {
+		return op.FromContext(ctx)
 	}
 	for _, e := range errs {
 		if errors.Is(e, op.ErrBadRequest) || errors.Is(e, op.ErrUnauthenticated) || errors.Is(e, op.ErrForbidden) {
