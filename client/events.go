@@ -159,3 +159,8 @@ func (c *Client) syncSubs(ctx context.Context) {
 		}
 	}
 }
+
+var (
+	_ op.Invoker     = (*Client)(nil)
+	_ op.EventSource = (*Client)(nil)
+)

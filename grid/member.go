@@ -731,4 +731,7 @@ func (m *Member) errClosed() error {
 	return fmt.Errorf("grid: member %s: %w", m.cfg.Name, op.ErrClosed)
 }
 
-var _ op.Invoker = (*Member)(nil)
+var (
+	_ op.Invoker     = (*Member)(nil)
+	_ op.EventSource = (*Member)(nil)
+)

@@ -7,12 +7,6 @@ import (
 	"github.com/shoalgrid/shoal/op"
 )
 
-// eventSubscriber is implemented by invokers that deliver structure events
-// (op.Exec.Emit): *grid.Member and *client.Client.
-type eventSubscriber interface {
-	SubscribeEvents(ctx context.Context, service, name string, fn func(payload []byte)) (func(), error)
-}
-
 // ChangeKind says what happened to a lock.
 type ChangeKind uint8
 
@@ -68,7 +62,7 @@ func (l *Lock) Watch(ctx context.Context, fn func(Change)) (func(), error) {
 	if l == nil || l.inv == nil || l.name == "" {
 		return nil, fmt.Errorf("locks: watch: %w", errNoLock)
 	}
-	sub, ok := l.inv.(eventSubscriber)
+	sub, ok := l.inv.(op.EventSource)
 	if !ok {
 		return nil, fmt.Errorf("locks: watch %q: %w", l.name, ErrNoEvents)
 	}

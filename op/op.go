@@ -101,6 +101,15 @@ type Invoker interface {
 	PartitionOf(key string) int32
 }
 
+// EventSource is implemented by invokers that deliver structure events
+// (Exec.Emit): *grid.Member and *client.Client. SubscribeEvents calls fn
+// with every payload that structure name of service emits, until the
+// returned function is called; delivery is at most once, in order per
+// owner (see grid and client for the details).
+type EventSource interface {
+	SubscribeEvents(ctx context.Context, service, name string, fn func(payload []byte)) (stop func(), err error)
+}
+
 // Service is a kind of distributed structure (maps, queues, locks). The
 // member core creates one State per partition from it and never looks inside.
 type Service interface {

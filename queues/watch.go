@@ -7,12 +7,6 @@ import (
 	"github.com/shoalgrid/shoal/op"
 )
 
-// eventSubscriber is implemented by invokers that deliver structure events
-// (op.Exec.Emit): *grid.Member and *client.Client.
-type eventSubscriber interface {
-	SubscribeEvents(ctx context.Context, service, name string, fn func(payload []byte)) (func(), error)
-}
-
 // ItemEventKind says what happened to an item.
 type ItemEventKind uint8
 
@@ -55,7 +49,7 @@ var ErrNoEvents = fmt.Errorf("%w: the invoker does not deliver structure events"
 // across an owner failover or a reconnect), so listeners observe, they do
 // not account: use Take/Ack to process every item.
 func (q *Queue) Listen(ctx context.Context, fn func(ItemEvent)) (stop func(), err error) {
-	sub, ok := q.inv.(eventSubscriber)
+	sub, ok := q.inv.(op.EventSource)
 	if !ok {
 		return nil, fmt.Errorf("queues: listen on queue %q: %w", q.name, ErrNoEvents)
 	}
