@@ -24,9 +24,11 @@
 //
 // Shoal is not a consensus system: the lock is as strong as the partition's
 // replication (an acknowledged grant survives the owner's crash because the
-// synchronous backups hold it), and a network partition can let both sides
-// act as owner of a partition (there is no quorum guard yet) and so grant
-// the same lock twice.
+// synchronous backups hold it). The quorum guard (majority by default in
+// the reliable profile) keeps the minority side of a network split from
+// granting locks, but a holder cut off on that side learns it lost the
+// lock only when its session ends; with the guard off both sides can grant
+// the same lock.
 // Fencing tokens are what keeps a stale holder from corrupting a resource
 // in those windows; the lock alone is a very good mutual exclusion, not a
 // proof.
