@@ -27,6 +27,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(consumerEnv) != "" {
 		os.Exit(heldConsumer()) // a child process of TestConsumerKilledHoldingDeliveries
 	}
+	if os.Getenv(claimerEnv) != "" {
+		os.Exit(idemClaimer()) // a child process of TestIdemClaimsKillNine
+	}
 	// Compile gridnode before the first test starts its clock.
 	if _, err := proctest.Prebuild(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
