@@ -9,9 +9,13 @@ import (
 // checks them against the help texts, so a new command or flag is not
 // forgotten here.
 const (
-	completionCommands    = "status map bench completion version help"
+	completionCommands    = "status map queue idem lock elect bench completion version help"
 	completionMapSubs     = "put get delete size keys"
-	completionGlobalFlags = "--addr --timeout --cluster --json --help --version"
+	completionQueueSubs   = "offer poll drain len bench"
+	completionLockSubs    = "run status force-unlock"
+	completionGlobalFlags = "--addr --timeout --cluster --json --help --version --token-file --tls-ca --tls-cert --tls-key"
+	completionQueueFlags  = "--wait --max --clients --queues --duration --value-size"
+	completionLockFlags   = "--lease --wait"
 	completionMapFlags    = "--ttl --msgpack --raw"
 	completionBenchFlags  = "--clients --requests --duration --keys --value-size --ratio --map --prefill"
 	completionShells      = "bash zsh fish"
@@ -51,7 +55,7 @@ _gridctl() {
 	for ((i = 1; i < COMP_CWORD; i++)); do
 		w="${COMP_WORDS[i]}"
 		case "$w" in
-		--addr|--timeout|--cluster|--ttl|--clients|--requests|--duration|--keys|--value-size|--ratio|--map) ((i++)); continue ;;
+		--addr|--timeout|--cluster|--ttl|--clients|--requests|--duration|--keys|--value-size|--ratio|--map|--wait|--max|--queues|--lease|--token-file|--tls-ca|--tls-cert|--tls-key) ((i++)); continue ;;
 		-*) continue ;;
 		esac
 		if [[ -z $cmd ]]; then cmd="$w"; elif [[ -z $sub ]]; then sub="$w"; fi
@@ -60,6 +64,8 @@ _gridctl() {
 	case "$cmd" in
 	map) flags="$flags ` + completionMapFlags + `" ;;
 	bench) flags="$flags ` + completionBenchFlags + `" ;;
+	queue) flags="$flags ` + completionQueueFlags + `" ;;
+	lock) flags="$flags ` + completionLockFlags + `" ;;
 	esac
 	if [[ $cur == -* ]]; then
 		COMPREPLY=($(compgen -W "$flags" -- "$cur"))
@@ -68,8 +74,11 @@ _gridctl() {
 	case "$cmd" in
 	"") COMPREPLY=($(compgen -W "` + completionCommands + `" -- "$cur")) ;;
 	map) [[ -z $sub ]] && COMPREPLY=($(compgen -W "` + completionMapSubs + `" -- "$cur")) ;;
+	queue) [[ -z $sub ]] && COMPREPLY=($(compgen -W "` + completionQueueSubs + `" -- "$cur")) ;;
+	lock) [[ -z $sub ]] && COMPREPLY=($(compgen -W "` + completionLockSubs + `" -- "$cur")) ;;
+	idem) [[ -z $sub ]] && COMPREPLY=($(compgen -W "claim" -- "$cur")) ;;
 	completion) [[ -z $sub ]] && COMPREPLY=($(compgen -W "` + completionShells + `" -- "$cur")) ;;
-	help) [[ -z $sub ]] && COMPREPLY=($(compgen -W "status map bench completion" -- "$cur")) ;;
+	help) [[ -z $sub ]] && COMPREPLY=($(compgen -W "status map queue idem lock elect bench completion" -- "$cur")) ;;
 	esac
 }
 complete -F _gridctl gridctl
@@ -83,12 +92,21 @@ func fishCompletion() string {
 	b.WriteString("complete -c gridctl -f\n")
 	fmt.Fprintf(&b, "complete -c gridctl -n __fish_use_subcommand -a '%s'\n", completionCommands)
 	fmt.Fprintf(&b, "complete -c gridctl -n '__fish_seen_subcommand_from map' -a '%s'\n", completionMapSubs)
+	fmt.Fprintf(&b, "complete -c gridctl -n '__fish_seen_subcommand_from queue' -a '%s'\n", completionQueueSubs)
+	fmt.Fprintf(&b, "complete -c gridctl -n '__fish_seen_subcommand_from lock' -a '%s'\n", completionLockSubs)
+	fmt.Fprintf(&b, "complete -c gridctl -n '__fish_seen_subcommand_from idem' -a claim\n")
 	fmt.Fprintf(&b, "complete -c gridctl -n '__fish_seen_subcommand_from completion' -a '%s'\n", completionShells)
 	for f := range strings.FieldsSeq(completionGlobalFlags) {
 		fmt.Fprintf(&b, "complete -c gridctl -l %s\n", strings.TrimPrefix(f, "--"))
 	}
 	for f := range strings.FieldsSeq(completionMapFlags) {
 		fmt.Fprintf(&b, "complete -c gridctl -n '__fish_seen_subcommand_from map' -l %s\n", strings.TrimPrefix(f, "--"))
+	}
+	for f := range strings.FieldsSeq(completionQueueFlags) {
+		fmt.Fprintf(&b, "complete -c gridctl -n '__fish_seen_subcommand_from queue' -l %s\n", strings.TrimPrefix(f, "--"))
+	}
+	for f := range strings.FieldsSeq(completionLockFlags) {
+		fmt.Fprintf(&b, "complete -c gridctl -n '__fish_seen_subcommand_from lock' -l %s\n", strings.TrimPrefix(f, "--"))
 	}
 	for f := range strings.FieldsSeq(completionBenchFlags) {
 		fmt.Fprintf(&b, "complete -c gridctl -n '__fish_seen_subcommand_from bench' -l %s\n", strings.TrimPrefix(f, "--"))

@@ -289,7 +289,9 @@ func TestCompletion(t *testing.T) {
 		{[]string{"gridctl", "--addr", "h:1", "map", "d"}, "delete"},
 		{[]string{"gridctl", "bench", "--val"}, "--value-size"},
 		{[]string{"gridctl", "completion", "z"}, "zsh"},
-		{[]string{"gridctl", "map", "put", "--t"}, "--timeout --ttl"},
+		{[]string{"gridctl", "map", "put", "--t"}, "--timeout --token-file --tls-ca --tls-cert --tls-key --ttl"},
+		{[]string{"gridctl", "queue", "o"}, "offer"},
+		{[]string{"gridctl", "lock", "--l"}, "--lease"},
 	} {
 		if got := complete(tc.words...); got != tc.want {
 			t.Errorf("complete %q = %q, want %q", tc.words, got, tc.want)
