@@ -17,7 +17,7 @@ import (
 	"github.com/shoalgrid/shoal/grid/gridtest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, gridtest.LeakOptions()...) }
 
 // result is what one in-process gridctl invocation produced.
 type result struct {

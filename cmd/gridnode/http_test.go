@@ -18,10 +18,11 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/shoalgrid/shoal/grid"
+	"github.com/shoalgrid/shoal/grid/gridtest"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, gridtest.LeakOptions()...)
 }
 
 // testLogger discards logs unless SHOAL_TEST_LOG is set, as in gridtest.

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/shoalgrid/shoal/grid"
 	"github.com/shoalgrid/shoal/maps"
 	"github.com/shoalgrid/shoal/op"
@@ -274,4 +276,13 @@ func (c *Cluster) closeAll() {
 	for _, m := range c.Live() {
 		m.Close()
 	}
+}
+
+// LeakOptions are the goleak options for test binaries that start members:
+// memberlist's Shutdown does not wait for a probe in flight, whose
+// goroutine ends when the probe's timer fires, which under heavy CPU load
+// can be later than goleak's retries. Use goleak.VerifyTestMain(m,
+// gridtest.LeakOptions()...).
+func LeakOptions() []goleak.Option {
+	return []goleak.Option{goleak.IgnoreTopFunction("github.com/hashicorp/memberlist.(*Memberlist).probeNode")}
 }
