@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -115,7 +116,11 @@ func (c *coordinator) run() {
 		c.cancelRound = nil
 		c.roundMu.Unlock()
 		cancel()
-		if err != nil && ctx.Err() == nil {
+		switch {
+		case err == nil || ctx.Err() != nil:
+		case errors.Is(err, errNotCoordinator) || errors.Is(err, errStaleRound):
+			c.m.log.Info("coordinator round abandoned", "err", err)
+		default:
 			// The next tick (at most republishEvery away) tries again.
 			c.m.log.Warn("coordinator round failed", "err", err)
 		}
@@ -148,6 +153,16 @@ func (c *coordinator) step(ctx context.Context) error {
 		c.active = true
 		takeover = true
 		c.learnNewestTable()
+	} else if t := m.Table(); t != nil && c.maxSeen.Load() > t.Version {
+		// A member refused our publication because it follows a newer
+		// table: another member coordinated while this one was starved
+		// or cut off (declared dead, its partitions promoted to their
+		// backups, writes acknowledged there since). Continue from that
+		// table, never from ours: republishing our older layout above it
+		// would make owners of the members that dropped those partitions
+		// since (empty copies that then overwrite their backups) and
+		// demote the promoted owners, losing what they acknowledged.
+		c.learnNewestTable()
 	}
 	live := m.Members()
 	if len(live) == 0 {
@@ -171,10 +186,13 @@ func (c *coordinator) step(ctx context.Context) error {
 		return fmt.Errorf("assign partitions: %w", err)
 	}
 	cur := m.Table()
+	if cur != nil && c.maxSeen.Load() > cur.Version {
+		return fmt.Errorf("a member follows table %d, newer than this member's %d, which could not be fetched yet: no table is published until it is", c.maxSeen.Load(), cur.Version)
+	}
 	if cur == nil {
 		t := target.WithVersion(1)
 		t.Voters = quorum.NextVoters(nil, memberNames(liveMembers), m.leftGracefully)
-		first := c.publish(t)
+		first, _ := c.publish(t)
 		m.log.Info("first partition table published", "version", first.Version, "members", len(targetMembers), "backups", m.backups.table)
 		return nil
 	}
@@ -193,13 +211,28 @@ func (c *coordinator) step(ctx context.Context) error {
 		replicas[p] = cur.ReplicaNames(int32(p))
 	}
 	commit := func(lost []int32) error {
+		// The round may have taken long (hand-offs, sequences from slow
+		// members): publish only while this member still coordinates and
+		// still follows the table the round built on. Another member may
+		// have coordinated meanwhile (this one looked dead to it), and a
+		// table derived from an older one must not replace its newer one.
+		if !m.IsCoordinator() || !m.mayCoordinate() {
+			return errNotCoordinator
+		}
+		if now := m.Table(); now != cur {
+			return fmt.Errorf("%w: table %d arrived while the round built on table %d", errStaleRound, now.Version, cur.Version)
+		}
 		next, err := partition.New(cur.Version+1, count, liveMembers, replicas)
 		if err != nil {
 			return fmt.Errorf("%w: build table: %v", op.ErrInternal, err)
 		}
 		next.Lost = lost
 		next.Voters = voters
-		cur = c.publish(next)
+		pub, ok := c.publish(next)
+		if !ok {
+			return fmt.Errorf("%w: table %d refused locally", errStaleRound, next.Version)
+		}
+		cur = pub
 		return nil
 	}
 
@@ -227,17 +260,24 @@ func (c *coordinator) step(ctx context.Context) error {
 	if len(promote) > 0 {
 		seqs := c.collectSeqs(live)
 		promoted := 0
+		var silent []string
 		for _, p := range promote {
-			best, bestSeq := "", uint64(0)
 			want, _ := target.Owner(p)
-			for _, n := range replicas[p] {
-				sq, ok := seqs[n]
-				if !ok || sq[p] == noReplica {
-					continue
+			best, bestSeq, missing := choosePromotion(replicas[p], seqs, p, want.Name)
+			if m.log.Enabled(context.Background(), slog.LevelDebug) {
+				var cands []string
+				for _, n := range replicas[p] {
+					if sq, ok := seqs[n]; ok {
+						cands = append(cands, fmt.Sprintf("%s=%d", n, int64(sq[p])))
+					} else {
+						cands = append(cands, n+"=?")
+					}
 				}
-				if best == "" || sq[p] > bestSeq || (sq[p] == bestSeq && n == want.Name) {
-					best, bestSeq = n, sq[p]
-				}
+				m.log.Debug("promotion", "partition", p, "from_version", cur.Version, "candidates", cands, "chosen", best, "seq", bestSeq)
+			}
+			if missing != "" {
+				silent = append(silent, missing)
+				continue
 			}
 			if best == "" {
 				replicas[p] = []string{want.Name}
@@ -252,6 +292,15 @@ func (c *coordinator) step(ctx context.Context) error {
 			}
 			replicas[p] = rest
 			promoted++
+		}
+		if len(silent) > 0 {
+			// A live replica that did not answer may be the only one
+			// holding the acknowledged writes: promoting another (a new
+			// backup still waiting for its copy) or starting the
+			// partition empty would lose them. Wait for its answer (the
+			// next round is at most republishEvery away).
+			slices.Sort(silent)
+			return fmt.Errorf("no promotion: replica sequences unavailable from %v", slices.Compact(silent))
 		}
 		if promoted > 0 {
 			m.log.Info("backups promoted to owners", "partitions", promoted)
@@ -359,6 +408,29 @@ func (c *coordinator) step(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// choosePromotion picks the replica of partition p to promote when its
+// owner is gone: the one that applied the most mutations (synchronous
+// backups hold every acknowledged write), the target owner on a tie. seqs
+// are the sequences the live members reported (noReplica where they hold
+// no replica). It returns missing, and no choice, when a replica did not
+// report: it may be the one holding what was acknowledged. best is ""
+// when no replica is left (the partition is lost).
+func choosePromotion(replicas []string, seqs map[string][]uint64, p int32, want string) (best string, bestSeq uint64, missing string) {
+	for _, n := range replicas {
+		sq, ok := seqs[n]
+		if !ok {
+			return "", 0, n
+		}
+		if sq[p] == noReplica {
+			continue
+		}
+		if best == "" || sq[p] > bestSeq || (sq[p] == bestSeq && n == want) {
+			best, bestSeq = n, sq[p]
+		}
+	}
+	return best, bestSeq, ""
 }
 
 // call sends a system request to member to, or runs it here when to is
@@ -469,10 +541,19 @@ func (c *coordinator) learnNewestTable() {
 	_ = g.Wait()
 }
 
+// errNotCoordinator and errStaleRound end a round that must not publish:
+// this member stopped coordinating, or a newer table arrived meanwhile.
+var (
+	errNotCoordinator = errors.New("no longer the coordinator")
+	errStaleRound     = errors.New("round built on an old table")
+)
+
 // publish adopts t locally, then pushes it to every member. It returns the
 // table as published: its version is raised above any version a member
-// reported, so that members that are ahead accept it.
-func (c *coordinator) publish(t *partition.Table) *partition.Table {
+// reported, so that members that are ahead accept it. It reports false,
+// and pushes nothing, when this member refuses t itself (it adopted a
+// newer table meanwhile).
+func (c *coordinator) publish(t *partition.Table) (*partition.Table, bool) {
 	if seen := c.maxSeen.Load(); seen >= t.Version {
 		t = t.WithVersion(seen + 1)
 	}
@@ -481,9 +562,11 @@ func (c *coordinator) publish(t *partition.Table) *partition.Table {
 	} else if t.Epoch == 0 {
 		t.Epoch = rand.Uint64() | 1
 	}
-	c.m.adopt(t, c.m.cfg.Name)
+	if !c.m.adopt(t, c.m.cfg.Name) {
+		return t, false
+	}
 	c.publishRemote(t)
-	return t
+	return t, true
 }
 
 func (c *coordinator) publishRemote(t *partition.Table) {
