@@ -211,16 +211,8 @@ func (c *coordinator) step(ctx context.Context) error {
 		replicas[p] = cur.ReplicaNames(int32(p))
 	}
 	commit := func(lost []int32) error {
-		// The round may have taken long (hand-offs, sequences from slow
-		// members): publish only while this member still coordinates and
-		// still follows the table the round built on. Another member may
-		// have coordinated meanwhile (this one looked dead to it), and a
-		// table derived from an older one must not replace its newer one.
-		if !m.IsCoordinator() || !m.mayCoordinate() {
-			return errNotCoordinator
-		}
-		if now := m.Table(); now != cur {
-			return fmt.Errorf("%w: table %d arrived while the round built on table %d", errStaleRound, now.Version, cur.Version)
+		if err := c.mayPublish(ctx, cur); err != nil {
+			return err
 		}
 		next, err := partition.New(cur.Version+1, count, liveMembers, replicas)
 		if err != nil {
@@ -539,6 +531,34 @@ func (c *coordinator) learnNewestTable() {
 		})
 	}
 	_ = g.Wait()
+}
+
+// mayPublish reports why a round that built on table cur must not publish
+// the table it derived from it, or nil. The round may have taken long
+// (hand-offs, sequences from slow members): it publishes only while this
+// member still coordinates (the oldest it sees, with a majority), the
+// membership did not change during the round (trigger cancels ctx and sets
+// dirty), and this member still follows cur. Another member may have
+// coordinated meanwhile (this one looked dead to it): a table derived from
+// an older one must not replace its newer one. A membership change makes
+// the round's decisions moot: the members it counted as live, the replicas
+// it promoted or declared lost. Seen under load: a round that began with a
+// majority went on after the member lost it, promoted itself from its own
+// sequences only and declared 172 of 271 partitions lost (every other
+// replica "gone"), a table the others would have adopted, emptying those
+// partitions.
+func (c *coordinator) mayPublish(ctx context.Context, cur *partition.Table) error {
+	m := c.m
+	if !m.IsCoordinator() || !m.mayCoordinate() {
+		return errNotCoordinator
+	}
+	if ctx.Err() != nil || c.dirty.Load() {
+		return fmt.Errorf("%w: membership changed during the round", errStaleRound)
+	}
+	if now := m.Table(); now != cur {
+		return fmt.Errorf("%w: table %d arrived while the round built on table %d", errStaleRound, now.Version, cur.Version)
+	}
+	return nil
 }
 
 // errNotCoordinator and errStaleRound end a round that must not publish:

@@ -1,6 +1,14 @@
 package grid
 
-import "testing"
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/shoalgrid/shoal/partition"
+	"github.com/shoalgrid/shoal/quorum"
+)
 
 // TestChoosePromotion: the replica with the most mutations is promoted (the
 // target owner on a tie); a live replica that did not report its sequences
@@ -35,5 +43,60 @@ func TestChoosePromotion(t *testing.T) {
 			t.Errorf("%s: choosePromotion(%v) = %q, %d, missing %q; want %q, %d, missing %q",
 				c.name, c.replicas, best, bestSeq, missing, c.best, c.bestSeq, c.missing)
 		}
+	}
+}
+
+// TestMayPublish: a round publishes what it derived from table cur only
+// while this member still coordinates (oldest visible, with a majority),
+// no membership change happened during the round and cur is still its
+// table.
+func TestMayPublish(t *testing.T) {
+	cfg, err := Config{Name: "m1", Quorum: &quorum.Rule{Mode: quorum.Majority}}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &Member{cfg: cfg, quorum: newQuorumState(cfg), view: map[string]MemberInfo{}}
+	c := newCoordinator(m)
+	m.coord = c
+	start := time.Now()
+	m.view["m1"] = MemberInfo{Name: "m1", Started: start}
+	m.view["m2"] = MemberInfo{Name: "m2", Started: start.Add(time.Second)}
+	cur := &partition.Table{Version: 7}
+	m.table.Store(cur)
+	ctx := context.Background()
+	if err := c.mayPublish(ctx, cur); err != nil {
+		t.Fatalf("coordinator with a majority, nothing changed: %v", err)
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	for _, tc := range []struct {
+		name  string
+		setup func() (undo func())
+		ctx   context.Context
+		want  error
+	}{
+		{"membership changed during the round", func() func() {
+			c.dirty.Store(true)
+			return func() { c.dirty.Store(false) }
+		}, ctx, errStaleRound},
+		{"round cancelled", func() func() { return func() {} }, cancelled, errStaleRound},
+		{"a newer table arrived", func() func() {
+			m.table.Store(&partition.Table{Version: 9})
+			return func() { m.table.Store(cur) }
+		}, ctx, errStaleRound},
+		{"an older member is back", func() func() {
+			m.view["m0"] = MemberInfo{Name: "m0", Started: start.Add(-time.Second)}
+			return func() { delete(m.view, "m0") }
+		}, ctx, errNotCoordinator},
+		{"majority lost", func() func() {
+			m.quorum.ok.Store(false)
+			return func() { m.quorum.ok.Store(true) }
+		}, ctx, errNotCoordinator},
+	} {
+		undo := tc.setup()
+		if err := c.mayPublish(tc.ctx, cur); !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		}
+		undo()
 	}
 }
