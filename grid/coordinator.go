@@ -153,7 +153,11 @@ func (c *coordinator) step(ctx context.Context) error {
 		c.active = true
 		takeover = true
 		c.learnNewestTable()
-	} else if t := m.Table(); t != nil && c.maxSeen.Load() > t.Version {
+	}
+	// askedAll is set when every live member gave its table after one
+	// reported a newer version than ours.
+	askedAll := false
+	if t := m.Table(); t != nil && c.maxSeen.Load() > t.Version {
 		// A member refused our publication because it follows a newer
 		// table: another member coordinated while this one was starved
 		// or cut off (declared dead, its partitions promoted to their
@@ -162,7 +166,7 @@ func (c *coordinator) step(ctx context.Context) error {
 		// would make owners of the members that dropped those partitions
 		// since (empty copies that then overwrite their backups) and
 		// demote the promoted owners, losing what they acknowledged.
-		c.learnNewestTable()
+		askedAll = c.learnNewestTable()
 	}
 	live := m.Members()
 	if len(live) == 0 {
@@ -186,7 +190,9 @@ func (c *coordinator) step(ctx context.Context) error {
 		return fmt.Errorf("assign partitions: %w", err)
 	}
 	cur := m.Table()
-	if cur != nil && c.maxSeen.Load() > cur.Version {
+	if cur != nil && c.maxSeen.Load() > cur.Version && !askedAll {
+		// (When every live member answered and none follows that table
+		// any more, its member is gone: publish above it.)
 		return fmt.Errorf("a member follows table %d, newer than this member's %d, which could not be fetched yet: no table is published until it is", c.maxSeen.Load(), cur.Version)
 	}
 	if cur == nil {
@@ -517,20 +523,25 @@ func sortedMembers(ms []partition.Member) []partition.Member {
 
 // learnNewestTable asks every live member for its table when this member
 // becomes coordinator, so it continues from the newest version anyone has
-// (the previous coordinator may have published one we missed).
-func (c *coordinator) learnNewestTable() {
+// (the previous coordinator may have published one we missed). It reports
+// whether every live member answered.
+func (c *coordinator) learnNewestTable() bool {
 	m := c.m
 	var g errgroup.Group
+	var missed atomic.Bool
 	for _, mi := range m.Members() {
 		if mi.Name == m.cfg.Name {
 			continue
 		}
 		g.Go(func() error {
-			m.pullTable(m.ctx, partition.Member{Name: mi.Name, Addr: mi.Addr})
+			if !m.pullTable(m.ctx, partition.Member{Name: mi.Name, Addr: mi.Addr}) {
+				missed.Store(true)
+			}
 			return nil
 		})
 	}
 	_ = g.Wait()
+	return !missed.Load()
 }
 
 // mayPublish reports why a round that built on table cur must not publish
