@@ -117,9 +117,10 @@ func (c *coordinator) run() {
 		c.roundMu.Unlock()
 		cancel()
 		switch {
-		case err == nil || ctx.Err() != nil:
+		case err == nil:
 		case errors.Is(err, errNotCoordinator) || errors.Is(err, errStaleRound):
 			c.m.log.Info("coordinator round abandoned", "err", err)
+		case ctx.Err() != nil:
 		default:
 			// The next tick (at most republishEvery away) tries again.
 			c.m.log.Warn("coordinator round failed", "err", err)
@@ -255,9 +256,9 @@ func (c *coordinator) step(ctx context.Context) error {
 		replicas[p] = kept
 	}
 	var lost []int32
+	promoted := 0
 	if len(promote) > 0 {
 		seqs := c.collectSeqs(live)
-		promoted := 0
 		var silent []string
 		for _, p := range promote {
 			want, _ := target.Owner(p)
@@ -300,16 +301,18 @@ func (c *coordinator) step(ctx context.Context) error {
 			slices.Sort(silent)
 			return fmt.Errorf("no promotion: replica sequences unavailable from %v", slices.Compact(silent))
 		}
-		if promoted > 0 {
-			m.log.Info("backups promoted to owners", "partitions", promoted)
-		}
-		if len(lost) > 0 {
-			m.log.Error("partitions lost: every replica is gone; they start again empty", "partitions", lost)
-		}
 	}
 	if changed {
 		if err := commit(lost); err != nil {
 			return err
+		}
+		// Logged once published: a round abandoned at commit decided
+		// nothing.
+		if promoted > 0 {
+			m.log.Info("backups promoted to owners", "partitions", promoted, "version", cur.Version)
+		}
+		if len(lost) > 0 {
+			m.log.Error("partitions lost: every replica is gone; they start again empty", "partitions", lost, "version", cur.Version)
 		}
 	}
 
