@@ -558,7 +558,7 @@ func (c *coordinator) learnNewestTable() bool {
 // the round's decisions moot: the members it counted as live, the replicas
 // it promoted or declared lost. Seen under load: a round that began with a
 // majority went on after the member lost it, promoted itself from its own
-// sequences only and declared 172 of 271 partitions lost (every other
+// sequences only (99 partitions) and declared 80 others lost (every other
 // replica "gone"), a table the others would have adopted, emptying those
 // partitions.
 func (c *coordinator) mayPublish(ctx context.Context, cur *partition.Table) error {
