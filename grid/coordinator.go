@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -115,7 +116,12 @@ func (c *coordinator) run() {
 		c.cancelRound = nil
 		c.roundMu.Unlock()
 		cancel()
-		if err != nil && ctx.Err() == nil {
+		switch {
+		case err == nil:
+		case errors.Is(err, errNotCoordinator) || errors.Is(err, errStaleRound):
+			c.m.log.Info("coordinator round abandoned", "err", err)
+		case ctx.Err() != nil:
+		default:
 			// The next tick (at most republishEvery away) tries again.
 			c.m.log.Warn("coordinator round failed", "err", err)
 		}
@@ -149,6 +155,20 @@ func (c *coordinator) step(ctx context.Context) error {
 		takeover = true
 		c.learnNewestTable()
 	}
+	// askedAll is set when every live member gave its table after one
+	// reported a newer version than ours.
+	askedAll := false
+	if t := m.Table(); t != nil && c.maxSeen.Load() > t.Version {
+		// A member refused our publication because it follows a newer
+		// table: another member coordinated while this one was starved
+		// or cut off (declared dead, its partitions promoted to their
+		// backups, writes acknowledged there since). Continue from that
+		// table, never from ours: republishing our older layout above it
+		// would make owners of the members that dropped those partitions
+		// since (empty copies that then overwrite their backups) and
+		// demote the promoted owners, losing what they acknowledged.
+		askedAll = c.learnNewestTable()
+	}
 	live := m.Members()
 	if len(live) == 0 {
 		return nil
@@ -171,10 +191,15 @@ func (c *coordinator) step(ctx context.Context) error {
 		return fmt.Errorf("assign partitions: %w", err)
 	}
 	cur := m.Table()
+	if cur != nil && c.maxSeen.Load() > cur.Version && !askedAll {
+		// (When every live member answered and none follows that table
+		// any more, its member is gone: publish above it.)
+		return fmt.Errorf("a member follows table %d, newer than this member's %d, which could not be fetched yet: no table is published until it is", c.maxSeen.Load(), cur.Version)
+	}
 	if cur == nil {
 		t := target.WithVersion(1)
 		t.Voters = quorum.NextVoters(nil, memberNames(liveMembers), m.leftGracefully)
-		first := c.publish(t)
+		first, _ := c.publish(t)
 		m.log.Info("first partition table published", "version", first.Version, "members", len(targetMembers), "backups", m.backups.table)
 		return nil
 	}
@@ -193,13 +218,20 @@ func (c *coordinator) step(ctx context.Context) error {
 		replicas[p] = cur.ReplicaNames(int32(p))
 	}
 	commit := func(lost []int32) error {
+		if err := c.mayPublish(ctx, cur); err != nil {
+			return err
+		}
 		next, err := partition.New(cur.Version+1, count, liveMembers, replicas)
 		if err != nil {
 			return fmt.Errorf("%w: build table: %v", op.ErrInternal, err)
 		}
 		next.Lost = lost
 		next.Voters = voters
-		cur = c.publish(next)
+		pub, ok := c.publish(next)
+		if !ok {
+			return fmt.Errorf("%w: table %d refused locally", errStaleRound, next.Version)
+		}
+		cur = pub
 		return nil
 	}
 
@@ -224,20 +256,27 @@ func (c *coordinator) step(ctx context.Context) error {
 		replicas[p] = kept
 	}
 	var lost []int32
+	promoted := 0
 	if len(promote) > 0 {
 		seqs := c.collectSeqs(live)
-		promoted := 0
+		var silent []string
 		for _, p := range promote {
-			best, bestSeq := "", uint64(0)
 			want, _ := target.Owner(p)
-			for _, n := range replicas[p] {
-				sq, ok := seqs[n]
-				if !ok || sq[p] == noReplica {
-					continue
+			best, bestSeq, missing := choosePromotion(replicas[p], seqs, p, want.Name)
+			if m.log.Enabled(context.Background(), slog.LevelDebug) {
+				var cands []string
+				for _, n := range replicas[p] {
+					if sq, ok := seqs[n]; ok {
+						cands = append(cands, fmt.Sprintf("%s=%d", n, int64(sq[p])))
+					} else {
+						cands = append(cands, n+"=?")
+					}
 				}
-				if best == "" || sq[p] > bestSeq || (sq[p] == bestSeq && n == want.Name) {
-					best, bestSeq = n, sq[p]
-				}
+				m.log.Debug("promotion", "partition", p, "from_version", cur.Version, "candidates", cands, "chosen", best, "seq", bestSeq)
+			}
+			if missing != "" {
+				silent = append(silent, missing)
+				continue
 			}
 			if best == "" {
 				replicas[p] = []string{want.Name}
@@ -253,16 +292,27 @@ func (c *coordinator) step(ctx context.Context) error {
 			replicas[p] = rest
 			promoted++
 		}
-		if promoted > 0 {
-			m.log.Info("backups promoted to owners", "partitions", promoted)
-		}
-		if len(lost) > 0 {
-			m.log.Error("partitions lost: every replica is gone; they start again empty", "partitions", lost)
+		if len(silent) > 0 {
+			// A live replica that did not answer may be the only one
+			// holding the acknowledged writes: promoting another (a new
+			// backup still waiting for its copy) or starting the
+			// partition empty would lose them. Wait for its answer (the
+			// next round is at most republishEvery away).
+			slices.Sort(silent)
+			return fmt.Errorf("no promotion: replica sequences unavailable from %v", slices.Compact(silent))
 		}
 	}
 	if changed {
 		if err := commit(lost); err != nil {
 			return err
+		}
+		// Logged once published: a round abandoned at commit decided
+		// nothing.
+		if promoted > 0 {
+			m.log.Info("backups promoted to owners", "partitions", promoted, "version", cur.Version)
+		}
+		if len(lost) > 0 {
+			m.log.Error("partitions lost: every replica is gone; they start again empty", "partitions", lost, "version", cur.Version)
 		}
 	}
 
@@ -361,6 +411,29 @@ func (c *coordinator) step(ctx context.Context) error {
 	return nil
 }
 
+// choosePromotion picks the replica of partition p to promote when its
+// owner is gone: the one that applied the most mutations (synchronous
+// backups hold every acknowledged write), the target owner on a tie. seqs
+// are the sequences the live members reported (noReplica where they hold
+// no replica). It returns missing, and no choice, when a replica did not
+// report: it may be the one holding what was acknowledged. best is ""
+// when no replica is left (the partition is lost).
+func choosePromotion(replicas []string, seqs map[string][]uint64, p int32, want string) (best string, bestSeq uint64, missing string) {
+	for _, n := range replicas {
+		sq, ok := seqs[n]
+		if !ok {
+			return "", 0, n
+		}
+		if sq[p] == noReplica {
+			continue
+		}
+		if best == "" || sq[p] > bestSeq || (sq[p] == bestSeq && n == want) {
+			best, bestSeq = n, sq[p]
+		}
+	}
+	return best, bestSeq, ""
+}
+
 // call sends a system request to member to, or runs it here when to is
 // this member.
 func (c *coordinator) call(ctx context.Context, to partition.Member, req *op.Request) error {
@@ -453,26 +526,68 @@ func sortedMembers(ms []partition.Member) []partition.Member {
 
 // learnNewestTable asks every live member for its table when this member
 // becomes coordinator, so it continues from the newest version anyone has
-// (the previous coordinator may have published one we missed).
-func (c *coordinator) learnNewestTable() {
+// (the previous coordinator may have published one we missed). It reports
+// whether every live member answered.
+func (c *coordinator) learnNewestTable() bool {
 	m := c.m
 	var g errgroup.Group
+	var missed atomic.Bool
 	for _, mi := range m.Members() {
 		if mi.Name == m.cfg.Name {
 			continue
 		}
 		g.Go(func() error {
-			m.pullTable(m.ctx, partition.Member{Name: mi.Name, Addr: mi.Addr})
+			if !m.pullTable(m.ctx, partition.Member{Name: mi.Name, Addr: mi.Addr}) {
+				missed.Store(true)
+			}
 			return nil
 		})
 	}
 	_ = g.Wait()
+	return !missed.Load()
 }
+
+// mayPublish reports why a round that built on table cur must not publish
+// the table it derived from it, or nil. The round may have taken long
+// (hand-offs, sequences from slow members): it publishes only while this
+// member still coordinates (the oldest it sees, with a majority), the
+// membership did not change during the round (trigger cancels ctx and sets
+// dirty), and this member still follows cur. Another member may have
+// coordinated meanwhile (this one looked dead to it): a table derived from
+// an older one must not replace its newer one. A membership change makes
+// the round's decisions moot: the members it counted as live, the replicas
+// it promoted or declared lost. Seen under load: a round that began with a
+// majority went on after the member lost it, promoted itself from its own
+// sequences only (99 partitions) and declared 80 others lost (every other
+// replica "gone"), a table the others would have adopted, emptying those
+// partitions.
+func (c *coordinator) mayPublish(ctx context.Context, cur *partition.Table) error {
+	m := c.m
+	if !m.IsCoordinator() || !m.mayCoordinate() {
+		return errNotCoordinator
+	}
+	if ctx.Err() != nil || c.dirty.Load() {
+		return fmt.Errorf("%w: membership changed during the round", errStaleRound)
+	}
+	if now := m.Table(); now != cur {
+		return fmt.Errorf("%w: table %d arrived while the round built on table %d", errStaleRound, now.Version, cur.Version)
+	}
+	return nil
+}
+
+// errNotCoordinator and errStaleRound end a round that must not publish:
+// this member stopped coordinating, or a newer table arrived meanwhile.
+var (
+	errNotCoordinator = errors.New("no longer the coordinator")
+	errStaleRound     = errors.New("round built on an old table")
+)
 
 // publish adopts t locally, then pushes it to every member. It returns the
 // table as published: its version is raised above any version a member
-// reported, so that members that are ahead accept it.
-func (c *coordinator) publish(t *partition.Table) *partition.Table {
+// reported, so that members that are ahead accept it. It reports false,
+// and pushes nothing, when this member refuses t itself (it adopted a
+// newer table meanwhile).
+func (c *coordinator) publish(t *partition.Table) (*partition.Table, bool) {
 	if seen := c.maxSeen.Load(); seen >= t.Version {
 		t = t.WithVersion(seen + 1)
 	}
@@ -481,9 +596,11 @@ func (c *coordinator) publish(t *partition.Table) *partition.Table {
 	} else if t.Epoch == 0 {
 		t.Epoch = rand.Uint64() | 1
 	}
-	c.m.adopt(t, c.m.cfg.Name)
+	if !c.m.adopt(t, c.m.cfg.Name) {
+		return t, false
+	}
 	c.publishRemote(t)
-	return t
+	return t, true
 }
 
 func (c *coordinator) publishRemote(t *partition.Table) {

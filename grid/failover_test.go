@@ -92,7 +92,9 @@ func (l *ledger) verify(t *testing.T, inv *grid.Member) {
 		if !ok || (got != want && !(l.unknown[k] && got > want)) {
 			lost++
 			if lost <= 5 {
-				t.Errorf("key %s: got %q (found %v), last acknowledged %d", k, v, ok, want)
+				p := inv.PartitionOf(k)
+				t.Errorf("key %s (partition %d, replicas %v at table %d): got %q (found %v), last acknowledged %d",
+					k, p, inv.Table().ReplicaNames(p), inv.Table().Version, v, ok, want)
 			}
 		}
 	}

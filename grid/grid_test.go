@@ -13,7 +13,11 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	// memberlist's Shutdown does not wait for a probe in flight: its
+	// goroutine ends when the probe's timer fires, which under heavy CPU
+	// load can be later than goleak's retries (seen once in 13 loaded runs
+	// of TestJoinLoadedClusterUnderLoad: PASS, then exit status 1).
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/hashicorp/memberlist.(*Memberlist).probeNode"))
 }
 
 func ctxT(t *testing.T, d time.Duration) context.Context {

@@ -135,19 +135,23 @@ func (m *Member) invoke(ctx context.Context, req *op.Request, internal bool) (*o
 
 // pullTable fetches the table of a member that answered with a newer
 // version than ours, so we need not wait for the coordinator's next push.
-func (m *Member) pullTable(ctx context.Context, from partition.Member) {
+// It reports whether the member answered with a table (adopted or not).
+func (m *Member) pullTable(ctx context.Context, from partition.Member) bool {
 	if from.Name == "" || from.Name == m.cfg.Name {
-		return
+		return false
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	resp, err := m.peers.call(ctx, from.Name, from.Addr, &op.Request{Service: sysService, Op: sysGetTable, Partition: -1})
 	if err != nil || !resp.Found {
-		return
+		return false
 	}
-	if t, err := partition.Unmarshal(resp.Value); err == nil {
-		m.adopt(t, from.Name)
+	t, err := partition.Unmarshal(resp.Value)
+	if err != nil {
+		return false
 	}
+	m.adopt(t, from.Name)
+	return true
 }
 
 // InvokeAll runs req on every partition (concurrently, bounded) and returns

@@ -465,6 +465,7 @@ func (s *slot) adopt(m *Member, t *partition.Table) (dropped, orphaned int, merg
 		}
 		if orphan {
 			orphaned = dropped - before
+			m.log.Debug("orphaned partition dropped", "partition", s.id, "entries", orphaned, "seq", s.seq, "term", s.term, "owner_since", s.ownerSince, "version", t.Version, "new_replicas", names)
 		}
 		s.seq, s.term = 0, 0
 		s.dedup.reset()

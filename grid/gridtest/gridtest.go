@@ -64,7 +64,7 @@ func WithMemberConfig(f func(i int, c *grid.Config)) Option {
 // Every member runs the map service (maps.Service{}) and those added with
 // WithServices.
 // Everything is stopped by t.Cleanup. Logs go to stderr when SHOAL_TEST_LOG
-// is set.
+// is set (at debug level when it is "debug").
 func New(t testing.TB, n int, opts ...Option) *Cluster {
 	t.Helper()
 	set := settings{base: grid.Config{
@@ -87,8 +87,12 @@ func New(t testing.TB, n int, opts ...Option) *Cluster {
 }
 
 func logger() *slog.Logger {
-	if os.Getenv("SHOAL_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	if v := os.Getenv("SHOAL_TEST_LOG"); v != "" {
+		level := slog.LevelInfo
+		if v == "debug" {
+			level = slog.LevelDebug
+		}
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }

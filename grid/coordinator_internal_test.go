@@ -1,0 +1,102 @@
+package grid
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/shoalgrid/shoal/partition"
+	"github.com/shoalgrid/shoal/quorum"
+)
+
+// TestChoosePromotion: the replica with the most mutations is promoted (the
+// target owner on a tie); a live replica that did not report its sequences
+// blocks the choice, because it may be the only one holding what was
+// acknowledged (under CPU load the in-sync backup can miss the 2 s
+// deadline while a new backup, still waiting for its copy, answers 0).
+func TestChoosePromotion(t *testing.T) {
+	const p = 1
+	seqs := map[string][]uint64{
+		"a": {0, 40},
+		"b": {0, 0}, // a new backup that has not received its copy
+		"c": {0, 40},
+		"x": {0, noReplica},
+	}
+	for _, c := range []struct {
+		name          string
+		replicas      []string
+		want          string
+		best, missing string
+		bestSeq       uint64
+	}{
+		{"most mutations", []string{"b", "a"}, "b", "a", "", 40},
+		{"tie goes to the target owner", []string{"a", "c"}, "c", "c", "", 40},
+		{"tie without the target owner: first", []string{"a", "c"}, "z", "a", "", 40},
+		{"no replica left: lost", nil, "a", "", "", 0},
+		{"only members without a replica: lost", []string{"x"}, "a", "", "", 0},
+		{"silent in-sync backup: wait, not the empty new one", []string{"b", "silent"}, "b", "", "silent", 0},
+		{"silent sole replica: wait, not lost", []string{"silent"}, "a", "", "silent", 0},
+	} {
+		best, bestSeq, missing := choosePromotion(c.replicas, seqs, p, c.want)
+		if best != c.best || bestSeq != c.bestSeq || missing != c.missing {
+			t.Errorf("%s: choosePromotion(%v) = %q, %d, missing %q; want %q, %d, missing %q",
+				c.name, c.replicas, best, bestSeq, missing, c.best, c.bestSeq, c.missing)
+		}
+	}
+}
+
+// TestMayPublish: a round publishes what it derived from table cur only
+// while this member still coordinates (oldest visible, with a majority),
+// no membership change happened during the round and cur is still its
+// table.
+func TestMayPublish(t *testing.T) {
+	cfg, err := Config{Name: "m1", Quorum: &quorum.Rule{Mode: quorum.Majority}}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &Member{cfg: cfg, quorum: newQuorumState(cfg), view: map[string]MemberInfo{}}
+	c := newCoordinator(m)
+	m.coord = c
+	start := time.Now()
+	m.view["m1"] = MemberInfo{Name: "m1", Started: start}
+	m.view["m2"] = MemberInfo{Name: "m2", Started: start.Add(time.Second)}
+	cur := &partition.Table{Version: 7}
+	m.table.Store(cur)
+	ctx := context.Background()
+	if err := c.mayPublish(ctx, cur); err != nil {
+		t.Fatalf("coordinator with a majority, nothing changed: %v", err)
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	for _, tc := range []struct {
+		name  string
+		setup func() (undo func())
+		ctx   context.Context
+		want  error
+	}{
+		{"membership changed during the round", func() func() {
+			c.dirty.Store(true)
+			return func() { c.dirty.Store(false) }
+		}, ctx, errStaleRound},
+		{"round cancelled", func() func() { return func() {} }, cancelled, errStaleRound},
+		{"a newer table arrived", func() func() {
+			m.table.Store(&partition.Table{Version: 9})
+			return func() { m.table.Store(cur) }
+		}, ctx, errStaleRound},
+		{"an older member is back", func() func() {
+			m.view["m0"] = MemberInfo{Name: "m0", Started: start.Add(-time.Second)}
+			return func() { delete(m.view, "m0") }
+		}, ctx, errNotCoordinator},
+		{"majority lost", func() func() {
+			m.quorum.ok.Store(false)
+			return func() { m.quorum.ok.Store(true) }
+		}, ctx, errNotCoordinator},
+	} {
+		undo := tc.setup()
+		if err := c.mayPublish(tc.ctx, cur); !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		}
+		undo()
+	}
+}
