@@ -390,7 +390,12 @@ func TestPartitionCutOffMember(t *testing.T) {
 	if minorAfter != 0 {
 		t.Errorf("the cut-off side acknowledged %d users writes begun after the cut", minorAfter)
 	}
-	if minorQ == 0 {
+	// The users writers write keys of every owner: those owned across the
+	// cut time out (the client cannot reach them), and with 2 s timeouts a
+	// writer may try only a few keys in the cut; the fast writers write
+	// keys n3 owns, so between them the minority client must have been
+	// refused with ErrQuorum.
+	if minorQ+fastQ == 0 {
 		t.Error("no ErrQuorum seen by the minority client")
 	}
 	// The lease is SuspicionMult × ProbeInterval = 400 ms with --gossip
