@@ -90,6 +90,7 @@ var (
 	_ op.Service = Service{}
 	_ op.State   = (*state)(nil)
 	_ op.Sweeper = (*state)(nil)
+	_ op.Grower  = Service{}
 )
 
 // Name returns ServiceName.
@@ -127,6 +128,16 @@ func (Service) OpName(o uint8) string {
 // AdminOp reports whether an operation needs the admin role on clusters
 // that check client tokens (grid.AdminOps): Clear does.
 func (Service) AdminOp(o uint8) bool { return o == OpClear }
+
+// Grows reports whether a map operation may grow the map (op.Grower): the
+// member's memory guard refuses these when its heap is above the limit.
+func (Service) Grows(o uint8) bool {
+	switch o {
+	case OpPut, OpPutIfAbsent, OpReplace, OpCompareAndSwap, OpIncr, OpMerge:
+		return true
+	}
+	return false
+}
 
 // Mutates reports whether a map operation may change state (and so is
 // replayed on backups).
