@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
@@ -49,7 +50,10 @@ type options struct {
 	logFormat       string
 	maxValueSize    int
 	maxKeySize      int
-	version         bool
+	// maxMemory is --max-memory as given (a size, a percentage or 0);
+	// gridConfig resolves it.
+	maxMemory string
+	version   bool
 
 	// Resource limits on what peers can make the member hold (see
 	// grid.ConnLimits). idleTimeout 0 disables the idle timeout.
@@ -158,6 +162,9 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.Var(enumFlag(&o.logFormat, "text", "text", "json"), "log-format", "log `format`: text or json")
 	fs.Var(sizeFlag(&o.maxValueSize, wire.DefaultMaxValueSize), "max-value-size", "largest value accepted, in `bytes` (suffixes KiB, MiB, GiB)")
 	fs.Var(sizeFlag(&o.maxKeySize, wire.DefaultMaxKeySize), "max-key-size", "largest key accepted, in `bytes` (suffixes KiB, MiB, GiB)")
+	o.maxMemory = defaultMaxMemory
+	fs.Var(stringValue{p: &o.maxMemory, check: checkMaxMemory}, "max-memory",
+		"memory guard: above this Go heap in use, the member refuses writes that may grow state (map puts, queue offers, claims) with ErrMapFull; reads and deletes keep working. A `size` (512MiB, 2GiB), a percentage of the cgroup memory limit or else of the machine's memory (70%), or 0 (off)")
 	fs.Var(sizeFlag(&o.maxNameSize, wire.DefaultMaxNameSize), "max-name-size", "longest structure name accepted, in `bytes` (suffixes KiB, MiB, GiB)")
 	fs.Var(intFlag(&o.maxConns, grid.DefaultMaxConns, 1, 1<<24), "max-conns",
 		"most `connections` open on the data port, handshakes included; keep it under the file descriptor limit (ulimit -n)")
@@ -557,6 +564,16 @@ func (o options) gridConfig(log *slog.Logger) grid.Config {
 		Tokens:            o.sec.tokens,
 		TLS:               o.sec.serverTLS,
 		PeerTLS:           o.sec.peerTLS,
+	}
+	if n, from, err := resolveMaxMemory(o.maxMemory, availableMemory); err != nil {
+		if log != nil {
+			log.Warn("memory guard off: cannot tell how much memory this process may use", "max_memory", o.maxMemory, "err", err)
+		}
+	} else {
+		c.MaxMemory = int64(n)
+		if log != nil && n > 0 {
+			log.Info("memory guard", "max_memory_bytes", n, "from", cmp.Or(from, "--max-memory"))
+		}
 	}
 	def := o.backups()
 	if o.backupCount >= 0 || o.asyncBackupCount >= 0 {
