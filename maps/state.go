@@ -78,6 +78,17 @@ const (
 	// win). Entries keep their absolute expiry; expired ones are skipped.
 	// Num: how many entries were stored. Sent by the member core only.
 	OpMerge
+	// OpGetAll reads the keys listed in Value (encodeKeys), all of this
+	// partition. Value in the response: the live ones as an OpEntries
+	// payload (absent keys are left out), in request order.
+	OpGetAll
+	// OpPutAll stores every entry of Value (an OpEntries payload) with TTL
+	// Num, in order; all or none (a malformed payload changes nothing).
+	// Num in the response: how many entries it stored.
+	OpPutAll
+	// OpDeleteAll removes the keys listed in Value (encodeKeys). Num in the
+	// response: how many were live.
+	OpDeleteAll
 
 	opEnd
 )
@@ -121,6 +132,12 @@ func (Service) OpName(o uint8) string {
 		return "entries"
 	case OpClear:
 		return "clear"
+	case OpGetAll:
+		return "get_all"
+	case OpPutAll:
+		return "put_all"
+	case OpDeleteAll:
+		return "delete_all"
 	}
 	return ""
 }
@@ -133,7 +150,7 @@ func (Service) AdminOp(o uint8) bool { return o == OpClear }
 // member's memory guard refuses these when its heap is above the limit.
 func (Service) Grows(o uint8) bool {
 	switch o {
-	case OpPut, OpPutIfAbsent, OpReplace, OpCompareAndSwap, OpIncr, OpMerge:
+	case OpPut, OpPutIfAbsent, OpReplace, OpCompareAndSwap, OpIncr, OpMerge, OpPutAll:
 		return true
 	}
 	return false
@@ -143,7 +160,7 @@ func (Service) Grows(o uint8) bool {
 // replayed on backups).
 func (Service) Mutates(o uint8) bool {
 	switch o {
-	case OpPut, OpDelete, OpPutIfAbsent, OpReplace, OpCompareAndSwap, OpClear, OpIncr, OpMerge:
+	case OpPut, OpDelete, OpPutIfAbsent, OpReplace, OpCompareAndSwap, OpClear, OpIncr, OpMerge, OpPutAll, OpDeleteAll:
 		return true
 	}
 	return false
@@ -314,6 +331,8 @@ func (s *state) Apply(now time.Time, req *op.Request) *op.Response {
 		return s.incr(t, req)
 	case OpMerge:
 		return s.merge(t, req)
+	case OpGetAll, OpPutAll, OpDeleteAll:
+		return s.batch(t, req)
 	}
 
 	// The remaining operations write with a TTL: validate it before any
@@ -342,6 +361,46 @@ func (s *state) Apply(now time.Time, req *op.Request) *op.Response {
 	}
 	s.store(tab, req.Name, req.Key, req.Value, at, x)
 	return &op.Response{Found: true}
+}
+
+// batch implements OpGetAll, OpPutAll and OpDeleteAll. The payload is
+// decoded whole before anything changes.
+func (s *state) batch(now int64, req *op.Request) *op.Response {
+	if req.Op == OpPutAll {
+		at, bad := expireAt(now, req.Num)
+		if bad != nil {
+			return bad
+		}
+		es, err := decodeEntriesRaw(req.Value)
+		if err != nil {
+			return fail(op.CodeBadRequest, "map: put-all: %v", err)
+		}
+		for _, e := range es {
+			s.put(now, req.Name, e.key, e.value, at)
+		}
+		return &op.Response{Num: int64(len(es))}
+	}
+	keys, err := decodeKeys(req.Value)
+	if err != nil {
+		return fail(op.CodeBadRequest, "map: %s: %v", Service{}.OpName(req.Op), err)
+	}
+	if req.Op == OpDeleteAll {
+		n := 0
+		for _, k := range keys {
+			if tab, _, x, ok := s.lookup(now, req.Name, k); ok {
+				s.remove(tab, k, x)
+				n++
+			}
+		}
+		return &op.Response{Num: int64(n)}
+	}
+	es := make([]kv, 0, len(keys))
+	for _, k := range keys {
+		if _, b, _, ok := s.lookup(now, req.Name, k); ok {
+			es = append(es, kv{key: k, value: b.value(len(k))})
+		}
+	}
+	return &op.Response{Value: encodeEntries(es)}
 }
 
 // incr implements OpIncr.
