@@ -95,7 +95,15 @@ const (
 
 // Service is the map service: it creates the per-partition state machines
 // the member core hosts. Register it with the member under ServiceName.
-type Service struct{}
+// Rules are matched first to last when a map's table is created in a
+// partition (never per request); a map no rule matches has no default TTL
+// and no bound.
+type Service struct {
+	Rules []Rule
+	// PartitionCount is the cluster's partition count, which spreads a
+	// rule's MaxEntries over partitions; 0 = partition.DefaultCount.
+	PartitionCount int
+}
 
 var (
 	_ op.Service = Service{}
@@ -168,7 +176,11 @@ func (Service) Mutates(o uint8) bool {
 
 // NewState returns the empty map state of one partition. The returned value
 // also implements op.Sweeper.
-func (Service) NewState(partition int32) op.State { return newState(partition) }
+func (svc Service) NewState(partition int32) op.State {
+	s := newState(partition)
+	s.rules = resolveRules(svc.Rules, svc.PartitionCount)
+	return s
+}
 
 // state holds every map whose keys hash to one partition. It is not safe for
 // concurrent use: the member core serialises calls (op.State contract).
@@ -185,6 +197,9 @@ type state struct {
 	// last is the latest time (unix nanos) seen by any call; Len has no
 	// clock of its own.
 	last int64
+	// rules are the service's map rules (nil: none), read when a table is
+	// created.
+	rules []resolvedRule
 }
 
 // table is one map's share of a partition.
@@ -199,6 +214,8 @@ type table struct {
 	// exps holds the expiry of every entry that has one, keyed like
 	// entries; nil while no entry has a TTL, so Size is len(entries).
 	exps map[string]*expiry
+	// rule is the map's rule, looked up when the table was created.
+	rule mapRule
 }
 
 // blob points at the single allocation that holds an entry:
@@ -341,6 +358,14 @@ func (s *state) Apply(now time.Time, req *op.Request) *op.Response {
 	if err != nil {
 		return err
 	}
+	if len(s.rules) != 0 {
+		at = s.defaultAt(t, req.Name, at)
+		if req.Op == OpPut {
+			if r := s.refuseNew(t, req.Name, req.Key); r != nil {
+				return r
+			}
+		}
+	}
 	if req.Op == OpPut {
 		return &op.Response{Found: s.put(t, req.Name, req.Key, req.Value, at)}
 	}
@@ -349,6 +374,9 @@ func (s *state) Apply(now time.Time, req *op.Request) *op.Response {
 	case OpPutIfAbsent:
 		if ok {
 			return &op.Response{Value: b.value(len(req.Key))}
+		}
+		if !s.roomFor(t, req.Name, 1) {
+			return mapFull(req.Name, s.rule(tab, req.Name))
 		}
 	case OpReplace:
 		if !ok {
@@ -374,6 +402,12 @@ func (s *state) batch(now int64, req *op.Request) *op.Response {
 		es, err := decodeEntriesRaw(req.Value)
 		if err != nil {
 			return fail(op.CodeBadRequest, "map: put-all: %v", err)
+		}
+		if len(s.rules) != 0 {
+			at = s.defaultAt(now, req.Name, at)
+			if r := s.refuseNewAll(now, req.Name, es); r != nil {
+				return r
+			}
 		}
 		for _, e := range es {
 			s.put(now, req.Name, e.key, e.value, at)
@@ -422,6 +456,12 @@ func (s *state) incr(now int64, req *op.Request) *op.Response {
 	var at int64
 	if x != nil {
 		at = x.at
+	}
+	if !ok && len(s.rules) != 0 {
+		if !s.roomFor(now, req.Name, 1) {
+			return mapFull(req.Name, s.rule(tab, req.Name))
+		}
+		at = s.defaultAt(now, req.Name, 0)
 	}
 	var buf [20]byte
 	s.store(tab, req.Name, req.Key, strconv.AppendInt(buf[:0], next, 10), at, x)
@@ -497,7 +537,7 @@ func (s *state) put(now int64, name, key string, value []byte, at int64) (had bo
 // even alias memory the caller reuses.
 func (s *state) store(tab *table, name, key string, value []byte, at int64, old *expiry) (had bool) {
 	if tab == nil {
-		tab = &table{name: name, entries: make(map[string]blob, 1)}
+		tab = &table{name: name, entries: make(map[string]blob, 1), rule: s.ruleFor(name)}
 		s.maps[name] = tab
 	}
 	b, k := newBlob(key, value)
@@ -671,6 +711,7 @@ func (s *state) Snapshot(now time.Time) ([]byte, error) {
 func (s *state) Restore(now time.Time, snapshot []byte) error {
 	t := now.UnixNano()
 	fresh := newState(s.partition)
+	fresh.rules = s.rules
 	if err := decodeSnapshot(snapshot, t, fresh); err != nil {
 		return fmt.Errorf("maps: restore partition %d: %w", s.partition, err)
 	}

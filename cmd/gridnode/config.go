@@ -18,6 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/shoalgrid/shoal/grid"
+	"github.com/shoalgrid/shoal/maps"
 	"github.com/shoalgrid/shoal/partition"
 	"github.com/shoalgrid/shoal/queues"
 	"github.com/shoalgrid/shoal/quorum"
@@ -79,6 +80,9 @@ type options struct {
 	// queueRules are the config file's "queues" list (capacity,
 	// visibility, dead letters per queue-name pattern).
 	queueRules []queues.Rule
+	// mapRules are the config file's "maps" list (default TTL, max
+	// entries per map-name pattern).
+	mapRules []maps.Rule
 
 	// Security (see security.go). sec is loaded from the files by
 	// parseOptions.
@@ -256,7 +260,7 @@ func parseOptions(args []string, getenv func(string) (string, bool)) (options, e
 	var o options
 	fs = newFlagSet(&o)
 	if cfgPath != "" {
-		if err := applyConfigFile(fs, &o.structures, &o.queueRules, cfgPath); err != nil {
+		if err := applyConfigFile(fs, &o.structures, &o.queueRules, &o.mapRules, cfgPath); err != nil {
 			return o, err
 		}
 	}
@@ -358,7 +362,7 @@ func newSource(f *flag.Flag) {
 // path, and the structure rules of its "structures" key. Unknown or repeated
 // keys, and values of the wrong shape, are errors: a typo in a config file
 // must not be silently ignored.
-func applyConfigFile(fs *flag.FlagSet, structures *[]structureRule, queueRules *[]queues.Rule, path string) error {
+func applyConfigFile(fs *flag.FlagSet, structures *[]structureRule, queueRules *[]queues.Rule, mapRules *[]maps.Rule, path string) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return usagef("config file: %v", err)
@@ -399,6 +403,14 @@ func applyConfigFile(fs *flag.FlagSet, structures *[]structureRule, queueRules *
 				return err
 			}
 			*queueRules = rules
+			continue
+		}
+		if k.Value == mapsKey {
+			rules, err := parseMapRules(v, path)
+			if err != nil {
+				return err
+			}
+			*mapRules = rules
 			continue
 		}
 		f := fs.Lookup(k.Value)

@@ -2,7 +2,11 @@ package main
 
 import (
 	"errors"
+	"slices"
 	"testing"
+	"time"
+
+	"github.com/shoalgrid/shoal/maps"
 )
 
 func TestMaxMemoryFlag(t *testing.T) {
@@ -61,5 +65,38 @@ func TestMemTotal(t *testing.T) {
 	}
 	if _, _, err := memTotal([]byte("MemFree: 1 kB\n")); err == nil {
 		t.Fatal("no MemTotal accepted")
+	}
+}
+
+func TestMapRulesInConfigFile(t *testing.T) {
+	cfg := writeConfig(t, `
+partitions: 7
+maps:
+  - pattern: "cache-*"
+    default-ttl: 10m
+    max-entries: 70000
+  - pattern: sessions
+    default-ttl: 30s
+`)
+	o := mustParse(t, []string{"--config", cfg}, env())
+	want := []maps.Rule{{Pattern: "cache-*", DefaultTTL: 10 * time.Minute, MaxEntries: 70000}, {Pattern: "sessions", DefaultTTL: 30 * time.Second}}
+	if !slices.Equal(o.mapRules, want) {
+		t.Fatalf("map rules %+v, want %+v", o.mapRules, want)
+	}
+	svc, ok := services(o)[0].(maps.Service)
+	if !ok || !slices.Equal(svc.Rules, want) || svc.PartitionCount != 7 {
+		t.Fatalf("map service %+v", services(o)[0])
+	}
+	for _, bad := range []string{
+		"maps: [{pattern: a, ttl: 1s}]",           // unknown key
+		"maps: [{default-ttl: 1s}]",               // no pattern
+		"maps: [{pattern: a, default-ttl: soon}]", // bad duration
+		"maps: [{pattern: a, max-entries: -1}]",   // negative bound
+		"maps: [{pattern: '[', max-entries: 1}]",  // bad pattern
+		"maps: {pattern: a}",                      // not a list
+	} {
+		if _, err := parseOptions([]string{"--config", writeConfig(t, bad)}, env()); err == nil {
+			t.Errorf("config %q accepted", bad)
+		}
 	}
 }
