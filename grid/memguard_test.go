@@ -83,3 +83,64 @@ func TestMemoryGuardRefusesGrowthKeepsReadsAndDeletes(t *testing.T) {
 		return err == nil, fmt.Sprintf("put after deletes: %v", err)
 	})
 }
+
+// TestMapMaxEntriesHoldsAfterFailover bounds a map to one entry per
+// partition: a second new key in a partition is refused with ErrMapFull,
+// and still is after the owner crashes and its backup takes over (backups
+// applied exactly what the owner did).
+func TestMapMaxEntriesHoldsAfterFailover(t *testing.T) {
+	const parts = 16
+	c := gridtest.New(t, 3, gridtest.WithPartitions(parts), gridtest.WithConfig(func(cfg *grid.Config) {
+		cfg.Services[0] = maps.Service{Rules: []maps.Rule{{Pattern: "bounded", MaxEntries: parts}}, PartitionCount: parts}
+	}))
+	ctx := ctxT(t, 60*time.Second)
+	m := maps.New(c.Member(0), "bounded")
+	// Two keys of one partition.
+	var k1, k2 string
+	for i := 0; k2 == ""; i++ {
+		k := fmt.Sprintf("k%d", i)
+		switch {
+		case k1 == "":
+			k1 = k
+		case c.Member(0).PartitionOf(k) == c.Member(0).PartitionOf(k1):
+			k2 = k
+		}
+	}
+	if err := m.Put(ctx, k1, []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Put(ctx, k2, []byte("v")); !errors.Is(err, op.ErrMapFull) {
+		t.Fatalf("second key of a full partition: %v, want ErrMapFull", err)
+	}
+	if err := m.Put(ctx, k1, []byte("updated")); err != nil {
+		t.Fatalf("update in a full map: %v", err)
+	}
+	if err := maps.New(c.Member(0), "free").Put(ctx, k2, []byte("v")); err != nil {
+		t.Fatalf("a map without a rule: %v", err)
+	}
+	ow, _ := c.Member(0).Table().Owner(c.Member(0).PartitionOf(k1))
+	idx := -1
+	for i := range 3 {
+		if mb := c.Member(i); mb != nil && mb.Name() == ow.Name {
+			idx = i
+		}
+	}
+	if idx < 0 {
+		t.Fatalf("owner %s of %s is not a member", ow.Name, k1)
+	}
+	c.Crash(idx)
+	c.WaitStable()
+	via := maps.New(c.Live()[0], "bounded")
+	if v, ok, err := via.Get(ctx, k1); err != nil || !ok || string(v) != "updated" {
+		t.Fatalf("after failover: %q %v %v", v, ok, err)
+	}
+	if err := via.Put(ctx, k2, []byte("v")); !errors.Is(err, op.ErrMapFull) {
+		t.Fatalf("after failover, second key of a full partition: %v, want ErrMapFull", err)
+	}
+	if _, err := via.Delete(ctx, k1); err != nil {
+		t.Fatal(err)
+	}
+	if err := via.Put(ctx, k2, []byte("v")); err != nil {
+		t.Fatalf("after a delete: %v", err)
+	}
+}
