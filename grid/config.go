@@ -98,7 +98,7 @@ type Config struct {
 	// member is alive but cut off. Default 2 s.
 	SessionTTL time.Duration
 	// MaxMemory is the member's memory guard, in bytes; 0 turns it off.
-	// While the Go heap in use (sampled every 100 ms) is above it, this
+	// While the Go heap in use (sampled every 50 ms) is above it, this
 	// member, as owner, refuses the operations that may grow state (map
 	// puts, queue offers, idempotency claims: see op.Grower) with
 	// op.ErrMapFull before applying them. Reads, deletes and clears keep

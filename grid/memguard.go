@@ -30,8 +30,10 @@ type memGuard struct {
 }
 
 const (
-	// memSampleEvery is how often the guard samples the heap.
-	memSampleEvery = 100 * time.Millisecond
+	// memSampleEvery is how often the guard samples the heap (every tick
+	// of pauseWatch); reading two runtime metrics costs about a
+	// microsecond.
+	memSampleEvery = 50 * time.Millisecond
 	// memForceGCAfter is how long the guard lets the heap stay above the
 	// limit without a collection before it forces one: deletes only lower
 	// the heap in use once a collection has run, and a member refusing
@@ -111,4 +113,14 @@ func formatBytes(n uint64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// MemoryGuard reports the memory guard's state: its limit in bytes (0 when
+// Config.MaxMemory is off), the heap in use at its last sample, and whether
+// the member refuses writes that may grow state.
+func (m *Member) MemoryGuard() (limit, heapInUse uint64, full bool) {
+	if m.mem == nil {
+		return 0, 0, false
+	}
+	return m.mem.limit, m.mem.used.Load(), m.mem.full.Load()
 }

@@ -138,6 +138,15 @@ func TestMemoryGuardKeepsMemberUp(t *testing.T) {
 	if peakRSS > 256<<20 {
 		t.Fatalf("peak RSS %d MiB, want at most 256 MiB with --max-memory 64MiB", peakRSS>>20)
 	}
+	// The guard shows in /metrics (the member is still above its limit:
+	// nothing was deleted yet).
+	mets, err := p.Metrics(ctx)
+	if err != nil {
+		t.Fatalf("metrics while full: %v", err)
+	}
+	if mets["shoal_memory_limit_bytes"] != 64<<20 || mets["shoal_memory_heap_in_use_bytes"] <= 64<<20 || mets["shoal_memory_full"] != 1 {
+		t.Fatalf("memory guard metrics while full: limit %v, heap %v, full %v", mets["shoal_memory_limit_bytes"], mets["shoal_memory_heap_in_use_bytes"], mets["shoal_memory_full"])
+	}
 	// Still answering: status, reads, deletes.
 	if _, err := p.Status(ctx); err != nil {
 		t.Fatalf("status while full: %v", err)
