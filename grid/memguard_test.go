@@ -3,6 +3,7 @@ package grid_test
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"runtime/metrics"
 	"strings"
 	"testing"
@@ -26,7 +27,7 @@ func heapInUse() int64 {
 // with op.ErrMapFull, still answer gets and deletes, and accept writes
 // again once deletes have freed the memory.
 func TestMemoryGuardRefusesGrowthKeepsReadsAndDeletes(t *testing.T) {
-	const headroom = 24 << 20
+	const headroom, margin = 24 << 20, 4 << 20
 	limit := heapInUse() + headroom
 	c := gridtest.New(t, 2,
 		gridtest.WithServices(queues.Service{}, maps.IdemService{}),
@@ -49,6 +50,24 @@ func TestMemoryGuardRefusesGrowthKeepsReadsAndDeletes(t *testing.T) {
 	if !errors.Is(refused, op.ErrMapFull) {
 		t.Fatalf("after %d puts of %d bytes (limit %d): err %v, want ErrMapFull", accepted, len(value), limit, refused)
 	}
+	// Garbage counts in the heap in use, so the refusal may come while the
+	// live data are below the limit, and a collection would lift it. A
+	// ballast tops the live heap up to margin above the limit, and the
+	// entries (held twice: owner and backup) weigh more than that margin
+	// twice over, so deleting them brings the heap back under the limit.
+	runtime.GC()
+	ballast := make([]byte, max(0, limit+margin-heapInUse()))
+	for i := range ballast {
+		ballast[i] = byte(i)
+	}
+	defer runtime.KeepAlive(ballast)
+	if 2*accepted*len(value) < 2*margin {
+		t.Fatalf("only %d bytes of entries: deleting them would not bring the heap under the limit", accepted*len(value))
+	}
+	gridtest.Eventually(t, 10*time.Second, func() (bool, string) {
+		_, used, full := c.Member(1).MemoryGuard()
+		return full, fmt.Sprintf("member guard not full: heap in use %d, limit %d", used, limit)
+	})
 	if !strings.Contains(refused.Error(), "limit") || !strings.Contains(refused.Error(), "heap in use") {
 		t.Fatalf("refusal does not say how much is used and the limit: %v", refused)
 	}

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/shoalgrid/shoal/op"
-	"github.com/shoalgrid/shoal/partition"
 )
 
 // Rule configures the maps whose names match Pattern (path.Match syntax).
@@ -27,6 +26,10 @@ type Rule struct {
 	// somewhat before it holds MaxEntries in total. 0 = unbounded.
 	MaxEntries int `yaml:"max-entries"`
 }
+
+// defaultPartitionCount is partition.DefaultCount (maps depends on op
+// only, see internal/arch).
+const defaultPartitionCount = 271
 
 // mapRule is a Rule resolved for one partition's tables.
 type mapRule struct {
@@ -54,7 +57,7 @@ func resolveRules(rules []Rule, partitions int) []resolvedRule {
 		return nil
 	}
 	if partitions <= 0 {
-		partitions = partition.DefaultCount
+		partitions = defaultPartitionCount
 	}
 	out := make([]resolvedRule, 0, len(rules))
 	for _, r := range rules {

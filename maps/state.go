@@ -101,7 +101,7 @@ const (
 type Service struct {
 	Rules []Rule
 	// PartitionCount is the cluster's partition count, which spreads a
-	// rule's MaxEntries over partitions; 0 = partition.DefaultCount.
+	// rule's MaxEntries over partitions; 0 = 271 (partition.DefaultCount).
 	PartitionCount int
 }
 

@@ -584,7 +584,7 @@ func (o options) gridConfig(log *slog.Logger) grid.Config {
 	} else {
 		c.MaxMemory = int64(n)
 		if log != nil && n > 0 {
-			log.Info("memory guard", "max_memory_bytes", n, "from", cmp.Or(from, "--max-memory"))
+			log.Debug("memory guard", "max_memory_bytes", n, "from", cmp.Or(from, "--max-memory"))
 		}
 	}
 	def := o.backups()

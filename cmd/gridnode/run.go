@@ -99,7 +99,8 @@ func run(o options, log *slog.Logger, stderr io.Writer, sigs <-chan os.Signal, e
 	log.Info("gridnode running: clients connect to the data address",
 		"version", buildVersion(), "data", m.Addr(), "gossip", m.GossipAddr(), "http", httpAddr,
 		"cluster", o.cluster, "members", size, "coordinator", coord,
-		"gomaxprocs", runtime.GOMAXPROCS(0), "sysmon_awake", sysmonAwake(os.Getenv("GODEBUG")))
+		"gomaxprocs", runtime.GOMAXPROCS(0), "sysmon_awake", sysmonAwake(os.Getenv("GODEBUG")),
+		"max_memory_bytes", cfg.MaxMemory)
 	logged := make(chan struct{})
 	go func() {
 		defer close(logged)
