@@ -99,6 +99,8 @@ const (
 // partition (never per request); a map no rule matches has no default TTL
 // and no bound.
 type Service struct {
+	// Rules configure maps by name pattern (default TTL, max entries);
+	// every member must have the same.
 	Rules []Rule
 	// PartitionCount is the cluster's partition count, which spreads a
 	// rule's MaxEntries over partitions; 0 = 271 (partition.DefaultCount).
