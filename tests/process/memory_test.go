@@ -175,3 +175,40 @@ func TestMemoryGuardKeepsMemberUp(t *testing.T) {
 	}
 	t.Logf("RSS after deletes and one accepted put: %d MiB", rssBytes(t, p.Pid())>>20)
 }
+
+// TestMapRulesFromConfigFile starts a member whose config file bounds map
+// "bounded" to 271 entries, one per partition: a second new key of a partition is
+// refused with ErrMapFull through a client, an update is not.
+func TestMapRulesFromConfigFile(t *testing.T) {
+	ctx := ctxT(t, 60*time.Second)
+	cfg := t.TempDir() + "/node.yaml"
+	if err := os.WriteFile(cfg, []byte("maps:\n  - pattern: bounded\n    max-entries: 271\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	procs := startCluster(t, ctx, 1, "--config", cfg, "--profile", "performance")
+	waitSettled(t, ctx, procs...)
+	c := dial(t, ctx, procs...)
+	m := maps.New(c, "bounded")
+	var k1, k2 string
+	for i := 0; k2 == ""; i++ {
+		k := fmt.Sprintf("k%d", i)
+		switch {
+		case k1 == "":
+			k1 = k
+		case c.PartitionOf(k) == c.PartitionOf(k1):
+			k2 = k
+		}
+	}
+	if err := m.Put(ctx, k1, []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Put(ctx, k2, []byte("v")); !errors.Is(err, op.ErrMapFull) {
+		t.Fatalf("second key of a full partition: %v, want ErrMapFull", err)
+	}
+	if err := m.Put(ctx, k1, []byte("w")); err != nil {
+		t.Fatalf("update in a full map: %v", err)
+	}
+	if err := maps.New(c, "other").Put(ctx, k2, []byte("v")); err != nil {
+		t.Fatalf("a map no rule matches: %v", err)
+	}
+}
