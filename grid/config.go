@@ -97,6 +97,16 @@ type Config struct {
 	// declared dead its session ends at once; the TTL matters when the
 	// member is alive but cut off. Default 2 s.
 	SessionTTL time.Duration
+	// MaxMemory is the member's memory guard, in bytes; 0 turns it off.
+	// While the Go heap in use (sampled every 50 ms) is above it, this
+	// member, as owner, refuses the operations that may grow state (map
+	// puts, queue offers, idempotency claims: see op.Grower) with
+	// op.ErrMapFull before applying them. Reads, deletes and clears keep
+	// working, and backups never refuse what an owner applied, so replicas
+	// do not diverge. Leave headroom below the process's real limit: the
+	// heap can overshoot by what arrives within one sample, and the
+	// process holds more than its heap (stacks, buffers, runtime).
+	MaxMemory int64
 	// Logger receives structured logs. Default slog.Default().
 	Logger *slog.Logger
 
@@ -348,6 +358,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.SessionTTL < 30*time.Millisecond {
 		return c, fmt.Errorf("%w: session TTL %v is below 30ms", ErrConfig, c.SessionTTL)
+	}
+	if c.MaxMemory < 0 {
+		return c, fmt.Errorf("%w: max memory %d is negative", ErrConfig, c.MaxMemory)
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 30 * time.Second

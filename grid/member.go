@@ -73,6 +73,11 @@ type Member struct {
 	fenced    atomic.Bool
 	fenceKick chan struct{}
 
+	// mem is the memory guard (nil when Config.MaxMemory is 0) and
+	// growers the services' op.Grower, by service index (nil: never
+	// refused).
+	mem     *memGuard
+	growers []op.Grower
 	backups *backupRules
 	// timers holds parked-call deadlines and state timers (timerLoop).
 	timers *timerHeap
@@ -221,6 +226,11 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 		}
 		m.svcIndex[s.Name()] = len(m.services)
 		m.services = append(m.services, s)
+	}
+	m.mem = newMemGuard(cfg.MaxMemory)
+	m.growers = make([]op.Grower, len(m.services))
+	for i, s := range m.services {
+		m.growers[i], _ = s.(op.Grower)
 	}
 	m.backups = newBackupRules(cfg)
 	m.timers = newTimerHeap()

@@ -500,7 +500,7 @@ func (m *Member) handoff(ctx context.Context, p int32, next string) error {
 // pauseWatch notices when this process was stopped (SIGSTOP, a VM freeze)
 // long enough for the cluster to declare it dead: its table may be stale,
 // so it refuses to act as owner until it has caught up with the
-// coordinator.
+// coordinator. It also samples the heap for the memory guard (memguard.go).
 func (m *Member) pauseWatch() {
 	defer m.wg.Done()
 	const tick = 50 * time.Millisecond
@@ -508,6 +508,7 @@ func (m *Member) pauseWatch() {
 	threshold = max(threshold, 500*time.Millisecond)
 	t := time.NewTicker(tick)
 	defer t.Stop()
+	var sampled time.Time
 	for {
 		select {
 		case <-m.ctx.Done():
@@ -516,6 +517,11 @@ func (m *Member) pauseWatch() {
 			last := time.Unix(0, m.lastTick.Swap(now.UnixNano()))
 			if gap := now.Sub(last); gap > threshold {
 				m.fence(fmt.Sprintf("process was paused for %v", gap.Round(time.Millisecond)))
+			}
+			// The memory guard samples the heap on this loop too.
+			if now.Sub(sampled) >= memSampleEvery-tick/2 {
+				sampled = now
+				m.memSample(now)
 			}
 		}
 	}

@@ -290,6 +290,11 @@ func (s *slot) execute(m *Member, b *wire.Batch, cur *partition.Table, req *op.R
 			return &r, s.coverage(m, req, seq), nil
 		}
 	}
+	if mutates && m.mem != nil && m.mem.full.Load() && m.growers[svc] != nil && m.growers[svc].Grows(req.Op) {
+		// The memory guard: refused before anything is applied, so
+		// backups (which replay what the owner applied) never diverge.
+		return m.mem.refusal(m.cfg.Name, cur.Version), nil, nil
+	}
 	st := s.state(m, svc)
 	if ex, ok := st.(op.Executor); ok {
 		return s.executeSeam(m, b, cur, req, ex, mutates, now)

@@ -98,6 +98,17 @@ func encodeEntries(es []kv) []byte {
 // decodeEntries decodes an OpEntries payload, keeping its order. Values are
 // fresh copies, so retaining one does not pin the whole payload.
 func decodeEntries(b []byte) ([]kv, error) {
+	return decodeEntriesAs(b, (*decoder).bytes)
+}
+
+// decodeEntriesRaw is decodeEntries with values aliasing b (nil stays nil),
+// for a caller that copies them before b is reused (the state's store
+// does).
+func decodeEntriesRaw(b []byte) ([]kv, error) {
+	return decodeEntriesAs(b, (*decoder).raw)
+}
+
+func decodeEntriesAs(b []byte, value func(*decoder) ([]byte, error)) ([]kv, error) {
 	var es []kv
 	err := decodeAll(b, func(d *decoder) error {
 		n, err := d.length(d.DecodeMapLen())
@@ -110,7 +121,7 @@ func decodeEntries(b []byte) ([]kv, error) {
 			if err != nil {
 				return err
 			}
-			v, err := d.bytes()
+			v, err := value(d)
 			if err != nil {
 				return err
 			}

@@ -11,6 +11,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/shoalgrid/shoal/internal/mpsafe"
+	"github.com/shoalgrid/shoal/op"
 )
 
 var keySets = [][]string{
@@ -249,5 +250,37 @@ func TestDecodeValueRefusesDeepNesting(t *testing.T) {
 	ok := append(bytes.Repeat([]byte{0x91}, maxValueDepth), 0xc0)
 	if _, err := decodeValue[any](ok); err != nil {
 		t.Fatalf("%d levels: %v", maxValueDepth, err)
+	}
+}
+
+// TestBatchGarbageChangesNothing sends malformed batch payloads: each is
+// refused with op.ErrBadRequest and leaves the partition as it was (a
+// put-all is all or none).
+func TestBatchGarbageChangesNothing(t *testing.T) {
+	s := newTestState()
+	s.Apply(t0, &op.Request{Op: OpPut, Name: "m", Key: "k", Value: []byte("v")})
+	good := encodeEntries([]kv{{key: "a", value: []byte("1")}, {key: "b", value: []byte("2")}})
+	garbage := [][]byte{
+		nil,
+		{0xc1},
+		good[:len(good)-1],                      // truncated: the first entry is whole
+		append(append([]byte{}, good...), 0x00), // trailing byte
+		{0xdf, 0xff, 0xff, 0xff, 0xff},          // forged map count
+		{0x81, 0xa1, 'k', 0xc6, 0xff, 0xff, 0xff, 0xff}, // forged bin length
+	}
+	before, _ := s.Snapshot(t0)
+	for i, b := range garbage {
+		for _, code := range []uint8{OpPutAll, OpGetAll, OpDeleteAll} {
+			r := s.Apply(t0, &op.Request{Op: code, Name: "m", Value: b})
+			if r.Code != op.CodeBadRequest {
+				t.Errorf("garbage %d, op %d: %+v, want a bad request", i, code, *r)
+			}
+		}
+	}
+	if r := s.Apply(t0, &op.Request{Op: OpPutAll, Name: "m", Value: good, Num: -1}); r.Code != op.CodeBadRequest {
+		t.Errorf("negative TTL: %+v", *r)
+	}
+	if after, _ := s.Snapshot(t0); !bytes.Equal(before, after) {
+		t.Fatal("a refused batch changed the state")
 	}
 }

@@ -60,3 +60,21 @@ func ExampleTyped() {
 	// {3 4} true
 	// sum: 7
 }
+
+func ExampleMap_PutAll() {
+	ctx := context.Background()
+	inv := newLocalInvoker(7)
+	prices := New(inv, "prices")
+
+	// One request per partition holding some of the keys, not one per key.
+	_ = prices.PutAll(ctx, map[string][]byte{"apple": []byte("3"), "pear": []byte("4"), "plum": []byte("5")})
+
+	got, _ := prices.GetAll(ctx, []string{"apple", "plum", "kiwi"})
+	fmt.Println(len(got), string(got["apple"]), string(got["plum"]))
+
+	n, _ := prices.DeleteAll(ctx, []string{"apple", "kiwi"})
+	fmt.Println("deleted:", n)
+	// Output:
+	// 2 3 5
+	// deleted: 1
+}

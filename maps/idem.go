@@ -56,6 +56,7 @@ type IdemService struct{}
 
 var (
 	_ op.Service         = IdemService{}
+	_ op.Grower          = IdemService{}
 	_ op.Executor        = (*idemState)(nil)
 	_ op.SessionListener = (*idemState)(nil)
 	_ op.Sweeper         = (*idemState)(nil)
@@ -67,6 +68,11 @@ func (IdemService) Name() string { return IdemServiceName }
 // AdminOp reports whether an operation needs the admin role on clusters
 // that check client tokens (grid.AdminOps): Forget does.
 func (IdemService) AdminOp(o uint8) bool { return o == OpForget }
+
+// Grows reports whether an operation may grow the store (op.Grower): a
+// claim, which the member's memory guard refuses when its heap is above the
+// limit.
+func (IdemService) Grows(o uint8) bool { return o == OpClaim }
 
 // Mutates reports whether an operation may change state.
 func (IdemService) Mutates(o uint8) bool { return o != OpStatus }

@@ -78,18 +78,40 @@ const (
 	// win). Entries keep their absolute expiry; expired ones are skipped.
 	// Num: how many entries were stored. Sent by the member core only.
 	OpMerge
+	// OpGetAll reads the keys listed in Value (encodeKeys), all of this
+	// partition. Value in the response: the live ones as an OpEntries
+	// payload (absent keys are left out), in request order.
+	OpGetAll
+	// OpPutAll stores every entry of Value (an OpEntries payload) with TTL
+	// Num, in order; all or none (a malformed payload changes nothing).
+	// Num in the response: how many entries it stored.
+	OpPutAll
+	// OpDeleteAll removes the keys listed in Value (encodeKeys). Num in the
+	// response: how many were live.
+	OpDeleteAll
 
 	opEnd
 )
 
 // Service is the map service: it creates the per-partition state machines
 // the member core hosts. Register it with the member under ServiceName.
-type Service struct{}
+// Rules are matched first to last when a map's table is created in a
+// partition (never per request); a map no rule matches has no default TTL
+// and no bound.
+type Service struct {
+	// Rules configure maps by name pattern (default TTL, max entries);
+	// every member must have the same.
+	Rules []Rule
+	// PartitionCount is the cluster's partition count, which spreads a
+	// rule's MaxEntries over partitions; 0 = 271 (partition.DefaultCount).
+	PartitionCount int
+}
 
 var (
 	_ op.Service = Service{}
 	_ op.State   = (*state)(nil)
 	_ op.Sweeper = (*state)(nil)
+	_ op.Grower  = Service{}
 )
 
 // Name returns ServiceName.
@@ -120,6 +142,12 @@ func (Service) OpName(o uint8) string {
 		return "entries"
 	case OpClear:
 		return "clear"
+	case OpGetAll:
+		return "get_all"
+	case OpPutAll:
+		return "put_all"
+	case OpDeleteAll:
+		return "delete_all"
 	}
 	return ""
 }
@@ -128,11 +156,21 @@ func (Service) OpName(o uint8) string {
 // that check client tokens (grid.AdminOps): Clear does.
 func (Service) AdminOp(o uint8) bool { return o == OpClear }
 
+// Grows reports whether a map operation may grow the map (op.Grower): the
+// member's memory guard refuses these when its heap is above the limit.
+func (Service) Grows(o uint8) bool {
+	switch o {
+	case OpPut, OpPutIfAbsent, OpReplace, OpCompareAndSwap, OpIncr, OpMerge, OpPutAll:
+		return true
+	}
+	return false
+}
+
 // Mutates reports whether a map operation may change state (and so is
 // replayed on backups).
 func (Service) Mutates(o uint8) bool {
 	switch o {
-	case OpPut, OpDelete, OpPutIfAbsent, OpReplace, OpCompareAndSwap, OpClear, OpIncr, OpMerge:
+	case OpPut, OpDelete, OpPutIfAbsent, OpReplace, OpCompareAndSwap, OpClear, OpIncr, OpMerge, OpPutAll, OpDeleteAll:
 		return true
 	}
 	return false
@@ -140,7 +178,11 @@ func (Service) Mutates(o uint8) bool {
 
 // NewState returns the empty map state of one partition. The returned value
 // also implements op.Sweeper.
-func (Service) NewState(partition int32) op.State { return newState(partition) }
+func (svc Service) NewState(partition int32) op.State {
+	s := newState(partition)
+	s.rules = resolveRules(svc.Rules, svc.PartitionCount)
+	return s
+}
 
 // state holds every map whose keys hash to one partition. It is not safe for
 // concurrent use: the member core serialises calls (op.State contract).
@@ -157,6 +199,9 @@ type state struct {
 	// last is the latest time (unix nanos) seen by any call; Len has no
 	// clock of its own.
 	last int64
+	// rules are the service's map rules (nil: none), read when a table is
+	// created.
+	rules []resolvedRule
 }
 
 // table is one map's share of a partition.
@@ -171,6 +216,8 @@ type table struct {
 	// exps holds the expiry of every entry that has one, keyed like
 	// entries; nil while no entry has a TTL, so Size is len(entries).
 	exps map[string]*expiry
+	// rule is the map's rule, looked up when the table was created.
+	rule mapRule
 }
 
 // blob points at the single allocation that holds an entry:
@@ -303,6 +350,8 @@ func (s *state) Apply(now time.Time, req *op.Request) *op.Response {
 		return s.incr(t, req)
 	case OpMerge:
 		return s.merge(t, req)
+	case OpGetAll, OpPutAll, OpDeleteAll:
+		return s.batch(t, req)
 	}
 
 	// The remaining operations write with a TTL: validate it before any
@@ -310,6 +359,14 @@ func (s *state) Apply(now time.Time, req *op.Request) *op.Response {
 	at, err := expireAt(t, req.Num)
 	if err != nil {
 		return err
+	}
+	if len(s.rules) != 0 {
+		at = s.defaultAt(t, req.Name, at)
+		if req.Op == OpPut {
+			if r := s.refuseNew(t, req.Name, req.Key); r != nil {
+				return r
+			}
+		}
 	}
 	if req.Op == OpPut {
 		return &op.Response{Found: s.put(t, req.Name, req.Key, req.Value, at)}
@@ -319,6 +376,9 @@ func (s *state) Apply(now time.Time, req *op.Request) *op.Response {
 	case OpPutIfAbsent:
 		if ok {
 			return &op.Response{Value: b.value(len(req.Key))}
+		}
+		if !s.roomFor(t, req.Name, 1) {
+			return mapFull(req.Name, s.rule(tab, req.Name))
 		}
 	case OpReplace:
 		if !ok {
@@ -331,6 +391,52 @@ func (s *state) Apply(now time.Time, req *op.Request) *op.Response {
 	}
 	s.store(tab, req.Name, req.Key, req.Value, at, x)
 	return &op.Response{Found: true}
+}
+
+// batch implements OpGetAll, OpPutAll and OpDeleteAll. The payload is
+// decoded whole before anything changes.
+func (s *state) batch(now int64, req *op.Request) *op.Response {
+	if req.Op == OpPutAll {
+		at, bad := expireAt(now, req.Num)
+		if bad != nil {
+			return bad
+		}
+		es, err := decodeEntriesRaw(req.Value)
+		if err != nil {
+			return fail(op.CodeBadRequest, "map: put-all: %v", err)
+		}
+		if len(s.rules) != 0 {
+			at = s.defaultAt(now, req.Name, at)
+			if r := s.refuseNewAll(now, req.Name, es); r != nil {
+				return r
+			}
+		}
+		for _, e := range es {
+			s.put(now, req.Name, e.key, e.value, at)
+		}
+		return &op.Response{Num: int64(len(es))}
+	}
+	keys, err := decodeKeys(req.Value)
+	if err != nil {
+		return fail(op.CodeBadRequest, "map: %s: %v", Service{}.OpName(req.Op), err)
+	}
+	if req.Op == OpDeleteAll {
+		n := 0
+		for _, k := range keys {
+			if tab, _, x, ok := s.lookup(now, req.Name, k); ok {
+				s.remove(tab, k, x)
+				n++
+			}
+		}
+		return &op.Response{Num: int64(n)}
+	}
+	es := make([]kv, 0, len(keys))
+	for _, k := range keys {
+		if _, b, _, ok := s.lookup(now, req.Name, k); ok {
+			es = append(es, kv{key: k, value: b.value(len(k))})
+		}
+	}
+	return &op.Response{Value: encodeEntries(es)}
 }
 
 // incr implements OpIncr.
@@ -352,6 +458,12 @@ func (s *state) incr(now int64, req *op.Request) *op.Response {
 	var at int64
 	if x != nil {
 		at = x.at
+	}
+	if !ok && len(s.rules) != 0 {
+		if !s.roomFor(now, req.Name, 1) {
+			return mapFull(req.Name, s.rule(tab, req.Name))
+		}
+		at = s.defaultAt(now, req.Name, 0)
 	}
 	var buf [20]byte
 	s.store(tab, req.Name, req.Key, strconv.AppendInt(buf[:0], next, 10), at, x)
@@ -427,7 +539,7 @@ func (s *state) put(now int64, name, key string, value []byte, at int64) (had bo
 // even alias memory the caller reuses.
 func (s *state) store(tab *table, name, key string, value []byte, at int64, old *expiry) (had bool) {
 	if tab == nil {
-		tab = &table{name: name, entries: make(map[string]blob, 1)}
+		tab = &table{name: name, entries: make(map[string]blob, 1), rule: s.ruleFor(name)}
 		s.maps[name] = tab
 	}
 	b, k := newBlob(key, value)
@@ -601,6 +713,7 @@ func (s *state) Snapshot(now time.Time) ([]byte, error) {
 func (s *state) Restore(now time.Time, snapshot []byte) error {
 	t := now.UnixNano()
 	fresh := newState(s.partition)
+	fresh.rules = s.rules
 	if err := decodeSnapshot(snapshot, t, fresh); err != nil {
 		return fmt.Errorf("maps: restore partition %d: %w", s.partition, err)
 	}

@@ -540,7 +540,10 @@ func TestStateModel(t *testing.T) {
 		if rng.IntN(2) == 0 {
 			ttl = int64(1 + rng.IntN(20))
 		}
-		code := uint8(1 + rng.IntN(int(OpMerge)-1)) // OpMerge is the member core's (TestMerge)
+		code := uint8(1 + rng.IntN(int(opEnd)-1))
+		if code == OpMerge {
+			code = OpGet // OpMerge is the member core's (TestMerge)
+		}
 		if rng.IntN(50) == 0 {
 			if n := s.Sweep(time.Unix(0, now), rng.IntN(5)); n < 0 {
 				t.Fatal("negative sweep")
@@ -549,10 +552,46 @@ func TestStateModel(t *testing.T) {
 			continue
 		}
 		req := op.Request{Op: code, Name: name, Key: key, Value: val, Aux: []byte(fmt.Sprint(rng.IntN(4))), Num: ttl}
+		// Batch operations take 0 to 4 keys (maybe repeated) in Value.
+		var batch []kv
+		if code == OpGetAll || code == OpPutAll || code == OpDeleteAll {
+			var ks []string
+			for range rng.IntN(5) {
+				k := fmt.Sprint(rng.IntN(30))
+				ks = append(ks, k)
+				batch = append(batch, kv{key: k, value: []byte(fmt.Sprint(rng.IntN(4)))})
+			}
+			req.Key = ""
+			if code == OpPutAll {
+				req.Value = encodeEntries(batch)
+			} else {
+				req.Value = encodeKeys(ks)
+			}
+		}
 		resp := s.Apply(time.Unix(0, now), &req)
 		cur, ok := live(name, key)
 		var want op.Response
 		switch code {
+		case OpGetAll:
+			var es []kv
+			for _, e := range batch {
+				if m, ok := live(name, e.key); ok {
+					es = append(es, kv{key: e.key, value: m.value})
+				}
+			}
+			want.Value = encodeEntries(es)
+		case OpPutAll:
+			for _, e := range batch {
+				set(name, e.key, e.value, ttl)
+			}
+			want.Num = int64(len(batch))
+		case OpDeleteAll:
+			for _, e := range batch {
+				if _, ok := live(name, e.key); ok {
+					want.Num++
+					delete(model[name], e.key)
+				}
+			}
 		case OpPut:
 			want.Found = ok
 			set(name, key, val, ttl)
@@ -668,7 +707,7 @@ func TestExpireAt(t *testing.T) {
 }
 
 func TestMutatesClassifiesEveryOp(t *testing.T) {
-	reads := map[uint8]bool{OpGet: true, OpContains: true, OpSize: true, OpKeys: true, OpEntries: true}
+	reads := map[uint8]bool{OpGet: true, OpContains: true, OpSize: true, OpKeys: true, OpEntries: true, OpGetAll: true}
 	for o := OpPut; o < opEnd; o++ {
 		if got := (Service{}).Mutates(o); got == reads[o] {
 			t.Errorf("Mutates(%d) = %v", o, got)
@@ -865,4 +904,18 @@ func TestIncr(t *testing.T) {
 		{req: put("c", "m", "9223372036854775807", 0)},
 		{req: op.Request{Op: OpIncr, Name: "c", Key: "m", Num: 1}, code: op.CodeBadRequest},
 	})
+}
+
+// TestGrowsClassifiesEveryOp: the memory guard refuses exactly the map
+// operations that can add or enlarge entries.
+func TestGrowsClassifiesEveryOp(t *testing.T) {
+	grows := map[uint8]bool{OpPut: true, OpPutIfAbsent: true, OpReplace: true, OpCompareAndSwap: true, OpIncr: true, OpMerge: true, OpPutAll: true}
+	for o := OpPut; o < opEnd; o++ {
+		if got := (Service{}).Grows(o); got != grows[o] {
+			t.Errorf("Grows(%d) = %v", o, got)
+		}
+	}
+	if !(IdemService{}).Grows(OpClaim) || (IdemService{}).Grows(OpRelease) || (IdemService{}).Grows(OpForget) {
+		t.Error("idempotency store: only claims grow")
+	}
 }

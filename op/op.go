@@ -122,6 +122,18 @@ type Service interface {
 	Mutates(op uint8) bool
 }
 
+// Grower is implemented by services whose operations can grow a member's
+// memory (a map put, a queue offer, an idempotency claim). When the member's
+// heap in use is above its memory guard (grid.Config.MaxMemory), the owner
+// refuses the operations for which Grows is true with ErrMapFull before
+// applying them; deletes, clears and reads keep working. Backups never
+// refuse: they replay what the owner applied. A service that does not
+// implement Grower is never refused.
+type Grower interface {
+	// Grows reports whether operation op may grow the service's state.
+	Grows(op uint8) bool
+}
+
 // State is the pure per-partition state machine of one service: every
 // structure of that service that hashes to the partition. The member core
 // guarantees that at most one goroutine calls a State's methods at a time

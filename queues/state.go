@@ -101,6 +101,7 @@ type Service struct {
 
 var (
 	_ op.Service         = Service{}
+	_ op.Grower          = Service{}
 	_ op.State           = (*state)(nil)
 	_ op.Executor        = (*state)(nil)
 	_ op.SessionListener = (*state)(nil)
@@ -113,6 +114,17 @@ func (Service) Name() string { return ServiceName }
 // AdminOp reports whether an operation needs the admin role on clusters
 // that check client tokens (grid.AdminOps): Clear does.
 func (Service) AdminOp(o uint8) bool { return o == OpClear }
+
+// Grows reports whether a queue operation may grow the queue (op.Grower):
+// the offers, which the member's memory guard refuses when its heap is above
+// the limit.
+func (Service) Grows(o uint8) bool {
+	switch o {
+	case OpOffer, OpOfferWait, OpOfferAll:
+		return true
+	}
+	return false
+}
 
 // Mutates reports whether a queue operation may change state.
 func (Service) Mutates(o uint8) bool {

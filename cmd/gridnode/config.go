@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/shoalgrid/shoal/grid"
+	"github.com/shoalgrid/shoal/maps"
 	"github.com/shoalgrid/shoal/partition"
 	"github.com/shoalgrid/shoal/queues"
 	"github.com/shoalgrid/shoal/quorum"
@@ -49,7 +51,10 @@ type options struct {
 	logFormat       string
 	maxValueSize    int
 	maxKeySize      int
-	version         bool
+	// maxMemory is --max-memory as given (a size, a percentage or 0);
+	// gridConfig resolves it.
+	maxMemory string
+	version   bool
 
 	// Resource limits on what peers can make the member hold (see
 	// grid.ConnLimits). idleTimeout 0 disables the idle timeout.
@@ -75,6 +80,9 @@ type options struct {
 	// queueRules are the config file's "queues" list (capacity,
 	// visibility, dead letters per queue-name pattern).
 	queueRules []queues.Rule
+	// mapRules are the config file's "maps" list (default TTL, max
+	// entries per map-name pattern).
+	mapRules []maps.Rule
 
 	// Security (see security.go). sec is loaded from the files by
 	// parseOptions.
@@ -158,6 +166,9 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.Var(enumFlag(&o.logFormat, "text", "text", "json"), "log-format", "log `format`: text or json")
 	fs.Var(sizeFlag(&o.maxValueSize, wire.DefaultMaxValueSize), "max-value-size", "largest value accepted, in `bytes` (suffixes KiB, MiB, GiB)")
 	fs.Var(sizeFlag(&o.maxKeySize, wire.DefaultMaxKeySize), "max-key-size", "largest key accepted, in `bytes` (suffixes KiB, MiB, GiB)")
+	o.maxMemory = defaultMaxMemory
+	fs.Var(stringValue{p: &o.maxMemory, check: checkMaxMemory}, "max-memory",
+		"memory guard: above this Go heap in use, the member refuses writes that may grow state (map puts, queue offers, claims) with ErrMapFull; reads and deletes keep working. A `size` (512MiB, 2GiB), a percentage of the cgroup memory limit or else of the machine's memory (70%), or 0 (off)")
 	fs.Var(sizeFlag(&o.maxNameSize, wire.DefaultMaxNameSize), "max-name-size", "longest structure name accepted, in `bytes` (suffixes KiB, MiB, GiB)")
 	fs.Var(intFlag(&o.maxConns, grid.DefaultMaxConns, 1, 1<<24), "max-conns",
 		"most `connections` open on the data port, handshakes included; keep it under the file descriptor limit (ulimit -n)")
@@ -249,7 +260,7 @@ func parseOptions(args []string, getenv func(string) (string, bool)) (options, e
 	var o options
 	fs = newFlagSet(&o)
 	if cfgPath != "" {
-		if err := applyConfigFile(fs, &o.structures, &o.queueRules, cfgPath); err != nil {
+		if err := applyConfigFile(fs, &o.structures, &o.queueRules, &o.mapRules, cfgPath); err != nil {
 			return o, err
 		}
 	}
@@ -351,7 +362,7 @@ func newSource(f *flag.Flag) {
 // path, and the structure rules of its "structures" key. Unknown or repeated
 // keys, and values of the wrong shape, are errors: a typo in a config file
 // must not be silently ignored.
-func applyConfigFile(fs *flag.FlagSet, structures *[]structureRule, queueRules *[]queues.Rule, path string) error {
+func applyConfigFile(fs *flag.FlagSet, structures *[]structureRule, queueRules *[]queues.Rule, mapRules *[]maps.Rule, path string) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return usagef("config file: %v", err)
@@ -392,6 +403,14 @@ func applyConfigFile(fs *flag.FlagSet, structures *[]structureRule, queueRules *
 				return err
 			}
 			*queueRules = rules
+			continue
+		}
+		if k.Value == mapsKey {
+			rules, err := parseMapRules(v, path)
+			if err != nil {
+				return err
+			}
+			*mapRules = rules
 			continue
 		}
 		f := fs.Lookup(k.Value)
@@ -557,6 +576,16 @@ func (o options) gridConfig(log *slog.Logger) grid.Config {
 		Tokens:            o.sec.tokens,
 		TLS:               o.sec.serverTLS,
 		PeerTLS:           o.sec.peerTLS,
+	}
+	if n, from, err := resolveMaxMemory(o.maxMemory, availableMemory); err != nil {
+		if log != nil {
+			log.Warn("memory guard off: cannot tell how much memory this process may use", "max_memory", o.maxMemory, "err", err)
+		}
+	} else {
+		c.MaxMemory = int64(n)
+		if log != nil && n > 0 {
+			log.Debug("memory guard", "max_memory_bytes", n, "from", cmp.Or(from, "--max-memory"))
+		}
 	}
 	def := o.backups()
 	if o.backupCount >= 0 || o.asyncBackupCount >= 0 {

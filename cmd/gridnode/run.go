@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -65,8 +66,15 @@ func run(o options, log *slog.Logger, stderr io.Writer, sigs <-chan os.Signal, e
 	if len(o.sec.keys) == 0 && (o.insecure || o.sec.serverTLS != nil) {
 		log.Warn("no --cluster-key-file: any process that reaches the data or gossip port can act as a member (publish tables, drop data); use one outside a trusted network (docs/security.md)")
 	}
+	cfg := o.gridConfig(log)
+	if cfg.MaxMemory > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		// The guard keeps live data near MaxMemory; a soft limit of twice
+		// that keeps the garbage collector from letting the heap grow to
+		// GOGC's twice-the-live-heap plus the overshoot of a sample.
+		debug.SetMemoryLimit(2 * cfg.MaxMemory)
+	}
 	startCtx, cancelStart := context.WithTimeout(stop, o.joinTimeout)
-	m, err := grid.Start(startCtx, o.gridConfig(log))
+	m, err := grid.Start(startCtx, cfg)
 	cancelStart()
 	if err != nil {
 		switch {
@@ -91,7 +99,8 @@ func run(o options, log *slog.Logger, stderr io.Writer, sigs <-chan os.Signal, e
 	log.Info("gridnode running: clients connect to the data address",
 		"version", buildVersion(), "data", m.Addr(), "gossip", m.GossipAddr(), "http", httpAddr,
 		"cluster", o.cluster, "members", size, "coordinator", coord,
-		"gomaxprocs", runtime.GOMAXPROCS(0), "sysmon_awake", sysmonAwake(os.Getenv("GODEBUG")))
+		"gomaxprocs", runtime.GOMAXPROCS(0), "sysmon_awake", sysmonAwake(os.Getenv("GODEBUG")),
+		"max_memory_bytes", cfg.MaxMemory)
 	logged := make(chan struct{})
 	go func() {
 		defer close(logged)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -267,6 +268,79 @@ func Run(t *testing.T, invokers func(t *testing.T) []op.Invoker) {
 		}
 	})
 
+	t.Run("BatchCalls", func(t *testing.T) {
+		ctx := ctx(t)
+		const n = 3000
+		ca := &countingInvoker{Invoker: a}
+		ma, mb := maps.New(ca, "batch"), maps.New(b, "batch")
+		want := map[string][]byte{"nil": nil, "empty": {}}
+		var keys []string
+		parts := map[int32]bool{}
+		for i := range n {
+			k := fmt.Sprintf("b-%05d", i)
+			want[k] = []byte("v" + k)
+		}
+		for k := range want {
+			keys = append(keys, k)
+			parts[a.PartitionOf(k)] = true
+		}
+		if err := ma.PutAll(ctx, want); err != nil {
+			t.Fatal(err)
+		}
+		// One request per partition holding keys, not one per key.
+		if got := ca.calls.Load(); got != int64(len(parts)) {
+			t.Fatalf("put-all of %d entries sent %d requests, want one per partition (%d)", len(want), got, len(parts))
+		}
+		if size, err := mb.Size(ctx); err != nil || size != len(want) {
+			t.Fatalf("size after put-all = %d %v, want %d", size, err, len(want))
+		}
+		ca.calls.Store(0)
+		got, err := ma.GetAll(ctx, append(keys, "absent-1", "absent-2", keys[0]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("get-all returned %d entries, want %d", len(got), len(want))
+		}
+		for k, v := range want {
+			g, ok := got[k]
+			if !ok || !bytes.Equal(g, v) || (g == nil) != (v == nil) {
+				t.Fatalf("get-all[%q] = %q (present %v), want %q", k, g, ok, v)
+			}
+		}
+		if calls := ca.calls.Load(); calls > int64(len(parts))+2 {
+			t.Fatalf("get-all sent %d requests for %d partitions", calls, len(parts))
+		}
+		if v, ok, err := mb.Get(ctx, "b-00042"); err != nil || !ok || string(v) != "vb-00042" {
+			t.Fatalf("get after put-all = %q %v %v", v, ok, err)
+		}
+		if got, err := mb.GetAll(ctx, nil); err != nil || len(got) != 0 {
+			t.Fatalf("get-all of no keys = %v %v", got, err)
+		}
+		if err := mb.PutAll(ctx, nil); err != nil {
+			t.Fatalf("put-all of nothing: %v", err)
+		}
+		deleted, err := mb.DeleteAll(ctx, append(keys[:n/2:n/2], "absent-1"))
+		if err != nil || deleted != n/2 {
+			t.Fatalf("delete-all = %d %v, want %d", deleted, err, n/2)
+		}
+		if size, err := ma.Size(ctx); err != nil || size != len(want)-n/2 {
+			t.Fatalf("size after delete-all = %d %v, want %d", size, err, len(want)-n/2)
+		}
+		left, err := mb.GetAll(ctx, keys)
+		if err != nil || len(left) != len(want)-n/2 {
+			t.Fatalf("get-all after delete-all: %d entries, %v", len(left), err)
+		}
+		for _, k := range keys[:n/2] {
+			if _, ok := left[k]; ok {
+				t.Fatalf("%q survived delete-all", k)
+			}
+		}
+		if _, err := (*maps.Map)(nil).GetAll(ctx, keys); !errors.Is(err, op.ErrBadRequest) {
+			t.Fatalf("get-all on a nil map: %v", err)
+		}
+	})
+
 	t.Run("MapsAreIndependent", func(t *testing.T) {
 		ctx := ctx(t)
 		if err := maps.New(a, "one").Put(ctx, "k", []byte("1")); err != nil {
@@ -323,4 +397,15 @@ func Run(t *testing.T, invokers func(t *testing.T) []op.Invoker) {
 			t.Fatalf("expired context: %v, want ErrTimeout", err)
 		}
 	})
+}
+
+// countingInvoker counts the requests sent through Invoke.
+type countingInvoker struct {
+	op.Invoker
+	calls atomic.Int64
+}
+
+func (c *countingInvoker) Invoke(ctx context.Context, req *op.Request) (*op.Response, error) {
+	c.calls.Add(1)
+	return c.Invoker.Invoke(ctx, req)
 }
