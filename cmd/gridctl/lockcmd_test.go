@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -148,14 +150,21 @@ func TestLockCommands(t *testing.T) {
 
 	t.Run("elect stops the command when leadership is lost", func(t *testing.T) {
 		done := make(chan result, 1)
+		// The command marks a file once its TERM trap is installed: a
+		// SIGTERM before that would kill the shell without "got-term".
+		ready := filepath.Join(t.TempDir(), "ready")
 		go func() {
 			done <- gridctl(t, nil, addr, "elect", "lost", "--check", "50ms", "--",
-				"sh", "-c", `trap 'echo got-term; exit 0' TERM; echo started; while :; do sleep 0.05; done`)
+				"sh", "-c", `trap 'echo got-term; exit 0' TERM; echo started; : > "$0"; while :; do sleep 0.05; done`, ready)
 		}()
 		el := locks.NewElection(c, "lost")
 		gridtest.Eventually(t, 20*time.Second, func() (bool, string) {
 			ld, err := el.Leader(ctx)
 			return err == nil && ld.Elected, "no leader yet"
+		})
+		gridtest.Eventually(t, 20*time.Second, func() (bool, string) {
+			_, err := os.Stat(ready)
+			return err == nil, "the elected command has not started"
 		})
 		if _, err := locks.New(c, "lost").ForceUnlock(ctx); err != nil {
 			t.Fatal(err)
