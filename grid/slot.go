@@ -480,14 +480,17 @@ func (s *slot) adopt(m *Member, t *partition.Table) (dropped, orphaned int, merg
 	var next []*target
 	if role == 0 {
 		for _, n := range names[1:] {
+			mb, _ := t.Member(n)
 			var tg *target
 			for _, old := range s.targets {
-				if old.name == n {
+				// A backup of the same name at another address is a
+				// restarted member (empty, on a new connection): a new
+				// target that needs a full copy, not the old one's state.
+				if old.name == n && old.addr == mb.Addr {
 					tg = old
 				}
 			}
 			if tg == nil {
-				mb, _ := t.Member(n)
 				tg = &target{name: n, addr: mb.Addr}
 				resync = append(resync, n)
 			}
