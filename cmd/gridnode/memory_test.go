@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/shoalgrid/shoal/maps"
+	"github.com/shoalgrid/shoal/queues"
 )
 
 func TestMaxMemoryFlag(t *testing.T) {
@@ -94,6 +95,34 @@ maps:
 		"maps: [{pattern: a, max-entries: -1}]",   // negative bound
 		"maps: [{pattern: '[', max-entries: 1}]",  // bad pattern
 		"maps: {pattern: a}",                      // not a list
+	} {
+		if _, err := parseOptions([]string{"--config", writeConfig(t, bad)}, env()); err == nil {
+			t.Errorf("config %q accepted", bad)
+		}
+	}
+}
+
+func TestQueueRulesInConfigFile(t *testing.T) {
+	cfg := writeConfig(t, `
+queues:
+  - pattern: "orders*"
+    capacity: 100
+    visibility: 45s
+    max-deliveries: 5
+    item-events: true
+`)
+	o := mustParse(t, []string{"--config", cfg}, env())
+	want := []queues.Rule{{Pattern: "orders*", Capacity: 100, Visibility: 45 * time.Second, MaxDeliveries: 5, ItemEvents: true}}
+	if !slices.Equal(o.queueRules, want) {
+		t.Fatalf("queue rules %+v, want %+v", o.queueRules, want)
+	}
+	for _, bad := range []string{
+		"queues: [{pattern: a, size: 1}]",          // unknown key
+		"queues: [{capacity: 1}]",                  // no pattern
+		"queues: [{pattern: a, visibility: soon}]", // bad duration
+		"queues: [{pattern: a, capacity: -1}]",     // negative capacity
+		"queues: [{pattern: '[', capacity: 1}]",    // bad pattern
+		"queues: {pattern: a}",                     // not a list
 	} {
 		if _, err := parseOptions([]string{"--config", writeConfig(t, bad)}, env()); err == nil {
 			t.Errorf("config %q accepted", bad)

@@ -22,28 +22,60 @@ func services(o options) []op.Service {
 // queuesKey is the config-file key of the queue rules.
 const queuesKey = "queues"
 
-// parseQueueRules parses the "queues" list: mappings with a pattern and
-// any of capacity, visibility, max-deliveries and item-events. Unknown keys
-// are errors, like everywhere in the config file.
-func parseQueueRules(n *yaml.Node, path string) ([]queues.Rule, error) {
-	at := func(n *yaml.Node) string { return fmt.Sprintf("config file %s:%d: %s", path, n.Line, queuesKey) }
+// mapsKey is the config-file key of the map rules.
+const mapsKey = "maps"
+
+// eachRule walks a config-file list of rules (key names the list): each
+// item must be a mapping with a pattern and only the known keys; decode
+// turns one item into a rule. Unknown keys are errors, like everywhere in
+// the config file.
+func eachRule(n *yaml.Node, path, key string, known []string, decode func(it *yaml.Node, at string) error) error {
+	at := func(n *yaml.Node) string { return fmt.Sprintf("config file %s:%d: %s", path, n.Line, key) }
 	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
-		return nil, nil
+		return nil
 	}
 	if n.Kind != yaml.SequenceNode {
-		return nil, usagef("%s: want a list of rules", at(n))
+		return usagef("%s: want a list of rules", at(n))
 	}
-	known := []string{"pattern", "capacity", "visibility", "max-deliveries", "item-events"}
-	var rules []queues.Rule
 	for _, it := range n.Content {
 		if it.Kind != yaml.MappingNode {
-			return nil, usagef("%s: each rule is a mapping", at(it))
+			return usagef("%s: each rule is a mapping", at(it))
 		}
+		pattern := false
 		for i := 0; i < len(it.Content); i += 2 {
-			if k := it.Content[i].Value; !slices.Contains(known, k) {
-				return nil, usagef("%s: unknown key %q (known: %v)", at(it.Content[i]), k, known)
+			k := it.Content[i].Value
+			if !slices.Contains(known, k) {
+				return usagef("%s: unknown key %q (known: %v)", at(it.Content[i]), k, known)
 			}
+			pattern = pattern || (k == "pattern" && it.Content[i+1].Value != "")
 		}
+		if !pattern {
+			return usagef("%s: a rule needs a pattern", at(it))
+		}
+		if err := decode(it, at(it)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// duration parses an optional duration field of a rule ("" = zero).
+func duration(s, field, at string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, usagef("%s: %s: %v", at, field, err)
+	}
+	return d, nil
+}
+
+// parseQueueRules parses the "queues" list: pattern and any of capacity,
+// visibility, max-deliveries and item-events.
+func parseQueueRules(n *yaml.Node, path string) ([]queues.Rule, error) {
+	var rules []queues.Rule
+	err := eachRule(n, path, queuesKey, []string{"pattern", "capacity", "visibility", "max-deliveries", "item-events"}, func(it *yaml.Node, at string) error {
 		var raw struct {
 			Pattern       string `yaml:"pattern"`
 			Capacity      int    `yaml:"capacity"`
@@ -52,20 +84,17 @@ func parseQueueRules(n *yaml.Node, path string) ([]queues.Rule, error) {
 			ItemEvents    bool   `yaml:"item-events"`
 		}
 		if err := it.Decode(&raw); err != nil {
-			return nil, usagef("%s: %v", at(it), err)
+			return usagef("%s: %v", at, err)
 		}
-		if raw.Pattern == "" {
-			return nil, usagef("%s: a rule needs a pattern", at(it))
+		vis, err := duration(raw.Visibility, "visibility", at)
+		if err != nil {
+			return err
 		}
-		r := queues.Rule{Pattern: raw.Pattern, Capacity: raw.Capacity, MaxDeliveries: raw.MaxDeliveries, ItemEvents: raw.ItemEvents}
-		if raw.Visibility != "" {
-			d, err := time.ParseDuration(raw.Visibility)
-			if err != nil {
-				return nil, usagef("%s: visibility: %v", at(it), err)
-			}
-			r.Visibility = d
-		}
-		rules = append(rules, r)
+		rules = append(rules, queues.Rule{Pattern: raw.Pattern, Capacity: raw.Capacity, Visibility: vis, MaxDeliveries: raw.MaxDeliveries, ItemEvents: raw.ItemEvents})
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if err := (queues.Service{Rules: rules}).Validate(); err != nil {
 		return nil, usagef("config file %s: %v", path, err)
@@ -73,50 +102,28 @@ func parseQueueRules(n *yaml.Node, path string) ([]queues.Rule, error) {
 	return rules, nil
 }
 
-// mapsKey is the config-file key of the map rules.
-const mapsKey = "maps"
-
-// parseMapRules parses the "maps" list: mappings with a pattern and any of
-// default-ttl and max-entries. Unknown keys are errors.
+// parseMapRules parses the "maps" list: pattern and any of default-ttl and
+// max-entries.
 func parseMapRules(n *yaml.Node, path string) ([]maps.Rule, error) {
-	at := func(n *yaml.Node) string { return fmt.Sprintf("config file %s:%d: %s", path, n.Line, mapsKey) }
-	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
-		return nil, nil
-	}
-	if n.Kind != yaml.SequenceNode {
-		return nil, usagef("%s: want a list of rules", at(n))
-	}
-	known := []string{"pattern", "default-ttl", "max-entries"}
 	var rules []maps.Rule
-	for _, it := range n.Content {
-		if it.Kind != yaml.MappingNode {
-			return nil, usagef("%s: each rule is a mapping", at(it))
-		}
-		for i := 0; i < len(it.Content); i += 2 {
-			if k := it.Content[i].Value; !slices.Contains(known, k) {
-				return nil, usagef("%s: unknown key %q (known: %v)", at(it.Content[i]), k, known)
-			}
-		}
+	err := eachRule(n, path, mapsKey, []string{"pattern", "default-ttl", "max-entries"}, func(it *yaml.Node, at string) error {
 		var raw struct {
 			Pattern    string `yaml:"pattern"`
 			DefaultTTL string `yaml:"default-ttl"`
 			MaxEntries int    `yaml:"max-entries"`
 		}
 		if err := it.Decode(&raw); err != nil {
-			return nil, usagef("%s: %v", at(it), err)
+			return usagef("%s: %v", at, err)
 		}
-		if raw.Pattern == "" {
-			return nil, usagef("%s: a rule needs a pattern", at(it))
+		ttl, err := duration(raw.DefaultTTL, "default-ttl", at)
+		if err != nil {
+			return err
 		}
-		r := maps.Rule{Pattern: raw.Pattern, MaxEntries: raw.MaxEntries}
-		if raw.DefaultTTL != "" {
-			d, err := time.ParseDuration(raw.DefaultTTL)
-			if err != nil {
-				return nil, usagef("%s: default-ttl: %v", at(it), err)
-			}
-			r.DefaultTTL = d
-		}
-		rules = append(rules, r)
+		rules = append(rules, maps.Rule{Pattern: raw.Pattern, DefaultTTL: ttl, MaxEntries: raw.MaxEntries})
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if err := maps.ValidateRules(rules); err != nil {
 		return nil, usagef("config file %s: %v", path, err)
