@@ -23,6 +23,11 @@ type counters struct {
 	// mergeStored counts entries of the losing side that a merge policy
 	// wrote into the winning side's owners.
 	mergeStored atomic.Uint64
+	// wideDropped counts replicated-service deltas not delivered to a
+	// peer (repaired by anti-entropy); widePulled the bytes anti-entropy
+	// pulled.
+	wideDropped atomic.Uint64
+	widePulled  atomic.Uint64
 }
 
 // Stats returns the member's current statistics.

@@ -48,6 +48,13 @@ const (
 	// Unsubscribe ends subscription Num of the caller's connection.
 	// Clients may call it.
 	Unsubscribe
+	// ReplDelta carries a change message (Value) of the replicated
+	// service Key, which the receiver merges. Members only.
+	ReplDelta
+	// ReplPull sends the caller's digest (Value) of the replicated
+	// service Key; the answer's Value is what the caller lacks (at most
+	// about Num bytes) and Found says there is more. Members only.
+	ReplPull
 )
 
 // SessionService is the member core's session service: every member and

@@ -1,0 +1,381 @@
+package grid
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/shoalgrid/shoal/op"
+	"github.com/shoalgrid/shoal/sysop"
+)
+
+// Replicated (member-wide) services, op.ReplicatedService: every member
+// holds a full copy, answers proxies' calls from it at once and sends each
+// change's delta to every other member over the member connections (which
+// a cluster key authenticates and TLS encrypts, like all member traffic).
+// Anti-entropy repairs what deltas missed (a member that was down, cut
+// off, or that just joined): every wideSyncEvery, and when a member joins
+// or comes back, a member pulls from a peer: it sends its digest, the peer
+// answers with what differs, in messages of at most about widePullLimit
+// bytes. Deltas are queued per peer (widePeerQueue); a full queue drops
+// deltas, which anti-entropy repairs.
+
+const (
+	// widePeerQueue bounds the deltas waiting for one peer.
+	widePeerQueue = 4096
+	// wideSweepEvery is how often deletion markers are garbage-collected.
+	wideSweepEvery = 30 * time.Second
+	// widePullRounds bounds the pulls of one exchange (each returns more
+	// maps while the peer has more that differ).
+	widePullRounds = 64
+)
+
+// wideService is a member's copy of one replicated service.
+type wideService struct {
+	name string
+	svc  op.ReplicatedService
+	grow op.Grower
+
+	mu sync.Mutex // serialises the replica (op.Replica is not safe for concurrent use)
+	r  op.Replica
+	x  op.Exec
+}
+
+// wide holds the member's replicated services and the senders of their
+// deltas.
+type wide struct {
+	svcs  map[string]*wideService
+	order []*wideService
+	// pull receives members to pull from at once (joins, returns).
+	pull chan string
+
+	mu      sync.Mutex
+	senders map[string]*wideSender
+}
+
+// wideSender sends deltas to one peer, in order, from its own goroutine.
+type wideSender struct {
+	ch   chan wideDelta
+	stop chan struct{}
+}
+
+type wideDelta struct {
+	service string
+	msg     []byte
+}
+
+func newWide() *wide {
+	return &wide{svcs: map[string]*wideService{}, pull: make(chan string, 64), senders: map[string]*wideSender{}}
+}
+
+// add registers replicated service rs with member's copy.
+func (w *wide) add(rs op.ReplicatedService, member string) {
+	ws := &wideService{name: rs.Name(), svc: rs, r: rs.NewReplica(member)}
+	ws.grow, _ = rs.(op.Grower)
+	w.order = append(w.order, ws)
+	w.svcs[ws.name] = ws
+}
+
+// wideLimit is the most a pull answer carries: half a value, so that the
+// answer fits a frame whatever the overheads.
+func (m *Member) wideLimit() int { return max(m.cfg.Limits.MaxValueSize/2, 64<<10) }
+
+// applyWide runs a proxy's call on this member's copy and queues the
+// delta for the other members.
+func (m *Member) applyWide(ws *wideService, req *op.Request) *op.Response {
+	if req.Op >= op.OpReservedMin {
+		return &op.Response{Code: op.CodeUnknownOp, Msg: fmt.Sprintf("operation %d is reserved for the member core", req.Op), TableVersion: m.tableVersion()}
+	}
+	if m.mem != nil && m.mem.full.Load() && ws.grow != nil && ws.grow.Grows(req.Op) {
+		return m.mem.refusal(m.cfg.Name, m.tableVersion())
+	}
+	start := time.Now()
+	ws.mu.Lock()
+	ws.x.Reset(start, -1, true, req)
+	resp, delta := ws.r.Apply(&ws.x, req)
+	events := slices.Clone(ws.x.Effects())
+	ws.mu.Unlock()
+	m.publishWide(ws.name, events)
+	if delta != nil {
+		m.sendWide(ws.name, delta)
+	}
+	resp.TableVersion = m.tableVersion()
+	return resp
+}
+
+// publishWide hands the events a replica emitted to the subscribers.
+func (m *Member) publishWide(service string, effects []op.Effect) {
+	for _, e := range effects {
+		if e.Kind == op.EffectEmit {
+			m.events.publish(service, e.Name, e.Payload)
+		}
+	}
+}
+
+// mergeWide merges a peer's change message into service's copy.
+func (m *Member) mergeWide(service string, msg []byte) error {
+	ws := m.wide.svcs[service]
+	if ws == nil {
+		return op.Errorf(op.CodeUnknownService, "replicated service %s", op.Quote(service))
+	}
+	ws.mu.Lock()
+	ws.x.Reset(time.Now(), -1, false, nil)
+	err := ws.r.Merge(&ws.x, msg)
+	events := slices.Clone(ws.x.Effects())
+	ws.mu.Unlock()
+	m.publishWide(service, events)
+	if err != nil {
+		return fmt.Errorf("%w: replicated %s: %v", op.ErrBadRequest, service, err)
+	}
+	return nil
+}
+
+// handleWideSys serves the replicated services' member operations.
+func (m *Member) handleWideSys(req *op.Request) *op.Response {
+	cur := m.tableVersion()
+	switch req.Op {
+	case sysop.ReplDelta:
+		if err := m.mergeWide(req.Key, req.Value); err != nil {
+			return errResponse(err, cur)
+		}
+		return &op.Response{TableVersion: cur}
+	case sysop.ReplPull:
+		ws := m.wide.svcs[req.Key]
+		if ws == nil {
+			return errResponse(op.Errorf(op.CodeUnknownService, "replicated service %s", op.Quote(req.Key)), cur)
+		}
+		limit := min(max(int(req.Num), 1<<10), m.wideLimit())
+		ws.mu.Lock()
+		msg, more, err := ws.r.Diff(time.Now(), req.Value, limit)
+		ws.mu.Unlock()
+		if err != nil {
+			return errResponse(fmt.Errorf("%w: replicated %s digest: %v", op.ErrBadRequest, req.Key, err), cur)
+		}
+		return &op.Response{Found: more, Value: msg, TableVersion: cur}
+	}
+	return &op.Response{Code: op.CodeUnknownOp, Msg: fmt.Sprintf("system operation %d", req.Op), TableVersion: cur}
+}
+
+// sendWide queues a delta for every other live member.
+func (m *Member) sendWide(service string, msg []byte) {
+	for _, mi := range m.Members() {
+		if mi.Name == m.cfg.Name {
+			continue
+		}
+		s := m.wideSenderFor(mi.Name)
+		if s == nil {
+			return
+		}
+		select {
+		case s.ch <- wideDelta{service, msg}:
+		default:
+			m.counters.wideDropped.Add(1)
+		}
+	}
+}
+
+// wideSenderFor returns the sender to member name, starting it.
+func (m *Member) wideSenderFor(name string) *wideSender {
+	m.wide.mu.Lock()
+	defer m.wide.mu.Unlock()
+	if s := m.wide.senders[name]; s != nil {
+		return s
+	}
+	s := &wideSender{ch: make(chan wideDelta, widePeerQueue), stop: make(chan struct{})}
+	if !m.spawn(func() { m.runWideSender(name, s) }) {
+		return nil
+	}
+	m.wide.senders[name] = s
+	return s
+}
+
+// dropWideSender stops the sender to a member that left or failed; its
+// queued deltas are dropped (the member pulls when it comes back).
+func (m *Member) dropWideSender(name string) {
+	m.wide.mu.Lock()
+	s := m.wide.senders[name]
+	delete(m.wide.senders, name)
+	m.wide.mu.Unlock()
+	if s != nil {
+		close(s.stop)
+	}
+}
+
+// runWideSender sends the queued deltas to member name. Sends are
+// pipelined on the peer's connection; a delta that cannot be sent (no
+// connection, the peer refused it) is dropped: anti-entropy repairs it.
+func (m *Member) runWideSender(name string, s *wideSender) {
+	for {
+		var d wideDelta
+		select {
+		case <-s.stop:
+			return
+		case <-m.ctx.Done():
+			return
+		case d = <-s.ch:
+		}
+		mi, ok := m.memberInfo(name)
+		if !ok {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(m.ctx, 2*time.Second)
+		c, err := m.peers.get(ctx, mi.Name, mi.Addr)
+		cancel()
+		if err != nil {
+			m.counters.wideDropped.Add(1)
+			m.log.Debug("replicated delta not sent", "peer", name, "err", err)
+			continue
+		}
+		req := &op.Request{Service: sysService, Op: sysop.ReplDelta, Partition: -1, Key: d.service, Value: d.msg}
+		if err := c.Go(req, func(resp *op.Response, err error) {
+			if err == nil {
+				err = resp.Err()
+			}
+			if err != nil {
+				m.counters.wideDropped.Add(1)
+				m.log.Debug("replicated delta refused", "peer", name, "err", err)
+			}
+		}); err != nil {
+			m.counters.wideDropped.Add(1)
+		}
+	}
+}
+
+// memberInfo returns live member name as this member sees it.
+func (m *Member) memberInfo(name string) (MemberInfo, bool) {
+	m.viewMu.Lock()
+	defer m.viewMu.Unlock()
+	mi, ok := m.view[name]
+	return mi, ok
+}
+
+// wideOnNode reacts to membership changes (from memberlist's event
+// goroutine: never blocks): a member that joins or comes back is pulled
+// from at once (it pulls from us when it sees us); a departed member's
+// sender stops.
+func (m *Member) wideOnNode(t EventType, name string) {
+	if len(m.wide.order) == 0 || name == m.cfg.Name {
+		return
+	}
+	switch t {
+	case MemberJoined:
+		select {
+		case m.wide.pull <- name:
+		default: // the periodic exchange catches up
+		}
+	case MemberLeft, MemberFailed:
+		m.dropWideSender(name)
+	}
+}
+
+// wideSyncEvery is the anti-entropy period: a few gossip probes.
+func (m *Member) wideSyncEvery() time.Duration {
+	return max(5*m.cfg.Gossip.ProbeInterval, 100*time.Millisecond)
+}
+
+// wideLoop runs anti-entropy and sweeps for the replicated services.
+func (m *Member) wideLoop() {
+	defer m.wg.Done()
+	if len(m.wide.order) == 0 {
+		return
+	}
+	tick := time.NewTicker(m.wideSyncEvery())
+	defer tick.Stop()
+	lastSweep := time.Now()
+	for {
+		var peer string
+		select {
+		case <-m.ctx.Done():
+			return
+		case peer = <-m.wide.pull:
+		case now := <-tick.C:
+			if now.Sub(lastSweep) >= wideSweepEvery {
+				lastSweep = now
+				m.sweepWide(now)
+			}
+			var names []string
+			for _, mi := range m.Members() {
+				if mi.Name != m.cfg.Name {
+					names = append(names, mi.Name)
+				}
+			}
+			if len(names) == 0 {
+				continue
+			}
+			peer = names[rand.IntN(len(names))]
+		}
+		if err := m.pullWide(peer); err != nil && m.ctx.Err() == nil {
+			m.log.Debug("replicated anti-entropy", "peer", peer, "err", err)
+		}
+	}
+}
+
+func (m *Member) sweepWide(now time.Time) {
+	for _, ws := range m.wide.order {
+		ws.mu.Lock()
+		n := ws.r.Sweep(now)
+		ws.mu.Unlock()
+		if n > 0 {
+			m.log.Debug("replicated markers collected", "service", ws.name, "n", n)
+		}
+	}
+}
+
+// pullWide pulls what member name holds that this member lacks, for every
+// replicated service.
+func (m *Member) pullWide(name string) error {
+	mi, ok := m.memberInfo(name)
+	if !ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(m.ctx, 10*time.Second)
+	defer cancel()
+	for _, ws := range m.wide.order {
+		var last []byte
+		for range widePullRounds {
+			ws.mu.Lock()
+			dig := ws.r.Digest(time.Now())
+			ws.mu.Unlock()
+			resp, err := m.peers.call(ctx, mi.Name, mi.Addr, &op.Request{Service: sysService, Op: sysop.ReplPull, Partition: -1,
+				Key: ws.name, Value: dig, Num: int64(m.wideLimit())})
+			if err != nil {
+				return err
+			}
+			if len(resp.Value) > 0 {
+				if err := m.mergeWide(ws.name, resp.Value); err != nil {
+					return err
+				}
+				m.counters.widePulled.Add(uint64(len(resp.Value)))
+			}
+			// Stop when the peer has nothing more, or keeps answering the
+			// same (a map that differs only in what merging cannot
+			// change here, e.g. the peer's own older entries).
+			if !resp.Found || bytes.Equal(resp.Value, last) {
+				break
+			}
+			last = resp.Value
+		}
+	}
+	return nil
+}
+
+// wideStructures lists the replicated services' structures on this
+// member's copy (for status pages).
+func (m *Member) wideStructures() []StructureInfo {
+	var out []StructureInfo
+	for _, ws := range m.wide.order {
+		ws.mu.Lock()
+		l, ok := ws.r.(StructureLister)
+		if ok {
+			for name, n := range l.Structures() {
+				out = append(out, StructureInfo{Service: ws.name, Name: name, Entries: n})
+			}
+		}
+		ws.mu.Unlock()
+	}
+	return out
+}
