@@ -140,7 +140,9 @@ type entry struct {
 	value   []byte
 }
 
-func (e *entry) cost(key string) int { return len(key) + len(e.value) + len(e.ver.Origin) + entryOverhead }
+func (e *entry) cost(key string) int {
+	return len(key) + len(e.value) + len(e.ver.Origin) + entryOverhead
+}
 
 // wins reports whether a replaces b under the conflict rule: the newer
 // version; for equal versions (only possible when a member restarted with
