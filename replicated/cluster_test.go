@@ -317,3 +317,21 @@ func TestJoinerGetsManyMaps(t *testing.T) {
 		t.Fatalf("joiner's structures count %d entries, want 400", got)
 	}
 }
+
+// TestClusterKey: with a cluster key, replicated-map traffic rides the
+// authenticated member connections like everything else, and converges.
+// (A client connection sending the member operations is refused: see
+// grid's TestFakeMemberRefused.)
+func TestClusterKey(t *testing.T) {
+	key := []byte(strings.Repeat("k", 32))
+	cl := cluster(t, 2, gridtest.WithConfig(func(c *grid.Config) { c.ClusterKeys = [][]byte{key} }))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := replicated.New(cl.Member(0), "secure").Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	cl.Add()
+	gridtest.Eventually(t, converge, func() (bool, string) {
+		return converged(ctx, cl.Live(), "secure", map[string]string{"k": "v"})
+	})
+}
