@@ -7,6 +7,7 @@ package replicated_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"github.com/shoalgrid/shoal/client"
 	"github.com/shoalgrid/shoal/grid"
 	"github.com/shoalgrid/shoal/grid/gridtest"
+	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/replicated"
 )
 
@@ -333,5 +335,42 @@ func TestClusterKey(t *testing.T) {
 	cl.Add()
 	gridtest.Eventually(t, converge, func() (bool, string) {
 		return converged(ctx, cl.Live(), "secure", map[string]string{"k": "v"})
+	})
+}
+
+// TestTokenRoles: a client token's roles apply to replicated maps as to
+// other structures: reading needs read, writing needs write.
+func TestTokenRoles(t *testing.T) {
+	const reader, writer = "reader-token-0123456789", "writer-token-0123456789"
+	cl := cluster(t, 2, gridtest.WithConfig(func(c *grid.Config) {
+		c.ClusterKeys = [][]byte{[]byte(strings.Repeat("k", 32))}
+		c.Tokens = []grid.Token{
+			{Name: "reader", Secret: reader, Grants: []grid.Grant{{Pattern: "*", Role: grid.RoleRead}}},
+			{Name: "writer", Secret: writer, Grants: []grid.Grant{{Pattern: "*", Role: grid.RoleWrite}}},
+		}
+	}))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dial := func(tok string) *client.Client {
+		c, err := client.Dial(ctx, client.Config{Addrs: []string{cl.Member(0).Addr()}, Token: tok})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	w, r := replicated.New(dial(writer), "conf"), replicated.New(dial(reader), "conf")
+	if err := w.Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatalf("writer put: %v", err)
+	}
+	if err := r.Put(ctx, "k", []byte("x")); !errors.Is(err, op.ErrForbidden) {
+		t.Fatalf("reader put: %v, want op.ErrForbidden", err)
+	}
+	if _, err := r.Delete(ctx, "k"); !errors.Is(err, op.ErrForbidden) {
+		t.Fatalf("reader delete: %v, want op.ErrForbidden", err)
+	}
+	gridtest.Eventually(t, converge, func() (bool, string) {
+		v, ok, err := r.Get(ctx, "k")
+		return err == nil && ok && string(v) == "v", fmt.Sprintf("reader get: %q %v %v", v, ok, err)
 	})
 }
