@@ -229,7 +229,7 @@ func (m *Member) checkAccess(c *wire.Conn, req *op.Request) error {
 	var svc op.Service
 	if i, ok := m.svcIndex[req.Service]; ok {
 		svc = m.services[i]
-	} else if ws := m.wide.svcs[req.Service]; ws != nil {
+	} else if ws := m.wideService(req.Service); ws != nil {
 		svc = ws.svc
 	}
 	if svc != nil {

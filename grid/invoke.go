@@ -35,7 +35,7 @@ func (m *Member) invoke(ctx context.Context, req *op.Request, internal bool) (*o
 	if req.Op >= op.OpReservedMin && !internal {
 		return nil, op.Errorf(op.CodeUnknownOp, "operation %d is reserved for the member core", req.Op)
 	}
-	if ws := m.wide.svcs[req.Service]; ws != nil {
+	if ws := m.wideService(req.Service); ws != nil {
 		// A replicated service answers from this member's copy. The
 		// replica keeps the value: never let it alias the caller's.
 		r := *req

@@ -80,6 +80,14 @@ func (w *wide) add(rs op.ReplicatedService, member string) {
 	w.svcs[ws.name] = ws
 }
 
+// wideService returns the replicated service called name, or nil.
+func (m *Member) wideService(name string) *wideService {
+	if m.wide == nil {
+		return nil
+	}
+	return m.wide.svcs[name]
+}
+
 // wideLimit is the most a pull answer carries: half a value, so that the
 // answer fits a frame whatever the overheads.
 func (m *Member) wideLimit() int { return max(m.cfg.Limits.MaxValueSize/2, 64<<10) }
@@ -118,7 +126,7 @@ func (m *Member) publishWide(service string, effects []op.Effect) {
 
 // mergeWide merges a peer's change message into service's copy.
 func (m *Member) mergeWide(service string, msg []byte) error {
-	ws := m.wide.svcs[service]
+	ws := m.wideService(service)
 	if ws == nil {
 		return op.Errorf(op.CodeUnknownService, "replicated service %s", op.Quote(service))
 	}
@@ -144,7 +152,7 @@ func (m *Member) handleWideSys(req *op.Request) *op.Response {
 		}
 		return &op.Response{TableVersion: cur}
 	case sysop.ReplPull:
-		ws := m.wide.svcs[req.Key]
+		ws := m.wideService(req.Key)
 		if ws == nil {
 			return errResponse(op.Errorf(op.CodeUnknownService, "replicated service %s", op.Quote(req.Key)), cur)
 		}
@@ -258,7 +266,7 @@ func (m *Member) memberInfo(name string) (MemberInfo, bool) {
 // from at once (it pulls from us when it sees us); a departed member's
 // sender stops.
 func (m *Member) wideOnNode(t EventType, name string) {
-	if len(m.wide.order) == 0 || name == m.cfg.Name {
+	if m.wide == nil || len(m.wide.order) == 0 || name == m.cfg.Name {
 		return
 	}
 	switch t {
@@ -366,6 +374,9 @@ func (m *Member) pullWide(name string) error {
 // wideStructures lists the replicated services' structures on this
 // member's copy (for status pages).
 func (m *Member) wideStructures() []StructureInfo {
+	if m.wide == nil {
+		return nil
+	}
 	var out []StructureInfo
 	for _, ws := range m.wide.order {
 		ws.mu.Lock()

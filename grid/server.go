@@ -223,7 +223,7 @@ func (m *Member) HandleRequest(c *wire.Conn, id uint64, req *op.Request) {
 		return
 	}
 	internal := c.Peer().Role == wire.RoleMember
-	if ws := m.wide.svcs[req.Service]; ws != nil {
+	if ws := m.wideService(req.Service); ws != nil {
 		// Replicated services answer from this member's copy, whoever
 		// the table routes the key to.
 		if err := m.checkAccess(c, req); err != nil {
