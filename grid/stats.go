@@ -47,6 +47,9 @@ func (m *Member) Stats() Stats {
 		MergeDiscarded: m.counters.mergeDiscarded.Load(),
 		MergeStored:    m.counters.mergeStored.Load(),
 
+		ReplicatedDropped: m.counters.wideDropped.Load(),
+		ReplicatedPulled:  m.counters.widePulled.Load(),
+
 		MigrationBytesOut: m.counters.bytesOut.Load(),
 		ConnsRefused:      m.counters.refused.Load(),
 	}

@@ -318,6 +318,9 @@ func TestJoinerGetsManyMaps(t *testing.T) {
 	if got != 400 {
 		t.Fatalf("joiner's structures count %d entries, want 400", got)
 	}
+	if st := cl.Member(j).Stats(); st.ReplicatedPulled < 400*1000 {
+		t.Fatalf("joiner pulled %d bytes by anti-entropy, want at least the 400 KB of values", st.ReplicatedPulled)
+	}
 }
 
 // TestClusterKey: with a cluster key, replicated-map traffic rides the
