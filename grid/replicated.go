@@ -390,3 +390,20 @@ func (m *Member) wideStructures() []StructureInfo {
 	}
 	return out
 }
+
+// SubscribeLocalEvents calls fn with the payload of every event that
+// structure name of service emits on this member only (op.LocalEventSource),
+// on one goroutine of the subscription, at most once (dropped when fn falls
+// 256 events behind). Meant for replicated services, whose events every
+// member fires for its own copy. The returned function ends it.
+func (m *Member) SubscribeLocalEvents(service, name string, fn func(payload []byte)) (func(), error) {
+	if m.closed.Load() {
+		return nil, m.errClosed()
+	}
+	if service == "" || service[0] == '_' {
+		return nil, op.Errorf(op.CodeUnknownService, "service %q", service)
+	}
+	return m.events.add(service, name, fn), nil
+}
+
+var _ op.LocalEventSource = (*Member)(nil)

@@ -58,3 +58,13 @@ type Replica interface {
 	// Len reports the number of live entries, for metrics.
 	Len() int
 }
+
+// LocalEventSource is implemented by members (*grid.Member): it delivers
+// only the events this member publishes itself. A replicated service fires
+// events on every member for that member's own copy, so a member's own
+// events are complete, and subscribing to the others' as well (what
+// EventSource does, since a partitioned structure's owner can be any
+// member) would only deliver each change once per member.
+type LocalEventSource interface {
+	SubscribeLocalEvents(service, name string, fn func(payload []byte)) (stop func(), err error)
+}

@@ -134,17 +134,19 @@ func (m *Map) Len(ctx context.Context) (int, error) {
 }
 
 // Watch calls fn for the map's changes, from src (the member or client
-// that inv is). Every member fires the events of its own copy, and a
-// subscription hears from every member, so Watch drops the events whose
-// version is not newer than the last one it passed on for the key: fn
-// sees each key's changes once, in version order (a change overtaken by
-// a newer one before it arrived is skipped). Delivery is at most once, as
-// for every event (see op.EventSource): use events as hints and re-read
-// what matters. fn runs on one goroutine at a time. Call stop to end.
+// that inv is). Every member fires the events of its own copy: a member
+// (op.LocalEventSource) subscribes to its own only, and sees every change
+// as it reaches its copy; a client's subscription hears from every member,
+// so Watch drops the events whose version is not newer than the last one
+// it passed on for the key: fn sees each key's changes once, in version
+// order (a change overtaken by a newer one before it arrived is skipped).
+// Delivery is at most once, as for every event (see op.EventSource): use
+// events as hints and re-read what matters. fn runs on one goroutine at a
+// time. Call stop to end.
 func (m *Map) Watch(ctx context.Context, src op.EventSource, fn func(Event)) (stop func(), err error) {
 	var mu sync.Mutex
 	seen := map[string]Version{}
-	return src.SubscribeEvents(ctx, Name, m.name, func(p []byte) {
+	return subscribe(ctx, src, m.name, func(p []byte) {
 		ev, err := DecodeEvent(p)
 		if err != nil {
 			return
@@ -158,4 +160,13 @@ func (m *Map) Watch(ctx context.Context, src op.EventSource, fn func(Event)) (st
 		}
 		mu.Unlock()
 	})
+}
+
+// subscribe subscribes fn to map name's events: a member's own only, or
+// every member's through a client.
+func subscribe(ctx context.Context, src op.EventSource, name string, fn func([]byte)) (func(), error) {
+	if l, ok := src.(op.LocalEventSource); ok {
+		return l.SubscribeLocalEvents(Name, name, fn)
+	}
+	return src.SubscribeEvents(ctx, Name, name, fn)
 }

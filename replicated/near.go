@@ -60,7 +60,7 @@ func NewNear(ctx context.Context, inv op.Invoker, src op.EventSource, name strin
 	if n.now == nil {
 		n.now = time.Now
 	}
-	stop, err := src.SubscribeEvents(ctx, Name, name, n.onEvent)
+	stop, err := subscribe(ctx, src, name, n.onEvent)
 	if err != nil {
 		return nil, err
 	}
