@@ -377,3 +377,49 @@ func TestTokenRoles(t *testing.T) {
 		return err == nil && ok && string(v) == "v", fmt.Sprintf("reader get: %q %v %v", v, ok, err)
 	})
 }
+
+// TestNearMaxAge: a near copy that hears no events (its subscription
+// ended, as if they were lost) serves what it read until MaxAge, then
+// reads through again.
+func TestNearMaxAge(t *testing.T) {
+	cl := cluster(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m := cl.Member(0)
+	var mu sync.Mutex
+	now := time.Unix(1000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	near, err := replicated.NewNear(ctx, m, m, "n", replicated.NearOptions{MaxAge: time.Minute, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rm := replicated.New(m, "n")
+	if err := rm.Put(ctx, "k", []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok, err := near.Get(ctx, "k"); err != nil || !ok || string(v) != "v1" {
+		t.Fatalf("near get = %q %v %v", v, ok, err)
+	}
+	if _, ok, _ := near.Get(ctx, "absent"); ok {
+		t.Fatal("absent key found")
+	}
+	near.Close()
+	if err := rm.Put(ctx, "k", []byte("v2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := rm.Put(ctx, "absent", []byte("now-present")); err != nil {
+		t.Fatal(err)
+	}
+	if v, _, _ := near.Get(ctx, "k"); string(v) != "v1" {
+		t.Fatalf("near get before MaxAge = %q, want the copy's v1", v)
+	}
+	mu.Lock()
+	now = now.Add(time.Minute)
+	mu.Unlock()
+	if v, _, _ := near.Get(ctx, "k"); string(v) != "v2" {
+		t.Fatalf("near get after MaxAge = %q, want v2", v)
+	}
+	if v, ok, _ := near.Get(ctx, "absent"); !ok || string(v) != "now-present" {
+		t.Fatalf("near get of a key absent before = %q %v", v, ok)
+	}
+}
