@@ -163,6 +163,12 @@ func (m *Member) handleWideSys(req *op.Request) *op.Response {
 		if err != nil {
 			return errResponse(fmt.Errorf("%w: replicated %s digest: %v", op.ErrBadRequest, req.Key, err), cur)
 		}
+		if len(msg) > m.cfg.Limits.MaxFrameSize-64<<10 {
+			// One map (merges are never refused) outgrew a frame: say so
+			// rather than break the connection.
+			m.log.Warn("replicated map too large for an anti-entropy answer", "service", req.Key, "bytes", len(msg), "max_frame", m.cfg.Limits.MaxFrameSize)
+			return errResponse(op.Errorf(op.CodeTooLarge, "replicated %s: a map of %d bytes does not fit a frame of %d", op.Quote(req.Key), len(msg), m.cfg.Limits.MaxFrameSize), cur)
+		}
 		return &op.Response{Found: more, Value: msg, TableVersion: cur}
 	}
 	return &op.Response{Code: op.CodeUnknownOp, Msg: fmt.Sprintf("system operation %d", req.Op), TableVersion: cur}
