@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/metrics"
 	"strings"
 	"sync"
 	"testing"
@@ -421,5 +422,40 @@ func TestNearMaxAge(t *testing.T) {
 	}
 	if v, ok, _ := near.Get(ctx, "absent"); !ok || string(v) != "now-present" {
 		t.Fatalf("near get of a key absent before = %q %v", v, ok)
+	}
+}
+
+// TestMemoryGuard: a member above its memory guard refuses replicated
+// puts with op.ErrMapFull (before its heap runs away) and still answers
+// reads and deletes.
+func TestMemoryGuard(t *testing.T) {
+	const headroom = 24 << 20
+	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(s)
+	limit := int64(s[0].Value.Uint64()) + headroom
+	cl := gridtest.New(t, 2, gridtest.WithServices(replicated.Service{MaxMapBytes: 1 << 30}),
+		gridtest.WithConfig(func(c *grid.Config) { c.MaxMemory = limit }))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	rm := replicated.New(cl.Member(0), "big")
+	value := make([]byte, 16<<10)
+	var refused error
+	accepted := 0
+	for i := 0; i < 8*headroom/len(value); i++ {
+		value[0] = byte(i)
+		if err := rm.Put(ctx, fmt.Sprint("k", i), value); err != nil {
+			refused = err
+			break
+		}
+		accepted++
+	}
+	if !errors.Is(refused, op.ErrMapFull) {
+		t.Fatalf("after %d puts of %d bytes (limit %d): %v, want op.ErrMapFull", accepted, len(value), limit, refused)
+	}
+	if _, ok, err := rm.Get(ctx, "k0"); err != nil || !ok {
+		t.Fatalf("get while full: %v %v", ok, err)
+	}
+	if found, err := rm.Delete(ctx, "k0"); err != nil || !found {
+		t.Fatalf("delete while full: %v %v", found, err)
 	}
 }
