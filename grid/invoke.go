@@ -40,8 +40,15 @@ func (m *Member) invoke(ctx context.Context, req *op.Request, internal bool) (*o
 		// replica keeps the value: never let it alias the caller's.
 		r := *req
 		r.Value, r.Aux = bytes.Clone(r.Value), bytes.Clone(r.Aux)
-		resp := m.applyWide(ws, &r)
-		return resp, resp.Err()
+		ch := make(chan *op.Response, 1)
+		m.applyWide(ws, &r, func(resp *op.Response) { ch <- resp })
+		select {
+		case resp := <-ch:
+			return resp, resp.Err()
+		case <-ctx.Done():
+			// Applied here; whether the other members hold it is unknown.
+			return nil, fmt.Errorf("waiting for other members to take the write: %w", op.FromContext(ctx))
+		}
 	}
 	r := *req
 	if r.Partition < 0 {

@@ -66,6 +66,55 @@ type wideSender struct {
 type wideDelta struct {
 	service string
 	msg     []byte
+	// ack, if set, hears whether the peer merged the delta (once).
+	ack func(error)
+}
+
+// wideWait collects the peers' acknowledgements of one write: the write
+// is answered once need of them merged it (the structure's synchronous
+// backup count, at most the live peers), or fails when too many failed or
+// the backup timeout passed.
+type wideWait struct {
+	mu      sync.Mutex
+	need    int
+	total   int
+	ok, bad int
+	fired   bool
+	timer   *time.Timer
+	done    func(error)
+}
+
+func (w *wideWait) ack(err error) {
+	w.mu.Lock()
+	if w.fired {
+		w.mu.Unlock()
+		return
+	}
+	if err == nil {
+		w.ok++
+	} else {
+		w.bad++
+	}
+	var res error
+	switch {
+	case w.ok >= w.need:
+	case w.bad > w.total-w.need:
+		res = fmt.Errorf("%w: %d of %d members could not take the write (%v)", op.ErrBackupTimeout, w.bad, w.total, err)
+	default:
+		w.mu.Unlock()
+		return
+	}
+	w.fire(res)
+}
+
+// fire answers the write; w.mu is held and released.
+func (w *wideWait) fire(err error) {
+	w.fired = true
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	w.mu.Unlock()
+	w.done(err)
 }
 
 func newWide() *wide {
@@ -92,14 +141,21 @@ func (m *Member) wideService(name string) *wideService {
 // answer fits a frame whatever the overheads.
 func (m *Member) wideLimit() int { return max(m.cfg.Limits.MaxValueSize/2, 64<<10) }
 
-// applyWide runs a proxy's call on this member's copy and queues the
-// delta for the other members.
-func (m *Member) applyWide(ws *wideService, req *op.Request) *op.Response {
+// applyWide runs a proxy's call on this member's copy, queues the delta
+// for the other members and calls answer with the response: at once for
+// reads, and for writes once the structure's synchronous backup count of
+// other members (Config.Backups, StructureBackups: one in the reliable
+// profile, none in the performance profile; at most the live peers)
+// merged the delta, so an acknowledged write survives that many crashes.
+// answer may run on another goroutine (a connection's read loop).
+func (m *Member) applyWide(ws *wideService, req *op.Request, answer func(*op.Response)) {
 	if req.Op >= op.OpReservedMin {
-		return &op.Response{Code: op.CodeUnknownOp, Msg: fmt.Sprintf("operation %d is reserved for the member core", req.Op), TableVersion: m.tableVersion()}
+		answer(&op.Response{Code: op.CodeUnknownOp, Msg: fmt.Sprintf("operation %d is reserved for the member core", req.Op), TableVersion: m.tableVersion()})
+		return
 	}
 	if m.mem != nil && m.mem.full.Load() && ws.grow != nil && ws.grow.Grows(req.Op) {
-		return m.mem.refusal(m.cfg.Name, m.tableVersion())
+		answer(m.mem.refusal(m.cfg.Name, m.tableVersion()))
+		return
 	}
 	start := time.Now()
 	ws.mu.Lock()
@@ -108,11 +164,46 @@ func (m *Member) applyWide(ws *wideService, req *op.Request) *op.Response {
 	events := slices.Clone(ws.x.Effects())
 	ws.mu.Unlock()
 	m.publishWide(ws.name, events)
-	if delta != nil {
-		m.sendWide(ws.name, delta)
-	}
 	resp.TableVersion = m.tableVersion()
-	return resp
+	if delta == nil {
+		answer(resp)
+		return
+	}
+	peers := m.widePeers()
+	need := min(m.backups.forName(req.Name).Sync, len(peers))
+	if need <= 0 {
+		m.sendWide(ws.name, delta, peers, nil)
+		answer(resp)
+		return
+	}
+	w := &wideWait{need: need, total: len(peers), done: func(err error) {
+		if err != nil {
+			resp = errResponse(err, m.tableVersion())
+		}
+		answer(resp)
+	}}
+	w.mu.Lock()
+	w.timer = time.AfterFunc(m.cfg.BackupTimeout, func() {
+		w.mu.Lock()
+		if w.fired {
+			w.mu.Unlock()
+			return
+		}
+		w.fire(fmt.Errorf("%w: %d of %d members acknowledged the write within %v", op.ErrBackupTimeout, w.ok, w.need, m.cfg.BackupTimeout))
+	})
+	w.mu.Unlock()
+	m.sendWide(ws.name, delta, peers, w.ack)
+}
+
+// widePeers lists the other live members.
+func (m *Member) widePeers() []string {
+	var out []string
+	for _, mi := range m.Members() {
+		if mi.Name != m.cfg.Name {
+			out = append(out, mi.Name)
+		}
+	}
+	return out
 }
 
 // publishWide hands the events a replica emitted to the subscribers.
@@ -174,20 +265,23 @@ func (m *Member) handleWideSys(req *op.Request) *op.Response {
 	return &op.Response{Code: op.CodeUnknownOp, Msg: fmt.Sprintf("system operation %d", req.Op), TableVersion: cur}
 }
 
-// sendWide queues a delta for every other live member.
-func (m *Member) sendWide(service string, msg []byte) {
-	for _, mi := range m.Members() {
-		if mi.Name == m.cfg.Name {
+// sendWide queues a delta for peers; ack (if set) hears from each.
+func (m *Member) sendWide(service string, msg []byte, peers []string, ack func(error)) {
+	for _, name := range peers {
+		s := m.wideSenderFor(name)
+		if s == nil {
+			if ack != nil {
+				ack(m.errClosed())
+			}
 			continue
 		}
-		s := m.wideSenderFor(mi.Name)
-		if s == nil {
-			return
-		}
 		select {
-		case s.ch <- wideDelta{service, msg}:
+		case s.ch <- wideDelta{service, msg, ack}:
 		default:
 			m.counters.wideDropped.Add(1)
+			if ack != nil {
+				ack(fmt.Errorf("%w: the queue to %s is full", op.ErrUnavailable, name))
+			}
 		}
 	}
 }
@@ -219,6 +313,21 @@ func (m *Member) dropWideSender(name string) {
 	}
 }
 
+// drain fails the acknowledgements of the deltas still queued on a
+// stopped sender (their writes wait for other members or time out).
+func (s *wideSender) drain(err error) {
+	for {
+		select {
+		case d := <-s.ch:
+			if d.ack != nil {
+				d.ack(err)
+			}
+		default:
+			return
+		}
+	}
+}
+
 // runWideSender sends the queued deltas to member name. Sends are
 // pipelined on the peer's connection; a delta that cannot be sent (no
 // connection, the peer refused it) is dropped: anti-entropy repairs it.
@@ -227,21 +336,32 @@ func (m *Member) runWideSender(name string, s *wideSender) {
 		var d wideDelta
 		select {
 		case <-s.stop:
+			s.drain(fmt.Errorf("%w: member %s left", op.ErrUnavailable, name))
 			return
 		case <-m.ctx.Done():
+			s.drain(m.errClosed())
 			return
 		case d = <-s.ch:
 		}
+		ack := func(err error) {
+			if err != nil {
+				m.counters.wideDropped.Add(1)
+				m.log.Debug("replicated delta not delivered", "peer", name, "err", err)
+			}
+			if d.ack != nil {
+				d.ack(err)
+			}
+		}
 		mi, ok := m.memberInfo(name)
 		if !ok {
+			ack(fmt.Errorf("%w: member %s left", op.ErrUnavailable, name))
 			continue
 		}
 		ctx, cancel := context.WithTimeout(m.ctx, 2*time.Second)
 		c, err := m.peers.get(ctx, mi.Name, mi.Addr)
 		cancel()
 		if err != nil {
-			m.counters.wideDropped.Add(1)
-			m.log.Debug("replicated delta not sent", "peer", name, "err", err)
+			ack(err)
 			continue
 		}
 		req := &op.Request{Service: sysService, Op: sysop.ReplDelta, Partition: -1, Key: d.service, Value: d.msg}
@@ -249,12 +369,9 @@ func (m *Member) runWideSender(name string, s *wideSender) {
 			if err == nil {
 				err = resp.Err()
 			}
-			if err != nil {
-				m.counters.wideDropped.Add(1)
-				m.log.Debug("replicated delta refused", "peer", name, "err", err)
-			}
+			ack(err)
 		}); err != nil {
-			m.counters.wideDropped.Add(1)
+			ack(err)
 		}
 	}
 }

@@ -230,7 +230,7 @@ func (m *Member) HandleRequest(c *wire.Conn, id uint64, req *op.Request) {
 			c.Respond(id, errResponse(err, m.tableVersion()))
 			return
 		}
-		c.Respond(id, m.applyWide(ws, req))
+		m.applyWide(ws, req, func(resp *op.Response) { c.Respond(id, resp) })
 		return
 	}
 	if req.Service == sysop.SessionService {

@@ -459,3 +459,23 @@ func TestMemoryGuard(t *testing.T) {
 		t.Fatalf("delete while full: %v %v", found, err)
 	}
 }
+
+// TestAcknowledgedWriteSurvivesCrash: in the reliable profile a put
+// returns once another member merged it, so the writes a member
+// acknowledged just before it crashed reach every survivor.
+func TestAcknowledgedWriteSurvivesCrash(t *testing.T) {
+	cl := cluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	rm := replicated.New(cl.Member(0), "acked")
+	want := map[string]string{}
+	for i := range 300 {
+		k, v := fmt.Sprint("k", i), fmt.Sprint("v", i)
+		if err := rm.Put(ctx, k, []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+		want[k] = v
+	}
+	cl.Crash(0)
+	gridtest.Eventually(t, converge, func() (bool, string) { return converged(ctx, cl.Live(), "acked", want) })
+}

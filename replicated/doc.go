@@ -34,7 +34,9 @@
 // # Propagation
 //
 // The member core (grid) sends each write's delta to every other member
-// at once over its authenticated member connections, and runs
+// at once over its authenticated member connections (a write is
+// acknowledged once the structure's synchronous backup count of them
+// merged it: one in the reliable profile), and runs
 // anti-entropy: periodically, and whenever a member joins or comes back,
 // a member sends a Digest (per map: live count and an XOR of entry
 // hashes) to a peer and merges what the peer's Diff returns (the whole of

@@ -93,16 +93,23 @@ func (m *Map) GetVersion(ctx context.Context, key string) ([]byte, Version, bool
 	return val, ver, true, nil
 }
 
-// Put writes value under key on the answering member and returns once
-// that member applied it; the other members receive it in the background
-// (eventual consistency: a concurrent write of the same key elsewhere with
-// a newer version wins everywhere).
+// Put writes value under key on the answering member. It returns once
+// that member applied it and as many other members as the map's
+// synchronous backup count (grid's Config.Backups and StructureBackups:
+// one in the reliable profile, none in the performance profile; at most
+// the live members) merged it, so an acknowledged write survives that many
+// crashes; the remaining members receive it in the background. A
+// concurrent write of the same key elsewhere with a newer version wins
+// everywhere (eventual consistency). op.ErrBackupTimeout means the write
+// was applied on the answering member but not confirmed by enough others
+// in time: it may or may not survive that member.
 func (m *Map) Put(ctx context.Context, key string, value []byte) error {
 	_, err := m.call(ctx, OpPut, key, value)
 	return err
 }
 
-// Delete deletes key; it reports whether the answering member held it.
+// Delete deletes key (a deletion marker, acknowledged like Put); it
+// reports whether the answering member held it.
 func (m *Map) Delete(ctx context.Context, key string) (bool, error) {
 	resp, err := m.call(ctx, OpDelete, key, nil)
 	if err != nil {
