@@ -40,8 +40,12 @@ func (m *Member) invoke(ctx context.Context, req *op.Request, internal bool) (*o
 		// replica keeps the value: never let it alias the caller's.
 		r := *req
 		r.Value, r.Aux = bytes.Clone(r.Value), bytes.Clone(r.Aux)
+		resp, pending := m.applyWide(ws, &r)
+		if pending == nil {
+			return resp, resp.Err()
+		}
 		ch := make(chan *op.Response, 1)
-		m.applyWide(ws, &r, func(resp *op.Response) { ch <- resp })
+		pending(func(resp *op.Response) { ch <- resp })
 		select {
 		case resp := <-ch:
 			return resp, resp.Err()

@@ -141,58 +141,60 @@ func (m *Member) wideService(name string) *wideService {
 // answer fits a frame whatever the overheads.
 func (m *Member) wideLimit() int { return max(m.cfg.Limits.MaxValueSize/2, 64<<10) }
 
-// applyWide runs a proxy's call on this member's copy, queues the delta
-// for the other members and calls answer with the response: at once for
-// reads, and for writes once the structure's synchronous backup count of
-// other members (Config.Backups, StructureBackups: one in the reliable
-// profile, none in the performance profile; at most the live peers)
-// merged the delta, so an acknowledged write survives that many crashes.
-// answer may run on another goroutine (a connection's read loop).
-func (m *Member) applyWide(ws *wideService, req *op.Request, answer func(*op.Response)) {
+// applyWide runs a proxy's call on this member's copy and queues the
+// delta for the other members. It returns the response, and for a write
+// that must wait for other members a non-nil pending: pending(answer)
+// sends the delta and calls answer (on some goroutine) once the
+// structure's synchronous backup count of other members (Config.Backups,
+// StructureBackups: one in the reliable profile, none in the performance
+// profile; at most the live peers) merged it, so an acknowledged write
+// survives that many crashes; resp is then not final.
+func (m *Member) applyWide(ws *wideService, req *op.Request) (resp *op.Response, pending func(answer func(*op.Response))) {
 	if req.Op >= op.OpReservedMin {
-		answer(&op.Response{Code: op.CodeUnknownOp, Msg: fmt.Sprintf("operation %d is reserved for the member core", req.Op), TableVersion: m.tableVersion()})
-		return
+		return &op.Response{Code: op.CodeUnknownOp, Msg: fmt.Sprintf("operation %d is reserved for the member core", req.Op), TableVersion: m.tableVersion()}, nil
 	}
 	if m.mem != nil && m.mem.full.Load() && ws.grow != nil && ws.grow.Grows(req.Op) {
-		answer(m.mem.refusal(m.cfg.Name, m.tableVersion()))
-		return
+		return m.mem.refusal(m.cfg.Name, m.tableVersion()), nil
 	}
-	start := time.Now()
 	ws.mu.Lock()
-	ws.x.Reset(start, -1, true, req)
+	ws.x.Reset(time.Now(), -1, true, req)
 	resp, delta := ws.r.Apply(&ws.x, req)
-	events := slices.Clone(ws.x.Effects())
+	var events []op.Effect
+	if len(ws.x.Effects()) > 0 {
+		events = slices.Clone(ws.x.Effects())
+	}
 	ws.mu.Unlock()
 	m.publishWide(ws.name, events)
 	resp.TableVersion = m.tableVersion()
 	if delta == nil {
-		answer(resp)
-		return
+		return resp, nil
 	}
 	peers := m.widePeers()
 	need := min(m.backups.forName(req.Name).Sync, len(peers))
 	if need <= 0 {
 		m.sendWide(ws.name, delta, peers, nil)
-		answer(resp)
-		return
+		return resp, nil
 	}
-	w := &wideWait{need: need, total: len(peers), done: func(err error) {
-		if err != nil {
-			resp = errResponse(err, m.tableVersion())
-		}
-		answer(resp)
-	}}
-	w.mu.Lock()
-	w.timer = time.AfterFunc(m.cfg.BackupTimeout, func() {
+	return resp, func(answer func(*op.Response)) {
+		w := &wideWait{need: need, total: len(peers), done: func(err error) {
+			if err != nil {
+				answer(errResponse(err, m.tableVersion()))
+				return
+			}
+			answer(resp)
+		}}
 		w.mu.Lock()
-		if w.fired {
-			w.mu.Unlock()
-			return
-		}
-		w.fire(fmt.Errorf("%w: %d of %d members acknowledged the write within %v", op.ErrBackupTimeout, w.ok, w.need, m.cfg.BackupTimeout))
-	})
-	w.mu.Unlock()
-	m.sendWide(ws.name, delta, peers, w.ack)
+		w.timer = time.AfterFunc(m.cfg.BackupTimeout, func() {
+			w.mu.Lock()
+			if w.fired {
+				w.mu.Unlock()
+				return
+			}
+			w.fire(fmt.Errorf("%w: %d of %d members acknowledged the write within %v", op.ErrBackupTimeout, w.ok, w.need, m.cfg.BackupTimeout))
+		})
+		w.mu.Unlock()
+		m.sendWide(ws.name, delta, peers, w.ack)
+	}
 }
 
 // widePeers lists the other live members.

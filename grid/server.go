@@ -230,7 +230,12 @@ func (m *Member) HandleRequest(c *wire.Conn, id uint64, req *op.Request) {
 			c.Respond(id, errResponse(err, m.tableVersion()))
 			return
 		}
-		m.applyWide(ws, req, func(resp *op.Response) { c.Respond(id, resp) })
+		resp, pending := m.applyWide(ws, req)
+		if pending == nil {
+			c.Respond(id, resp)
+			return
+		}
+		pending(func(resp *op.Response) { c.Respond(id, resp) })
 		return
 	}
 	if req.Service == sysop.SessionService {
