@@ -20,7 +20,7 @@ import (
 // Anti-entropy repairs what deltas missed (a member that was down, cut
 // off, or that just joined): every wideSyncEvery, and when a member joins
 // or comes back, a member pulls from a peer: it sends its digest, the peer
-// answers with what differs, in messages of at most about widePullLimit
+// answers with what differs, in messages of at most about wideLimit
 // bytes. Deltas are queued per peer (widePeerQueue); a full queue drops
 // deltas, which anti-entropy repairs.
 
