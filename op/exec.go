@@ -204,3 +204,20 @@ func (x *Exec) Parked() bool {
 	}
 	return false
 }
+
+// OpEvict is sent by the member core when it is above its memory guard
+// (grid Config.MaxMemory) and a write that may grow structure Name of a
+// state implementing Evictor arrives, for a Name that Evicts accepts: the
+// state evicts up to Num entries of Name by its eviction policy before the
+// write is applied (instead of the write being refused with ErrMapFull).
+// It is a sequenced mutation like any other, so backups evict the same
+// entries; Num in the response: how many were evicted.
+const OpEvict uint8 = 252
+
+// Evictor is implemented by states whose structures can give up entries
+// under memory pressure (a map with an eviction policy): see OpEvict.
+type Evictor interface {
+	// Evicts reports whether structure name evicts rather than refuses
+	// when the member is full.
+	Evicts(name string) bool
+}
