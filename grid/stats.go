@@ -23,6 +23,8 @@ type counters struct {
 	// mergeStored counts entries of the losing side that a merge policy
 	// wrote into the winning side's owners.
 	mergeStored atomic.Uint64
+	// evicted counts entries evicted under the memory guard (op.OpEvict).
+	evicted atomic.Uint64
 }
 
 // Stats returns the member's current statistics.
