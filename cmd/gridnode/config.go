@@ -222,7 +222,7 @@ matching pattern wins; a setting left out is the member's default):
       backup-count: 0
       async-backup-count: 1
       quorum: "off"
-      merge: put-if-absent   # after a split: discard, put-if-absent, pass-through
+      merge: put-if-absent   # after a split: discard, put-if-absent, pass-through, latest
 
 Flags:
 `, envPrefix, envName("probe-interval"))
@@ -501,7 +501,7 @@ func structureRules(n *yaml.Node, path string) ([]structureRule, error) {
 				r.quorum = strings.TrimSpace(v.Value)
 			case "merge":
 				if _, err := grid.ParseMergePolicy(strings.TrimSpace(v.Value)); err != nil || strings.TrimSpace(v.Value) == "" {
-					return nil, usagef("%s: merge %q: want discard, put-if-absent or pass-through", at(v), v.Value)
+					return nil, usagef("%s: merge %q: want discard, put-if-absent, pass-through or latest", at(v), v.Value)
 				}
 				r.merge = strings.TrimSpace(v.Value)
 			case "backup-count", "async-backup-count":
