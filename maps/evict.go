@@ -88,7 +88,6 @@ type policy struct {
 
 func newPolicy(r mapRule) *policy {
 	p := &policy{rule: r, metas: make(map[string]*meta, 1)}
-	p.byAccess.lfu = false
 	p.byPrio.lfu = true
 	return p
 }
