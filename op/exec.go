@@ -67,6 +67,10 @@ const (
 	// nanoseconds. Timers are not exact and may fire late or more than
 	// once (after a failover the new owner re-arms them): the state checks
 	// x.Now against its own replicated deadlines and ignores stale fires.
+	// On the owner the state may set Value (the core sends none): the core
+	// replicates the request as Execute left it, so a state can hand its
+	// backups what only the owner knows (maps flush the reads they served).
+	// A timer armed by a call that does not mutate is still armed.
 	OpTimer uint8 = 254
 	// OpSessionEnded tells the state that the session in Num (an invoker's
 	// Origin) ended: the process stopped heart-beating for its TTL, or its
