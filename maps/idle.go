@@ -53,17 +53,6 @@ func (r mapRule) flushEvery() int64 {
 	return int64(min(max(time.Duration(r.idle/8), flushMin), flushMax))
 }
 
-// Apply executes one map operation at time now as the owner. The member
-// core calls Execute; Apply serves embedded tests and tools.
-func (s *state) Apply(now time.Time, req *op.Request) *op.Response {
-	if req != nil && req.Op >= op.OpReservedMin {
-		var x op.Exec
-		x.Reset(now, s.partition, true, req)
-		return s.Execute(&x, req)
-	}
-	return s.apply(now, req)
-}
-
 // Execute executes one map operation (op.Executor): the map operations,
 // OpTimer (flush and max-idle expiry) and OpEvict. On the owner it arms the
 // map's timer when the map has max-idle or an eviction policy.
@@ -87,7 +76,7 @@ func (s *state) Execute(x *op.Exec, req *op.Request) *op.Response {
 		}
 		resp = &op.Response{Num: int64(s.evictN(t, req.Name, int(min(n, math.MaxInt32))))}
 	default:
-		resp = s.apply(x.Now, req)
+		resp = s.Apply(x.Now, req)
 	}
 	// A refusal changed nothing and must stay free of effects (the core
 	// would replicate a failed call that recorded some).

@@ -354,11 +354,18 @@ func fail(c op.Code, format string, args ...any) *op.Response {
 	return &op.Response{Code: c, Msg: fmt.Sprintf(format, args...)}
 }
 
-// apply executes one map operation at time now (Apply, Execute). It never
-// panics: malformed requests get an error response.
-func (s *state) apply(now time.Time, req *op.Request) *op.Response {
+// Apply executes one map operation at time now. It never panics: malformed
+// requests get an error response. The member core calls Execute (idle.go),
+// which comes here for the map operations.
+func (s *state) Apply(now time.Time, req *op.Request) *op.Response {
 	if req == nil {
 		return fail(op.CodeBadRequest, "map: nil request")
+	}
+	if req.Op == op.OpTimer || req.Op == op.OpEvict {
+		// The core's operations need an execution context (as the owner).
+		var x op.Exec
+		x.Reset(now, s.partition, true, req)
+		return s.Execute(&x, req)
 	}
 	if req.Op == 0 || req.Op >= opEnd {
 		return fail(op.CodeUnknownOp, "map: unknown operation %d", req.Op)
