@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -45,7 +46,7 @@ func replicasEqual(t *testing.T, c *gridtest.Cluster, parts int) {
 }
 
 // TestMapEvictionBoundAndFailover writes far more keys than a map's
-// max-entries (policy lru) into a 3-member cluster: no write is refused,
+// max-entries (policy lru) into a 3-member cluster, 4 writers at once: no write is refused,
 // the map never holds more than its bound, every backup ends equal to its
 // owner, and after the owner of a partition crashes the bound still holds
 // under more writes.
@@ -55,23 +56,49 @@ func TestMapEvictionBoundAndFailover(t *testing.T) {
 		cfg.Services[0] = maps.Service{Rules: []maps.Rule{{Pattern: "cache", MaxEntries: bound, Eviction: maps.EvictLRU}}, PartitionCount: parts}
 	}))
 	ctx := ctxT(t, 120*time.Second)
-	m := maps.New(c.Member(0), "cache")
+	// write puts keys from..to-1 with 4 concurrent writers, embedded in
+	// the live members in turn, and checks the map's size every 100 puts.
 	write := func(from, to int) int {
-		most := 0
-		for i := from; i < to; i++ {
-			if err := m.Put(ctx, fmt.Sprintf("k%d", i), []byte("v")); err != nil {
-				t.Fatalf("put %d into an evicting map: %v", i, err)
-			}
-			if i%100 == 99 {
-				n, err := m.Size(ctx)
-				if err != nil {
-					t.Fatal(err)
+		var mu sync.Mutex
+		most, done := 0, 0
+		var wg sync.WaitGroup
+		errs := make(chan error, 4)
+		for w := range 4 {
+			wm := maps.New(c.Live()[w%len(c.Live())], "cache")
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := from + w; i < to; i += 4 {
+					if err := wm.Put(ctx, fmt.Sprintf("k%d", i), []byte("v")); err != nil {
+						errs <- fmt.Errorf("put %d into an evicting map: %w", i, err)
+						return
+					}
+					mu.Lock()
+					done++
+					check := done%100 == 0
+					mu.Unlock()
+					if !check {
+						continue
+					}
+					n, err := wm.Size(ctx)
+					if err != nil {
+						errs <- err
+						return
+					}
+					if n > bound {
+						errs <- fmt.Errorf("after about %d puts the map holds %d > %d", done, n, bound)
+						return
+					}
+					mu.Lock()
+					most = max(most, n)
+					mu.Unlock()
 				}
-				if n > bound {
-					t.Fatalf("after %d puts the map holds %d > %d", i+1, n, bound)
-				}
-				most = max(most, n)
-			}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
 		}
 		return most
 	}
@@ -83,7 +110,6 @@ func TestMapEvictionBoundAndFailover(t *testing.T) {
 	replicasEqual(t, c, parts)
 	c.Crash(ownerIndex(t, c, "k1999"))
 	c.WaitStable()
-	m = maps.New(c.Live()[0], "cache")
 	most = write(2000, 3000)
 	t.Logf("after a failover, 1000 more: at most %d held", most)
 	replicasEqual(t, c, parts)
