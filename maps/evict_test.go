@@ -72,6 +72,7 @@ func exec(s *state, owner bool, now time.Time, req *op.Request) (*op.Response, [
 type pair struct {
 	owner, backup *state
 	timers        []op.Effect
+	fired         int // OpTimer records sent
 }
 
 func newPair(rules ...Rule) *pair {
@@ -108,6 +109,7 @@ func (p *pair) fire(t *testing.T, now time.Time) {
 	}
 	p.timers = rest
 	for _, e := range due {
+		p.fired++
 		p.do(t, now, op.Request{Op: op.OpTimer, Name: e.Name, Key: e.Key, Num: e.At.UnixNano()})
 	}
 }
@@ -312,7 +314,7 @@ func TestMaxIdle(t *testing.T) {
 		t.Fatalf("timers %+v, want one at the idle deadline", p.timers)
 	}
 	p.do(t, at(4*time.Second), keyed(OpGet, "sessions", "a"))
-	p.fire(t, at(6*time.Second)) // the flush, max-idle/8 = 1.25s after the read
+	p.fire(t, at(6*time.Second)) // the flush, 1s (max-idle/8, at most 1s) after the read
 	p.fire(t, at(10*time.Second))
 	// present looks without reading (a read on the owner counts as an
 	// access; backups serve no reads).
@@ -328,21 +330,22 @@ func TestMaxIdle(t *testing.T) {
 	p.fire(t, at(13*time.Second))
 	p.same(t, at(13*time.Second))
 	// A read at 13.5s is not flushed yet when the owner fails at 13.9s:
-	// the new owner knows of the read at 4s only and expires a at 14s,
-	// where the old owner would have kept it until 23.5s (early by less
-	// than a flush interval plus max-idle's remainder at the read).
+	// the new owner knows of the read at 4s only (a's deadline is 14s) and
+	// expires a on its first timer, one flush interval (1s) after it
+	// became owner, where the old owner would have kept it until 23.5s.
 	p.do(t, at(13*time.Second+500*time.Millisecond), keyed(OpGet, "sessions", "a"))
 	var x op.Exec
-	x.Reset(at(13*time.Second+900*time.Millisecond), 0, true, nil)
+	promoted := at(13*time.Second + 900*time.Millisecond)
+	x.Reset(promoted, 0, true, nil)
 	p.backup.BecameOwner(&x)
 	effects := x.Effects()
-	if len(effects) != 1 || effects[0].Kind != op.EffectTimer || !effects[0].At.Equal(at(14*time.Second)) {
-		t.Fatalf("new owner armed %+v, want a timer at 14s", effects)
+	if first := promoted.Add(time.Second); len(effects) != 1 || effects[0].Kind != op.EffectTimer || !effects[0].At.Equal(first) {
+		t.Fatalf("new owner armed %+v, want a timer at %v", effects, first.Sub(t0))
 	}
-	if r, _ := exec(p.backup, true, at(14*time.Second), &op.Request{Op: op.OpTimer, Name: "sessions", Num: effects[0].At.UnixNano()}); r.Num != 1 {
+	if r, _ := exec(p.backup, true, effects[0].At, &op.Request{Op: op.OpTimer, Name: "sessions", Num: effects[0].At.UnixNano()}); r.Num != 1 {
 		t.Fatalf("new owner's timer expired %d entries, want 1", r.Num)
 	}
-	if present(p.backup, at(14*time.Second), "a") {
+	if present(p.backup, effects[0].At, "a") {
 		t.Fatal("a survived on the new owner")
 	}
 	// On the old owner (had it stayed), the flushed read keeps a.
@@ -506,4 +509,28 @@ func TestDefaultTTLReplicated(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestMaxIdleBatchesExpiry: entries that turn idle one after the other go
+// in few timer records (at most one per flush interval), each at most one
+// interval late, and the backup drops the same.
+func TestMaxIdleBatchesExpiry(t *testing.T) {
+	p := newPair(Rule{Pattern: "*", MaxIdle: 8 * time.Second}) // flush interval 1s
+	for i := range 1000 {
+		p.do(t, ms(i), put("m", strconv.Itoa(i), "v", 0)) // idle from 8s+i ms
+	}
+	for now := ms(0); now.Before(ms(12_000)); now = now.Add(10 * time.Millisecond) {
+		p.fire(t, now)
+		if n := size(p.owner, now, "m"); now.Before(ms(8_000)) && n != 1000 {
+			t.Fatalf("at %v: %d entries, none was idle yet", now.Sub(t0), n)
+		}
+		if now.After(ms(10_000)) && size(p.owner, now, "m") != 0 {
+			t.Fatalf("at %v: entries idle since 9s still there", now.Sub(t0))
+		}
+	}
+	p.same(t, ms(12_000))
+	if p.fired > 3 || p.owner.dropped[dropIdle] != 1000 {
+		t.Fatalf("%d timer records expired %d entries; want at most 3 for 1000", p.fired, p.owner.dropped[dropIdle])
+	}
+	t.Logf("1000 entries idle over 1s: %d records", p.fired)
 }

@@ -22,10 +22,11 @@ import (
 // reads to the entries' access times and then drop the entries that have
 // been idle for the map's max-idle at the record's time. The owner arms
 // the timer for the earlier of the next flush (when reads are pending)
-// and the moment the least recently used entry becomes idle, so an idle
-// entry is removed on time when nobody reads; a read of an entry in the
-// last flush interval before a failover is lost with the old owner, so
-// that entry may expire up to one flush interval early on the new owner.
+// and the moment the least recently used entry becomes idle, but at most
+// one record per flush interval: an idle entry goes at most one flush
+// interval late. A read of an entry in the last flush interval before a
+// failover is lost with the old owner, so that entry may expire up to one
+// flush interval early on the new owner.
 
 var (
 	_ op.Executor  = (*state)(nil)
@@ -116,7 +117,9 @@ func (s *state) arm(x *op.Exec, tab *table) {
 		if a > math.MaxInt64-p.rule.idle {
 			a = math.MaxInt64 - p.rule.idle
 		}
-		want = min(want, a+p.rule.idle)
+		// At most one expiry record per flush interval: entries whose
+		// deadlines follow closely go together, up to an interval late.
+		want = min(want, max(a+p.rule.idle, now+p.rule.flushEvery()))
 	}
 	if want == math.MaxInt64 {
 		return

@@ -29,9 +29,10 @@ type Rule struct {
 	MaxEntries int `yaml:"max-entries"`
 	// MaxIdle expires an entry that was neither read nor written for that
 	// long; 0 = never. The owner decides and replicates the expiry (see
-	// docs/architecture.md, "Expiry and eviction"): an entry may go up to
-	// one flush interval (MaxIdle/8, between 10ms and 1s) early after a
-	// failover, because reads reach the backups once per interval.
+	// docs/architecture.md, "Map expiry, eviction and write timestamps"):
+	// an entry goes up to one flush interval (MaxIdle/8, between 10ms and
+	// 1s) late, and may go up to one interval early after a failover,
+	// because reads reach the backups once per interval.
 	MaxIdle time.Duration `yaml:"max-idle"`
 	// Eviction is what a full map does with a write of a new key: "none"
 	// or "" refuses it with op.ErrMapFull, "lru" evicts the least recently
