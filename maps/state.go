@@ -212,7 +212,7 @@ type state struct {
 	// evict.go); it outlives the map's table, which a local sweep may drop.
 	ages map[string]int64
 	// dropped counts the entries drop removed, by reason (replicated
-	// decisions, so equal on owner and backups; read by tests and stats).
+	// decisions, so equal on owner and backups; read by tests).
 	dropped [dropExpired + 1]int64
 }
 
