@@ -534,3 +534,23 @@ func TestMaxIdleBatchesExpiry(t *testing.T) {
 	}
 	t.Logf("1000 entries idle over 1s: %d records", p.fired)
 }
+
+// TestMergeIntoEvictingMap: a merge after a split into a map with an
+// eviction policy keeps the map within its bound.
+func TestMergeIntoEvictingMap(t *testing.T) {
+	rule := Rule{Pattern: "m", MaxEntries: 5, Eviction: EvictLRU}
+	loser, winner := ruleState(rule), ruleState(rule)
+	for i := range 5 {
+		loser.Apply(ms(i), ptr(put("m", "l"+strconv.Itoa(i), "v", 0)))
+		winner.Apply(ms(i), ptr(put("m", "w"+strconv.Itoa(i), "v", 0)))
+	}
+	snap, _ := loser.Snapshot(ms(10))
+	r := winner.Apply(ms(10), &op.Request{Op: OpMerge, Name: "m", Value: snap, Num: MergePutIfAbsent})
+	if r.Code != op.OK || r.Num != 5 {
+		t.Fatalf("merge = %+v", r)
+	}
+	if n := size(winner, ms(10), "m"); n != 5 {
+		t.Fatalf("after the merge the map holds %d, bound 5", n)
+	}
+	checkPolicy(t, winner)
+}

@@ -941,6 +941,9 @@ func (s *state) merge(now int64, req *op.Request) *op.Response {
 		if ex := src.exps[x.key]; ex != nil {
 			at = ex.at
 		}
+		if len(s.rules) != 0 && s.evicts(req.Name) {
+			s.refuseNew(now, req.Name, x.key) // a full map evicts to take it
+		}
 		// The entry keeps its write timestamp, so a later merge (or
 		// split) still compares the original write times.
 		s.put(now, req.Name, x.key, x.value, at, ts)
