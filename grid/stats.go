@@ -28,6 +28,8 @@ type counters struct {
 	// pulled.
 	wideDropped atomic.Uint64
 	widePulled  atomic.Uint64
+	// evicted counts entries evicted under the memory guard (op.OpEvict).
+	evicted atomic.Uint64
 }
 
 // Stats returns the member's current statistics.

@@ -103,15 +103,17 @@ func parseQueueRules(n *yaml.Node, path string) ([]queues.Rule, error) {
 	return rules, nil
 }
 
-// parseMapRules parses the "maps" list: pattern and any of default-ttl and
-// max-entries.
+// parseMapRules parses the "maps" list: pattern and any of default-ttl,
+// max-entries, max-idle and eviction.
 func parseMapRules(n *yaml.Node, path string) ([]maps.Rule, error) {
 	var rules []maps.Rule
-	err := eachRule(n, path, mapsKey, []string{"pattern", "default-ttl", "max-entries"}, func(it *yaml.Node, at string) error {
+	err := eachRule(n, path, mapsKey, []string{"pattern", "default-ttl", "max-entries", "max-idle", "eviction"}, func(it *yaml.Node, at string) error {
 		var raw struct {
 			Pattern    string `yaml:"pattern"`
 			DefaultTTL string `yaml:"default-ttl"`
 			MaxEntries int    `yaml:"max-entries"`
+			MaxIdle    string `yaml:"max-idle"`
+			Eviction   string `yaml:"eviction"`
 		}
 		if err := it.Decode(&raw); err != nil {
 			return usagef("%s: %v", at, err)
@@ -120,7 +122,11 @@ func parseMapRules(n *yaml.Node, path string) ([]maps.Rule, error) {
 		if err != nil {
 			return err
 		}
-		rules = append(rules, maps.Rule{Pattern: raw.Pattern, DefaultTTL: ttl, MaxEntries: raw.MaxEntries})
+		idle, err := duration(raw.MaxIdle, "max-idle", at)
+		if err != nil {
+			return err
+		}
+		rules = append(rules, maps.Rule{Pattern: raw.Pattern, DefaultTTL: ttl, MaxEntries: raw.MaxEntries, MaxIdle: idle, Eviction: raw.Eviction})
 		return nil
 	})
 	if err != nil {
