@@ -78,6 +78,7 @@ func metricsPage(m *grid.Member, started time.Time) []byte {
 			e.metric("shoal_memory_limit_bytes", "gauge", "The memory guard's limit (--max-memory) on the Go heap in use.", float64(limit))
 			e.metric("shoal_memory_heap_in_use_bytes", "gauge", "Go heap in use at the memory guard's last sample (every 50 ms).", float64(used))
 			e.metric("shoal_memory_full", "gauge", "1 while the heap in use is above --max-memory and writes that may grow state are refused with ErrMapFull, else 0.", b2f(full))
+			e.metric("shoal_memory_evicted_total", "counter", "Map entries this member evicted as owner while above --max-memory (maps with an eviction policy).", float64(m.MemoryEvictions()))
 		}
 	}
 	buildMetrics(&e)
