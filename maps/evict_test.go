@@ -469,3 +469,31 @@ func FuzzRestoreTracked(f *testing.F) {
 		checkPolicy(t, r)
 	})
 }
+
+// TestDefaultTTLReplicated: a map rule's default TTL is applied on the
+// owner and replayed alike on the backup, and a new owner restored from a
+// snapshot expires the entry at the same instant.
+func TestDefaultTTLReplicated(t *testing.T) {
+	rule := Rule{Pattern: "tokens", DefaultTTL: time.Second}
+	p := newPair(rule)
+	p.do(t, ms(0), put("tokens", "a", "1", 0))   // default TTL: expires at 1s
+	p.do(t, ms(500), put("tokens", "b", "1", 0)) // at 1.5s
+	p.do(t, ms(600), put("tokens", "c", "1", 0)) // an explicit TTL wins
+	p.do(t, ms(600), put("tokens", "c", "1", 5000))
+	p.same(t, ms(600))
+	snap, _ := p.backup.Snapshot(ms(700))
+	promoted := ruleState(rule)
+	if err := promoted.Restore(ms(700), snap); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*state{p.owner, p.backup, promoted} {
+		for _, c := range []struct {
+			at   int
+			want int64
+		}{{999, 3}, {1000, 2}, {1500, 1}, {5599, 1}, {5600, 0}} {
+			if n := size(s, ms(c.at), "tokens"); n != c.want {
+				t.Fatalf("at %dms: %d entries, want %d", c.at, n, c.want)
+			}
+		}
+	}
+}
