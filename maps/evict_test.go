@@ -202,6 +202,16 @@ func TestEvictNoneRefuses(t *testing.T) {
 	if s.Evicts("m") || s.Apply(t0, &op.Request{Op: op.OpEvict, Name: "m", Num: 5}).Num != 0 {
 		t.Fatal("policy none evicted")
 	}
+	// With max-idle too, a refusal records no effect (the core would
+	// replicate a failed call that did).
+	s = ruleState(Rule{Pattern: "m", MaxEntries: 1, MaxIdle: time.Minute})
+	if _, fx := exec(s, true, t0, ptr(put("m", "a", "1", 0))); len(fx) != 1 {
+		t.Fatalf("first write armed %d timers, want 1", len(fx))
+	}
+	s.maps["m"].pol.timerAt = 0 // as if the timer were lost
+	if r, fx := exec(s, true, t0, ptr(put("m", "b", "1", 0))); r.Code != op.CodeMapFull || len(fx) != 0 {
+		t.Fatalf("refused write: %+v with %d effects", r, len(fx))
+	}
 }
 
 // TestEvictBackupsEqualOwner runs random mixes of writes, reads, deletes,

@@ -89,7 +89,9 @@ func (s *state) Execute(x *op.Exec, req *op.Request) *op.Response {
 	default:
 		resp = s.apply(x.Now, req)
 	}
-	if x.Owner && len(s.rules) != 0 {
+	// A refusal changed nothing and must stay free of effects (the core
+	// would replicate a failed call that recorded some).
+	if x.Owner && len(s.rules) != 0 && resp.Code == op.OK {
 		if tab := s.maps[req.Name]; tab != nil && tab.pol != nil {
 			s.arm(x, tab)
 		}
