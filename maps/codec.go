@@ -154,7 +154,14 @@ func encodeSnapshot(s *state, now int64) ([]byte, error) {
 	slices.Sort(names)
 	var es []kv
 	return encode(size, func(e *msgpack.Encoder) {
-		_ = e.EncodeArrayLen(2)
+		if s.listen != nil {
+			// Listen records (events.go) ride as a third element, only
+			// when there are any, so other snapshots stay readable by
+			// members that predate them.
+			_ = e.EncodeArrayLen(3)
+		} else {
+			_ = e.EncodeArrayLen(2)
+		}
 		_ = e.EncodeUint(snapshotVersion)
 		_ = e.EncodeMapLen(len(names))
 		for _, name := range names {
@@ -173,6 +180,9 @@ func encodeSnapshot(s *state, now int64) ([]byte, error) {
 				_ = e.EncodeInt(at)
 			}
 		}
+		if s.listen != nil {
+			encodeListen(e, s)
+		}
 	}), nil
 }
 
@@ -184,7 +194,7 @@ func decodeSnapshot(b []byte, now int64, into *state) error {
 		if err != nil {
 			return err
 		}
-		if n != 2 {
+		if n != 2 && n != 3 {
 			return errors.New("not a map snapshot")
 		}
 		v, err := d.DecodeInt64()
@@ -215,6 +225,9 @@ func decodeSnapshot(b []byte, now int64, into *state) error {
 					return err
 				}
 			}
+		}
+		if n == 3 {
+			return decodeListen(d, into)
 		}
 		return nil
 	})

@@ -112,6 +112,9 @@ var (
 	_ op.State   = (*state)(nil)
 	_ op.Sweeper = (*state)(nil)
 	_ op.Grower  = Service{}
+
+	_ op.Executor        = (*state)(nil)
+	_ op.SessionListener = (*state)(nil)
 )
 
 // Name returns ServiceName.
@@ -148,6 +151,14 @@ func (Service) OpName(o uint8) string {
 		return "put_all"
 	case OpDeleteAll:
 		return "delete_all"
+	case OpListen:
+		return "listen"
+	case OpUnlisten:
+		return "unlisten"
+	case OpKeysPage:
+		return "keys_page"
+	case OpEntriesPage:
+		return "entries_page"
 	}
 	return ""
 }
@@ -170,7 +181,8 @@ func (Service) Grows(o uint8) bool {
 // replayed on backups).
 func (Service) Mutates(o uint8) bool {
 	switch o {
-	case OpPut, OpDelete, OpPutIfAbsent, OpReplace, OpCompareAndSwap, OpClear, OpIncr, OpMerge, OpPutAll, OpDeleteAll:
+	case OpPut, OpDelete, OpPutIfAbsent, OpReplace, OpCompareAndSwap, OpClear, OpIncr, OpMerge, OpPutAll, OpDeleteAll,
+		OpListen, OpUnlisten, op.OpSessionEnded:
 		return true
 	}
 	return false
@@ -202,6 +214,12 @@ type state struct {
 	// rules are the service's map rules (nil: none), read when a table is
 	// created.
 	rules []resolvedRule
+	// listen holds the records of listened maps (events.go); nil while no
+	// map of the partition is listened, which is all the write path tests.
+	listen map[string]*listenRec
+	// x is the execution context during Execute (nil in Apply): where
+	// events are emitted.
+	x *op.Exec
 }
 
 // table is one map's share of a partition.
@@ -317,6 +335,9 @@ func (s *state) Apply(now time.Time, req *op.Request) *op.Response {
 	if req == nil {
 		return fail(op.CodeBadRequest, "map: nil request")
 	}
+	if req.Op >= OpListen {
+		return s.applyExt(now.UnixNano(), req)
+	}
 	if req.Op == 0 || req.Op >= opEnd {
 		return fail(op.CodeUnknownOp, "map: unknown operation %d", req.Op)
 	}
@@ -333,8 +354,11 @@ func (s *state) Apply(now time.Time, req *op.Request) *op.Response {
 		_, _, _, ok := s.lookup(t, req.Name, req.Key)
 		return &op.Response{Found: ok}
 	case OpDelete:
-		tab, _, x, ok := s.lookup(t, req.Name, req.Key)
+		tab, b, x, ok := s.lookup(t, req.Name, req.Key)
 		if ok {
+			if s.listen != nil {
+				s.changed(req.Name, evRemoved, req.Key, b.value(len(req.Key)))
+			}
 			s.remove(tab, req.Key, x)
 		}
 		return &op.Response{Found: ok}
@@ -369,7 +393,11 @@ func (s *state) Apply(now time.Time, req *op.Request) *op.Response {
 		}
 	}
 	if req.Op == OpPut {
-		return &op.Response{Found: s.put(t, req.Name, req.Key, req.Value, at)}
+		had := s.put(t, req.Name, req.Key, req.Value, at)
+		if s.listen != nil {
+			s.changed(req.Name, changeKind(had), req.Key, req.Value)
+		}
+		return &op.Response{Found: had}
 	}
 	tab, b, x, ok := s.lookup(t, req.Name, req.Key)
 	switch req.Op {
@@ -389,7 +417,10 @@ func (s *state) Apply(now time.Time, req *op.Request) *op.Response {
 			return &op.Response{}
 		}
 	}
-	s.store(tab, req.Name, req.Key, req.Value, at, x)
+	had := s.store(tab, req.Name, req.Key, req.Value, at, x)
+	if s.listen != nil {
+		s.changed(req.Name, changeKind(had), req.Key, req.Value)
+	}
 	return &op.Response{Found: true}
 }
 
@@ -412,7 +443,10 @@ func (s *state) batch(now int64, req *op.Request) *op.Response {
 			}
 		}
 		for _, e := range es {
-			s.put(now, req.Name, e.key, e.value, at)
+			had := s.put(now, req.Name, e.key, e.value, at)
+			if s.listen != nil {
+				s.changed(req.Name, changeKind(had), e.key, e.value)
+			}
 		}
 		return &op.Response{Num: int64(len(es))}
 	}
@@ -423,7 +457,10 @@ func (s *state) batch(now int64, req *op.Request) *op.Response {
 	if req.Op == OpDeleteAll {
 		n := 0
 		for _, k := range keys {
-			if tab, _, x, ok := s.lookup(now, req.Name, k); ok {
+			if tab, b, x, ok := s.lookup(now, req.Name, k); ok {
+				if s.listen != nil {
+					s.changed(req.Name, evRemoved, k, b.value(len(k)))
+				}
 				s.remove(tab, k, x)
 				n++
 			}
@@ -466,7 +503,11 @@ func (s *state) incr(now int64, req *op.Request) *op.Response {
 		at = s.defaultAt(now, req.Name, 0)
 	}
 	var buf [20]byte
-	s.store(tab, req.Name, req.Key, strconv.AppendInt(buf[:0], next, 10), at, x)
+	v := strconv.AppendInt(buf[:0], next, 10)
+	s.store(tab, req.Name, req.Key, v, at, x)
+	if s.listen != nil {
+		s.changed(req.Name, changeKind(ok), req.Key, v)
+	}
 	return &op.Response{Found: ok, Num: next}
 }
 
@@ -502,6 +543,9 @@ func (s *state) lookup(now int64, name, key string) (tab *table, b blob, x *expi
 		return tab, b, nil, ok
 	}
 	if x = tab.exps[key]; x != nil && x.at <= now {
+		if s.listen != nil {
+			s.reclaimed(tab, key)
+		}
 		s.remove(tab, key, x)
 		if len(tab.entries) == 0 {
 			tab = nil // remove dropped the table
@@ -521,6 +565,9 @@ func (s *state) put(now int64, name, key string, value []byte, at int64) (had bo
 	var old *expiry
 	if tab != nil && tab.exps != nil {
 		if old = tab.exps[key]; old != nil && old.at <= now {
+			if s.listen != nil {
+				s.reclaimed(tab, key)
+			}
 			s.remove(tab, key, old) // expired: reclaim it first
 			old = nil
 			if len(tab.entries) == 0 {
@@ -658,6 +705,9 @@ func (s *state) clear(now int64, tab *table) int {
 	if tab == nil {
 		return 0
 	}
+	if s.listen != nil {
+		s.clearing(now, tab)
+	}
 	n := s.live(now, tab)
 	for _, x := range tab.exps {
 		s.exp.remove(x)
@@ -684,10 +734,14 @@ func (s *state) Sweep(now time.Time, max int) int {
 // Len reports the live entries across all maps, as of the latest time any
 // call passed in (Len takes no clock).
 func (s *state) Len() int {
-	if !s.expiredPending(s.last) {
-		return s.n
+	n := s.n
+	if s.listen != nil {
+		n += s.listenLen()
 	}
-	return s.n - s.exp.countExpired(s.last, nil, 0)
+	if !s.expiredPending(s.last) {
+		return n
+	}
+	return n - s.exp.countExpired(s.last, nil, 0)
 }
 
 // Structures reports the maps of this partition and their stored entries
@@ -839,7 +893,10 @@ func (s *state) merge(now int64, req *op.Request) *op.Response {
 		if ex := src.exps[x.key]; ex != nil {
 			at = ex.at
 		}
-		s.put(now, req.Name, x.key, x.value, at)
+		had := s.put(now, req.Name, x.key, x.value, at)
+		if s.listen != nil {
+			s.changed(req.Name, changeKind(had), x.key, x.value)
+		}
 		stored++
 	}
 	return &op.Response{Num: int64(stored)}
