@@ -2,6 +2,7 @@ package maps
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"strconv"
 	"testing"
@@ -322,5 +323,77 @@ func TestStateExecuteNoListenerAllocs(t *testing.T) {
 	apply := testing.AllocsPerRun(100, func() { s.Apply(t0, &req) })
 	if put > apply || read > 1 {
 		t.Fatalf("Execute allocates %v per put (Apply %v), %v per get", put, apply, read)
+	}
+}
+
+// TestListenerNoticesGapsAndRepeats feeds a listener the payloads a
+// failover can produce: a skipped number, a restarted numbering and a
+// number seen before.
+func TestListenerNoticesGapsAndRepeats(t *testing.T) {
+	var got []Event
+	l := &listener{fn: func(e Event) { got = append(got, e) }, o: listenOptions{values: true}, parts: map[int32]*partTrack{}}
+	l.baseline([]*op.Response{{Num: 5, Value: []byte{7}}, {Num: 0, Value: []byte{7}}})
+	ev := func(p int32, epoch int64, seq uint64, key string) {
+		l.handle(encodeEvent(evUpdated, p, epoch, seq, key, []byte(key), true))
+	}
+	ev(0, 7, 4, "early") // emitted before the registration: no repeat
+	ev(0, 7, 6, "a")
+	ev(0, 7, 7, "b")
+	ev(0, 7, 10, "c") // 8 and 9 lost
+	ev(0, 7, 9, "d")  // a number seen before (a lagging new owner)
+	ev(1, 9, 1, "e")  // partition 1's numbering restarted
+	ev(1, 9, 2, "f")
+	l.handle(encodeEvent(evExpired, 1, 9, 2, "g", nil, true)) // unnumbered
+	ev(1, 9, 3, "h")
+	l.handle([]byte{0xff}) // garbage is ignored
+	type w struct {
+		kind   EventKind
+		key    string
+		seq    uint64
+		missed uint64
+		repeat bool
+	}
+	want := []w{
+		{EventUpdated, "early", 4, 0, false},
+		{EventUpdated, "a", 6, 0, false},
+		{EventUpdated, "b", 7, 0, false},
+		{EventLost, "", 8, 2, false},
+		{EventUpdated, "c", 10, 0, false},
+		{EventUpdated, "d", 9, 0, true},
+		{EventLost, "", 0, 0, false},
+		{EventUpdated, "e", 1, 0, false},
+		{EventUpdated, "f", 2, 0, false},
+		{EventExpired, "g", 2, 0, false},
+		{EventUpdated, "h", 3, 0, false},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d events %+v, want %d", len(got), got, len(want))
+	}
+	for i, g := range got {
+		x := w{g.Kind, g.Key, g.Seq, g.Missed, g.Repeat}
+		if x != want[i] {
+			t.Fatalf("event %d = %+v, want %+v", i, x, want[i])
+		}
+		if g.Kind == EventUpdated && string(g.Value) != g.Key {
+			t.Fatalf("event %d value %q", i, g.Value)
+		}
+	}
+	// A key filter keeps EventLost.
+	got = nil
+	l.o.keyed, l.o.key = true, "x"
+	ev(0, 7, 13, "y")
+	if len(got) != 1 || got[0].Kind != EventLost || got[0].Missed != 2 {
+		t.Fatalf("keyed listener got %+v", got)
+	}
+}
+
+// TestListenNeedsEvents: an invoker that cannot deliver events is refused.
+func TestListenNeedsEvents(t *testing.T) {
+	m := New(newLocalInvoker(3), "m")
+	if _, err := m.Listen(t.Context(), func(Event) {}); !errors.Is(err, ErrNoEvents) {
+		t.Fatalf("listen = %v, want ErrNoEvents", err)
+	}
+	if _, err := m.Listen(t.Context(), nil); !errors.Is(err, op.ErrBadRequest) {
+		t.Fatalf("nil func = %v", err)
 	}
 }
