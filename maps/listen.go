@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shoalgrid/shoal/op"
@@ -145,7 +146,8 @@ var ErrNoEvents = fmt.Errorf("%w: the invoker does not deliver structure events"
 // and is still stored; an entry reclaimed in the background or by a read
 // first leaves without an event, and an expired event is not numbered.
 //
-// ctx bounds the registration only. It fails with ErrNoEvents when the
+// After stop returns fn is not called again, except for a call already
+// running. ctx bounds the registration only. It fails with ErrNoEvents when the
 // invoker cannot deliver events. Listening needs the write role on
 // clusters that check client tokens (a registration is a replicated
 // write).
@@ -184,6 +186,7 @@ func (m *Map) Listen(ctx context.Context, fn func(Event), opts ...ListenOption) 
 	var once sync.Once
 	return func() {
 		once.Do(func() {
+			l.stopped.Store(true)
 			cancel()
 			<-done
 			unsub()
@@ -208,6 +211,8 @@ type listener struct {
 
 	mu    sync.Mutex
 	parts map[int32]*partTrack
+	// stopped is set by stop: an event already queued is not delivered.
+	stopped atomic.Bool
 }
 
 type partTrack struct {
@@ -248,6 +253,9 @@ func (l *listener) baseline(resps []*op.Response) {
 
 // handle receives one event payload (on the subscription's goroutine).
 func (l *listener) handle(payload []byte) {
+	if l.stopped.Load() {
+		return
+	}
 	e, err := decodeEvent(payload)
 	if err != nil {
 		return // not a map event of this release: nothing to tell
