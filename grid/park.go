@@ -16,7 +16,8 @@ import (
 // This file carries out the effects that states using the op.Exec seam
 // record (see op/exec.go): parked calls, their completion and deadlines,
 // replicated timers, and the owner hooks. Only states implementing
-// op.Executor take this path; the map hot path never comes here.
+// op.Executor take this path (maps do, for their entry events; a map
+// write that nobody listens to records no effect here).
 
 // parkedCall is a call a state parked on this member (the owner). It is
 // registered in its slot's parked set, under the slot lock, by the Apply
