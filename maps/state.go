@@ -112,6 +112,9 @@ var (
 	_ op.State   = (*state)(nil)
 	_ op.Sweeper = (*state)(nil)
 	_ op.Grower  = Service{}
+
+	_ op.Executor        = (*state)(nil)
+	_ op.SessionListener = (*state)(nil)
 )
 
 // Name returns ServiceName.
@@ -148,6 +151,14 @@ func (Service) OpName(o uint8) string {
 		return "put_all"
 	case OpDeleteAll:
 		return "delete_all"
+	case OpListen:
+		return "listen"
+	case OpUnlisten:
+		return "unlisten"
+	case OpKeysPage:
+		return "keys_page"
+	case OpEntriesPage:
+		return "entries_page"
 	}
 	return ""
 }
@@ -171,7 +182,7 @@ func (Service) Grows(o uint8) bool {
 func (Service) Mutates(o uint8) bool {
 	switch o {
 	case OpPut, OpDelete, OpPutIfAbsent, OpReplace, OpCompareAndSwap, OpClear, OpIncr, OpMerge, OpPutAll, OpDeleteAll,
-		op.OpTimer, op.OpEvict:
+		op.OpTimer, op.OpEvict, OpListen, OpUnlisten, op.OpSessionEnded:
 		return true
 	}
 	return false
@@ -213,6 +224,12 @@ type state struct {
 	// dropped counts the entries drop removed, by reason (replicated
 	// decisions, so equal on owner and backups; read by tests and stats).
 	dropped [dropExpired + 1]int64
+	// listen holds the records of listened maps (events.go); nil while no
+	// map of the partition is listened, which is all the write path tests.
+	listen map[string]*listenRec
+	// x is the execution context during Execute (nil in Apply): where
+	// events are emitted.
+	x *op.Exec
 }
 
 // tick returns the next write timestamp: the operation's time, or one past
@@ -359,6 +376,9 @@ func (s *state) apply(now time.Time, req *op.Request) *op.Response {
 	if req == nil {
 		return fail(op.CodeBadRequest, "map: nil request")
 	}
+	if req.Op >= OpListen {
+		return s.applyExt(now.UnixNano(), req)
+	}
 	if req.Op == 0 || req.Op >= opEnd {
 		return fail(op.CodeUnknownOp, "map: unknown operation %d", req.Op)
 	}
@@ -381,8 +401,11 @@ func (s *state) apply(now time.Time, req *op.Request) *op.Response {
 		}
 		return &op.Response{Found: ok}
 	case OpDelete:
-		tab, _, x, ok := s.lookup(t, req.Name, req.Key)
+		tab, b, x, ok := s.lookup(t, req.Name, req.Key)
 		if ok {
+			if s.listen != nil {
+				s.changed(req.Name, evRemoved, req.Key, b.value(len(req.Key)))
+			}
 			s.remove(tab, req.Key, x)
 		}
 		return &op.Response{Found: ok}
@@ -417,7 +440,11 @@ func (s *state) apply(now time.Time, req *op.Request) *op.Response {
 		}
 	}
 	if req.Op == OpPut {
-		return &op.Response{Found: s.put(t, req.Name, req.Key, req.Value, at, 0)}
+		had := s.put(t, req.Name, req.Key, req.Value, at, 0)
+		if s.listen != nil {
+			s.changed(req.Name, changeKind(had), req.Key, req.Value)
+		}
+		return &op.Response{Found: had}
 	}
 	tab, b, x, ok := s.lookup(t, req.Name, req.Key)
 	switch req.Op {
@@ -443,7 +470,10 @@ func (s *state) apply(now time.Time, req *op.Request) *op.Response {
 			return &op.Response{}
 		}
 	}
-	s.store(t, tab, req.Name, req.Key, req.Value, at, 0, x)
+	had := s.store(t, tab, req.Name, req.Key, req.Value, at, 0, x)
+	if s.listen != nil {
+		s.changed(req.Name, changeKind(had), req.Key, req.Value)
+	}
 	return &op.Response{Found: true}
 }
 
@@ -469,7 +499,10 @@ func (s *state) batch(now int64, req *op.Request) *op.Response {
 			if len(s.rules) != 0 {
 				s.refuseNew(now, req.Name, e.key) // an evicting map makes room key by key
 			}
-			s.put(now, req.Name, e.key, e.value, at, 0)
+			had := s.put(now, req.Name, e.key, e.value, at, 0)
+			if s.listen != nil {
+				s.changed(req.Name, changeKind(had), e.key, e.value)
+			}
 		}
 		return &op.Response{Num: int64(len(es))}
 	}
@@ -480,7 +513,10 @@ func (s *state) batch(now int64, req *op.Request) *op.Response {
 	if req.Op == OpDeleteAll {
 		n := 0
 		for _, k := range keys {
-			if tab, _, x, ok := s.lookup(now, req.Name, k); ok {
+			if tab, b, x, ok := s.lookup(now, req.Name, k); ok {
+				if s.listen != nil {
+					s.changed(req.Name, evRemoved, k, b.value(len(k)))
+				}
 				s.remove(tab, k, x)
 				n++
 			}
@@ -529,7 +565,11 @@ func (s *state) incr(now int64, req *op.Request) *op.Response {
 		at = s.defaultAt(now, req.Name, 0)
 	}
 	var buf [20]byte
-	s.store(now, tab, req.Name, req.Key, strconv.AppendInt(buf[:0], next, 10), at, 0, x)
+	v := strconv.AppendInt(buf[:0], next, 10)
+	s.store(now, tab, req.Name, req.Key, v, at, 0, x)
+	if s.listen != nil {
+		s.changed(req.Name, changeKind(ok), req.Key, v)
+	}
 	return &op.Response{Found: ok, Num: next}
 }
 
@@ -565,6 +605,9 @@ func (s *state) lookup(now int64, name, key string) (tab *table, b blob, x *expi
 		return tab, b, nil, ok
 	}
 	if x = tab.exps[key]; x != nil && x.at <= now {
+		if s.listen != nil {
+			s.reclaimed(tab, key)
+		}
 		s.remove(tab, key, x)
 		if len(tab.entries) == 0 {
 			tab = nil // remove dropped the table
@@ -584,6 +627,9 @@ func (s *state) put(now int64, name, key string, value []byte, at, ts int64) (ha
 	var old *expiry
 	if tab != nil && tab.exps != nil {
 		if old = tab.exps[key]; old != nil && old.at <= now {
+			if s.listen != nil {
+				s.reclaimed(tab, key)
+			}
 			s.remove(tab, key, old) // expired: reclaim it first
 			old = nil
 			if len(tab.entries) == 0 {
@@ -736,6 +782,9 @@ func (s *state) clear(now int64, tab *table) int {
 	if tab == nil {
 		return 0
 	}
+	if s.listen != nil {
+		s.clearing(now, tab)
+	}
 	n := s.live(now, tab)
 	for _, x := range tab.exps {
 		s.exp.remove(x)
@@ -766,10 +815,14 @@ func (s *state) Sweep(now time.Time, max int) int {
 // Len reports the live entries across all maps, as of the latest time any
 // call passed in (Len takes no clock).
 func (s *state) Len() int {
-	if !s.expiredPending(s.last) {
-		return s.n
+	n := s.n
+	if s.listen != nil {
+		n += s.listenLen()
 	}
-	return s.n - s.exp.countExpired(s.last, nil, 0)
+	if !s.expiredPending(s.last) {
+		return n
+	}
+	return n - s.exp.countExpired(s.last, nil, 0)
 }
 
 // Structures reports the maps of this partition and their stored entries
@@ -935,7 +988,10 @@ func (s *state) merge(now int64, req *op.Request) *op.Response {
 		}
 		// The entry keeps its write timestamp, so a later merge (or
 		// split) still compares the original write times.
-		s.put(now, req.Name, x.key, x.value, at, ts)
+		had := s.put(now, req.Name, x.key, x.value, at, ts)
+		if s.listen != nil {
+			s.changed(req.Name, changeKind(had), x.key, x.value)
+		}
 		stored++
 	}
 	return &op.Response{Num: int64(stored)}
