@@ -11,9 +11,9 @@ import (
 	"github.com/shoalgrid/shoal/op"
 )
 
-// exec runs req on s as the owner (or a backup) at time now and returns
+// execEvents runs req on s as the owner (or a backup) at time now and returns
 // the response and the decoded events it emitted.
-func exec(t *testing.T, s *state, owner bool, now time.Time, req op.Request) (*op.Response, []rawEvent) {
+func execEvents(t *testing.T, s *state, owner bool, now time.Time, req op.Request) (*op.Response, []rawEvent) {
 	t.Helper()
 	var x op.Exec
 	x.Reset(now, s.partition, owner, &req)
@@ -77,8 +77,8 @@ func TestStateEventsEveryChange(t *testing.T) {
 	owner, backup := newTestState(), newTestState()
 	both := func(at int, req op.Request) (*op.Response, []rawEvent) {
 		t.Helper()
-		resp, evs := exec(t, owner, true, ms(at), req)
-		bresp, bevs := exec(t, backup, false, ms(at), req)
+		resp, evs := execEvents(t, owner, true, ms(at), req)
+		bresp, bevs := execEvents(t, backup, false, ms(at), req)
 		if resp.Code != bresp.Code || resp.Found != bresp.Found || resp.Num != bresp.Num {
 			t.Fatalf("op %d: owner %+v, backup %+v", req.Op, resp, bresp)
 		}
@@ -138,7 +138,7 @@ func TestStateEventsEveryChange(t *testing.T) {
 	if err := moved.Restore(ms(17), snap); err != nil {
 		t.Fatal(err)
 	}
-	_, evs = exec(t, moved, true, ms(18), put("m", "e", "7", 0))
+	_, evs = execEvents(t, moved, true, ms(18), put("m", "e", "7", 0))
 	checkEvents(t, "after restore", evs, evWant{evAdded, "e", "7", 15})
 	if moved.listen["m"].epoch != owner.listen["m"].epoch {
 		t.Fatal("restore changed the epoch")
@@ -150,48 +150,48 @@ func TestStateEventsEveryChange(t *testing.T) {
 // end of its session, and a new record starts a new epoch.
 func TestStateEventsValuesAndListeners(t *testing.T) {
 	s := newTestState()
-	exec(t, s, true, ms(0), listenReq("m", 7, 1, false))
-	_, evs := exec(t, s, true, ms(1), put("m", "a", "1", 0))
+	execEvents(t, s, true, ms(0), listenReq("m", 7, 1, false))
+	_, evs := execEvents(t, s, true, ms(1), put("m", "a", "1", 0))
 	checkEvents(t, "keys only", evs, evWant{evAdded, "a", "-", 1})
-	exec(t, s, true, ms(2), listenReq("m", 8, 1, true))
-	_, evs = exec(t, s, true, ms(3), put("m", "a", "2", 0))
+	execEvents(t, s, true, ms(2), listenReq("m", 8, 1, true))
+	_, evs = execEvents(t, s, true, ms(3), put("m", "a", "2", 0))
 	checkEvents(t, "with values", evs, evWant{evUpdated, "a", "2", 2})
 	// Registering again (a refresh) changes nothing.
-	if resp, _ := exec(t, s, true, ms(4), listenReq("m", 8, 1, true)); resp.Found || resp.Num != 2 {
+	if resp, _ := execEvents(t, s, true, ms(4), listenReq("m", 8, 1, true)); resp.Found || resp.Num != 2 {
 		t.Fatalf("refresh = %+v", resp)
 	}
 	if s.listen["m"].values != 1 || len(s.listen["m"].subs) != 2 {
 		t.Fatalf("record = %+v", s.listen["m"])
 	}
-	exec(t, s, true, ms(5), op.Request{Op: op.OpSessionEnded, Num: 8})
-	_, evs = exec(t, s, true, ms(6), put("m", "a", "3", 0))
+	execEvents(t, s, true, ms(5), op.Request{Op: op.OpSessionEnded, Num: 8})
+	_, evs = execEvents(t, s, true, ms(6), put("m", "a", "3", 0))
 	checkEvents(t, "session 8 ended", evs, evWant{evUpdated, "a", "-", 3})
-	if resp, _ := exec(t, s, true, ms(7), op.Request{Op: OpUnlisten, Name: "m", Origin: 7, Num: 2}); resp.Found {
+	if resp, _ := execEvents(t, s, true, ms(7), op.Request{Op: OpUnlisten, Name: "m", Origin: 7, Num: 2}); resp.Found {
 		t.Fatal("unlisten of an unknown listener found it")
 	}
-	if resp, _ := exec(t, s, true, ms(8), op.Request{Op: OpUnlisten, Name: "m", Origin: 7, Num: 1}); !resp.Found {
+	if resp, _ := execEvents(t, s, true, ms(8), op.Request{Op: OpUnlisten, Name: "m", Origin: 7, Num: 1}); !resp.Found {
 		t.Fatal("unlisten did not find the listener")
 	}
 	if s.listen != nil {
 		t.Fatalf("records left: %v", s.listen)
 	}
-	if _, evs := exec(t, s, true, ms(9), put("m", "a", "4", 0)); len(evs) != 0 {
+	if _, evs := execEvents(t, s, true, ms(9), put("m", "a", "4", 0)); len(evs) != 0 {
 		t.Fatal("events after the last listener left")
 	}
 	epoch1 := int64(ms(0).UnixNano())
-	resp, _ := exec(t, s, true, ms(10), listenReq("m", 7, 1, false))
+	resp, _ := execEvents(t, s, true, ms(10), listenReq("m", 7, 1, false))
 	if ep, _ := uvarint(resp.Value); int64(ep) == epoch1 || int64(ep) != ms(10).UnixNano() || resp.Num != 0 {
 		t.Fatalf("new record: epoch %d seq %d", ep, resp.Num)
 	}
 	// Anonymous or id-less registrations are refused.
-	if resp, _ := exec(t, s, true, ms(11), listenReq("m", 0, 1, false)); resp.Code != op.CodeBadRequest {
+	if resp, _ := execEvents(t, s, true, ms(11), listenReq("m", 0, 1, false)); resp.Code != op.CodeBadRequest {
 		t.Fatalf("anonymous listen = %+v", resp)
 	}
-	if resp, _ := exec(t, s, true, ms(11), listenReq("m", 7, 0, false)); resp.Code != op.CodeBadRequest {
+	if resp, _ := execEvents(t, s, true, ms(11), listenReq("m", 7, 0, false)); resp.Code != op.CodeBadRequest {
 		t.Fatalf("listen without id = %+v", resp)
 	}
 	// Len counts registrations so that the core snapshots the state.
-	exec(t, s, true, ms(12), keyed(OpDelete, "m", "a"))
+	execEvents(t, s, true, ms(12), keyed(OpDelete, "m", "a"))
 	if s.Len() != 1 {
 		t.Fatalf("Len = %d, want 1 (one registration)", s.Len())
 	}
@@ -202,13 +202,13 @@ func TestStateEventsValuesAndListeners(t *testing.T) {
 func TestStateEventsExpired(t *testing.T) {
 	owner, backup := newTestState(), newTestState()
 	for _, s := range []*state{owner, backup} {
-		exec(t, s, s == owner, ms(0), listenReq("m", 7, 1, true))
-		exec(t, s, s == owner, ms(0), put("m", "a", "1", 10))
-		exec(t, s, s == owner, ms(0), put("m", "b", "1", 10))
+		execEvents(t, s, s == owner, ms(0), listenReq("m", 7, 1, true))
+		execEvents(t, s, s == owner, ms(0), put("m", "a", "1", 10))
+		execEvents(t, s, s == owner, ms(0), put("m", "b", "1", 10))
 	}
-	_, evs := exec(t, owner, true, ms(20), put("m", "a", "2", 0))
+	_, evs := execEvents(t, owner, true, ms(20), put("m", "a", "2", 0))
 	checkEvents(t, "write after expiry", evs, evWant{evExpired, "a", "1", 2}, evWant{evAdded, "a", "2", 3})
-	_, bevs := exec(t, backup, false, ms(20), put("m", "a", "2", 0))
+	_, bevs := execEvents(t, backup, false, ms(20), put("m", "a", "2", 0))
 	if len(bevs) != 0 || backup.listen["m"].seq != 3 {
 		t.Fatalf("backup: %d events, seq %d", len(bevs), backup.listen["m"].seq)
 	}
@@ -216,7 +216,7 @@ func TestStateEventsExpired(t *testing.T) {
 	if n := owner.Sweep(ms(20), 10); n != 1 {
 		t.Fatalf("sweep removed %d", n)
 	}
-	_, evs = exec(t, owner, true, ms(21), put("m", "b", "2", 0))
+	_, evs = execEvents(t, owner, true, ms(21), put("m", "b", "2", 0))
 	checkEvents(t, "write after sweep", evs, evWant{evAdded, "b", "2", 4})
 }
 
@@ -285,9 +285,9 @@ func TestStateListenSnapshotRoundTrip(t *testing.T) {
 		t.Fatalf("snapshot without listeners starts %#x, want a 2-array", plain[0])
 	}
 	for i := range 5 {
-		exec(t, s, true, ms(i), listenReq("m"+strconv.Itoa(i%2), uint64(i+1), uint64(i+10), i%3 == 0))
+		execEvents(t, s, true, ms(i), listenReq("m"+strconv.Itoa(i%2), uint64(i+1), uint64(i+10), i%3 == 0))
 	}
-	exec(t, s, true, ms(9), put("m0", "k", "v", 0))
+	execEvents(t, s, true, ms(9), put("m0", "k", "v", 0))
 	snap, err := s.Snapshot(ms(10))
 	if err != nil {
 		t.Fatal(err)
