@@ -90,7 +90,9 @@ const (
 	evRemoved
 	evExpired
 
-	evHasValue = 0x80
+	// Flags in the kind byte.
+	evHasValue   = 0x80
+	evUnnumbered = 0x40 // the event took no sequence number (lazy expiry)
 )
 
 // ListensForSessions marks the state as an op.SessionListener: a
@@ -207,7 +209,7 @@ func (s *state) reclaimed(tab *table, key string) {
 	if rec == nil {
 		return
 	}
-	s.emit(tab.name, rec, evExpired, key, tab.entries[key].value(len(key)))
+	s.emit(tab.name, rec, evExpired|evUnnumbered, key, tab.entries[key].value(len(key)))
 }
 
 func (s *state) emit(name string, rec *listenRec, kind eventKind, key string, value []byte) {
@@ -230,7 +232,7 @@ func (s *state) clearing(now int64, tab *table) {
 
 // encodeEvent writes an event payload:
 //
-//	kind | uvarint partition | uvarint epoch | uvarint seq | uvarint len(key) | key
+//	kind (| evHasValue | evUnnumbered) | uvarint partition | uvarint epoch | uvarint seq | uvarint len(key) | key
 //	     [| uvarint h | value]   (when kind has evHasValue; h as in blob)
 func encodeEvent(kind eventKind, partition int32, epoch int64, seq uint64, key string, value []byte, withValue bool) []byte {
 	n := 1 + 4*binary.MaxVarintLen64 + len(key)
@@ -258,13 +260,14 @@ func encodeEvent(kind eventKind, partition int32, epoch int64, seq uint64, key s
 
 // rawEvent is a decoded event payload.
 type rawEvent struct {
-	kind      eventKind
-	partition int32
-	epoch     int64
-	seq       uint64
-	key       string
-	value     []byte
-	hasValue  bool
+	kind       eventKind
+	unnumbered bool
+	partition  int32
+	epoch      int64
+	seq        uint64
+	key        string
+	value      []byte
+	hasValue   bool
 }
 
 var errBadEvent = errors.New("malformed map event")
@@ -276,7 +279,7 @@ func decodeEvent(b []byte) (rawEvent, error) {
 	if len(b) < 1 {
 		return e, errBadEvent
 	}
-	e.kind, e.hasValue = eventKind(b[0]&^evHasValue), b[0]&evHasValue != 0
+	e.kind, e.hasValue, e.unnumbered = eventKind(b[0]&^(evHasValue|evUnnumbered)), b[0]&evHasValue != 0, b[0]&evUnnumbered != 0
 	if e.kind < evAdded || e.kind > evExpired {
 		return e, fmt.Errorf("%w: kind %d", errBadEvent, b[0])
 	}

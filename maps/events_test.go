@@ -61,6 +61,9 @@ func checkEvents(t *testing.T, what string, got []rawEvent, want ...evWant) {
 		if g.hasValue {
 			v = string(g.value)
 		}
+		if g.unnumbered != (w.kind == evExpired) {
+			t.Fatalf("%s: event %d numbered=%v", what, i, !g.unnumbered)
+		}
 		if g.kind != w.kind || g.key != w.key || v != w.value || g.seq != w.seq || g.partition != 3 {
 			t.Fatalf("%s: event %d = kind %d key %q value %q seq %d p%d, want %+v", what, i, g.kind, g.key, v, g.seq, g.partition, w)
 		}
@@ -230,7 +233,7 @@ func uvarint(b []byte) (uint64, int) {
 
 // TestEventCodecRoundTrip covers every kind with and without values.
 func TestEventCodecRoundTrip(t *testing.T) {
-	for _, k := range []eventKind{evAdded, evUpdated, evRemoved, evExpired} {
+	for _, k := range []eventKind{evAdded, evUpdated, evRemoved, evExpired, evExpired | evUnnumbered} {
 		for _, v := range [][]byte{nil, {}, []byte("value"), bytes.Repeat([]byte{1}, 300)} {
 			for _, with := range []bool{false, true} {
 				b := encodeEvent(k, 270, 1<<62, 1<<40, "key\x00é", v, with)
@@ -238,7 +241,7 @@ func TestEventCodecRoundTrip(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if e.kind != k || e.partition != 270 || e.epoch != 1<<62 || e.seq != 1<<40 || e.key != "key\x00é" || e.hasValue != with {
+				if e.kind != k&^evUnnumbered || e.unnumbered != (k&evUnnumbered != 0) || e.partition != 270 || e.epoch != 1<<62 || e.seq != 1<<40 || e.key != "key\x00é" || e.hasValue != with {
 					t.Fatalf("round trip = %+v", e)
 				}
 				if with && (!bytes.Equal(e.value, v) || (v == nil) != (e.value == nil)) {
@@ -262,7 +265,11 @@ func FuzzDecodeEvent(f *testing.F) {
 		if err != nil {
 			return
 		}
-		again := encodeEvent(e.kind, e.partition, e.epoch, e.seq, e.key, e.value, e.hasValue)
+		k := e.kind
+		if e.unnumbered {
+			k |= evUnnumbered
+		}
+		again := encodeEvent(k, e.partition, e.epoch, e.seq, e.key, e.value, e.hasValue)
 		if e2, err := decodeEvent(again); err != nil || e2.key != e.key || e2.seq != e.seq || !bytes.Equal(e2.value, e.value) {
 			t.Fatalf("re-encode: %+v %v", e2, err)
 		}
@@ -343,7 +350,7 @@ func TestListenerNoticesGapsAndRepeats(t *testing.T) {
 	ev(0, 7, 9, "d")  // a number seen before (a lagging new owner)
 	ev(1, 9, 1, "e")  // partition 1's numbering restarted
 	ev(1, 9, 2, "f")
-	l.handle(encodeEvent(evExpired, 1, 9, 2, "g", nil, true)) // unnumbered
+	l.handle(encodeEvent(evExpired|evUnnumbered, 1, 9, 2, "g", nil, true)) // unnumbered
 	ev(1, 9, 3, "h")
 	l.handle([]byte{0xff}) // garbage is ignored
 	type w struct {

@@ -26,15 +26,15 @@ const (
 	EventUpdated EventKind = EventKind(evUpdated)
 	// EventRemoved: a live key was removed (Delete, DeleteAll, Clear).
 	EventRemoved EventKind = EventKind(evRemoved)
-	// EventExpired: a key's TTL ended. Not numbered, and not every
-	// expiry gives one: see Map.Listen.
+	// EventExpired: a key's TTL ended. Not every expiry gives one, and
+	// those found by lazy expiry are not numbered: see Map.Listen.
 	EventExpired EventKind = EventKind(evExpired)
-	// EventLost is not a change: events of partition Partition were lost
+	// EventLost (16: kinds from 16 up are not changes) is not a change: events of partition Partition were lost
 	// before the next one (Missed of them, numbered from Seq; Missed 0
 	// means an unknown number: the partition's numbering restarted). The
 	// map may hold changes the listener has not seen: re-read what
 	// matters. Key-filtered listeners get it too.
-	EventLost EventKind = 5
+	EventLost EventKind = 16
 )
 
 // String names the kind.
@@ -63,9 +63,9 @@ type Event struct {
 	// otherwise. The listener owns it.
 	Value []byte
 	// Partition is the partition of Key; Seq numbers the map's changes
-	// in that partition (added, updated and removed events take
-	// consecutive numbers; expired events carry the number of the change
-	// before them).
+	// in that partition (changes take consecutive numbers; an expired
+	// event found by lazy expiry carries the number of the change before
+	// it).
 	Partition int32
 	Seq       uint64
 	// Missed is set on EventLost: how many numbered events were lost.
@@ -262,7 +262,7 @@ func (l *listener) handle(payload []byte) {
 	}
 	var lost *Event
 	repeat := false
-	if e.kind != evExpired {
+	if !e.unnumbered {
 		l.mu.Lock()
 		t := l.parts[e.partition]
 		switch {
