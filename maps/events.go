@@ -89,6 +89,7 @@ const (
 	evUpdated
 	evRemoved
 	evExpired
+	evEvicted
 
 	// Flags in the kind byte.
 	evHasValue   = 0x80
@@ -219,6 +220,21 @@ func (s *state) emit(name string, rec *listenRec, kind eventKind, key string, va
 	s.x.Emit(name, encodeEvent(kind, s.partition, rec.epoch, rec.seq, key, value, rec.values > 0))
 }
 
+// dropping is called before the state drops an entry by itself (evict.go).
+// Eviction and max-idle are replicated decisions about live entries, made
+// alike on owner and backups, so they take numbers; a TTL expiry met on the
+// way may already have been swept on a backup, so it does not.
+func (s *state) dropping(why dropReason, tab *table, key string) {
+	switch why {
+	case dropExpired:
+		s.reclaimed(tab, key)
+	case dropIdle:
+		s.changed(tab.name, evExpired, key, tab.entries[key].value(len(key)))
+	case dropEvicted:
+		s.changed(tab.name, evEvicted, key, tab.entries[key].value(len(key)))
+	}
+}
+
 // clearing emits a removed event for every live entry of tab, in key
 // order, before Clear drops them.
 func (s *state) clearing(now int64, tab *table) {
@@ -280,7 +296,7 @@ func decodeEvent(b []byte) (rawEvent, error) {
 		return e, errBadEvent
 	}
 	e.kind, e.hasValue, e.unnumbered = eventKind(b[0]&^(evHasValue|evUnnumbered)), b[0]&evHasValue != 0, b[0]&evUnnumbered != 0
-	if e.kind < evAdded || e.kind > evExpired {
+	if e.kind < evAdded || e.kind > evEvicted {
 		return e, fmt.Errorf("%w: kind %d", errBadEvent, b[0])
 	}
 	b = b[1:]

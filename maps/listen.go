@@ -26,9 +26,13 @@ const (
 	EventUpdated EventKind = EventKind(evUpdated)
 	// EventRemoved: a live key was removed (Delete, DeleteAll, Clear).
 	EventRemoved EventKind = EventKind(evRemoved)
-	// EventExpired: a key's TTL ended. Not every expiry gives one, and
-	// those found by lazy expiry are not numbered: see Map.Listen.
+	// EventExpired: a key's TTL or max-idle ended. Max-idle expiry is
+	// decided by the owner and numbered; of TTL expiries only those found
+	// by the owner's writes give one, unnumbered: see Map.Listen.
 	EventExpired EventKind = EventKind(evExpired)
+	// EventEvicted: an eviction policy removed a live key to make room
+	// (max-entries or the member's memory guard).
+	EventEvicted EventKind = EventKind(evEvicted)
 	// EventLost (16: kinds from 16 up are not changes) is not a change: events of partition Partition were lost
 	// before the next one (Missed of them, numbered from Seq; Missed 0
 	// means an unknown number: the partition's numbering restarted). The
@@ -48,6 +52,8 @@ func (k EventKind) String() string {
 		return "removed"
 	case EventExpired:
 		return "expired"
+	case EventEvicted:
+		return "evicted"
 	case EventLost:
 		return "lost"
 	}
