@@ -4,7 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
+	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -13,8 +15,8 @@ import (
 
 // Entry events, the state side. A map emits events only while somebody
 // listens to it: a listener registers on every partition with OpListen (a
-// replicated mutation held by the listener's session), which gives the
-// map a listen record in that partition. While a map has no record, a
+// replicated mutation that holds a lease of listenLease, renewed by the
+// listener), which gives the map a listen record in that partition. While a map has no record, a
 // write costs one nil check more than before (no allocation, no event);
 // while it has one, every change of a live entry (added, updated,
 // removed) takes the next number of the record's sequence, on the owner
@@ -22,10 +24,14 @@ import (
 // state), and the owner emits it (op.Exec.Emit), which the member core
 // publishes once the synchronous backups hold the change.
 //
-// A record ends when its last listener unlistens or its listener's
-// session ends (OpSessionEnded); a later record starts a new epoch (the
+// A registration ends with OpUnlisten or when its lease passes, judged
+// with the time of a replicated mutation (so alike on every replica):
+// renewing or adding a registration, or a change of the map. A record ends
+// with its last registration; a later record starts a new epoch (the
 // owner's time of its creation), so a listener can tell "the numbering
-// restarted" from "events were lost".
+// restarted" from "events were lost". Leases rather than sessions: a map
+// partition then needs no OpSessionEnded (which every ended session would
+// send to every partition).
 //
 // Expired events are not numbered: TTL expiry happens on every member by
 // its own clock (Sweep, lazy expiry), so the replicas cannot agree on when
@@ -39,15 +45,15 @@ import (
 // the same release); never renumber.
 const (
 	// OpListen registers a listener of map Name in partition Partition
-	// (sent to every partition): Num is the listener's id (not 0), chosen
-	// by the listener; Aux[0]&1 asks for values in the events. The
-	// request's Origin (the caller's session, not 0) holds it: it ends
-	// with OpUnlisten or when the session ends. Found: newly registered;
-	// Num: the partition's current event sequence; Value: the record's
-	// epoch (uvarint). Registering again is harmless (a refresh).
+	// (sent to every partition): Origin (the caller's session, not 0) and
+	// Num (the listener's id, not 0, chosen by the listener) name it;
+	// Aux[0]&1 asks for values in the events. The registration holds a
+	// lease of 30s (listenLease) from the request's time; registering
+	// again renews it. Found: newly registered; Num: the partition's
+	// current event sequence; Value: the record's epoch (uvarint).
 	OpListen uint8 = 24
-	// OpUnlisten removes listener Num of session Origin from map Name in
-	// this partition. Found: it was registered.
+	// OpUnlisten removes listener Num of Origin from map Name in this
+	// partition. Found: it was registered.
 	OpUnlisten uint8 = 25
 	// OpKeysPage lists up to Num (at most MaxPageKeys; 0 = MaxPageKeys)
 	// live keys of map Name in this partition that sort after Key (all
@@ -66,6 +72,10 @@ const (
 // listenFlagValues (Aux[0] of OpListen) asks for values in the events.
 const listenFlagValues = 1
 
+// listenLease is how long a registration lasts without renewal; listeners
+// renew every listenLease/3 (Map.Listen).
+const listenLease = 30 * time.Second
+
 type listenerID struct{ session, id uint64 }
 
 // listenRec is a listened map's record in one partition.
@@ -74,11 +84,18 @@ type listenRec struct {
 	epoch int64
 	// seq numbers the map's changes in this partition since epoch.
 	seq uint64
-	// subs are the registered listeners; the value says whether the
-	// listener wants values.
-	subs map[listenerID]bool
-	// values counts the listeners that want values.
-	values int
+	// subs are the registered listeners.
+	subs map[listenerID]listenerReg
+	// values counts the listeners that want values; soonest is the
+	// earliest lease end of subs, so a change checks leases in O(1).
+	values  int
+	soonest int64
+}
+
+// listenerReg is one registration.
+type listenerReg struct {
+	values bool
+	until  int64 // lease end, unix nanos
 }
 
 // eventKind is the kind byte of an event payload.
@@ -96,17 +113,8 @@ const (
 	evUnnumbered = 0x40 // the event took no sequence number (lazy expiry)
 )
 
-// ListensForSessions marks the state as an op.SessionListener: a
-// listener's registrations end with its session.
-func (s *state) ListensForSessions() {}
-
-// applyExt serves the operations numbered from OpListen up and
-// op.OpSessionEnded.
+// applyExt serves the operations numbered from OpListen up.
 func (s *state) applyExt(now int64, req *op.Request) *op.Response {
-	if req.Op == op.OpSessionEnded {
-		s.sessionEnded(uint64(req.Num))
-		return &op.Response{}
-	}
 	if req.Op >= opExtEnd {
 		return fail(op.CodeUnknownOp, "map: unknown operation %d", req.Op)
 	}
@@ -118,7 +126,7 @@ func (s *state) applyExt(now int64, req *op.Request) *op.Response {
 	case OpListen:
 		return s.listenOp(now, req)
 	case OpUnlisten:
-		return s.unlistenOp(req)
+		return s.unlistenOp(now, req)
 	case OpKeysPage, OpEntriesPage:
 		return s.page(now, req)
 	}
@@ -130,8 +138,11 @@ func (s *state) listenOp(now int64, req *op.Request) *op.Response {
 		return fail(op.CodeBadRequest, "map: listen needs a caller session and a listener id")
 	}
 	rec := s.listen[req.Name]
+	if rec != nil && !s.prune(now, req.Name, rec) {
+		rec = nil
+	}
 	if rec == nil {
-		rec = &listenRec{epoch: now, subs: map[listenerID]bool{}}
+		rec = &listenRec{epoch: now, subs: map[listenerID]listenerReg{}}
 		if s.listen == nil {
 			s.listen = map[string]*listenRec{}
 		}
@@ -139,52 +150,54 @@ func (s *state) listenOp(now int64, req *op.Request) *op.Response {
 	}
 	id := listenerID{req.Origin, uint64(req.Num)}
 	values := len(req.Aux) > 0 && req.Aux[0]&listenFlagValues != 0
-	old, had := rec.subs[id]
-	if had && old {
-		rec.values--
-	}
-	rec.subs[id] = values
-	if values {
-		rec.values++
-	}
+	_, had := rec.subs[id]
+	rec.subs[id] = listenerReg{values: values, until: satAdd(now, int64(listenLease))}
+	rec.recount()
 	return &op.Response{Found: !had, Num: int64(rec.seq), Value: binary.AppendUvarint(nil, uint64(rec.epoch))}
 }
 
-func (s *state) unlistenOp(req *op.Request) *op.Response {
+func (s *state) unlistenOp(now int64, req *op.Request) *op.Response {
 	rec := s.listen[req.Name]
 	if rec == nil {
 		return &op.Response{}
 	}
 	id := listenerID{req.Origin, uint64(req.Num)}
-	v, had := rec.subs[id]
-	if had {
-		s.dropListener(req.Name, rec, id, v)
-	}
+	_, had := rec.subs[id]
+	delete(rec.subs, id)
+	s.prune(now, req.Name, rec)
 	return &op.Response{Found: had}
 }
 
-func (s *state) dropListener(name string, rec *listenRec, id listenerID, values bool) {
-	delete(rec.subs, id)
-	if values {
-		rec.values--
-	}
-	if len(rec.subs) == 0 {
-		delete(s.listen, name)
-		if len(s.listen) == 0 {
-			s.listen = nil // the hot path tests for nil
+// recount recomputes values and soonest.
+func (rec *listenRec) recount() {
+	rec.values, rec.soonest = 0, math.MaxInt64
+	for _, r := range rec.subs {
+		if r.values {
+			rec.values++
 		}
+		rec.soonest = min(rec.soonest, r.until)
 	}
 }
 
-// sessionEnded drops every listener of session.
-func (s *state) sessionEnded(session uint64) {
-	for name, rec := range s.listen {
-		for id, v := range rec.subs {
-			if id.session == session {
-				s.dropListener(name, rec, id, v)
+// prune drops the registrations of map name whose lease passed by now,
+// and the record when none is left; it reports whether the record stays.
+func (s *state) prune(now int64, name string, rec *listenRec) bool {
+	if rec.soonest <= now {
+		for id, r := range rec.subs {
+			if r.until <= now {
+				delete(rec.subs, id)
 			}
 		}
+		rec.recount()
 	}
+	if len(rec.subs) > 0 {
+		return true
+	}
+	delete(s.listen, name)
+	if len(s.listen) == 0 {
+		s.listen = nil // the hot path tests for nil
+	}
+	return false
 }
 
 // changed records a change of a live entry of map name: the next number
@@ -193,6 +206,11 @@ func (s *state) sessionEnded(session uint64) {
 func (s *state) changed(name string, kind eventKind, key string, value []byte) {
 	rec := s.listen[name]
 	if rec == nil {
+		return
+	}
+	// Leases are judged with the mutation's time, which backups replay
+	// (in Execute; Apply, for tests and tools, has none and leaves them).
+	if s.x != nil && rec.soonest <= s.x.Now.UnixNano() && !s.prune(s.x.Now.UnixNano(), name, rec) {
 		return
 	}
 	rec.seq++
@@ -344,7 +362,7 @@ func (s *state) listenLen() int {
 }
 
 // encodeListen writes the listen records, sorted, as the snapshot's third
-// element: [[name, epoch, seq, [[session, id, values], ...]], ...].
+// element: [[name, epoch, seq, [[session, id, values, until], ...]], ...].
 func encodeListen(e *msgpack.Encoder, s *state) {
 	names := make([]string, 0, len(s.listen))
 	for name := range s.listen {
@@ -370,10 +388,11 @@ func encodeListen(e *msgpack.Encoder, s *state) {
 		_ = e.EncodeUint(rec.seq)
 		_ = e.EncodeArrayLen(len(ids))
 		for _, id := range ids {
-			_ = e.EncodeArrayLen(3)
+			_ = e.EncodeArrayLen(4)
 			_ = e.EncodeUint(id.session)
 			_ = e.EncodeUint(id.id)
-			_ = e.EncodeBool(rec.subs[id])
+			_ = e.EncodeBool(rec.subs[id].values)
+			_ = e.EncodeInt(rec.subs[id].until)
 		}
 	}
 }
@@ -417,9 +436,9 @@ func decodeListen(d *decoder, into *state) error {
 		if err != nil {
 			return err
 		}
-		rec := &listenRec{epoch: epoch, seq: seq, subs: make(map[listenerID]bool, max(m, 0))}
+		rec := &listenRec{epoch: epoch, seq: seq, subs: make(map[listenerID]listenerReg, max(m, 0))}
 		for range m {
-			if k, err := d.DecodeArrayLen(); err != nil || k != 3 {
+			if k, err := d.DecodeArrayLen(); err != nil || k != 4 {
 				return fmt.Errorf("bad listener (%d fields): %v", k, err)
 			}
 			session, err := d.DecodeUint64()
@@ -434,17 +453,16 @@ func decodeListen(d *decoder, into *state) error {
 			if err != nil {
 				return err
 			}
-			if old, had := rec.subs[listenerID{session, id}]; had && old {
-				rec.values--
+			until, err := d.DecodeInt64()
+			if err != nil {
+				return err
 			}
-			rec.subs[listenerID{session, id}] = v
-			if v {
-				rec.values++
-			}
+			rec.subs[listenerID{session, id}] = listenerReg{values: v, until: until}
 		}
 		if len(rec.subs) == 0 {
 			continue
 		}
+		rec.recount()
 		if into.listen == nil {
 			into.listen = map[string]*listenRec{}
 		}

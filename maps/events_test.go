@@ -146,52 +146,63 @@ func TestStateEventsEveryChange(t *testing.T) {
 }
 
 // TestStateEventsValuesAndListeners: values travel only while a listener
-// wants them; records end with the last listener, by unlisten or by the
-// end of its session, and a new record starts a new epoch.
+// wants them; registrations end by unlisten or when their lease passes
+// (judged at the next change or registration), records end with the last
+// registration, and a new record starts a new epoch.
 func TestStateEventsValuesAndListeners(t *testing.T) {
 	s := newTestState()
+	sec := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Second) }
 	execEvents(t, s, true, ms(0), listenReq("m", 7, 1, false))
 	_, evs := execEvents(t, s, true, ms(1), put("m", "a", "1", 0))
 	checkEvents(t, "keys only", evs, evWant{evAdded, "a", "-", 1})
 	execEvents(t, s, true, ms(2), listenReq("m", 8, 1, true))
 	_, evs = execEvents(t, s, true, ms(3), put("m", "a", "2", 0))
 	checkEvents(t, "with values", evs, evWant{evUpdated, "a", "2", 2})
-	// Registering again (a refresh) changes nothing.
+	// Registering again renews and changes nothing else.
 	if resp, _ := execEvents(t, s, true, ms(4), listenReq("m", 8, 1, true)); resp.Found || resp.Num != 2 {
 		t.Fatalf("refresh = %+v", resp)
 	}
 	if s.listen["m"].values != 1 || len(s.listen["m"].subs) != 2 {
 		t.Fatalf("record = %+v", s.listen["m"])
 	}
-	execEvents(t, s, true, ms(5), op.Request{Op: op.OpSessionEnded, Num: 8})
-	_, evs = execEvents(t, s, true, ms(6), put("m", "a", "3", 0))
-	checkEvents(t, "session 8 ended", evs, evWant{evUpdated, "a", "-", 3})
-	if resp, _ := execEvents(t, s, true, ms(7), op.Request{Op: OpUnlisten, Name: "m", Origin: 7, Num: 2}); resp.Found {
+	// Listener 7 renews at 20s; listener 8's lease (from 4ms) passes at
+	// 30.004s: the next change no longer carries values.
+	execEvents(t, s, true, sec(20), listenReq("m", 7, 1, false))
+	_, evs = execEvents(t, s, true, sec(31), put("m", "a", "3", 0))
+	checkEvents(t, "lease of 8 passed", evs, evWant{evUpdated, "a", "-", 3})
+	if len(s.listen["m"].subs) != 1 {
+		t.Fatalf("registrations after the lease: %v", s.listen["m"].subs)
+	}
+	if resp, _ := execEvents(t, s, true, sec(32), op.Request{Op: OpUnlisten, Name: "m", Origin: 7, Num: 2}); resp.Found {
 		t.Fatal("unlisten of an unknown listener found it")
 	}
-	if resp, _ := execEvents(t, s, true, ms(8), op.Request{Op: OpUnlisten, Name: "m", Origin: 7, Num: 1}); !resp.Found {
+	if resp, _ := execEvents(t, s, true, sec(32), op.Request{Op: OpUnlisten, Name: "m", Origin: 7, Num: 1}); !resp.Found {
 		t.Fatal("unlisten did not find the listener")
 	}
 	if s.listen != nil {
 		t.Fatalf("records left: %v", s.listen)
 	}
-	if _, evs := execEvents(t, s, true, ms(9), put("m", "a", "4", 0)); len(evs) != 0 {
+	if _, evs := execEvents(t, s, true, sec(33), put("m", "a", "4", 0)); len(evs) != 0 {
 		t.Fatal("events after the last listener left")
 	}
-	epoch1 := int64(ms(0).UnixNano())
-	resp, _ := execEvents(t, s, true, ms(10), listenReq("m", 7, 1, false))
-	if ep, _ := uvarint(resp.Value); int64(ep) == epoch1 || int64(ep) != ms(10).UnixNano() || resp.Num != 0 {
+	resp, _ := execEvents(t, s, true, sec(34), listenReq("m", 7, 1, false))
+	if ep, _ := uvarint(resp.Value); int64(ep) != sec(34).UnixNano() || resp.Num != 0 {
 		t.Fatalf("new record: epoch %d seq %d", ep, resp.Num)
 	}
+	// A record whose every lease passed ends at the next change.
+	if _, evs := execEvents(t, s, true, sec(65), put("m", "a", "5", 0)); len(evs) != 0 || s.listen != nil {
+		t.Fatalf("after every lease passed: %d events, records %v", len(evs), s.listen)
+	}
 	// Anonymous or id-less registrations are refused.
-	if resp, _ := execEvents(t, s, true, ms(11), listenReq("m", 0, 1, false)); resp.Code != op.CodeBadRequest {
+	if resp, _ := execEvents(t, s, true, sec(66), listenReq("m", 0, 1, false)); resp.Code != op.CodeBadRequest {
 		t.Fatalf("anonymous listen = %+v", resp)
 	}
-	if resp, _ := execEvents(t, s, true, ms(11), listenReq("m", 7, 0, false)); resp.Code != op.CodeBadRequest {
+	if resp, _ := execEvents(t, s, true, sec(66), listenReq("m", 7, 0, false)); resp.Code != op.CodeBadRequest {
 		t.Fatalf("listen without id = %+v", resp)
 	}
 	// Len counts registrations so that the core snapshots the state.
-	execEvents(t, s, true, ms(12), keyed(OpDelete, "m", "a"))
+	execEvents(t, s, true, sec(67), listenReq("m", 7, 1, false))
+	execEvents(t, s, true, sec(67), keyed(OpDelete, "m", "a"))
 	if s.Len() != 1 {
 		t.Fatalf("Len = %d, want 1 (one registration)", s.Len())
 	}

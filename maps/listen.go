@@ -109,10 +109,11 @@ func WithValues() ListenOption {
 }
 
 // WithListenRefresh sets how often the listener renews its registration
-// on every partition (default 10s): a registration ends with its
-// session, so renewing re-creates it after the process's session was
-// ended (a pause longer than the session TTL) or a partition lost all its
-// copies; a renewal costs one small replicated write per partition.
+// on every partition (default and at most 10s, a third of the 30s lease a
+// registration holds on the owner): renewing keeps it, and re-creates it
+// after the listener was paused for longer than the lease or a partition
+// lost all its copies; a renewal costs one small replicated write per
+// partition.
 func WithListenRefresh(d time.Duration) ListenOption {
 	return func(o *listenOptions) { o.refresh = d }
 }
@@ -138,7 +139,7 @@ var ErrNoEvents = fmt.Errorf("%w: the invoker does not deliver structure events"
 // events sent while a listener's subscription is re-registered with a
 // member that joined or reconnected, events beyond 256 that fn falls
 // behind, and all events of a partition while its registration is
-// missing (until the next refresh, see WithListenRefresh); each shows as
+// missing (until the next renewal, see WithListenRefresh); each shows as
 // EventLost once the partition's next event arrives. Nothing is repeated
 // on a retried write (the owner answers a retry from its retry table
 // without applying it again); a partition whose new owner lacks
@@ -168,11 +169,14 @@ func (m *Map) Listen(ctx context.Context, fn func(Event), opts ...ListenOption) 
 	if !ok {
 		return nil, fmt.Errorf("maps: listen on map %s: %w", op.Quote(m.name), ErrNoEvents)
 	}
-	o := listenOptions{refresh: 10 * time.Second}
+	o := listenOptions{}
 	for _, fn := range opts {
 		if fn != nil {
 			fn(&o)
 		}
+	}
+	if o.refresh <= 0 || o.refresh > listenLease/3 {
+		o.refresh = listenLease / 3
 	}
 	l := &listener{m: m, fn: fn, o: o, id: rand.Uint64() | 1, parts: map[int32]*partTrack{}}
 	unsub, err := src.SubscribeEvents(ctx, ServiceName, m.name, l.handle)
@@ -306,9 +310,6 @@ func (l *listener) handle(payload []byte) {
 // refreshLoop renews the registration until ctx ends.
 func (l *listener) refreshLoop(ctx context.Context, done chan struct{}) {
 	defer close(done)
-	if l.o.refresh <= 0 {
-		return
-	}
 	t := time.NewTicker(l.o.refresh)
 	defer t.Stop()
 	for {
@@ -324,7 +325,7 @@ func (l *listener) refreshLoop(ctx context.Context, done chan struct{}) {
 }
 
 // unlisten removes the registration, best effort: one that is left
-// behind ends with the session.
+// behind ends with its lease.
 func (l *listener) unlisten() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

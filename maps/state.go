@@ -113,8 +113,7 @@ var (
 	_ op.Sweeper = (*state)(nil)
 	_ op.Grower  = Service{}
 
-	_ op.Executor        = (*state)(nil)
-	_ op.SessionListener = (*state)(nil)
+	_ op.Executor = (*state)(nil)
 )
 
 // Name returns ServiceName.
@@ -182,7 +181,7 @@ func (Service) Grows(o uint8) bool {
 func (Service) Mutates(o uint8) bool {
 	switch o {
 	case OpPut, OpDelete, OpPutIfAbsent, OpReplace, OpCompareAndSwap, OpClear, OpIncr, OpMerge, OpPutAll, OpDeleteAll,
-		op.OpTimer, op.OpEvict, OpListen, OpUnlisten, op.OpSessionEnded:
+		op.OpTimer, op.OpEvict, OpListen, OpUnlisten:
 		return true
 	}
 	return false
