@@ -55,7 +55,7 @@ func TestDefaults(t *testing.T) {
 		maxInFlight: grid.DefaultMaxInFlight, handshakeTimeout: grid.DefaultHandshakeTimeout, idleTimeout: grid.DefaultIdleTimeout,
 		profile: "reliable", backupCount: -1, asyncBackupCount: -1, backupTimeout: 5 * time.Second, placement: "member",
 		sessionTTL: grid.DefaultSessionTTL,
-		maxMemory: defaultMaxMemory,
+		maxMemory:  defaultMaxMemory,
 	}
 	if !reflect.DeepEqual(o, want) {
 		t.Errorf("defaults\n got %+v\nwant %+v", o, want)
