@@ -33,8 +33,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sync/singleflight"
 
+	"github.com/shoalgrid/shoal/internal/invoke"
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/partition"
 	"github.com/shoalgrid/shoal/wire"
@@ -149,8 +149,10 @@ type Client struct {
 	callSeq atomic.Uint64
 
 	events subscriptions
-	// refreshes shares table reads among the calls that need one.
-	refreshes singleflight.Group
+	// loop is the route-and-retry loop of Invoke, InvokeAll and
+	// InvokeMany (shared with the member, see internal/invoke); its table
+	// reads are shared among the calls that need one.
+	loop *invoke.Loop
 }
 
 // memberConns is the connection set to one member address.
@@ -183,6 +185,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		cancel:    cancel,
 	}
 	c.session.Store(rand.Uint64() | 1)
+	c.newLoop()
 	c.events.subs = map[uint64]*subscription{}
 	backoff := 50 * time.Millisecond
 	for {

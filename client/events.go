@@ -161,6 +161,7 @@ func (c *Client) syncSubs(ctx context.Context) {
 }
 
 var (
-	_ op.Invoker     = (*Client)(nil)
-	_ op.EventSource = (*Client)(nil)
+	_ op.Invoker      = (*Client)(nil)
+	_ op.BatchInvoker = (*Client)(nil)
+	_ op.EventSource  = (*Client)(nil)
 )

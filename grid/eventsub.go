@@ -56,16 +56,28 @@ func (m *Member) watchConn(c *wire.Conn) {
 	m.connTab.mu.Lock()
 	cs := m.connTab.conns[c]
 	delete(m.connTab.conns, c)
+	var parked []*parkedCall
+	var subs []func()
+	if cs != nil {
+		// A parked call's responder removes it from cs.parked under the
+		// lock, concurrently: iterate over copies.
+		for _, pc := range cs.parked {
+			parked = append(parked, pc)
+		}
+		for _, remove := range cs.subs {
+			subs = append(subs, remove)
+		}
+	}
 	m.connTab.mu.Unlock()
 	if cs == nil {
 		return
 	}
-	for _, pc := range cs.parked {
+	for _, pc := range parked {
 		if m.ctx.Err() == nil {
 			m.cancelParked(pc, op.CodeCanceled)
 		}
 	}
-	for _, remove := range cs.subs {
+	for _, remove := range subs {
 		remove()
 	}
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/shoalgrid/shoal/internal/invoke"
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/partition"
 	"github.com/shoalgrid/shoal/sysop"
@@ -92,6 +93,9 @@ type Member struct {
 	sess    *sessions
 	callSeq atomic.Uint64
 	pulling atomic.Bool
+	// loop is the route-and-retry loop of Invoke, InvokeAll and
+	// InvokeMany (shared with the client, see internal/invoke).
+	loop *invoke.Loop
 
 	connsMu sync.Mutex
 	conns   map[*wire.Conn]struct{}
@@ -238,6 +242,7 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 	m.lsubs.subs = map[uint64]*localSub{}
 	m.connTab.conns = map[*wire.Conn]*connState{}
 	m.sess = newSessions(m)
+	m.newLoop()
 	m.meta.Session = m.sess.id.Load()
 	m.quorum = newQuorumState(cfg)
 	m.latency = newMemberLatencies(m.services)
@@ -742,6 +747,7 @@ func (m *Member) errClosed() error {
 }
 
 var (
-	_ op.Invoker     = (*Member)(nil)
+	_ op.Invoker      = (*Member)(nil)
+	_ op.BatchInvoker = (*Member)(nil)
 	_ op.EventSource = (*Member)(nil)
 )
