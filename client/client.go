@@ -33,7 +33,6 @@ import (
 	"sync/atomic"
 	"time"
 
-
 	"github.com/shoalgrid/shoal/internal/invoke"
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/partition"

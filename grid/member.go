@@ -749,5 +749,5 @@ func (m *Member) errClosed() error {
 var (
 	_ op.Invoker      = (*Member)(nil)
 	_ op.BatchInvoker = (*Member)(nil)
-	_ op.EventSource = (*Member)(nil)
+	_ op.EventSource  = (*Member)(nil)
 )
