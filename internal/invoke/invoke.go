@@ -79,6 +79,9 @@ type Loop struct {
 	RefreshTimeout func() time.Duration
 
 	flight singleflight.Group
+	// testJoined, if set, runs each time a caller has joined a refresh
+	// (started it or waits for the one running).
+	testJoined func()
 }
 
 // Prepare checks req and returns the copy the loop routes: partition
@@ -230,6 +233,9 @@ func (l *Loop) Refresh(ctx context.Context, from partition.Member, version uint6
 		defer cancel()
 		return nil, l.T.Refresh(fctx, from, version)
 	})
+	if l.testJoined != nil {
+		l.testJoined()
+	}
 	select {
 	case r := <-ch:
 		return r.Err
