@@ -63,7 +63,7 @@ func (t clientTransport) Table() (*partition.Table, <-chan struct{}) {
 	return t.c.Table(), changed
 }
 
-func (clientTransport) Precheck(*op.Request, *partition.Table) *op.Response { return nil }
+func (clientTransport) Precheck(string, *partition.Table) *op.Response { return nil }
 
 func (t clientTransport) Err() error {
 	if t.c.closed.Load() {
@@ -72,12 +72,12 @@ func (t clientTransport) Err() error {
 	return nil
 }
 
-func (t clientTransport) Send(ctx context.Context, owner partition.Member, r *op.Request) (*op.Response, error) {
+func (t clientTransport) Send(ctx context.Context, owner partition.Member, r op.Request) (*op.Response, error) {
 	cn, err := t.c.conn(ctx, owner.Addr)
 	if err != nil {
 		return nil, err
 	}
-	return cn.Call(ctx, r)
+	return cn.Call(ctx, &r)
 }
 
 func (t clientTransport) SendMany(ctx context.Context, owner partition.Member, rs []*op.Request) []op.Result {

@@ -65,10 +65,10 @@ func (t memberTransport) Table() (*partition.Table, <-chan struct{}) {
 	return t.m.Table(), changed
 }
 
-func (t memberTransport) Precheck(r *op.Request, tab *partition.Table) *op.Response {
+func (t memberTransport) Precheck(name string, tab *partition.Table) *op.Response {
 	// This side has no quorum: fail fast rather than wait for an owner
 	// on the other side.
-	return t.m.quorumRefusal(r.Name, time.Now(), tab.Version, false)
+	return t.m.quorumRefusal(name, time.Now(), tab.Version, false)
 }
 
 func (t memberTransport) Err() error {
@@ -78,16 +78,16 @@ func (t memberTransport) Err() error {
 	return nil
 }
 
-func (t memberTransport) Send(ctx context.Context, owner partition.Member, r *op.Request) (*op.Response, error) {
+func (t memberTransport) Send(ctx context.Context, owner partition.Member, r op.Request) (*op.Response, error) {
 	m := t.m
 	if owner.Name != m.cfg.Name {
 		c, err := m.peers.get(ctx, owner.Name, owner.Addr)
 		if err != nil {
 			return nil, err
 		}
-		return c.Call(ctx, r)
+		return c.Call(ctx, &r)
 	}
-	l := m.startLocal(ctx, r)
+	l := m.startLocal(ctx, &r)
 	return m.finishLocal(ctx, l)
 }
 

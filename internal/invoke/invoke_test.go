@@ -34,10 +34,10 @@ func (t *memTransport) Table() (*partition.Table, <-chan struct{}) {
 	return t.cur, t.changed
 }
 
-func (t *memTransport) Precheck(*op.Request, *partition.Table) *op.Response { return nil }
+func (t *memTransport) Precheck(string, *partition.Table) *op.Response { return nil }
 func (t *memTransport) Err() error                                          { return nil }
 
-func (t *memTransport) Send(ctx context.Context, owner partition.Member, r *op.Request) (*op.Response, error) {
+func (t *memTransport) Send(ctx context.Context, owner partition.Member, r op.Request) (*op.Response, error) {
 	t.sent.Add(1)
 	t.mu.Lock()
 	truth, down := t.truth, t.down[owner.Name]
@@ -55,7 +55,7 @@ func (t *memTransport) SendMany(ctx context.Context, owner partition.Member, rs 
 	t.batches.Add(1)
 	out := make([]op.Result, len(rs))
 	for i, r := range rs {
-		out[i].Resp, out[i].Err = t.Send(ctx, owner, r)
+		out[i].Resp, out[i].Err = t.Send(ctx, owner, *r)
 	}
 	return out
 }
