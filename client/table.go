@@ -263,12 +263,9 @@ func (c *Client) refreshLoop() {
 		}
 		cancel()
 		c.dropStale()
-		c.events.mu.Lock()
-		subs := len(c.events.subs)
-		c.events.mu.Unlock()
-		if subs > 0 {
+		if c.events.Len() > 0 {
 			ctx, cancel := context.WithTimeout(c.ctx, c.cfg.RefreshInterval)
-			c.syncSubs(ctx)
+			c.events.Sync(ctx, c.Table())
 			cancel()
 		}
 	}

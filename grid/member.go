@@ -21,6 +21,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/shoalgrid/shoal/internal/evsub"
 	"github.com/shoalgrid/shoal/internal/invoke"
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/partition"
@@ -86,7 +87,7 @@ type Member struct {
 	// the embedded ones (SubscribeEvents), connTab what is tracked per
 	// remote connection (parked calls, subscriptions).
 	events  *eventHub
-	lsubs   localSubs
+	lsubs   *evsub.Registry
 	connTab connTable
 	// sess is the member's session, whose id is the origin of its
 	// invocations (numbered by callSeq), and the session machinery.
@@ -239,7 +240,9 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 	m.backups = newBackupRules(cfg)
 	m.timers = newTimerHeap()
 	m.events = newEventHub(m)
-	m.lsubs.subs = map[uint64]*localSub{}
+	m.lsubs = &evsub.Registry{Self: cfg.Name, Log: m.log, Conn: func(ctx context.Context, mb partition.Member) (*wire.Conn, error) {
+		return m.peers.get(ctx, mb.Name, mb.Addr)
+	}}
 	m.connTab.conns = map[*wire.Conn]*connState{}
 	m.sess = newSessions(m)
 	m.newLoop()

@@ -35,7 +35,7 @@ func (t *memTransport) Table() (*partition.Table, <-chan struct{}) {
 }
 
 func (t *memTransport) Precheck(string, *partition.Table) *op.Response { return nil }
-func (t *memTransport) Err() error                                          { return nil }
+func (t *memTransport) Err() error                                     { return nil }
 
 func (t *memTransport) Send(ctx context.Context, owner partition.Member, r op.Request) (*op.Response, error) {
 	t.sent.Add(1)
