@@ -3,6 +3,7 @@ package grid
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/shoalgrid/shoal/internal/invoke"
@@ -15,14 +16,41 @@ import (
 // change or a migration are retried against the new owner until ctx ends;
 // they are never dropped silently. It implements op.Invoker.
 func (m *Member) Invoke(ctx context.Context, req *op.Request) (*op.Response, error) {
-	return m.loop.Invoke(ctx, req, false)
+	return m.invoke(ctx, req, false)
 }
 
 // invoke is Invoke; internal is set for the member core's own calls,
 // which may use the reserved services and operation codes
 // (op.OpReservedMin and up).
 func (m *Member) invoke(ctx context.Context, req *op.Request, internal bool) (*op.Response, error) {
+	if ws := m.wideService(req.Service); ws != nil {
+		return m.invokeWide(ctx, ws, req, internal)
+	}
 	return m.loop.Invoke(ctx, req, internal)
+}
+
+// invokeWide runs a call of a replicated service: on this member's copy,
+// whoever the table routes the key to (after the loop's checks).
+func (m *Member) invokeWide(ctx context.Context, ws *wideService, req *op.Request, internal bool) (*op.Response, error) {
+	if _, err := m.loop.Prepare(req, internal); err != nil {
+		return nil, err
+	}
+	// The replica keeps the value: never let it alias the caller's.
+	r := *req
+	r.Value, r.Aux = bytes.Clone(r.Value), bytes.Clone(r.Aux)
+	resp, pending := m.applyWide(ws, &r)
+	if pending == nil {
+		return resp, resp.Err()
+	}
+	ch := make(chan *op.Response, 1)
+	pending(func(resp *op.Response) { ch <- resp })
+	select {
+	case resp := <-ch:
+		return resp, resp.Err()
+	case <-ctx.Done():
+		// Applied here; whether the other members hold it is unknown.
+		return nil, fmt.Errorf("waiting for other members to take the write: %w", op.FromContext(ctx))
+	}
 }
 
 // InvokeAll runs req on every partition (concurrently, bounded) and returns
@@ -40,6 +68,16 @@ func (m *Member) invokeAll(ctx context.Context, req *op.Request, internal bool) 
 // one round trip (the local ones run here). It implements
 // op.BatchInvoker.
 func (m *Member) InvokeMany(ctx context.Context, reqs []*op.Request) []op.Result {
+	for _, r := range reqs {
+		if m.wideService(r.Service) != nil {
+			// Replicated services run here, not at an owner: one by one.
+			out := make([]op.Result, len(reqs))
+			for i, r := range reqs {
+				out[i].Resp, out[i].Err = m.invoke(ctx, r, false)
+			}
+			return out
+		}
+	}
 	return m.loop.InvokeMany(ctx, reqs, false)
 }
 

@@ -27,6 +27,10 @@ const (
 	// MergePassThrough writes every entry of the losing side over the
 	// winning side's values.
 	MergePassThrough MergePolicy = "pass-through"
+	// MergeLatest keeps, per key, the entry written last (the higher
+	// hybrid-logical-clock write timestamp; ties go to the larger value),
+	// whichever side wrote it.
+	MergeLatest MergePolicy = "latest"
 )
 
 // ParseMergePolicy checks a policy name ("" is MergeDiscard).
@@ -34,10 +38,10 @@ func ParseMergePolicy(s string) (MergePolicy, error) {
 	switch p := MergePolicy(s); p {
 	case "":
 		return MergeDiscard, nil
-	case MergeDiscard, MergePutIfAbsent, MergePassThrough:
+	case MergeDiscard, MergePutIfAbsent, MergePassThrough, MergeLatest:
 		return p, nil
 	}
-	return "", fmt.Errorf("%w: unknown merge policy %q (discard, put-if-absent or pass-through)", ErrConfig, s)
+	return "", fmt.Errorf("%w: unknown merge policy %q (discard, put-if-absent, pass-through or latest)", ErrConfig, s)
 }
 
 // StructureMerge sets the merge policy of the structures whose name
@@ -127,6 +131,8 @@ func (m *Member) mergeOrphans(version uint64, orphans []orphan) {
 				continue
 			case MergePassThrough:
 				num = op.MergePassThrough
+			case MergeLatest:
+				num = op.MergeLatest
 			}
 			resp, err := m.Invoke(ctx, &op.Request{Service: svc.Name(), Op: merger.MergeOp(), Name: name, Partition: o.p, Value: o.snap, Num: num})
 			if err != nil {

@@ -191,6 +191,13 @@ func (s *slot) executeSeam(m *Member, b *wire.Batch, cur *partition.Table, req *
 	}
 	reserved := req.Op >= op.OpReservedMin
 	if !mutates || (resp.Code != op.OK && !parked && len(effects) == 0) {
+		// Nothing to replicate; a timer is still armed (a read may need
+		// one: maps flush the reads of maps with max-idle or eviction).
+		for i := range effects {
+			if e := &effects[i]; e.Kind == op.EffectTimer {
+				m.timers.add(timerItem{at: e.At, part: s.id, service: req.Service, name: e.Name, key: e.Key})
+			}
+		}
 		resp.TableVersion = cur.Version
 		return resp, nil, nil
 	}

@@ -290,12 +290,16 @@ func (s *slot) execute(m *Member, b *wire.Batch, cur *partition.Table, req *op.R
 			return &r, s.coverage(m, req, seq), nil
 		}
 	}
-	if mutates && m.mem != nil && m.mem.full.Load() && m.growers[svc] != nil && m.growers[svc].Grows(req.Op) {
-		// The memory guard: refused before anything is applied, so
-		// backups (which replay what the owner applied) never diverge.
-		return m.mem.refusal(m.cfg.Name, cur.Version), nil, nil
-	}
 	st := s.state(m, svc)
+	if mutates && m.mem != nil && m.mem.full.Load() && m.growers[svc] != nil && m.growers[svc].Grows(req.Op) {
+		// The memory guard: a structure with an eviction policy gives up
+		// entries first (a sequenced mutation, so backups evict the same);
+		// others are refused before anything is applied, so backups
+		// (which replay what the owner applied) never diverge.
+		if !s.evictForMemory(m, b, cur, req, st, now) {
+			return m.mem.refusal(m.cfg.Name, cur.Version), nil, nil
+		}
+	}
 	if ex, ok := st.(op.Executor); ok {
 		return s.executeSeam(m, b, cur, req, ex, mutates, now)
 	}

@@ -201,7 +201,8 @@ type Executor interface {
 // rule): the member core keeps a snapshot of a partition it owned on the
 // losing side and, for every structure in it whose policy is not
 // "discard", sends MergeOp to the winning side's owner with the snapshot in
-// Value and the policy (MergePutIfAbsent or MergePassThrough) in Num.
+// Value and the policy (MergePutIfAbsent, MergePassThrough or MergeLatest)
+// in Num.
 type Merger interface {
 	// MergeOp is the operation that merges a snapshot into a state.
 	MergeOp() uint8
@@ -218,6 +219,10 @@ const (
 	// MergePassThrough stores every entry of the losing side (its values
 	// win).
 	MergePassThrough = 2
+	// MergeLatest keeps, per key, the entry written last by the hybrid
+	// logical clock of the structure's entries (ties broken
+	// deterministically, e.g. by value bytes).
+	MergeLatest = 3
 )
 
 // Sweeper is implemented by states that hold expiring entries. The member

@@ -585,12 +585,13 @@ func TestPartitionLoops(t *testing.T) {
 // heal the isolated member's side loses, and its entries are merged into
 // the winners by each map's policy: discard (the winner's values only),
 // put-if-absent (the loser's keys the winner lacks are added) and
-// pass-through (the loser's values win). The merge is counted.
+// pass-through (the loser's values win) and latest (per key the later
+// write wins, whichever side took it). The merge is counted.
 func TestPartitionPerformanceProfileMerge(t *testing.T) {
 	netcut.Skip(t)
 	ctx := ctxT(t, 90*time.Second)
 	cfg := filepath.Join(t.TempDir(), "gridnode.yaml")
-	if err := os.WriteFile(cfg, []byte("structures:\n  - pattern: pia\n    merge: put-if-absent\n  - pattern: pt\n    merge: pass-through\n"), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte("structures:\n  - pattern: pia\n    merge: put-if-absent\n  - pattern: pt\n    merge: pass-through\n  - pattern: lt\n    merge: latest\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	// A longer suspicion: a false failure between n1 and n2 during the cut
@@ -632,7 +633,7 @@ func TestPartitionPerformanceProfileMerge(t *testing.T) {
 			t.Fatalf("put %s/%s=%s during the cut: %v", m, key, val, err)
 		}
 	}
-	policies := []string{"disc", "pia", "pt"}
+	policies := []string{"disc", "pia", "pt", "lt"}
 	for _, m := range policies {
 		for i := range n {
 			write(cMinor, m, fmt.Sprintf("both-%d", i), "minor")
@@ -641,12 +642,18 @@ func TestPartitionPerformanceProfileMerge(t *testing.T) {
 			write(cMajor, m, fmt.Sprintf("major-%d", i), "major")
 		}
 	}
+	// For latest, keys whose later write is the losing side's.
+	for i := range n {
+		write(cMajor, "lt", fmt.Sprintf("later-%d", i), "major")
+		write(cMinor, "lt", fmt.Sprintf("later-%d", i), "minor")
+	}
 	if err := nc.Heal(); err != nil {
 		t.Fatal(err)
 	}
 	waitSettled(t, ctx, procs...)
-	// n3 lost: it merges 2n pia entries (n stored: its own keys) and 2n
-	// pt entries (all stored), and discards the rest.
+	// n3 lost: it merges 2n pia entries (n stored: its own keys), 2n pt
+	// entries (all stored) and 3n lt entries (2n stored: its own keys and
+	// the later writes), and discards the rest.
 	var st proctest.Status
 	if err := proctest.Poll(ctx, 50*time.Millisecond, func(ctx context.Context) error {
 		var err error
@@ -654,8 +661,8 @@ func TestPartitionPerformanceProfileMerge(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if st.MergeStored != 3*n {
-			return fmt.Errorf("%s: merge_stored %d, merge_discarded %d; want %d stored", n3.Name, st.MergeStored, st.MergeDiscarded, 3*n)
+		if st.MergeStored != 5*n {
+			return fmt.Errorf("%s: merge_stored %d, merge_discarded %d; want %d stored", n3.Name, st.MergeStored, st.MergeDiscarded, 5*n)
 		}
 		return nil
 	}); err != nil {
@@ -665,6 +672,7 @@ func TestPartitionPerformanceProfileMerge(t *testing.T) {
 		"disc": {"both": "major", "minor": "", "major": "major"},
 		"pia":  {"both": "major", "minor": "minor", "major": "major"},
 		"pt":   {"both": "minor", "minor": "minor", "major": "major"},
+		"lt":   {"both": "major", "minor": "minor", "major": "major", "later": "minor"},
 	}
 	wrong := 0
 	for _, m := range policies {
@@ -685,8 +693,8 @@ func TestPartitionPerformanceProfileMerge(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("quorum off: %s lost the heal: %d entries of its side dropped, %d merged back by policy (discard/put-if-absent/pass-through), %d of %d keys read wrong",
-		n3.Name, st.MergeDiscarded, st.MergeStored, wrong, 3*3*n)
+	t.Logf("quorum off: %s lost the heal: %d entries of its side dropped, %d merged back by policy (discard/put-if-absent/pass-through/latest), %d of %d keys read wrong",
+		n3.Name, st.MergeDiscarded, st.MergeStored, wrong, 3*3*n+4*n)
 	if !strings.Contains(n3.Output(), `msg="merge after a split" member=n3 structure=pia policy=put-if-absent entries=80 stored=40 discarded=40`) {
 		t.Errorf("%s did not log the pia merge counts", n3.Name)
 	}
