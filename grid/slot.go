@@ -56,6 +56,11 @@ type slot struct {
 	waits []*ackWait
 	// rec is scratch for building backup records under mu.
 	rec recordScratch
+	// evMu guards evq, the structure events emitted in this partition
+	// that wait for their mutation's acknowledgement, in emission order
+	// (events.go).
+	evMu sync.Mutex
+	evq  []pendingEvent
 	// exec is the execution context handed to states that implement
 	// op.Executor (reused under mu).
 	exec op.Exec
@@ -245,6 +250,13 @@ func (w *ackWait) wait(ctx context.Context, timeout time.Duration) error {
 		w.fail(op.Errorf(op.CodeBackupTimeout, "no acknowledgement from %d backup(s) within %v", w.pending(), timeout))
 		return w.result()
 	}
+}
+
+// settled reports whether the wait completed, and how.
+func (w *ackWait) settled() (bool, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.done, w.err
 }
 
 func (w *ackWait) result() error {

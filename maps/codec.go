@@ -165,7 +165,13 @@ func encodeSnapshot(s *state, now int64) ([]byte, error) {
 	slices.Sort(ages)
 	var es []kv
 	return encode(size, func(e *msgpack.Encoder) {
-		_ = e.EncodeArrayLen(4)
+		if s.listen != nil {
+			// Listen records (events.go) ride as a fifth element, only
+			// when there are any.
+			_ = e.EncodeArrayLen(5)
+		} else {
+			_ = e.EncodeArrayLen(4)
+		}
 		_ = e.EncodeUint(snapshotVersion)
 		_ = e.EncodeInt(s.hlc)
 		_ = e.EncodeMapLen(len(names))
@@ -204,6 +210,9 @@ func encodeSnapshot(s *state, now int64) ([]byte, error) {
 			_ = e.EncodeString(name)
 			_ = e.EncodeInt(s.ages[name])
 		}
+		if s.listen != nil {
+			encodeListen(e, s)
+		}
 	}), nil
 }
 
@@ -216,14 +225,16 @@ func decodeSnapshot(b []byte, now int64, into *state) error {
 		if err != nil {
 			return err
 		}
-		if n != 2 && n != 4 {
+		if n < 2 || n > 5 {
 			return errors.New("not a map snapshot")
 		}
 		v, err := d.DecodeInt64()
 		if err != nil {
 			return err
 		}
-		if (v != snapshotVersionV1 || n != 2) && (v != snapshotVersion || n != 4) {
+		// Version 1 has 2 elements, version 2 has 4; either may carry the
+		// listen records (events.go) as one more.
+		if (v != snapshotVersionV1 || (n != 2 && n != 3)) && (v != snapshotVersion || (n != 4 && n != 5)) {
 			return fmt.Errorf("unsupported snapshot version %d", v)
 		}
 		var hlc int64
@@ -275,6 +286,9 @@ func decodeSnapshot(b []byte, now int64, into *state) error {
 			}
 		}
 		into.hlc = max(into.hlc, hlc)
+		if n == 3 || n == 5 {
+			return decodeListen(d, into)
+		}
 		return nil
 	})
 }

@@ -53,6 +53,9 @@ func (s *state) drop(why dropReason, tab *table, key string) {
 		x = tab.exps[key]
 	}
 	s.dropped[why]++
+	if s.listen != nil {
+		s.dropping(why, tab, key)
+	}
 	s.remove(tab, key, x)
 }
 

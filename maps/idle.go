@@ -61,6 +61,9 @@ func (s *state) Execute(x *op.Exec, req *op.Request) *op.Response {
 	if req == nil {
 		return fail(op.CodeBadRequest, "map: nil request")
 	}
+	// Entry events (events.go) are emitted through x while it runs.
+	s.x = x
+	defer func() { s.x = nil }()
 	var resp *op.Response
 	switch req.Op {
 	case op.OpTimer:

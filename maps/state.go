@@ -112,6 +112,8 @@ var (
 	_ op.State   = (*state)(nil)
 	_ op.Sweeper = (*state)(nil)
 	_ op.Grower  = Service{}
+
+	_ op.Executor = (*state)(nil)
 )
 
 // Name returns ServiceName.
@@ -148,6 +150,14 @@ func (Service) OpName(o uint8) string {
 		return "put_all"
 	case OpDeleteAll:
 		return "delete_all"
+	case OpListen:
+		return "listen"
+	case OpUnlisten:
+		return "unlisten"
+	case OpKeysPage:
+		return "keys_page"
+	case OpEntriesPage:
+		return "entries_page"
 	}
 	return ""
 }
@@ -171,7 +181,7 @@ func (Service) Grows(o uint8) bool {
 func (Service) Mutates(o uint8) bool {
 	switch o {
 	case OpPut, OpDelete, OpPutIfAbsent, OpReplace, OpCompareAndSwap, OpClear, OpIncr, OpMerge, OpPutAll, OpDeleteAll,
-		op.OpTimer, op.OpEvict:
+		op.OpTimer, op.OpEvict, OpListen, OpUnlisten:
 		return true
 	}
 	return false
@@ -214,6 +224,12 @@ type state struct {
 	// dropped counts the entries drop removed, by reason (replicated
 	// decisions, so equal on owner and backups; read by tests).
 	dropped [dropExpired + 1]int64
+	// listen holds the records of listened maps (events.go); nil while no
+	// map of the partition is listened, which is all the write path tests.
+	listen map[string]*listenRec
+	// x is the execution context during Execute (nil in Apply): where
+	// events are emitted.
+	x *op.Exec
 }
 
 // tick returns the next write timestamp: the operation's time, or one past
@@ -367,6 +383,9 @@ func (s *state) Apply(now time.Time, req *op.Request) *op.Response {
 		x.Reset(now, s.partition, true, req)
 		return s.Execute(&x, req)
 	}
+	if req.Op >= OpListen {
+		return s.applyExt(now.UnixNano(), req)
+	}
 	if req.Op == 0 || req.Op >= opEnd {
 		return fail(op.CodeUnknownOp, "map: unknown operation %d", req.Op)
 	}
@@ -389,8 +408,11 @@ func (s *state) Apply(now time.Time, req *op.Request) *op.Response {
 		}
 		return &op.Response{Found: ok}
 	case OpDelete:
-		tab, _, x, ok := s.lookup(t, req.Name, req.Key)
+		tab, b, x, ok := s.lookup(t, req.Name, req.Key)
 		if ok {
+			if s.listen != nil {
+				s.changed(req.Name, evRemoved, req.Key, b.value(len(req.Key)))
+			}
 			s.remove(tab, req.Key, x)
 		}
 		return &op.Response{Found: ok}
@@ -425,7 +447,11 @@ func (s *state) Apply(now time.Time, req *op.Request) *op.Response {
 		}
 	}
 	if req.Op == OpPut {
-		return &op.Response{Found: s.put(t, req.Name, req.Key, req.Value, at, 0)}
+		had := s.put(t, req.Name, req.Key, req.Value, at, 0)
+		if s.listen != nil {
+			s.changed(req.Name, changeKind(had), req.Key, req.Value)
+		}
+		return &op.Response{Found: had}
 	}
 	tab, b, x, ok := s.lookup(t, req.Name, req.Key)
 	switch req.Op {
@@ -451,7 +477,10 @@ func (s *state) Apply(now time.Time, req *op.Request) *op.Response {
 			return &op.Response{}
 		}
 	}
-	s.store(t, tab, req.Name, req.Key, req.Value, at, 0, x)
+	had := s.store(t, tab, req.Name, req.Key, req.Value, at, 0, x)
+	if s.listen != nil {
+		s.changed(req.Name, changeKind(had), req.Key, req.Value)
+	}
 	return &op.Response{Found: true}
 }
 
@@ -477,7 +506,10 @@ func (s *state) batch(now int64, req *op.Request) *op.Response {
 			if len(s.rules) != 0 {
 				s.refuseNew(now, req.Name, e.key) // an evicting map makes room key by key
 			}
-			s.put(now, req.Name, e.key, e.value, at, 0)
+			had := s.put(now, req.Name, e.key, e.value, at, 0)
+			if s.listen != nil {
+				s.changed(req.Name, changeKind(had), e.key, e.value)
+			}
 		}
 		return &op.Response{Num: int64(len(es))}
 	}
@@ -488,7 +520,10 @@ func (s *state) batch(now int64, req *op.Request) *op.Response {
 	if req.Op == OpDeleteAll {
 		n := 0
 		for _, k := range keys {
-			if tab, _, x, ok := s.lookup(now, req.Name, k); ok {
+			if tab, b, x, ok := s.lookup(now, req.Name, k); ok {
+				if s.listen != nil {
+					s.changed(req.Name, evRemoved, k, b.value(len(k)))
+				}
 				s.remove(tab, k, x)
 				n++
 			}
@@ -537,7 +572,11 @@ func (s *state) incr(now int64, req *op.Request) *op.Response {
 		at = s.defaultAt(now, req.Name, 0)
 	}
 	var buf [20]byte
-	s.store(now, tab, req.Name, req.Key, strconv.AppendInt(buf[:0], next, 10), at, 0, x)
+	v := strconv.AppendInt(buf[:0], next, 10)
+	s.store(now, tab, req.Name, req.Key, v, at, 0, x)
+	if s.listen != nil {
+		s.changed(req.Name, changeKind(ok), req.Key, v)
+	}
 	return &op.Response{Found: ok, Num: next}
 }
 
@@ -573,6 +612,9 @@ func (s *state) lookup(now int64, name, key string) (tab *table, b blob, x *expi
 		return tab, b, nil, ok
 	}
 	if x = tab.exps[key]; x != nil && x.at <= now {
+		if s.listen != nil {
+			s.reclaimed(tab, key)
+		}
 		s.remove(tab, key, x)
 		if len(tab.entries) == 0 {
 			tab = nil // remove dropped the table
@@ -592,6 +634,9 @@ func (s *state) put(now int64, name, key string, value []byte, at, ts int64) (ha
 	var old *expiry
 	if tab != nil && tab.exps != nil {
 		if old = tab.exps[key]; old != nil && old.at <= now {
+			if s.listen != nil {
+				s.reclaimed(tab, key)
+			}
 			s.remove(tab, key, old) // expired: reclaim it first
 			old = nil
 			if len(tab.entries) == 0 {
@@ -744,6 +789,9 @@ func (s *state) clear(now int64, tab *table) int {
 	if tab == nil {
 		return 0
 	}
+	if s.listen != nil {
+		s.clearing(now, tab)
+	}
 	n := s.live(now, tab)
 	for _, x := range tab.exps {
 		s.exp.remove(x)
@@ -774,10 +822,14 @@ func (s *state) Sweep(now time.Time, max int) int {
 // Len reports the live entries across all maps, as of the latest time any
 // call passed in (Len takes no clock).
 func (s *state) Len() int {
-	if !s.expiredPending(s.last) {
-		return s.n
+	n := s.n
+	if s.listen != nil {
+		n += s.listenLen()
 	}
-	return s.n - s.exp.countExpired(s.last, nil, 0)
+	if !s.expiredPending(s.last) {
+		return n
+	}
+	return n - s.exp.countExpired(s.last, nil, 0)
 }
 
 // Structures reports the maps of this partition and their stored entries
@@ -946,7 +998,10 @@ func (s *state) merge(now int64, req *op.Request) *op.Response {
 		}
 		// The entry keeps its write timestamp, so a later merge (or
 		// split) still compares the original write times.
-		s.put(now, req.Name, x.key, x.value, at, ts)
+		had := s.put(now, req.Name, x.key, x.value, at, ts)
+		if s.listen != nil {
+			s.changed(req.Name, changeKind(had), x.key, x.value)
+		}
 		stored++
 	}
 	return &op.Response{Num: int64(stored)}

@@ -10,14 +10,14 @@ import (
 // forgotten here.
 const (
 	completionCommands    = "status map queue idem rmap lock elect bench completion version help"
-	completionMapSubs     = "put get delete size keys"
+	completionMapSubs     = "put get delete size keys entries listen getall putall deleteall"
 	completionQueueSubs   = "offer poll drain len bench"
 	completionLockSubs    = "run status force-unlock"
 	completionRmapSubs    = "put get delete list len"
 	completionGlobalFlags = "--addr --timeout --cluster --json --help --version --token-file --tls-ca --tls-cert --tls-key"
 	completionQueueFlags  = "--wait --max --clients --queues --duration --value-size"
 	completionLockFlags   = "--lease --wait"
-	completionMapFlags    = "--ttl --msgpack --raw"
+	completionMapFlags    = "--ttl --msgpack --raw --unsorted --values --count"
 	completionBenchFlags  = "--clients --requests --duration --keys --value-size --ratio --map --prefill"
 	completionShells      = "bash zsh fish"
 )
@@ -56,7 +56,7 @@ _gridctl() {
 	for ((i = 1; i < COMP_CWORD; i++)); do
 		w="${COMP_WORDS[i]}"
 		case "$w" in
-		--addr|--timeout|--cluster|--ttl|--clients|--requests|--duration|--keys|--value-size|--ratio|--map|--wait|--max|--queues|--lease|--token-file|--tls-ca|--tls-cert|--tls-key) ((i++)); continue ;;
+		--addr|--timeout|--cluster|--ttl|--count|--clients|--requests|--duration|--keys|--value-size|--ratio|--map|--wait|--max|--queues|--lease|--token-file|--tls-ca|--tls-cert|--tls-key) ((i++)); continue ;;
 		-*) continue ;;
 		esac
 		if [[ -z $cmd ]]; then cmd="$w"; elif [[ -z $sub ]]; then sub="$w"; fi
