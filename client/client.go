@@ -33,8 +33,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sync/singleflight"
-
+	"github.com/shoalgrid/shoal/internal/evsub"
+	"github.com/shoalgrid/shoal/internal/invoke"
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/partition"
 	"github.com/shoalgrid/shoal/wire"
@@ -148,9 +148,13 @@ type Client struct {
 	session atomic.Uint64
 	callSeq atomic.Uint64
 
-	events subscriptions
-	// refreshes shares table reads among the calls that need one.
-	refreshes singleflight.Group
+	// events are the client's event subscriptions (shared code with
+	// the member: internal/evsub).
+	events *evsub.Registry
+	// loop is the route-and-retry loop of Invoke, InvokeAll and
+	// InvokeMany (shared with the member, see internal/invoke); its table
+	// reads are shared among the calls that need one.
+	loop *invoke.Loop
 }
 
 // memberConns is the connection set to one member address.
@@ -183,7 +187,10 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		cancel:    cancel,
 	}
 	c.session.Store(rand.Uint64() | 1)
-	c.events.subs = map[uint64]*subscription{}
+	c.newLoop()
+	c.events = &evsub.Registry{Log: c.log, Conn: func(ctx context.Context, mb partition.Member) (*wire.Conn, error) {
+		return c.conn(ctx, mb.Addr)
+	}}
 	backoff := 50 * time.Millisecond
 	for {
 		err := c.refresh(ctx)
@@ -317,7 +324,7 @@ func (c *Client) conn(ctx context.Context, addr string) (*wire.Conn, error) {
 	if ip := net.ParseIP(c.cfg.LocalIP); ip != nil {
 		d.LocalAddr = &net.TCPAddr{IP: ip}
 	}
-	cn, err := wire.Dial(dctx, d, addr, wire.Hello{Role: wire.RoleClient, Name: c.cfg.Name, Cluster: c.cfg.Cluster, Token: c.cfg.Token}, wire.Options{Limits: c.cfg.Limits, TLS: c.cfg.TLS, KeepAlive: c.cfg.KeepAlive, OnEvent: c.onEvent})
+	cn, err := wire.Dial(dctx, d, addr, wire.Hello{Role: wire.RoleClient, Name: c.cfg.Name, Cluster: c.cfg.Cluster, Token: c.cfg.Token}, wire.Options{Limits: c.cfg.Limits, TLS: c.cfg.TLS, KeepAlive: c.cfg.KeepAlive, OnEvent: c.events.OnEvent})
 	if err != nil {
 		mc.failedAt = time.Now()
 		mc.backoff = min(max(2*mc.backoff, 50*time.Millisecond), c.cfg.MaxBackoff)

@@ -2,13 +2,11 @@ package client
 
 import (
 	"context"
-	"fmt"
+	"time"
 
-	"golang.org/x/sync/errgroup"
-
+	"github.com/shoalgrid/shoal/internal/invoke"
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/partition"
-	"github.com/shoalgrid/shoal/wire"
 )
 
 // Invoke sends req to the owner of its partition and returns the owner's
@@ -19,113 +17,96 @@ import (
 // mutation retried after a lost connection, a failover or a backup timeout
 // is answered with its first response instead of being applied twice.
 func (c *Client) Invoke(ctx context.Context, req *op.Request) (*op.Response, error) {
-	return c.invoke(ctx, req, false)
+	return c.loop.Invoke(ctx, req, false)
 }
 
 // invoke is Invoke; internal is set for the client's own calls to the
 // member core's services (the session heartbeat).
 func (c *Client) invoke(ctx context.Context, req *op.Request, internal bool) (*op.Response, error) {
-	if c.closed.Load() {
-		return nil, c.errClosed()
-	}
-	if err := c.cfg.Limits.Check(req); err != nil {
-		return nil, err
-	}
-	if req.Service == "" || (req.Service[0] == '_' && !internal) || req.Op >= op.OpReservedMin {
-		return nil, op.Errorf(op.CodeUnknownService, "service %s", op.Quote(req.Service))
-	}
-	r := *req
-	t := c.Table()
-	if r.Partition < 0 {
-		r.Partition = partition.ID(r.Key, t.Count)
-	}
-	if int(r.Partition) >= t.Count {
-		return nil, op.Errorf(op.CodeBadRequest, "partition %d out of range 0..%d", r.Partition, t.Count-1)
-	}
-	if r.Origin == 0 && !internal {
-		// An identity makes retries safe: the owner answers a repeated
-		// mutation with its first response instead of applying it again.
-		r.Origin, r.CallSeq = c.session.Load(), c.callSeq.Add(1)
-	}
-	backoff := op.Backoff{Max: c.cfg.MaxBackoff}
-	var lastErr error
-	for {
-		changed := c.tableChanged()
-		t = c.Table()
-		owner, ok := t.Owner(r.Partition)
-		var resp *op.Response
-		var err error
-		if !ok {
-			resp = &op.Response{Code: op.CodeStaleTable, Msg: fmt.Sprintf("partition %d has no owner in table %d", r.Partition, t.Version)}
-		} else {
-			r.TableVersion = t.Version
-			var cn *wire.Conn
-			if cn, err = c.conn(ctx, owner.Addr); err == nil {
-				resp, err = cn.Call(ctx, &r)
-			}
-		}
-		if err == nil && (resp.TableVersion > t.Version || (resp.Code == op.CodeStaleTable && resp.TableVersion < t.Version)) {
-			// Newer table at the owner, or the owner lags behind us (or
-			// belongs to a restarted cluster): read its table.
-			c.refreshFrom(ctx, owner.Addr)
-		}
-		switch op.Judge(resp, err) {
-		case op.Done:
-			return resp, resp.Err()
-		case op.Fail:
-			if c.closed.Load() {
-				return nil, c.errClosed()
-			}
-			return nil, err // too large, timeout, canceled, refused
-		}
-		if err == nil {
-			lastErr = resp.Err()
-		} else {
-			if c.closed.Load() {
-				return nil, c.errClosed()
-			}
-			lastErr = err
-			// The owner is unreachable: learn the current table from any
-			// member. If none answers, fail fast rather than hang.
-			if rerr := c.sharedRefresh(ctx); rerr != nil {
-				if ctx.Err() != nil {
-					return nil, fmt.Errorf("%w (last attempt: %v)", op.FromContext(ctx), lastErr)
-				}
-				return nil, fmt.Errorf("client: %w", rerr)
-			}
-		}
-		if c.closed.Load() {
-			return nil, c.errClosed()
-		}
-		if werr := backoff.Wait(ctx, changed); werr != nil {
-			return nil, fmt.Errorf("%w (last attempt: %v)", werr, lastErr)
-		}
-	}
+	return c.loop.Invoke(ctx, req, internal)
 }
 
 // InvokeAll runs req on every partition, concurrently (bounded), and returns
 // the responses indexed by partition. It implements op.Invoker.
 func (c *Client) InvokeAll(ctx context.Context, req *op.Request) ([]*op.Response, error) {
-	if c.closed.Load() {
-		return nil, c.errClosed()
+	return c.loop.InvokeAll(ctx, req, false)
+}
+
+// InvokeMany runs every request of reqs as Invoke would and returns the
+// results in order; the requests owned by one member travel together, in
+// one frame (one round trip per member). It implements op.BatchInvoker.
+func (c *Client) InvokeMany(ctx context.Context, reqs []*op.Request) []op.Result {
+	return c.loop.InvokeMany(ctx, reqs, false)
+}
+
+// newLoop builds the client's invoke loop over its transport.
+func (c *Client) newLoop() {
+	c.loop = &invoke.Loop{
+		T:          clientTransport{c},
+		Check:      c.cfg.Limits.Check,
+		Partitions: c.PartitionCount,
+		Identity:   func() (uint64, uint64) { return c.session.Load(), c.callSeq.Add(1) },
+		MaxBackoff: c.cfg.MaxBackoff,
+		Life:       c.ctx,
+		RefreshTimeout: func() time.Duration {
+			return 2 * c.cfg.DialTimeout * time.Duration(max(1, len(c.Members())+len(c.cfg.Addrs)))
+		},
 	}
-	out := make([]*op.Response, c.PartitionCount())
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(64)
-	for p := range out {
-		r := *req
-		r.Partition = int32(p)
-		g.Go(func() error {
-			resp, err := c.Invoke(gctx, &r)
-			if err != nil {
-				return fmt.Errorf("partition %d: %w", p, err)
-			}
-			out[p] = resp
-			return nil
-		})
+}
+
+// clientTransport is the client's invoke.Transport: every call goes to
+// its owner's connection.
+type clientTransport struct{ c *Client }
+
+func (t clientTransport) Table() (*partition.Table, <-chan struct{}) {
+	changed := t.c.tableChanged()
+	return t.c.Table(), changed
+}
+
+func (clientTransport) Precheck(string, *partition.Table) *op.Response { return nil }
+
+func (t clientTransport) Err() error {
+	if t.c.closed.Load() {
+		return t.c.errClosed()
 	}
-	if err := g.Wait(); err != nil {
+	return nil
+}
+
+func (t clientTransport) Send(ctx context.Context, owner partition.Member, r op.Request) (*op.Response, error) {
+	cn, err := t.c.conn(ctx, owner.Addr)
+	if err != nil {
 		return nil, err
 	}
-	return out, nil
+	return cn.Call(ctx, &r)
+}
+
+func (t clientTransport) SendMany(ctx context.Context, owner partition.Member, rs []*op.Request) []op.Result {
+	out := make([]op.Result, len(rs))
+	cn, err := t.c.conn(ctx, owner.Addr)
+	if err != nil {
+		for i := range out {
+			out[i].Err = err
+		}
+		return out
+	}
+	resps, errs := cn.CallMany(ctx, rs)
+	for i := range out {
+		out[i] = op.Result{Resp: resps[i], Err: errs[i]}
+	}
+	return out
+}
+
+// Refresh reads the table of the member that answered with another
+// version (a newer one, or an older one: it lags, or belongs to a
+// restarted cluster), or, when from is zero, from every known member (see
+// refresh).
+func (t clientTransport) Refresh(ctx context.Context, from partition.Member, _ uint64) error {
+	if from.Addr == "" {
+		return t.c.refresh(ctx)
+	}
+	tab, err := t.c.fetchTable(ctx, from.Addr)
+	if err == nil {
+		t.c.adopt(tab)
+	}
+	return err
 }

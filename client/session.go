@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/shoalgrid/shoal/op"
+	"github.com/shoalgrid/shoal/partition"
 	"github.com/shoalgrid/shoal/sysop"
 )
 
@@ -54,7 +55,7 @@ func (c *Client) heartbeatLoop() {
 		} else if err != nil && c.ctx.Err() == nil {
 			c.log.Debug("session heartbeat", "err", err)
 			rctx, cancel := context.WithTimeout(c.ctx, every)
-			_ = c.sharedRefresh(rctx)
+			_ = c.loop.Refresh(rctx, partition.Member{}, 0) // shared with failing calls
 			cancel()
 			wait = every / 8
 		}

@@ -153,42 +153,6 @@ func (c *Client) fetchTable(ctx context.Context, addr string) (*partition.Table,
 	return t, nil
 }
 
-func (c *Client) refreshFrom(ctx context.Context, addr string) {
-	// Many calls see the same newer version at once: one read per
-	// address serves them all.
-	_ = c.shared(ctx, "from "+addr, func(ctx context.Context) error {
-		t, err := c.fetchTable(ctx, addr)
-		if err == nil {
-			c.adopt(t)
-		}
-		return err
-	})
-}
-
-// sharedRefresh is refresh for failing calls: concurrent failures share one
-// refresh (x/sync/singleflight) instead of each reading the table.
-func (c *Client) sharedRefresh(ctx context.Context) error {
-	return c.shared(ctx, "any", c.refresh)
-}
-
-// shared runs f once for all concurrent callers with the same key. f runs
-// with a context detached from any one caller (bounded by the client's
-// lifetime and twice the dial timeout per address tried); each caller
-// stops waiting when its own ctx ends.
-func (c *Client) shared(ctx context.Context, key string, f func(context.Context) error) error {
-	ch := c.refreshes.DoChan(key, func() (any, error) {
-		fctx, cancel := context.WithTimeout(c.ctx, 2*c.cfg.DialTimeout*time.Duration(max(1, len(c.Members())+len(c.cfg.Addrs))))
-		defer cancel()
-		return nil, f(fctx)
-	})
-	select {
-	case r := <-ch:
-		return r.Err
-	case <-ctx.Done():
-		return op.FromContext(ctx)
-	}
-}
-
 // refreshGrace is how long refresh keeps listening for other members'
 // tables once one answered: enough for the others on a LAN, short enough
 // that a member that does not answer (cut off, paused) costs nothing.
@@ -299,12 +263,9 @@ func (c *Client) refreshLoop() {
 		}
 		cancel()
 		c.dropStale()
-		c.events.mu.Lock()
-		subs := len(c.events.subs)
-		c.events.mu.Unlock()
-		if subs > 0 {
+		if c.events.Len() > 0 {
 			ctx, cancel := context.WithTimeout(c.ctx, c.cfg.RefreshInterval)
-			c.syncSubs(ctx)
+			c.events.Sync(ctx, c.Table())
 			cancel()
 		}
 	}

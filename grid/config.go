@@ -280,6 +280,10 @@ const (
 	// (see Config.SessionTTL): with LAN failure detection (2-3 s) a
 	// crashed process's holds are released within about 3 s.
 	DefaultSessionTTL = 2 * time.Second
+	// MinSessionTTL is the shortest Config.SessionTTL accepted: a session
+	// heartbeats every third of its TTL, and shorter periods would spend
+	// the member on heartbeats.
+	MinSessionTTL = 30 * time.Millisecond
 )
 
 // ErrConfig is wrapped by configuration errors.
@@ -356,8 +360,8 @@ func (c Config) withDefaults() (Config, error) {
 	if c.SessionTTL <= 0 {
 		c.SessionTTL = DefaultSessionTTL
 	}
-	if c.SessionTTL < 30*time.Millisecond {
-		return c, fmt.Errorf("%w: session TTL %v is below 30ms", ErrConfig, c.SessionTTL)
+	if c.SessionTTL < MinSessionTTL {
+		return c, fmt.Errorf("%w: session TTL %v is below %v", ErrConfig, c.SessionTTL, MinSessionTTL)
 	}
 	if c.MaxMemory < 0 {
 		return c, fmt.Errorf("%w: max memory %d is negative", ErrConfig, c.MaxMemory)

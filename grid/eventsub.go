@@ -3,11 +3,9 @@ package grid
 import (
 	"context"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/shoalgrid/shoal/op"
-	"github.com/shoalgrid/shoal/sysop"
 	"github.com/shoalgrid/shoal/wire"
 )
 
@@ -56,16 +54,28 @@ func (m *Member) watchConn(c *wire.Conn) {
 	m.connTab.mu.Lock()
 	cs := m.connTab.conns[c]
 	delete(m.connTab.conns, c)
+	var parked []*parkedCall
+	var subs []func()
+	if cs != nil {
+		// A parked call's responder removes it from cs.parked under the
+		// lock, concurrently: iterate over copies.
+		for _, pc := range cs.parked {
+			parked = append(parked, pc)
+		}
+		for _, remove := range cs.subs {
+			subs = append(subs, remove)
+		}
+	}
 	m.connTab.mu.Unlock()
 	if cs == nil {
 		return
 	}
-	for _, pc := range cs.parked {
+	for _, pc := range parked {
 		if m.ctx.Err() == nil {
 			m.cancelParked(pc, op.CodeCanceled)
 		}
 	}
-	for _, remove := range cs.subs {
+	for _, remove := range subs {
 		remove()
 	}
 }
@@ -177,22 +187,6 @@ func (m *Member) unsubscribeRemote(c *wire.Conn, req *op.Request) *op.Response {
 	return &op.Response{TableVersion: m.tableVersion()}
 }
 
-// localSub is an embedded subscription (SubscribeEvents): registered in
-// this member's hub and, through the member connections, on every other
-// member, so the event arrives whichever member owns the structure.
-type localSub struct {
-	service, name string
-	sub           *eventSub
-	// on is the connection each other member registered it on.
-	on map[string]*wire.Conn
-}
-
-type localSubs struct {
-	mu   sync.Mutex
-	subs map[uint64]*localSub
-	ids  atomic.Uint64
-}
-
 // SubscribeEvents calls fn with the payload of every event that structure
 // name of service emits (op.Exec.Emit), on one goroutine of the
 // subscription, in order per owner. Delivery is at most once: events are
@@ -209,100 +203,27 @@ func (m *Member) SubscribeEvents(ctx context.Context, service, name string, fn f
 	if service == "" || service[0] == '_' {
 		return nil, op.Errorf(op.CodeUnknownService, "service %q", service)
 	}
-	id := m.lsubs.ids.Add(1)
+	// Events of partitions this member owns come from its own hub; the
+	// other members send theirs to the registration on their connection
+	// (the shared subscriber registry, internal/evsub), and they join the
+	// same queue.
 	es, remove := m.events.addSub(service, name, fn)
-	ls := &localSub{service: service, name: name, sub: es, on: map[string]*wire.Conn{}}
-	m.lsubs.mu.Lock()
-	m.lsubs.subs[id] = ls
-	m.lsubs.mu.Unlock()
-	m.syncSubs(ctx)
+	id := m.lsubs.Add(service, name, func(p []byte) bool {
+		select {
+		case es.ch <- p:
+		default:
+			m.events.dropped.Add(1)
+		}
+		return true
+	})
+	m.lsubs.Sync(ctx, m.Table())
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			remove()
-			m.lsubs.mu.Lock()
-			delete(m.lsubs.subs, id)
-			on := ls.on
-			m.lsubs.mu.Unlock()
-			for _, c := range on {
-				_ = c.Go(&op.Request{Service: sysService, Op: sysop.Unsubscribe, Partition: -1, Key: service, Name: name, Num: int64(id)}, func(*op.Response, error) {})
-			}
+			m.lsubs.Remove(id)
 		})
 	}, nil
-}
-
-// onEvent receives an event frame from another member for an embedded
-// subscription (it runs on the connection's read loop: never blocks).
-func (m *Member) onEvent(sub uint64, payload []byte) {
-	m.lsubs.mu.Lock()
-	ls := m.lsubs.subs[sub]
-	m.lsubs.mu.Unlock()
-	if ls == nil {
-		return
-	}
-	select {
-	case ls.sub.ch <- payload:
-	default:
-		m.events.dropped.Add(1)
-	}
-}
-
-// syncSubs registers every embedded subscription with every other member
-// of the table that does not hold it on a live connection.
-func (m *Member) syncSubs(parent context.Context) {
-	t := m.Table()
-	if t == nil {
-		return
-	}
-	m.lsubs.mu.Lock()
-	type job struct {
-		id uint64
-		ls *localSub
-	}
-	var jobs []job
-	for id, ls := range m.lsubs.subs {
-		jobs = append(jobs, job{id, ls})
-	}
-	m.lsubs.mu.Unlock()
-	for _, j := range jobs {
-		for _, mb := range t.Members {
-			if mb.Name == m.cfg.Name {
-				continue
-			}
-			m.lsubs.mu.Lock()
-			cur := j.ls.on[mb.Name]
-			m.lsubs.mu.Unlock()
-			if cur != nil {
-				select {
-				case <-cur.Done():
-				default:
-					continue
-				}
-			}
-			if parent.Err() != nil {
-				return
-			}
-			ctx, cancel := context.WithTimeout(parent, time.Second)
-			c, err := m.peers.get(ctx, mb.Name, mb.Addr)
-			if err == nil {
-				var resp *op.Response
-				resp, err = c.Call(ctx, &op.Request{Service: sysService, Op: sysop.Subscribe, Partition: -1, Key: j.ls.service, Name: j.ls.name, Num: int64(j.id)})
-				if err == nil {
-					err = resp.Err()
-				}
-			}
-			cancel()
-			if err != nil {
-				m.log.Debug("event subscription not registered", "peer", mb.Name, "err", err)
-				continue
-			}
-			m.lsubs.mu.Lock()
-			if m.lsubs.subs[j.id] == j.ls {
-				j.ls.on[mb.Name] = c
-			}
-			m.lsubs.mu.Unlock()
-		}
-	}
 }
 
 // subsLoop keeps embedded subscriptions registered as members join and
@@ -317,11 +238,8 @@ func (m *Member) subsLoop() {
 			return
 		case <-tick.C:
 		}
-		m.lsubs.mu.Lock()
-		n := len(m.lsubs.subs)
-		m.lsubs.mu.Unlock()
-		if n > 0 {
-			m.syncSubs(m.ctx)
+		if m.lsubs.Len() > 0 {
+			m.lsubs.Sync(m.ctx, m.Table())
 		}
 	}
 }

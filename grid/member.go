@@ -21,6 +21,8 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/shoalgrid/shoal/internal/evsub"
+	"github.com/shoalgrid/shoal/internal/invoke"
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/partition"
 	"github.com/shoalgrid/shoal/sysop"
@@ -86,13 +88,16 @@ type Member struct {
 	// the embedded ones (SubscribeEvents), connTab what is tracked per
 	// remote connection (parked calls, subscriptions).
 	events  *eventHub
-	lsubs   localSubs
+	lsubs   *evsub.Registry
 	connTab connTable
 	// sess is the member's session, whose id is the origin of its
 	// invocations (numbered by callSeq), and the session machinery.
 	sess    *sessions
 	callSeq atomic.Uint64
 	pulling atomic.Bool
+	// loop is the route-and-retry loop of Invoke, InvokeAll and
+	// InvokeMany (shared with the client, see internal/invoke).
+	loop *invoke.Loop
 
 	connsMu sync.Mutex
 	conns   map[*wire.Conn]struct{}
@@ -242,9 +247,12 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 	m.backups = newBackupRules(cfg)
 	m.timers = newTimerHeap()
 	m.events = newEventHub(m)
-	m.lsubs.subs = map[uint64]*localSub{}
+	m.lsubs = &evsub.Registry{Self: cfg.Name, Log: m.log, Conn: func(ctx context.Context, mb partition.Member) (*wire.Conn, error) {
+		return m.peers.get(ctx, mb.Name, mb.Addr)
+	}}
 	m.connTab.conns = map[*wire.Conn]*connState{}
 	m.sess = newSessions(m)
+	m.newLoop()
 	m.meta.Session = m.sess.id.Load()
 	m.quorum = newQuorumState(cfg)
 	m.latency = newMemberLatencies(m.services)
@@ -751,6 +759,7 @@ func (m *Member) errClosed() error {
 }
 
 var (
-	_ op.Invoker     = (*Member)(nil)
-	_ op.EventSource = (*Member)(nil)
+	_ op.Invoker      = (*Member)(nil)
+	_ op.BatchInvoker = (*Member)(nil)
+	_ op.EventSource  = (*Member)(nil)
 )

@@ -41,7 +41,7 @@ func (m *Member) hello(role wire.Role) wire.Hello {
 // connOptions are the options of this member's connections: tlsCfg is the
 // server or the client TLS configuration.
 func (m *Member) connOptions(tlsCfg *tls.Config) wire.Options {
-	return wire.Options{Limits: m.cfg.Limits, Handler: m, MemberKeys: m.sec.handshake, TLS: tlsCfg, Authorize: m.sec.authorize, OnEvent: m.onEvent}
+	return wire.Options{Limits: m.cfg.Limits, Handler: m, MemberKeys: m.sec.handshake, TLS: tlsCfg, Authorize: m.sec.authorize, OnEvent: m.lsubs.OnEvent}
 }
 
 func (m *Member) checkPeer(h wire.Hello) error {

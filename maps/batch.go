@@ -10,7 +10,7 @@ import (
 	"github.com/shoalgrid/shoal/op"
 )
 
-// Batch limits. A batch call sends one request per partition that holds
+// Batch limits. A batch call makes one request per partition that holds
 // some of its keys, split further only when a partition's share exceeds
 // batchMaxKeys keys or (PutAll) batchMaxBytes of encoded entries, so that
 // no request or answer comes near the wire's frame limit.
@@ -52,30 +52,59 @@ func (m *Map) groupKeys(keys []string) []*batchReq {
 	return out
 }
 
-// runBatch sends one request per batchReq, at most batchParallelism at a
-// time, and hands every response to done (called concurrently). The first
-// failure cancels the requests not sent yet and is returned.
+// runBatch sends one request per batchReq and hands every response to
+// done (called concurrently). With an op.BatchInvoker the requests go out
+// together, grouped by owner (one round trip per member); otherwise at
+// most batchParallelism at a time, and the first failure cancels the
+// requests not sent yet. The first failure is returned.
 func (m *Map) runBatch(ctx context.Context, what string, code uint8, reqs []*batchReq, num int64, done func(*batchReq, *op.Response)) error {
 	if err := m.check(); err != nil {
 		return fmt.Errorf("maps: %s: %w", what, err)
+	}
+	build := func(br *batchReq) *op.Request {
+		req := m.request(code, "")
+		req.Partition, req.Num = br.partition, num
+		if br.entries != nil {
+			req.Value = encodeEntries(br.entries)
+		} else {
+			req.Value = encodeKeys(br.keys)
+		}
+		return req
+	}
+	fail := func(br *batchReq, err error) error {
+		return fmt.Errorf("maps: %s in map %s: partition %d: %w", what, op.Quote(m.name), br.partition, err)
+	}
+	if bi, ok := m.inv.(op.BatchInvoker); ok && len(reqs) > 1 {
+		rs := make([]*op.Request, len(reqs))
+		for i, br := range reqs {
+			rs[i] = build(br)
+		}
+		var first error
+		for i, res := range bi.InvokeMany(ctx, rs) {
+			err := res.Err
+			if err == nil && res.Resp == nil {
+				err = fmt.Errorf("%w: no response", op.ErrInternal)
+			}
+			if err != nil {
+				if first == nil {
+					first = fail(reqs[i], err)
+				}
+				continue
+			}
+			done(reqs[i], res.Resp)
+		}
+		return first
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(batchParallelism)
 	for _, br := range reqs {
 		g.Go(func() error {
-			req := m.request(code, "")
-			req.Partition, req.Num = br.partition, num
-			if br.entries != nil {
-				req.Value = encodeEntries(br.entries)
-			} else {
-				req.Value = encodeKeys(br.keys)
-			}
-			resp, err := m.inv.Invoke(gctx, req)
+			resp, err := m.inv.Invoke(gctx, build(br))
 			if err == nil && resp == nil {
 				err = fmt.Errorf("%w: no response", op.ErrInternal)
 			}
 			if err != nil {
-				return fmt.Errorf("maps: %s in map %s: partition %d: %w", what, op.Quote(m.name), br.partition, err)
+				return fail(br, err)
 			}
 			done(br, resp)
 			return nil
@@ -85,9 +114,11 @@ func (m *Map) runBatch(ctx context.Context, what string, code uint8, reqs []*bat
 }
 
 // GetAll reads keys and returns the live ones with their values (absent and
-// expired keys are left out). It sends one request per partition holding
-// some of the keys (not one per key, nor one per member), up to 32 at a
-// time; a partition's share of more than 1000 keys takes more requests.
+// expired keys are left out). It makes one request per partition holding
+// some of the keys (a partition's share of more than 1000 keys takes
+// more); when the invoker is an op.BatchInvoker (members and clients) the
+// requests owned by one member travel together, one round trip per member,
+// else they go out up to 32 at a time.
 // Each partition is read at its own instant: GetAll is not a snapshot
 // across partitions.
 func (m *Map) GetAll(ctx context.Context, keys []string) (map[string][]byte, error) {
@@ -119,9 +150,9 @@ func (m *Map) GetAll(ctx context.Context, keys []string) (map[string][]byte, err
 }
 
 // PutAll stores every entry of entries (with the TTL of opts, as Put). It
-// sends one request per partition holding some of the keys, up to 32 at a
-// time; a partition's share of more than 1000 entries or 4MiB takes more
-// requests. Each request is applied atomically on its partition, but the
+// makes one request per partition holding some of the keys (a partition's
+// share of more than 1000 entries or 4MiB takes more), sent grouped by
+// owner as GetAll's. Each request is applied atomically on its partition, but the
 // call is not atomic across partitions: on an error some partitions may
 // hold their entries and others not (retrying the call is safe). A member
 // above its memory limit refuses with op.ErrMapFull.
@@ -146,9 +177,9 @@ func (m *Map) PutAll(ctx context.Context, entries map[string][]byte, opts ...Opt
 	return m.runBatch(ctx, "put-all", OpPutAll, reqs, ttlMillis(opts), func(*batchReq, *op.Response) {})
 }
 
-// DeleteAll removes keys and returns how many were present. It sends one
-// request per partition holding some of the keys, up to 32 at a time (more
-// for a partition's share of more than 1000 keys). It is not atomic across
+// DeleteAll removes keys and returns how many were present. It makes one
+// request per partition holding some of the keys (more for a partition's
+// share of more than 1000 keys), sent grouped by owner as GetAll's. It is not atomic across
 // partitions: on an error some keys may be deleted and others not, and the
 // count is not returned.
 func (m *Map) DeleteAll(ctx context.Context, keys []string) (int, error) {

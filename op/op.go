@@ -101,6 +101,26 @@ type Invoker interface {
 	PartitionOf(key string) int32
 }
 
+// BatchInvoker is implemented by invokers that send many requests at once
+// grouped by owner: one round trip per member instead of one per request
+// (*grid.Member and *client.Client). Each request is handled as Invoke
+// would handle it (its own identity, routing and retries; a request whose
+// partition moved is re-sent to its new owner); InvokeMany returns when
+// every request has its result, in the order of reqs. Proxies use it for
+// batch calls when the invoker has it and fall back to Invoke otherwise.
+type BatchInvoker interface {
+	Invoker
+	InvokeMany(ctx context.Context, reqs []*Request) []Result
+}
+
+// Result is the outcome of one request of InvokeMany: what Invoke would
+// have returned for it (a non-OK response comes with its error, as from
+// Invoke).
+type Result struct {
+	Resp *Response
+	Err  error
+}
+
 // EventSource is implemented by invokers that deliver structure events
 // (Exec.Emit): *grid.Member and *client.Client. SubscribeEvents calls fn
 // with every payload that structure name of service emits, until the

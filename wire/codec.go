@@ -56,6 +56,14 @@ const (
 	KindEvent
 )
 
+// KindRequests carries several requests in one frame (body: a msgpack
+// array of requests); the frame's id is the first request's id, the
+// others follow in order (id+1, id+2, ...). The receiver handles each as
+// if it had arrived in its own KindRequest frame and answers each with its
+// own KindResponse frame. Sent only to peers with CapRequests. (Kind 9 is
+// reserved for backup records.)
+const KindRequests Kind = 10
+
 // Capability bits, exchanged in Hello.Caps: a peer sends a frame kind
 // added after protocol version 1 only if the other side announced the
 // matching bit, so old and new peers keep talking (old peers announce
@@ -70,8 +78,11 @@ const (
 	CapSkipUnknown
 )
 
+// CapRequests: the peer understands KindRequests.
+const CapRequests uint64 = 1 << 4
+
 // Caps are the capabilities this build announces.
-const Caps = CapCancel | CapEvents | CapSkipUnknown
+const Caps = CapCancel | CapEvents | CapSkipUnknown | CapRequests
 
 const headerSize = 4 + 1 + 8
 
@@ -456,6 +467,58 @@ func DecodeRequestBytes(b []byte) (*op.Request, error) {
 		return nil, err
 	}
 	return &r, nil
+}
+
+// MaxRequestsPerFrame bounds the requests of one KindRequests frame.
+const MaxRequestsPerFrame = 4096
+
+// EncodeRequests writes rs as a msgpack array of requests (the body of a
+// KindRequests frame).
+func EncodeRequests(enc *msgpack.Encoder, rs []*op.Request) error {
+	if err := enc.EncodeArrayLen(len(rs)); err != nil {
+		return err
+	}
+	for _, r := range rs {
+		if err := EncodeRequest(enc, r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// decodeRequestsBody decodes the body of a KindRequests frame, which dec
+// reads from, calling fn with each request in order. A malformed body
+// ends the decoding with an error: requests at..n-1 were not handed to fn
+// (n is 0 when even the count is unreadable). The body is walked by
+// checkBody first, so the count is bounded by the body's size.
+func decodeRequestsBody(dec *msgpack.Decoder, body []byte, in *Names, fn func(i int, r *op.Request)) (n, at int, err error) {
+	if err := checkBody(body); err != nil {
+		return 0, 0, malformed("requests", err)
+	}
+	if n, err = dec.DecodeArrayLen(); err != nil {
+		return 0, 0, malformed("requests", err)
+	}
+	if n < 1 || n > MaxRequestsPerFrame {
+		return 0, 0, malformed(fmt.Sprintf("%d requests in one frame, want 1..%d", n, MaxRequestsPerFrame), nil)
+	}
+	for i := range n {
+		r := new(op.Request)
+		if err := decodeRequest(dec, r, in); err != nil {
+			return n, i, fmt.Errorf("request %d of %d: %w", i, n, err)
+		}
+		fn(i, r)
+	}
+	return n, n, nil
+}
+
+// DecodeRequestsBytes decodes the body of a KindRequests frame held in b.
+func DecodeRequestsBytes(b []byte) ([]*op.Request, error) {
+	var out []*op.Request
+	dec := msgpack.NewDecoder(bytes.NewReader(b))
+	if _, _, err := decodeRequestsBody(dec, b, nil, func(_ int, r *op.Request) { out = append(out, r) }); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // DecodeResponseBytes decodes a response body held in b.

@@ -604,6 +604,11 @@ func (c *Conn) waitRoom() bool {
 	return true
 }
 
+// Frames returns how many frames c has read and queued for writing since
+// the handshake (pings included): a count of round trips for tests and
+// benchmarks.
+func (c *Conn) Frames() (in, out uint64) { return c.framesIn.Load(), c.framesOut.Load() }
+
 // Peer returns the hello the peer sent.
 func (c *Conn) Peer() Hello { return c.peer }
 
@@ -737,6 +742,186 @@ func (c *Conn) Call(ctx context.Context, req *op.Request) (*op.Response, error) 
 		}
 		return nil, op.FromContext(ctx)
 	}
+}
+
+// CallMany sends every request of rs and waits for all their responses,
+// ctx's end or the connection's loss; the results are in the order of rs,
+// each as Call would return it. To a peer with CapRequests the requests
+// travel in KindRequests frames (one unless they exceed a frame), else in
+// one KindRequest frame each; either way the write loop sends them
+// together.
+func (c *Conn) CallMany(ctx context.Context, rs []*op.Request) ([]*op.Response, []error) {
+	resps, errs := make([]*op.Response, len(rs)), make([]error, len(rs))
+	if err := ctx.Err(); err != nil {
+		for i := range errs {
+			errs[i] = op.FromContext(ctx)
+		}
+		return resps, errs
+	}
+	now := time.Now()
+	var left atomic.Int64
+	all := make(chan struct{})
+	done := func(i int) func(*op.Response, error) {
+		return func(resp *op.Response, err error) {
+			resps[i], errs[i] = resp, err
+			if left.Add(-1) == 0 {
+				close(all)
+			}
+		}
+	}
+	type sent struct {
+		i  int
+		id uint64
+	}
+	var out []sent
+	var frame []*op.Request
+	var frameIdx []int
+	frameSize := 0
+	batch := c.peer.Caps&CapRequests != 0
+	// flush sends the requests gathered in frame, under consecutive ids.
+	flush := func() {
+		if len(frame) == 0 {
+			return
+		}
+		defer func() { frame, frameIdx, frameSize = frame[:0], frameIdx[:0], 0 }()
+		c.pmu.Lock()
+		if c.callbacks == nil {
+			c.pmu.Unlock()
+			for _, i := range frameIdx {
+				errs[i] = c.notSent()
+			}
+			return
+		}
+		first := c.nextID + 1
+		c.nextID += uint64(len(frame))
+		for j, i := range frameIdx {
+			left.Add(1)
+			c.callbacks[first+uint64(j)] = done(i)
+		}
+		c.pmu.Unlock()
+		var err error
+		if batch {
+			reqs := frame
+			err = c.enqueue(nil, KindRequests, first, func(enc *msgpack.Encoder) error { return EncodeRequests(enc, reqs) })
+		} else {
+			for j := range frame {
+				r := frame[j]
+				if err = c.enqueue(nil, KindRequest, first+uint64(j), func(enc *msgpack.Encoder) error { return EncodeRequest(enc, r) }); err != nil {
+					break
+				}
+			}
+		}
+		for j, i := range frameIdx {
+			id := first + uint64(j)
+			out = append(out, sent{i, id})
+			if err == nil {
+				continue
+			}
+			c.pmu.Lock()
+			_, still := c.callbacks[id]
+			delete(c.callbacks, id)
+			c.pmu.Unlock()
+			if !still {
+				continue // fail() or a response took it
+			}
+			if errors.Is(err, op.ErrTooLarge) {
+				errs[i] = err
+			} else {
+				errs[i] = c.notSent()
+			}
+			if left.Add(-1) == 0 {
+				close(all)
+			}
+		}
+	}
+	// Frames stay well below the limit: the estimate leaves room for the
+	// encoding's overhead.
+	limit := c.opts.Limits.MaxFrameSize / 2
+	left.Add(1) // held until every request is sent
+	for i, req := range rs {
+		if err := c.opts.Limits.Check(req); err != nil {
+			errs[i] = err
+			continue
+		}
+		// Encode a copy: writing req.Timeout would race with other
+		// goroutines sending or reading the same request.
+		r := *req
+		r.Timeout = op.Remaining(ctx, now)
+		size := 64 + len(r.Service) + len(r.Name) + len(r.Key) + len(r.Value) + len(r.Aux)
+		if len(frame) > 0 && (!batch || frameSize+size > limit || len(frame) >= MaxRequestsPerFrame) {
+			flush()
+		}
+		frame, frameIdx = append(frame, &r), append(frameIdx, i)
+		frameSize += size
+	}
+	flush()
+	if left.Add(-1) == 0 {
+		close(all)
+	}
+	select {
+	case <-all:
+	case <-ctx.Done():
+		for _, s := range out {
+			c.pmu.Lock()
+			_, still := c.callbacks[s.id]
+			delete(c.callbacks, s.id)
+			c.pmu.Unlock()
+			if still {
+				// Out and unanswered: tell the peer, so a call parked
+				// there stops waiting.
+				c.sendCancel(s.id)
+				errs[s.i] = op.FromContext(ctx)
+				if left.Add(-1) == 0 {
+					close(all)
+				}
+			}
+		}
+		<-all // the callbacks that already started finish quickly
+	}
+	for i, resp := range resps {
+		if resp == nil && errs[i] == nil {
+			errs[i] = fmt.Errorf("%w: %w: %v", op.ErrUnavailable, ErrConnLost, c.Err())
+		}
+	}
+	return resps, errs
+}
+
+// handleRequests serves a KindRequests frame: each request as if it had
+// come in its own frame, under ids id, id+1, ... It returns false when the
+// connection closed while waiting for room.
+func (c *Conn) handleRequests(dec *msgpack.Decoder, body []byte, id uint64, names *Names) bool {
+	open := true
+	n, at, err := decodeRequestsBody(dec, body, names, func(i int, req *op.Request) {
+		if !open {
+			return
+		}
+		rid := id + uint64(i)
+		if err := c.opts.Limits.Check(req); err != nil {
+			c.reply(nil, rid, &op.Response{Code: op.CodeOf(err), Msg: op.Message(err)})
+			return
+		}
+		if c.opts.Handler == nil {
+			c.reply(nil, rid, &op.Response{Code: op.CodeBadRequest, Msg: "this peer serves no requests"})
+			return
+		}
+		if !c.waitRoom() {
+			open = false
+			return
+		}
+		c.inflight.Add(1)
+		c.opts.Handler.HandleRequest(c, rid, req)
+	})
+	if !open {
+		return false
+	}
+	if err != nil {
+		// Answer the requests the decoding did not reach (a body that is
+		// not even an array gets one answer, under the frame's id).
+		for i := at; i < max(n, 1); i++ {
+			c.reply(nil, id+uint64(i), &op.Response{Code: op.CodeBadRequest, Msg: op.Message(err)})
+		}
+	}
+	return true
 }
 
 // sendCancel sends a KindCancel frame for request id if the peer
@@ -1165,6 +1350,10 @@ func (c *Conn) readLoop(br *bufio.Reader) {
 			}
 			c.inflight.Add(1)
 			c.opts.Handler.HandleRequest(c, id, req)
+		case KindRequests:
+			if !c.handleRequests(dec, body, id, &names) {
+				return
+			}
 		case KindResponse:
 			resp := new(op.Response)
 			if err := decodeResponseBody(dec, body, resp); err != nil {

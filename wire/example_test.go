@@ -78,9 +78,21 @@ func ExampleDial() {
 	}
 	fmt.Printf("connected to %s of cluster %s\n", c.Peer().Name, c.Peer().Cluster)
 	fmt.Printf("found=%v value=%s err=%v\n", resp.Found, resp.Value, resp.Err())
+
+	// Several calls in one frame (the member announced CapRequests): each
+	// gets its own response, in order.
+	resps, errs := c.CallMany(ctx, []*op.Request{
+		{Service: "map", Name: "greetings", Partition: 7, Key: "fr", Value: []byte("bonjour")},
+		{Service: "map", Name: "greetings", Partition: 9, Key: "de", Value: []byte("hallo")},
+	})
+	for i := range resps {
+		fmt.Printf("value=%s err=%v\n", resps[i].Value, errs[i])
+	}
 	// Output:
 	// connected to member-1 of cluster dev
 	// found=true value=HELLO err=<nil>
+	// value=BONJOUR err=<nil>
+	// value=HALLO err=<nil>
 }
 
 // A handler that answers from the read loop queues its responses in the

@@ -126,6 +126,34 @@ func FuzzDecodeRequest(f *testing.F) {
 	})
 }
 
+// FuzzDecodeRequests: a KindRequests body never panics, never allocates
+// by a count it claims, and what decodes re-encodes to the same requests.
+func FuzzDecodeRequests(f *testing.F) {
+	rs := seedRequests()
+	b := mustEncode(f, func(e *msgpack.Encoder) error { return EncodeRequests(e, rs) })
+	f.Add(b)
+	f.Add(b[:len(b)/2])
+	f.Add(mustEncode(f, func(e *msgpack.Encoder) error { return EncodeRequests(e, rs[:1]) }))
+	// A count of 4 billion with nothing behind it, and an empty list.
+	f.Add([]byte{0xdd, 0xff, 0xff, 0xff, 0xff})
+	f.Add([]byte{0x90})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got, err := DecodeRequestsBytes(data)
+		if err != nil {
+			checkDecodeErr(t, err)
+			return
+		}
+		if len(got) < 1 || len(got) > MaxRequestsPerFrame || len(got) > len(data) {
+			t.Fatalf("%d requests from %d bytes", len(got), len(data))
+		}
+		again, err := DecodeRequestsBytes(mustEncode(t, func(e *msgpack.Encoder) error { return EncodeRequests(e, got) }))
+		if err != nil || !reflect.DeepEqual(again, got) {
+			t.Fatalf("re-encoded requests decode to %+v, %v; want %+v", again, err, got)
+		}
+	})
+}
+
 func FuzzDecodeResponse(f *testing.F) {
 	for _, r := range seedResponses() {
 		b := mustEncode(f, func(e *msgpack.Encoder) error { return EncodeResponse(e, r) })

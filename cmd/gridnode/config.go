@@ -72,6 +72,8 @@ type options struct {
 	asyncBackupCount int
 	backupTimeout    time.Duration
 	placement        string
+	// sessionTTL is the member's own session TTL (grid.Config.SessionTTL).
+	sessionTTL time.Duration
 	// quorum is the default quorum rule ("" = from the profile).
 	quorum string
 	// structures are the per-structure backup rules of the config file
@@ -186,6 +188,8 @@ func newFlagSet(o *options) *flag.FlagSet {
 		"`number` of asynchronous backups of every partition, not waited for (default 0)")
 	fs.Var(durationFlag(&o.backupTimeout, defaultBackupTimeout, true), "backup-timeout",
 		"longest `duration` a write waits for its synchronous backups before failing with an unknown outcome")
+	fs.Var(sessionTTLFlag(&o.sessionTTL), "session-ttl",
+		"`duration` this member's session lives without a heartbeat (it heartbeats every third of it); when it ends, the cluster releases what the member held (locks, queue deliveries, idempotency claims). Clients set their own TTL. At least 30ms")
 	fs.Var(enumFlag(&o.placement, "member", "member", "host", "zone"), "placement",
 		"replica `placement`: member (distinct members), host (distinct --host labels) or zone (distinct --zone labels)")
 	fs.Var(stringValue{p: &o.quorum, check: checkQuorum}, "quorum",
@@ -570,6 +574,7 @@ func (o options) gridConfig(log *slog.Logger) grid.Config {
 		Logger:            log,
 		Profile:           grid.Profile(o.profile),
 		BackupTimeout:     o.backupTimeout,
+		SessionTTL:        o.sessionTTL,
 		Placement:         placements[o.placement],
 		Services:          services(o),
 		ClusterKeys:       o.sec.keys,
@@ -861,6 +866,31 @@ func (v optIntValue) Set(s string) error {
 type durationValue struct {
 	p        *time.Duration
 	positive bool
+}
+
+// sessionTTLFlag is --session-ttl: a duration of at least
+// grid.MinSessionTTL, default grid.DefaultSessionTTL.
+func sessionTTLFlag(p *time.Duration) flag.Value {
+	*p = grid.DefaultSessionTTL
+	return minDurationValue{durationValue{p: p, positive: true}, grid.MinSessionTTL}
+}
+
+// minDurationValue is a duration of at least min.
+type minDurationValue struct {
+	durationValue
+	min time.Duration
+}
+
+func (v minDurationValue) Set(s string) error {
+	var d time.Duration
+	if err := (durationValue{p: &d, positive: true}).Set(s); err != nil {
+		return err
+	}
+	if d < v.min {
+		return fmt.Errorf("want at least %v", v.min)
+	}
+	*v.p = d
+	return nil
 }
 
 func durationFlag(p *time.Duration, def time.Duration, positive bool) durationValue {

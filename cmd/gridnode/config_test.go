@@ -54,7 +54,8 @@ func TestDefaults(t *testing.T) {
 		maxNameSize: wire.DefaultMaxNameSize, maxConns: grid.DefaultMaxConns, maxConnsPerAddr: grid.DefaultMaxConnsPerAddr,
 		maxInFlight: grid.DefaultMaxInFlight, handshakeTimeout: grid.DefaultHandshakeTimeout, idleTimeout: grid.DefaultIdleTimeout,
 		profile: "reliable", backupCount: -1, asyncBackupCount: -1, backupTimeout: 5 * time.Second, placement: "member",
-		maxMemory: defaultMaxMemory,
+		sessionTTL: grid.DefaultSessionTTL,
+		maxMemory:  defaultMaxMemory,
 	}
 	if !reflect.DeepEqual(o, want) {
 		t.Errorf("defaults\n got %+v\nwant %+v", o, want)

@@ -1,0 +1,20 @@
+package client
+
+// FramesOut is the number of frames c has queued on its connections to
+// members (requests, cancels, pings): a count of round trips.
+func FramesOut(c *Client) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var n uint64
+	for _, mc := range c.conns {
+		mc.mu.Lock()
+		for _, cn := range mc.conns {
+			if cn != nil {
+				_, out := cn.Frames()
+				n += out
+			}
+		}
+		mc.mu.Unlock()
+	}
+	return n
+}
