@@ -80,8 +80,8 @@ func Fence(r Replica, cur, version uint64) Verdict {
 	return Accept
 }
 
-// Record decides about the owner's mutation number seq.
-func Record(r Replica, cur, version, seq uint64) Verdict {
+// OnRecord decides about the owner's mutation number seq.
+func OnRecord(r Replica, cur, version, seq uint64) Verdict {
 	if v := Fence(r, cur, version); v != Accept {
 		return v
 	}
@@ -94,11 +94,11 @@ func Record(r Replica, cur, version, seq uint64) Verdict {
 	return Accept
 }
 
-// Probe decides whether this backup already holds the owner's history up
+// OnProbe decides whether this backup already holds the owner's history up
 // to mutation seq of term: the same sequence alone is not enough (after a
 // failover an asynchronous backup may have applied a record the new owner
 // never saw).
-func Probe(r Replica, cur, version, seq, term uint64) Verdict {
+func OnProbe(r Replica, cur, version, seq, term uint64) Verdict {
 	if v := Fence(r, cur, version); v != Accept {
 		return v
 	}

@@ -12,7 +12,6 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/shoalgrid/shoal/backup"
-	"github.com/shoalgrid/shoal/internal/mpsafe"
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/wire"
 )
@@ -45,49 +44,23 @@ func (r *recordScratch) encodeRecord(now time.Time, req *op.Request) ([]byte, er
 		r.enc = msgpack.NewEncoder(&r.buf)
 	}
 	r.buf.Reset()
-	if err := r.enc.EncodeInt(now.UnixNano()); err != nil {
-		return nil, err
-	}
-	if err := wire.EncodeRequest(r.enc, req); err != nil {
+	if err := backup.EncodeRecordValue(r.enc, now, req); err != nil {
 		return nil, err
 	}
 	return r.buf.Bytes(), nil
 }
 
-// recordDecoder is a reusable decoder for backup records.
-type recordDecoder struct {
-	rd    bytes.Reader
-	dec   *msgpack.Decoder
-	names wire.Names
-}
-
-// decodeRecord decodes a backup record with a decoder from pool (records
-// are decoded on every replicated mutation, from every connection's read
-// loop; the member owns the pool).
+// decodeRecord decodes a legacy backup record (the Value of a sysBackup
+// request) with a decoder from pool (records are decoded on every
+// replicated mutation, from every connection's read loop; the member owns
+// the pool).
 func decodeRecord(pool *sync.Pool, b []byte) (time.Time, *op.Request, error) {
-	d, _ := pool.Get().(*recordDecoder)
+	d, _ := pool.Get().(*backup.Decoder)
 	if d == nil {
-		d = &recordDecoder{}
-		d.dec = msgpack.NewDecoder(&d.rd)
+		d = backup.NewDecoder()
 	}
 	defer pool.Put(d)
-	// The record is a peer's bytes: check every length and the nesting
-	// before the decoder sees them.
-	if err := mpsafe.Check(b, wire.MaxDepth); err != nil {
-		return time.Time{}, nil, fmt.Errorf("%w: backup record: %w", wire.ErrMalformed, err)
-	}
-	d.rd.Reset(b)
-	d.dec.ResetReader(&d.rd)
-	dec := d.dec
-	ns, err := dec.DecodeInt64()
-	if err != nil {
-		return time.Time{}, nil, fmt.Errorf("%w: backup record time: %v", op.ErrBadRequest, err)
-	}
-	req := new(op.Request)
-	if err := wire.DecodeRequestNames(dec, req, &d.names); err != nil {
-		return time.Time{}, nil, err
-	}
-	return time.Unix(0, ns), req, nil
+	return d.RecordValue(b)
 }
 
 // replicate sends the slot's latest mutation to its backups. It runs under
@@ -403,7 +376,7 @@ func (m *Member) onSyncAck(s *slot, tg *target, conn *wire.Conn, seq uint64, fin
 func (s *slot) probe(m *Member, cur, version, seq, term uint64) *op.Response {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	switch v := backup.Probe(s.replica(), cur, version, seq, term); v {
+	switch v := backup.OnProbe(s.replica(), cur, version, seq, term); v {
 	case backup.Deposed, backup.NotBackup:
 		return s.fenced(m, v, "probe", cur, version)
 	case backup.Differs:
@@ -416,13 +389,13 @@ func (s *slot) probe(m *Member, cur, version, seq, term uint64) *op.Response {
 // installSync replaces this backup's copy of the partition with the
 // owner's snapshot taken at sequence seq.
 func (s *slot) installSync(m *Member, cur, version, seq, term uint64, data []byte) *op.Response {
-	snap, err := decodeSnapshot(data)
+	snap, err := backup.DecodeSnapshot(data)
 	if err != nil {
 		return errResponse(err, cur)
 	}
 	states := make([]op.State, len(m.services))
 	now := time.Now()
-	for name, b := range snap.services {
+	for name, b := range snap.Services {
 		i, ok := m.svcIndex[name]
 		if !ok {
 			return errResponse(op.Errorf(op.CodeUnknownService, "snapshot has unknown service %s", op.Quote(name)), cur)
@@ -439,7 +412,7 @@ func (s *slot) installSync(m *Member, cur, version, seq, term uint64, data []byt
 		return s.fenced(m, v, "sync", cur, version)
 	}
 	s.states = states
-	s.dedup.load(snap.dedup)
+	s.dedup.Load(snap.Dedup)
 	s.seq, s.term = seq, term
 	s.dataVersion = max(s.dataVersion, version)
 	m.counters.migrationsIn.Add(1)

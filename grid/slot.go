@@ -50,7 +50,7 @@ type slot struct {
 	targets []*target
 	// dedup remembers the responses of recent mutations by request
 	// identity, so a retried mutation is answered, not applied again.
-	dedup dedupTable
+	dedup backup.Dedup
 	// waits are the acknowledgement waits of recent mutations, in
 	// deadline order, for expireWaits.
 	waits []*ackWait
@@ -283,7 +283,7 @@ func (s *slot) execute(m *Member, b *wire.Batch, cur *partition.Table, req *op.R
 	}
 	mutates := m.services[svc].Mutates(req.Op)
 	if mutates && req.Origin != 0 && req.Op < op.OpReservedMin {
-		if r, seq, ok := s.dedup.get(req.Origin, req.CallSeq); ok {
+		if r, seq, ok := s.dedup.Get(req.Origin, req.CallSeq); ok {
 			// A retry: answer with the original response, once the
 			// synchronous backups hold the original mutation.
 			r.TableVersion = cur.Version
@@ -308,7 +308,7 @@ func (s *slot) execute(m *Member, b *wire.Batch, cur *partition.Table, req *op.R
 	s.seq++
 	s.term = s.ownerSince
 	if req.Origin != 0 {
-		s.dedup.put(req.Origin, req.CallSeq, s.seq, resp, now)
+		s.dedup.Put(req.Origin, req.CallSeq, s.seq, resp, now)
 	}
 	var w *ackWait
 	if len(s.targets) > 0 {
@@ -342,7 +342,7 @@ func (s *slot) applyBackup(m *Member, cur uint64, version, seq, term uint64, now
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	v := backup.Record(s.replica(), cur, version, seq)
+	v := backup.OnRecord(s.replica(), cur, version, seq)
 	if v == backup.Deposed || v == backup.NotBackup {
 		return s.fenced(m, v, "record", cur, version)
 	}
@@ -360,7 +360,7 @@ func (s *slot) applyBackup(m *Member, cur uint64, version, seq, term uint64, now
 	} else if resp := s.state(m, svc).Apply(now, req); req.Origin != 0 {
 		// Replay is deterministic, so this is the owner's response: keep
 		// it for a retry that reaches this member after a failover.
-		s.dedup.put(req.Origin, req.CallSeq, seq, resp, now)
+		s.dedup.Put(req.Origin, req.CallSeq, seq, resp, now)
 	}
 	s.seq, s.term = seq, term
 	s.dataVersion = max(s.dataVersion, version)
@@ -396,7 +396,7 @@ func (s *slot) sweep(now time.Time, budget int) {
 			sw.Sweep(now, budget)
 		}
 	}
-	s.dedup.expire(now)
+	s.dedup.Expire(now)
 }
 
 // entries counts live entries in the partition.
@@ -473,7 +473,7 @@ func (s *slot) adopt(m *Member, t *partition.Table) (dropped, orphaned int, merg
 			m.log.Debug("orphaned partition dropped", "partition", s.id, "entries", orphaned, "seq", s.seq, "term", s.term, "owner_since", s.ownerSince, "version", t.Version, "new_replicas", names)
 		}
 		s.seq, s.term = 0, 0
-		s.dedup.reset()
+		s.dedup.Reset()
 	}
 	// Rebuild the owner's targets, keeping the sync state of backups that
 	// stay.

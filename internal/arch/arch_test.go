@@ -49,7 +49,7 @@ func TestLayering(t *testing.T) {
 		{"wire", []string{"op", "internal/mpsafe"}},
 		{"client", []string{"op", "wire", "partition", "sysop", "internal/mpsafe"}},
 		{"grid", []string{"op", "wire", "partition", "sysop", "backup", "quorum", "internal/mpsafe"}},
-		{"backup", []string{"op", "wire", "partition"}},
+		{"backup", []string{"op", "wire", "partition", "internal/mpsafe"}},
 		{"quorum", []string{"op", "partition"}},
 	}
 	for _, s := range structures {
