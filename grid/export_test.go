@@ -20,3 +20,7 @@ func (m *Member) PeerAheadForTest(v uint64) {
 	c.force.Store(true)
 	c.poke()
 }
+
+// SendLegacyRecordsForTest makes m ship backup records as sysBackup
+// requests, as it does to a member without wire.CapRecords.
+func (m *Member) SendLegacyRecordsForTest(on bool) { m.legacyRecords.Store(on) }

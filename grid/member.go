@@ -36,8 +36,11 @@ type Member struct {
 	log     *slog.Logger
 	started time.Time
 	bindIP  net.IP
-	// recordDecoders recycles backup-record decoders (see decodeRecord).
+	// recordDecoders recycles backup-record decoders (backup.Decoder).
 	recordDecoders sync.Pool
+	// legacyRecords makes this owner send records as sysBackup requests,
+	// as to a member without wire.CapRecords (a test hook).
+	legacyRecords atomic.Bool
 
 	metaMu sync.Mutex
 	meta   nodeMeta

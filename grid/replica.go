@@ -17,8 +17,10 @@ import (
 )
 
 // Backup records: the owner ships each mutation to the partition's backups
-// as a system request whose Value is the original request plus the owner's
-// clock; backups replay it (State.Apply is deterministic). Records of one
+// as a wire.KindRecord frame (backup.EncodeRecord: the original request,
+// the owner's clock and the replication position), or, to a member without
+// wire.CapRecords, as a system request whose Value is the original request
+// plus the owner's clock; backups replay it (State.Apply is deterministic). Records of one
 // partition are enqueued under the partition's lock on one connection per
 // backup, so they arrive in sequence order.
 
@@ -31,6 +33,10 @@ type recordScratch struct {
 	enc  *msgpack.Encoder
 	req  op.Request
 	term [8]byte
+	// rec is the record being sent and encode writes it into a
+	// connection's buffer (made once per slot: no closure per mutation).
+	rec    backup.Record
+	encode func(*msgpack.Encoder) error
 }
 
 // maxScratch is the largest record buffer a slot keeps between mutations.
@@ -68,14 +74,13 @@ func decodeRecord(pool *sync.Pool, b []byte) (time.Time, *op.Request, error) {
 // backups (the first ones) w waits for.
 func (m *Member) replicate(s *slot, b *wire.Batch, version uint64, now time.Time, req *op.Request, w *ackWait, need int) {
 	seq := s.seq
-	binary.BigEndian.PutUint64(s.rec.term[:], s.term)
-	rec, err := s.rec.encodeRecord(now, req)
-	if err != nil {
-		if w != nil {
-			w.fail(fmt.Errorf("%w: encode backup record: %v", op.ErrInternal, err))
-		}
-		return
+	sc := &s.rec
+	sc.rec = backup.Record{Partition: s.id, Seq: seq, Term: s.term, TableVersion: version, Time: now, Req: req}
+	defer func() { sc.rec = backup.Record{} }() // do not pin req's value
+	if sc.encode == nil {
+		sc.encode = func(enc *msgpack.Encoder) error { return backup.EncodeRecord(enc, &sc.rec) }
 	}
+	var legacy []byte // the record for members without wire.CapRecords
 	for i, tg := range s.targets {
 		var wi *ackWait
 		if i < need {
@@ -90,11 +95,28 @@ func (m *Member) replicate(s *slot, b *wire.Batch, version uint64, now time.Time
 			continue
 		}
 		conn := tg.conn
-		r := &s.rec.req
-		*r = op.Request{Service: sysService, Op: sysBackup, Partition: s.id, Num: int64(seq), TableVersion: version, Value: rec, Aux: s.rec.term[:]}
-		err := conn.GoBatch(b, r, func(resp *op.Response, err error) {
+		done := func(resp *op.Response, err error) {
 			m.onRecordAck(s, tg, conn, seq, wi, resp, err)
-		})
+		}
+		var err error
+		if conn.Peer().Caps&wire.CapRecords != 0 && !m.legacyRecords.Load() {
+			// A frame of its own, with a limit of its own: a mutation at
+			// the value limit replicates as a record, not as a resync.
+			err = conn.GoRecord(b, sc.encode, done)
+		} else {
+			if legacy == nil {
+				binary.BigEndian.PutUint64(sc.term[:], s.term)
+				if legacy, err = sc.encodeRecord(now, req); err != nil {
+					if w != nil {
+						w.fail(fmt.Errorf("%w: encode backup record: %v", op.ErrInternal, err))
+					}
+					return
+				}
+			}
+			r := &sc.req
+			*r = op.Request{Service: sysService, Op: sysBackup, Partition: s.id, Num: int64(seq), TableVersion: version, Value: legacy, Aux: sc.term[:]}
+			err = conn.GoBatch(b, r, done)
+		}
 		if err != nil {
 			tg.streaming, tg.synced = false, false
 			if wi != nil {
@@ -295,8 +317,11 @@ func (m *Member) resync(j resyncJob) error {
 		return err
 	}
 	id := "sync/" + strconv.FormatUint(cur.Version, 10) + "/" + strconv.Itoa(int(j.p)) + "/" + strconv.FormatUint(m.syncIDs.Add(1), 10)
-	for off := 0; ; off += migrationChunk {
-		end := min(off+migrationChunk, len(data))
+	// A chunk is a request value: no larger than the value limit either
+	// (with limits below 4 MiB a larger partition could never be copied).
+	chunk := min(migrationChunk, m.cfg.Limits.MaxValueSize)
+	for off := 0; ; off += chunk {
+		end := min(off+chunk, len(data))
 		req := &op.Request{Service: sysService, Op: sysBackupSync, Partition: j.p, Key: id, Num: int64(off), Aux: syncMark(seq, s.term), TableVersion: cur.Version, Value: data[off:end]}
 		final := end == len(data)
 		if !final {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/shoalgrid/shoal/backup"
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/partition"
 	"github.com/shoalgrid/shoal/sysop"
@@ -446,6 +447,36 @@ func (m *Member) handleRecord(req *op.Request, cur uint64) *op.Response {
 		return &op.Response{Code: op.CodeBadRequest, Msg: "backup record without a term"}
 	}
 	return m.slots[p].applyBackup(m, cur, req.TableVersion, uint64(req.Num), term, now, inner)
+}
+
+// HandleRecord takes a backup record frame (wire.KindRecord) from an
+// owner: the wire.RecordHandler side of Member. It is answered on the read
+// loop, like a record sent as a sysBackup request.
+func (m *Member) HandleRecord(c *wire.Conn, id uint64, body []byte) {
+	if m.closed.Load() {
+		c.Respond(id, errResponse(m.errClosed(), 0))
+		return
+	}
+	c.RespondBatch(c.Batch(), id, m.handleRecordFrame(body, m.tableVersion()))
+}
+
+func (m *Member) handleRecordFrame(body []byte, cur uint64) *op.Response {
+	d, _ := m.recordDecoders.Get().(*backup.Decoder)
+	if d == nil {
+		d = backup.NewDecoder()
+	}
+	r, err := d.Record(body)
+	m.recordDecoders.Put(d)
+	if err != nil {
+		return errResponse(err, cur)
+	}
+	if r.Partition < 0 || int(r.Partition) >= len(m.slots) {
+		return &op.Response{Code: op.CodeBadRequest, Msg: fmt.Sprintf("partition %d out of range", r.Partition)}
+	}
+	if r.TableVersion > cur {
+		m.pullLater(r.TableVersion)
+	}
+	return m.slots[r.Partition].applyBackup(m, cur, r.TableVersion, r.Seq, r.Term, r.Time, r.Req)
 }
 
 func (m *Member) tableResponse() *op.Response {
