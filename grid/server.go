@@ -401,7 +401,7 @@ func (m *Member) handleSys(c *wire.Conn, id uint64, req *op.Request) {
 	case sysop.Unsubscribe:
 		c.Respond(id, m.unsubscribeRemote(c, req))
 	case sysReplicaSeqs:
-		c.Respond(id, &op.Response{Found: true, Value: m.replicaSeqs(), TableVersion: cur})
+		c.Respond(id, &op.Response{Found: true, Value: m.replicaSeqs(req.Num == seqsWithTerms), TableVersion: cur})
 	case sysTrigger:
 		if req.Num != 0 {
 			m.coord.force.Store(true)
@@ -416,16 +416,31 @@ func (m *Member) handleSys(c *wire.Conn, id uint64, req *op.Request) {
 // noReplica marks a partition without a replica here in sysReplicaSeqs.
 const noReplica = ^uint64(0)
 
-func (m *Member) replicaSeqs() []byte {
-	out := make([]byte, 0, 8*len(m.slots))
+// seqsWithTerms in a sysReplicaSeqs request's Num asks for each
+// partition's term after its sequence (16 bytes a partition, not 8):
+// members of older builds ignore it and answer sequences only.
+const seqsWithTerms = 1
+
+// replicaSeqs reports the replication position of every partition here:
+// its sequence (noReplica where this member holds no replica) and, with
+// terms, its term.
+func (m *Member) replicaSeqs(terms bool) []byte {
+	n := 8
+	if terms {
+		n = 16
+	}
+	out := make([]byte, 0, n*len(m.slots))
 	for _, s := range m.slots {
 		s.mu.Lock()
-		seq := s.seq
+		seq, term := s.seq, s.term
 		if s.role < 0 {
 			seq = noReplica
 		}
 		s.mu.Unlock()
 		out = binary.BigEndian.AppendUint64(out, seq)
+		if terms {
+			out = binary.BigEndian.AppendUint64(out, term)
+		}
 	}
 	return out
 }
