@@ -86,10 +86,10 @@ func (m *Member) replicate(s *slot, b *wire.Batch, version uint64, now time.Time
 		if i < need {
 			wi = w
 		}
-		if !tg.streaming || tg.conn == nil {
+		if !tg.prog.Streaming() || tg.conn == nil {
 			// A resync will carry this mutation.
 			if wi != nil {
-				tg.waiters = append(tg.waiters, seqWait{seq, wi})
+				tg.prog.Wait(seq, wi)
 			}
 			m.scheduleResync(s.id, tg.name)
 			continue
@@ -118,9 +118,9 @@ func (m *Member) replicate(s *slot, b *wire.Batch, version uint64, now time.Time
 			err = conn.GoBatch(b, r, done)
 		}
 		if err != nil {
-			tg.streaming, tg.synced = false, false
+			tg.prog.Broken()
 			if wi != nil {
-				tg.waiters = append(tg.waiters, seqWait{seq, wi})
+				tg.prog.Wait(seq, wi)
 			}
 			m.scheduleResync(s.id, tg.name)
 		}
@@ -184,10 +184,10 @@ func (m *Member) onRecordAck(s *slot, tg *target, conn *wire.Conn, seq uint64, w
 	// A gap, a backup that does not know its role yet, or a lost
 	// connection: a resync will cover this record.
 	if tg.conn == conn {
-		tg.streaming, tg.synced = false, false
+		tg.prog.Broken()
 	}
 	if w != nil {
-		tg.waiters = append(tg.waiters, seqWait{seq, w})
+		tg.prog.Wait(seq, w)
 	}
 	m.scheduleResync(s.id, tg.name)
 }
@@ -232,7 +232,7 @@ func (m *Member) nextResync() (resyncJob, bool) {
 	// already pending: nothing copied the partition, the backup stayed out
 	// of sync for good, and the hand-off of the partition to it (a leaving
 	// member's) waited until its timeout, round after round. Two workers
-	// may now run the same job: resync checks and sets tg.streaming under
+	// may now run the same job: resync checks and sets the target's progress under
 	// the partition lock, so only one of them sends anything.
 	delete(m.resyncPending, j)
 	return j, true
@@ -273,7 +273,7 @@ func (m *Member) resync(j resyncJob) error {
 	s := m.slots[j.p]
 	s.mu.Lock()
 	tg := s.findTarget(j.name)
-	if tg == nil || s.role != 0 || tg.streaming {
+	if tg == nil || s.role != 0 || tg.prog.Streaming() {
 		s.mu.Unlock()
 		return nil
 	}
@@ -293,15 +293,17 @@ func (m *Member) resync(j resyncJob) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	tg = s.findTarget(j.name)
-	if tg == nil || s.role != 0 || tg.streaming {
+	if tg == nil || s.role != 0 {
 		return nil
 	}
 	seq := s.seq
-	if !tg.probed {
+	switch tg.prog.Next() {
+	case backup.NoStep:
+		return nil
+	case backup.SendProbe:
 		// The backup may already hold everything (it was a co-replica
 		// before this member became owner): ask before copying. The probe
 		// is ordered with later records like a snapshot would be.
-		tg.probed = true
 		req := &op.Request{Service: sysService, Op: sysBackupProbe, Partition: j.p, Num: int64(seq), TableVersion: cur.Version, Aux: binary.BigEndian.AppendUint64(nil, s.term)}
 		err := conn.Go(req, func(resp *op.Response, err error) {
 			m.onProbeAck(s, tg, conn, seq, resp, err)
@@ -309,7 +311,8 @@ func (m *Member) resync(j resyncJob) error {
 		if err != nil {
 			return err
 		}
-		tg.streaming, tg.conn = true, conn
+		tg.prog.Started()
+		tg.conn = conn
 		return nil
 	}
 	data, n, err := s.snapshotLocked(m)
@@ -337,7 +340,8 @@ func (m *Member) resync(j resyncJob) error {
 			break
 		}
 	}
-	tg.streaming, tg.conn = true, conn
+	tg.prog.Started()
+	tg.conn = conn
 	m.counters.bytesOut.Add(uint64(len(data)))
 	return nil
 }
@@ -350,16 +354,15 @@ func (m *Member) onProbeAck(s *slot, tg *target, conn *wire.Conn, seq uint64, re
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.hasTarget(tg) || tg.conn != conn || !tg.streaming {
+	if !s.hasTarget(tg) || tg.conn != conn || !tg.prog.Streaming() {
 		return
 	}
 	if err != nil {
-		tg.streaming, tg.synced = false, false
+		tg.prog.Broken()
 		m.scheduleResync(s.id, tg.name)
 		return
 	}
-	tg.synced = true
-	tg.advance(seq)
+	tg.caught(seq)
 }
 
 func (s *slot) findTarget(name string) *target {
@@ -381,8 +384,8 @@ func (m *Member) onSyncAck(s *slot, tg *target, conn *wire.Conn, seq uint64, fin
 		return
 	}
 	if err != nil {
-		if tg.streaming {
-			tg.streaming, tg.synced = false, false
+		if tg.prog.Streaming() {
+			tg.prog.Broken()
 			m.scheduleResync(s.id, tg.name)
 		}
 		return
@@ -390,8 +393,7 @@ func (m *Member) onSyncAck(s *slot, tg *target, conn *wire.Conn, seq uint64, fin
 	if !final {
 		return
 	}
-	tg.synced = true
-	tg.advance(seq)
+	tg.caught(seq)
 	m.counters.migrationsOut.Add(1)
 	m.log.Debug("backup synced", "partition", s.id, "backup", tg.name, "seq", seq, "entries", entries)
 }
@@ -468,11 +470,11 @@ func (m *Member) handoff(ctx context.Context, p int32, next string) error {
 	}
 	s.frozen = cur.Version
 	s.failParked(op.CodeMigrating, fmt.Sprintf("partition %d is being handed over", p), cur.Version)
-	for !(tg.synced && tg.acked >= s.seq) {
+	for !tg.prog.Holds(s.seq) {
 		// The partition is frozen, so no mutation will schedule a copy
 		// to a backup that is not being fed: ask for one, as waitSynced
 		// does, rather than rely on whoever made it fall behind.
-		if !tg.streaming {
+		if !tg.prog.Streaming() {
 			m.scheduleResync(p, next)
 		}
 		if tg.handoff == nil {

@@ -85,32 +85,23 @@ func (s *slot) expireWaits(now time.Time, timeout time.Duration) {
 	s.waits = s.waits[i:]
 }
 
-// target is the owner's view of one backup of the partition.
+// target is the owner's view of one backup of the partition: its
+// replication progress (the rules are backup.Progress's) and the IO side,
+// the connection its records stream on.
 type target struct {
 	name, addr string
-	// acked is the highest sequence the backup acknowledged.
-	acked uint64
-	// synced is true while the backup is known to hold every mutation the
-	// owner applied, in order (after a full resync, or from the start).
-	synced bool
-	// streaming is true once a resync was enqueued on conn: records of
-	// later mutations follow it on that connection.
-	streaming bool
-	conn      *wire.Conn
-	// probed is set once a probe found the backup behind: the next resync
-	// copies the partition instead of probing again.
-	probed bool
-	// waiters are mutations waiting for this backup, whose records were
-	// refused (a gap) or not sent: a completed resync covers them.
-	waiters []seqWait
-	// handoff is closed when acked changes, for a waiting hand-off.
+	prog       backup.Progress[*ackWait]
+	// conn is the connection the last probe or copy was sent on; records
+	// follow it there while prog.Streaming().
+	conn *wire.Conn
+	// handoff is closed when the acknowledged sequence changes, for a
+	// waiting hand-off.
 	handoff chan struct{}
 }
 
-type seqWait struct {
-	seq uint64
-	w   *ackWait
-}
+// ackOne is what a target's progress does with a mutation it releases
+// (a static function: no closure per call).
+func ackOne(w *ackWait) { w.ack() }
 
 // ackWait collects the backup acknowledgements one mutation waits for.
 // It is failed with op.ErrBackupTimeout at deadline by the member's wait
@@ -504,10 +495,9 @@ func (s *slot) adopt(m *Member, t *partition.Table) (dropped, orphaned int, merg
 		}
 		if !keep {
 			old.signal() // a hand-off waiting for this backup gives up
-			for _, sw := range old.waiters {
-				sw.w.fail(op.Errorf(op.CodeBackupTimeout, "backup %s of partition %d left before acknowledging; the outcome is unknown", old.name, s.id))
-			}
-			old.waiters = nil
+			old.prog.Drop(func(w *ackWait) {
+				w.fail(op.Errorf(op.CodeBackupTimeout, "backup %s of partition %d left before acknowledging; the outcome is unknown", old.name, s.id))
+			})
 		}
 	}
 	s.targets = next
@@ -532,12 +522,12 @@ func (s *slot) coverage(m *Member, req *op.Request, seq uint64) *ackWait {
 	w := newAckWait(need, time.Now().Add(m.cfg.BackupTimeout))
 	s.waits = append(s.waits, w)
 	for _, tg := range s.targets[:need] {
-		if tg.synced && tg.acked >= seq {
+		if tg.prog.Holds(seq) {
 			w.ack()
 			continue
 		}
-		tg.waiters = append(tg.waiters, seqWait{seq, w})
-		if !tg.streaming {
+		tg.prog.Wait(seq, w)
+		if !tg.prog.Streaming() {
 			m.scheduleResync(s.id, tg.name)
 		}
 	}
@@ -547,20 +537,13 @@ func (s *slot) coverage(m *Member, req *op.Request, seq uint64) *ackWait {
 // advance records that the backup acknowledged everything up to seq and
 // releases the mutations waiting for it. s.mu is held.
 func (tg *target) advance(seq uint64) {
-	if seq > tg.acked {
-		tg.acked = seq
-	}
+	tg.prog.Advance(seq, ackOne)
 	tg.signal()
-	if !tg.synced {
-		return
-	}
-	kept := tg.waiters[:0]
-	for _, sw := range tg.waiters {
-		if sw.seq <= tg.acked {
-			sw.w.ack()
-		} else {
-			kept = append(kept, sw)
-		}
-	}
-	tg.waiters = kept
+}
+
+// caught records that a probe or copy taken at seq completed. s.mu is
+// held.
+func (tg *target) caught(seq uint64) {
+	tg.prog.Caught(seq, ackOne)
+	tg.signal()
 }

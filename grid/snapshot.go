@@ -51,7 +51,7 @@ func (m *Member) waitSynced(ctx context.Context, p int32) error {
 		}
 		var lag *target
 		for _, tg := range s.targets {
-			if !(tg.synced && tg.acked >= s.seq) {
+			if !tg.prog.Holds(s.seq) {
 				lag = tg
 				break
 			}
@@ -59,7 +59,7 @@ func (m *Member) waitSynced(ctx context.Context, p int32) error {
 		if lag == nil {
 			return nil
 		}
-		if !lag.streaming {
+		if !lag.prog.Streaming() {
 			m.scheduleResync(p, lag.name)
 		}
 		if lag.handoff == nil {
