@@ -1,11 +1,13 @@
-// Package backup holds the pure rules of Shoal's replication: what a
-// backup does with a record, a snapshot or a probe from a partition's owner.
-// It does no IO and keeps no state of its own: the member core (grid) asks
-// it for decisions under the partition lock and carries them out.
+// Package backup holds the pure rules and codecs of Shoal's replication:
+// what a backup does with a record, a snapshot or a probe from a
+// partition's owner (Fence, OnRecord, OnProbe); the owner's view of each
+// of its backups (Progress); which replica to promote when an owner is gone
+// (Promote); the table that answers retried mutations (Dedup); and the
+// record and snapshot codecs, which never trust a length a peer sent.
 //
-// This is the first part of the package named in issue 8; the owner's
-// per-backup progress, the promotion choice, the retry table and the
-// record/snapshot codecs still live in grid.
+// It does no IO, starts no goroutine and takes no lock: the member core
+// (grid) holds the partition lock, asks for decisions and carries them out
+// on its connections.
 package backup
 
 // Replica is what a member knows about its copy of one partition.

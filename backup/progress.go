@@ -41,6 +41,19 @@ const (
 	SendCopy
 )
 
+// String names the step.
+func (s Step) String() string {
+	switch s {
+	case NoStep:
+		return "nothing"
+	case SendProbe:
+		return "probe"
+	case SendCopy:
+		return "copy"
+	}
+	return "unknown"
+}
+
 // Acked is the highest sequence the backup acknowledged.
 func (p *Progress[W]) Acked() uint64 { return p.acked }
 
