@@ -23,6 +23,11 @@ type counters struct {
 	// mergeStored counts entries of the losing side that a merge policy
 	// wrote into the winning side's owners.
 	mergeStored atomic.Uint64
+	// wideDropped counts replicated-service deltas not delivered to a
+	// peer (repaired by anti-entropy); widePulled the bytes anti-entropy
+	// pulled.
+	wideDropped atomic.Uint64
+	widePulled  atomic.Uint64
 }
 
 // Stats returns the member's current statistics.
@@ -41,6 +46,9 @@ func (m *Member) Stats() Stats {
 		MigrationsIn:   m.counters.migrationsIn.Load(),
 		MergeDiscarded: m.counters.mergeDiscarded.Load(),
 		MergeStored:    m.counters.mergeStored.Load(),
+
+		ReplicatedDropped: m.counters.wideDropped.Load(),
+		ReplicatedPulled:  m.counters.widePulled.Load(),
 
 		MigrationBytesOut: m.counters.bytesOut.Load(),
 		ConnsRefused:      m.counters.refused.Load(),

@@ -49,6 +49,13 @@ const (
 	// Unsubscribe ends subscription Num of the caller's connection.
 	// Clients may call it.
 	Unsubscribe
+	// ReplDelta carries a change message (Value) of the replicated
+	// service Key, which the receiver merges. Members only.
+	ReplDelta
+	// ReplPull sends the caller's digest (Value) of the replicated
+	// service Key; the answer's Value is what the caller lacks (at most
+	// about Num bytes) and Found says there is more. Members only.
+	ReplPull
 )
 
 // SessionService is the member core's session service: every member and
@@ -129,6 +136,11 @@ type Stats struct {
 	// MergeStored counts entries from the losing side that merge policies
 	// (put-if-absent, pass-through) wrote into the winning side.
 	MergeStored uint64 `json:"merge_stored"`
+	// ReplicatedDropped counts replicated-map deltas this member could
+	// not deliver to a peer (anti-entropy repairs them); ReplicatedPulled
+	// the bytes its anti-entropy pulls merged.
+	ReplicatedDropped uint64 `json:"replicated_dropped"`
+	ReplicatedPulled  uint64 `json:"replicated_pulled_bytes"`
 	// ConnsOpen is the number of connections accepted on the data port
 	// and not yet closed, handshakes included (see grid.Config.Conns).
 	ConnsOpen int `json:"conns_open"`

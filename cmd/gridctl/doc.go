@@ -130,6 +130,19 @@
 // SIGTERM (SIGKILL 10 s later) and gridctl exits 1; when CMD exits,
 // gridctl resigns and exits with CMD's status.
 //
+// # rmap
+//
+// rmap reads and writes replicated maps (package replicated): every member
+// holds a full copy, the member a call reaches answers from its own copy,
+// and writes reach the other members in the background (the newest write
+// of a key wins):
+//
+//	gridctl rmap put routes orders http://orders:8080
+//	gridctl rmap get routes orders        # exit 1 if absent
+//	gridctl rmap list routes              # KEY=VALUE lines (--json: with versions)
+//	gridctl rmap delete routes orders
+//	gridctl rmap len routes
+//
 // # Exit status
 //
 // 0 on success; 1 when the command failed (cluster unreachable, key not

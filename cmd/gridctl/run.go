@@ -172,6 +172,8 @@ func dispatch(ctx context.Context, e env, args []string) error {
 		return queueCmd(ctx, e, g, rest)
 	case "idem":
 		return idemCmd(ctx, e, g, rest)
+	case "rmap":
+		return rmapCmd(ctx, e, g, rest)
 	}
 	return usagef("", "unknown command %q", cmd)
 }

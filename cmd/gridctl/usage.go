@@ -37,6 +37,8 @@ Commands:
   queue drain NAME [--max N] [--wait D] print up to N items, one per line
   queue len NAME                       print the number of ready items
   idem claim NAME ID [--ttl D]         exit 0 if first, 3 if a duplicate, 1 on error
+  rmap put|get|delete NAME KEY [VALUE] replicated map (every member holds a copy)
+  rmap list|len NAME                   print its entries / their number
   bench [FLAGS]                        load generator (see gridctl help bench)
   lock run NAME [--lease D] [--wait D] -- CMD [ARGS...]
                                        run CMD while holding lock NAME
@@ -187,6 +189,8 @@ func printHelp(w io.Writer, topic string) {
 		fmt.Fprint(w, queueHelp)
 	case "idem":
 		fmt.Fprint(w, idemHelp)
+	case "rmap":
+		fmt.Fprint(w, rmapHelp)
 	case "completion":
 		fmt.Fprint(w, completionHelp)
 	default:

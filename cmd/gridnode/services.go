@@ -11,12 +11,13 @@ import (
 	"github.com/shoalgrid/shoal/maps"
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/queues"
+	"github.com/shoalgrid/shoal/replicated"
 )
 
 // services returns the structure services a gridnode runs. The member core
 // (grid) has none built in: this is where a program assembles its member.
 func services(o options) []op.Service {
-	return []op.Service{maps.Service{Rules: o.mapRules, PartitionCount: o.partitions}, maps.IdemService{}, locks.Service{}, queues.Service{Rules: o.queueRules}}
+	return []op.Service{maps.Service{Rules: o.mapRules, PartitionCount: o.partitions}, maps.IdemService{}, locks.Service{}, queues.Service{Rules: o.queueRules}, replicated.Service{}}
 }
 
 // queuesKey is the config-file key of the queue rules.
