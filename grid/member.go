@@ -21,6 +21,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/shoalgrid/shoal/backup"
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/partition"
 	"github.com/shoalgrid/shoal/sysop"
@@ -63,7 +64,7 @@ type Member struct {
 	latency  *latencies // per service and operation, see latency.go
 
 	restoreMu sync.Mutex
-	restores  map[string]*restoreBuf
+	restores  map[string]*backup.Assembly
 
 	resyncMu sync.Mutex
 	// resyncPending holds the jobs in resyncQueue (queued, not started).
@@ -206,7 +207,7 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 		resyncPending: map[resyncJob]bool{},
 		resyncKick:    make(chan struct{}, 1),
 		fenceKick:     make(chan struct{}, 1),
-		restores:      map[string]*restoreBuf{},
+		restores:      map[string]*backup.Assembly{},
 		tableCond:     make(chan struct{}),
 		ctx:           mctx,
 		cancel:        cancel,
@@ -628,7 +629,7 @@ func (m *Member) sweepLoop() {
 		// A snapshot whose sender died mid-copy never completes.
 		m.restoreMu.Lock()
 		for k, rb := range m.restores {
-			if now.Sub(rb.started) > time.Minute {
+			if now.Sub(rb.Started) > time.Minute {
 				delete(m.restores, k)
 			}
 		}

@@ -325,7 +325,7 @@ func (m *Member) resync(j resyncJob) error {
 	chunk := min(migrationChunk, m.cfg.Limits.MaxValueSize)
 	for off := 0; ; off += chunk {
 		end := min(off+chunk, len(data))
-		req := &op.Request{Service: sysService, Op: sysBackupSync, Partition: j.p, Key: id, Num: int64(off), Aux: syncMark(seq, s.term), TableVersion: cur.Version, Value: data[off:end]}
+		req := &op.Request{Service: sysService, Op: sysBackupSync, Partition: j.p, Key: id, Num: int64(off), Aux: backup.Mark(seq, s.term), TableVersion: cur.Version, Value: data[off:end]}
 		final := end == len(data)
 		if !final {
 			req.Aux = nil
@@ -608,17 +608,4 @@ func (m *Member) confirmTable() bool {
 	before := m.tableVersion()
 	m.pullFromResponse(resp, c.Name)
 	return resp.TableVersion >= before
-}
-
-// syncMark is the Aux of a snapshot's last chunk: its sequence and term.
-func syncMark(seq, term uint64) []byte {
-	return binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, seq), term)
-}
-
-// u64 reads a big-endian uint64 at offset i of b, or reports false.
-func u64(b []byte, i int) (uint64, bool) {
-	if len(b) < i+8 {
-		return 0, false
-	}
-	return binary.BigEndian.Uint64(b[i:]), true
 }

@@ -1,7 +1,6 @@
 package grid
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/binary"
@@ -384,7 +383,7 @@ func (m *Member) handleSys(c *wire.Conn, id uint64, req *op.Request) {
 			c.Respond(id, &op.Response{Code: op.CodeBadRequest, Msg: fmt.Sprintf("partition %d out of range", req.Partition)})
 			return
 		}
-		term, ok := u64(req.Aux, 0)
+		term, ok := backup.ParseTerm(req.Aux)
 		if !ok {
 			c.Respond(id, &op.Response{Code: op.CodeBadRequest, Msg: "probe without a term"})
 			return
@@ -474,7 +473,7 @@ func (m *Member) handleRecord(req *op.Request, cur uint64) *op.Response {
 	if req.TableVersion > cur {
 		m.pullLater(req.TableVersion)
 	}
-	term, ok := u64(req.Aux, 0)
+	term, ok := backup.ParseTerm(req.Aux)
 	if !ok {
 		return &op.Response{Code: op.CodeBadRequest, Msg: "backup record without a term"}
 	}
@@ -523,13 +522,6 @@ func (m *Member) tableResponse() *op.Response {
 	return &op.Response{Found: true, Value: b, Num: int64(t.Version), TableVersion: t.Version}
 }
 
-// restoreBuf accumulates the chunks of one incoming partition snapshot.
-type restoreBuf struct {
-	version uint64
-	started time.Time
-	buf     bytes.Buffer
-}
-
 // migrationChunk is the largest piece of a partition snapshot sent in one
 // frame.
 const migrationChunk = 4 << 20
@@ -542,15 +534,14 @@ func (m *Member) handleSyncChunk(req *op.Request, cur uint64) *op.Response {
 	m.restoreMu.Lock()
 	rb := m.restores[req.Key]
 	if req.Num == 0 {
-		rb = &restoreBuf{version: req.TableVersion, started: time.Now()}
+		rb = backup.NewAssembly(time.Now())
 		m.restores[req.Key] = rb
 	}
-	if rb == nil || int64(rb.buf.Len()) != req.Num {
+	if rb == nil || !rb.Add(req.Num, req.Value) {
 		delete(m.restores, req.Key)
 		m.restoreMu.Unlock()
 		return &op.Response{Code: op.CodeBackupGap, Msg: fmt.Sprintf("sync %s: chunk at offset %d out of order", req.Key, req.Num)}
 	}
-	rb.buf.Write(req.Value)
 	final := len(req.Aux) > 0
 	if final {
 		delete(m.restores, req.Key)
@@ -559,13 +550,12 @@ func (m *Member) handleSyncChunk(req *op.Request, cur uint64) *op.Response {
 	if !final {
 		return &op.Response{TableVersion: cur}
 	}
-	seq, ok1 := u64(req.Aux, 0)
-	term, ok2 := u64(req.Aux, 8)
-	if !ok1 || !ok2 {
+	seq, term, ok := backup.ParseMark(req.Aux)
+	if !ok {
 		return &op.Response{Code: op.CodeBadRequest, Msg: "sync: bad sequence mark"}
 	}
 	if req.TableVersion > cur {
 		m.pullLater(req.TableVersion)
 	}
-	return m.slots[p].installSync(m, cur, req.TableVersion, seq, term, rb.buf.Bytes())
+	return m.slots[p].installSync(m, cur, req.TableVersion, seq, term, rb.Bytes())
 }
