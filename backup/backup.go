@@ -1,11 +1,13 @@
-// Package backup holds the pure rules of Shoal's replication: what a
-// backup does with a record, a snapshot or a probe from a partition's owner.
-// It does no IO and keeps no state of its own: the member core (grid) asks
-// it for decisions under the partition lock and carries them out.
+// Package backup holds the pure rules and codecs of Shoal's replication:
+// what a backup does with a record, a snapshot or a probe from a
+// partition's owner (Fence, OnRecord, OnProbe); the owner's view of each
+// of its backups (Progress); which replica to promote when an owner is gone
+// (Promote); the table that answers retried mutations (Dedup); and the
+// record and snapshot codecs, which never trust a length a peer sent.
 //
-// This is the first part of the package named in issue 8; the owner's
-// per-backup progress, the promotion choice, the retry table and the
-// record/snapshot codecs still live in grid.
+// It does no IO, starts no goroutine and takes no lock: the member core
+// (grid) holds the partition lock, asks for decisions and carries them out
+// on its connections.
 package backup
 
 // Replica is what a member knows about its copy of one partition.
@@ -80,8 +82,8 @@ func Fence(r Replica, cur, version uint64) Verdict {
 	return Accept
 }
 
-// Record decides about the owner's mutation number seq.
-func Record(r Replica, cur, version, seq uint64) Verdict {
+// OnRecord decides about the owner's mutation number seq.
+func OnRecord(r Replica, cur, version, seq uint64) Verdict {
 	if v := Fence(r, cur, version); v != Accept {
 		return v
 	}
@@ -94,11 +96,11 @@ func Record(r Replica, cur, version, seq uint64) Verdict {
 	return Accept
 }
 
-// Probe decides whether this backup already holds the owner's history up
+// OnProbe decides whether this backup already holds the owner's history up
 // to mutation seq of term: the same sequence alone is not enough (after a
 // failover an asynchronous backup may have applied a record the new owner
 // never saw).
-func Probe(r Replica, cur, version, seq, term uint64) Verdict {
+func OnProbe(r Replica, cur, version, seq, term uint64) Verdict {
 	if v := Fence(r, cur, version); v != Accept {
 		return v
 	}

@@ -2,7 +2,7 @@ package backup
 
 import "testing"
 
-func TestRecord(t *testing.T) {
+func TestOnRecord(t *testing.T) {
 	backup := Replica{Role: 1, OwnerSince: 10, Seq: 5, Term: 10}
 	for _, c := range []struct {
 		name              string
@@ -21,13 +21,13 @@ func TestRecord(t *testing.T) {
 		{"the owner itself", Replica{Role: 0, OwnerSince: 10, Seq: 5}, 12, 11, 6, NotBackup},
 		{"deposed beats duplicate", backup, 12, 3, 2, Deposed},
 	} {
-		if got := Record(c.r, c.cur, c.version, c.seq); got != c.want {
+		if got := OnRecord(c.r, c.cur, c.version, c.seq); got != c.want {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)
 		}
 	}
 }
 
-func TestProbe(t *testing.T) {
+func TestOnProbe(t *testing.T) {
 	r := Replica{Role: 2, OwnerSince: 4, Seq: 100, Term: 4}
 	for _, c := range []struct {
 		name                    string
@@ -40,7 +40,7 @@ func TestProbe(t *testing.T) {
 		{"ahead", 5, 5, 99, 4, Differs},
 		{"deposed", 5, 3, 100, 4, Deposed},
 	} {
-		if got := Probe(r, c.cur, c.version, c.seq, c.term); got != c.want {
+		if got := OnProbe(r, c.cur, c.version, c.seq, c.term); got != c.want {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)
 		}
 	}

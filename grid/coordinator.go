@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/shoalgrid/shoal/backup"
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/partition"
 	"github.com/shoalgrid/shoal/quorum"
@@ -262,17 +263,17 @@ func (c *coordinator) step(ctx context.Context) error {
 		var silent []string
 		for _, p := range promote {
 			want, _ := target.Owner(p)
-			best, bestSeq, missing := choosePromotion(replicas[p], seqs, p, want.Name)
+			best, bestPos, missing := choosePromotion(replicas[p], seqs, p, want.Name)
 			if m.log.Enabled(context.Background(), slog.LevelDebug) {
 				var cands []string
 				for _, n := range replicas[p] {
 					if sq, ok := seqs[n]; ok {
-						cands = append(cands, fmt.Sprintf("%s=%d", n, int64(sq[p])))
+						cands = append(cands, fmt.Sprintf("%s=%d/%d", n, int64(sq[p].Seq), sq[p].Term))
 					} else {
 						cands = append(cands, n+"=?")
 					}
 				}
-				m.log.Debug("promotion", "partition", p, "from_version", cur.Version, "candidates", cands, "chosen", best, "seq", bestSeq)
+				m.log.Debug("promotion", "partition", p, "from_version", cur.Version, "candidates", cands, "chosen", best, "seq", bestPos.Seq, "term", bestPos.Term)
 			}
 			if missing != "" {
 				silent = append(silent, missing)
@@ -412,26 +413,32 @@ func (c *coordinator) step(ctx context.Context) error {
 }
 
 // choosePromotion picks the replica of partition p to promote when its
-// owner is gone: the one that applied the most mutations (synchronous
-// backups hold every acknowledged write), the target owner on a tie. seqs
-// are the sequences the live members reported (noReplica where they hold
-// no replica). It returns missing, and no choice, when a replica did not
-// report: it may be the one holding what was acknowledged. best is ""
-// when no replica is left (the partition is lost).
-func choosePromotion(replicas []string, seqs map[string][]uint64, p int32, want string) (best string, bestSeq uint64, missing string) {
-	for _, n := range replicas {
-		sq, ok := seqs[n]
+// owner is gone, by backup.Promote: the one with the longest history, the
+// target owner on a tie. pos are the positions the live members reported
+// (Seq noReplica where they hold no replica). It returns missing, and no
+// choice, when a replica did not report: it may be the one holding what
+// was acknowledged. best is "" when no replica is left (the partition is
+// lost).
+func choosePromotion(replicas []string, pos map[string][]backup.Position, p int32, want string) (best string, bestPos backup.Position, missing string) {
+	cands := make([]backup.Candidate, len(replicas))
+	for i, n := range replicas {
+		cands[i].Name = n
+		ps, ok := pos[n]
 		if !ok {
-			return "", 0, n
-		}
-		if sq[p] == noReplica {
 			continue
 		}
-		if best == "" || sq[p] > bestSeq || (sq[p] == bestSeq && n == want) {
-			best, bestSeq = n, sq[p]
-		}
+		cands[i].Reported = true
+		cands[i].Holds = ps[p].Seq != noReplica
+		cands[i].Pos = ps[p]
 	}
-	return best, bestSeq, ""
+	i, miss := backup.Promote(cands, want)
+	switch {
+	case miss >= 0:
+		return "", backup.Position{}, replicas[miss]
+	case i < 0:
+		return "", backup.Position{}, ""
+	}
+	return replicas[i], cands[i].Pos, ""
 }
 
 // call sends a system request to member to, or runs it here when to is
@@ -479,37 +486,46 @@ func (c *coordinator) runMoves(round context.Context, moves []partition.Move, f 
 	return ok, errors.Join(errs...)
 }
 
-// collectSeqs asks every live member for the sequence of the last mutation
+// collectSeqs asks every live member for the position (sequence and term)
+// of the last mutation
 // it applied to each partition.
-func (c *coordinator) collectSeqs(live []MemberInfo) map[string][]uint64 {
+func (c *coordinator) collectSeqs(live []MemberInfo) map[string][]backup.Position {
 	m := c.m
-	out := map[string][]uint64{}
+	out := map[string][]backup.Position{}
 	var mu sync.Mutex
 	var g errgroup.Group
 	for _, mi := range live {
 		g.Go(func() error {
 			var b []byte
 			if mi.Name == m.cfg.Name {
-				b = m.replicaSeqs()
+				b = m.replicaSeqs(true)
 			} else {
 				ctx, cancel := context.WithTimeout(m.ctx, 2*time.Second)
 				defer cancel()
-				resp, err := m.peers.call(ctx, mi.Name, mi.Addr, &op.Request{Service: sysService, Op: sysReplicaSeqs, Partition: -1})
+				resp, err := m.peers.call(ctx, mi.Name, mi.Addr, &op.Request{Service: sysService, Op: sysReplicaSeqs, Partition: -1, Num: seqsWithTerms})
 				if err != nil {
 					m.log.Warn("replica sequences unavailable", "peer", mi.Name, "err", err)
 					return nil
 				}
 				b = resp.Value
 			}
-			if len(b) != 8*m.cfg.PartitionCount {
+			n := m.cfg.PartitionCount
+			pos := make([]backup.Position, n)
+			switch len(b) {
+			case 16 * n:
+				for i := range pos {
+					pos[i] = backup.Position{Seq: binary.BigEndian.Uint64(b[16*i:]), Term: binary.BigEndian.Uint64(b[16*i+8:])}
+				}
+			case 8 * n:
+				// An older build: sequences only.
+				for i := range pos {
+					pos[i] = backup.Position{Seq: binary.BigEndian.Uint64(b[8*i:]), NoTerm: true}
+				}
+			default:
 				return nil
 			}
-			seqs := make([]uint64, m.cfg.PartitionCount)
-			for i := range seqs {
-				seqs[i] = binary.BigEndian.Uint64(b[8*i:])
-			}
 			mu.Lock()
-			out[mi.Name] = seqs
+			out[mi.Name] = pos
 			mu.Unlock()
 			return nil
 		})

@@ -6,22 +6,25 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoalgrid/shoal/backup"
 	"github.com/shoalgrid/shoal/partition"
 	"github.com/shoalgrid/shoal/quorum"
 )
 
-// TestChoosePromotion: the replica with the most mutations is promoted (the
-// target owner on a tie); a live replica that did not report its sequences
-// blocks the choice, because it may be the only one holding what was
-// acknowledged (under CPU load the in-sync backup can miss the 2 s
-// deadline while a new backup, still waiting for its copy, answers 0).
+// TestChoosePromotion: the coordinator's reports reach backup.Promote (its
+// table test has the ranking): a member that reported noReplica holds none,
+// a live replica that did not report blocks the choice, because it may be
+// the only one holding what was acknowledged (under CPU load the in-sync
+// backup can miss the 2 s deadline while a new backup, still waiting for
+// its copy, answers 0), and the term ranks before the sequence.
 func TestChoosePromotion(t *testing.T) {
 	const p = 1
-	seqs := map[string][]uint64{
-		"a": {0, 40},
-		"b": {0, 0}, // a new backup that has not received its copy
-		"c": {0, 40},
-		"x": {0, noReplica},
+	pos := map[string][]backup.Position{
+		"a": {{}, {Seq: 40, Term: 3}},
+		"b": {{}, {}}, // a new backup that has not received its copy
+		"c": {{}, {Seq: 40, Term: 3}},
+		"d": {{}, {Seq: 12, Term: 9}},
+		"x": {{}, {Seq: noReplica}},
 	}
 	for _, c := range []struct {
 		name          string
@@ -33,15 +36,16 @@ func TestChoosePromotion(t *testing.T) {
 		{"most mutations", []string{"b", "a"}, "b", "a", "", 40},
 		{"tie goes to the target owner", []string{"a", "c"}, "c", "c", "", 40},
 		{"tie without the target owner: first", []string{"a", "c"}, "z", "a", "", 40},
+		{"newer term", []string{"a", "d"}, "a", "d", "", 12},
 		{"no replica left: lost", nil, "a", "", "", 0},
 		{"only members without a replica: lost", []string{"x"}, "a", "", "", 0},
 		{"silent in-sync backup: wait, not the empty new one", []string{"b", "silent"}, "b", "", "silent", 0},
 		{"silent sole replica: wait, not lost", []string{"silent"}, "a", "", "silent", 0},
 	} {
-		best, bestSeq, missing := choosePromotion(c.replicas, seqs, p, c.want)
-		if best != c.best || bestSeq != c.bestSeq || missing != c.missing {
-			t.Errorf("%s: choosePromotion(%v) = %q, %d, missing %q; want %q, %d, missing %q",
-				c.name, c.replicas, best, bestSeq, missing, c.best, c.bestSeq, c.missing)
+		best, bestPos, missing := choosePromotion(c.replicas, pos, p, c.want)
+		if best != c.best || bestPos.Seq != c.bestSeq || missing != c.missing {
+			t.Errorf("%s: choosePromotion(%v) = %q, %+v, missing %q; want %q, %d, missing %q",
+				c.name, c.replicas, best, bestPos, missing, c.best, c.bestSeq, c.missing)
 		}
 	}
 }

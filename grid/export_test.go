@@ -42,3 +42,7 @@ func (m *Member) StateSnapshotForTest(p int32, service string, now time.Time) ([
 	b, err := s.states[svc].Snapshot(now)
 	return b, err == nil
 }
+
+// SendLegacyRecordsForTest makes m ship backup records as sysBackup
+// requests, as it does to a member without wire.CapRecords.
+func (m *Member) SendLegacyRecordsForTest(on bool) { m.legacyRecords.Store(on) }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/shoalgrid/shoal/backup"
 	"github.com/shoalgrid/shoal/internal/evsub"
 	"github.com/shoalgrid/shoal/internal/invoke"
 	"github.com/shoalgrid/shoal/op"
@@ -38,8 +39,11 @@ type Member struct {
 	log     *slog.Logger
 	started time.Time
 	bindIP  net.IP
-	// recordDecoders recycles backup-record decoders (see decodeRecord).
+	// recordDecoders recycles backup-record decoders (backup.Decoder).
 	recordDecoders sync.Pool
+	// legacyRecords makes this owner send records as sysBackup requests,
+	// as to a member without wire.CapRecords (a test hook).
+	legacyRecords atomic.Bool
 
 	metaMu sync.Mutex
 	meta   nodeMeta
@@ -62,7 +66,7 @@ type Member struct {
 	latency  *latencies // per service and operation, see latency.go
 
 	restoreMu sync.Mutex
-	restores  map[string]*restoreBuf
+	restores  map[string]*backup.Assembly
 
 	resyncMu sync.Mutex
 	// resyncPending holds the jobs in resyncQueue (queued, not started).
@@ -208,7 +212,7 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 		resyncPending: map[resyncJob]bool{},
 		resyncKick:    make(chan struct{}, 1),
 		fenceKick:     make(chan struct{}, 1),
-		restores:      map[string]*restoreBuf{},
+		restores:      map[string]*backup.Assembly{},
 		tableCond:     make(chan struct{}),
 		ctx:           mctx,
 		cancel:        cancel,
@@ -633,7 +637,7 @@ func (m *Member) sweepLoop() {
 		// A snapshot whose sender died mid-copy never completes.
 		m.restoreMu.Lock()
 		for k, rb := range m.restores {
-			if now.Sub(rb.started) > time.Minute {
+			if now.Sub(rb.Started) > time.Minute {
 				delete(m.restores, k)
 			}
 		}

@@ -206,11 +206,11 @@ func (s *slot) executeSeam(m *Member, b *wire.Batch, cur *partition.Table, req *
 	s.term = s.ownerSince
 	seq := s.seq
 	if req.Origin != 0 && !parked && !reserved {
-		s.dedup.put(req.Origin, req.CallSeq, seq, resp, now)
+		s.dedup.Put(req.Origin, req.CallSeq, seq, resp, now)
 	}
 	for i := range effects {
 		if e := &effects[i]; e.Kind == op.EffectComplete && e.Resp != nil && e.Call.Origin != 0 {
-			s.dedup.put(e.Call.Origin, e.Call.Seq, seq, e.Resp, now)
+			s.dedup.Put(e.Call.Origin, e.Call.Seq, seq, e.Resp, now)
 		}
 	}
 	var w *ackWait
@@ -266,11 +266,11 @@ func (s *slot) applySeam(ex op.Executor, seq uint64, now time.Time, req *op.Requ
 	x.Reset(now, s.id, false, req)
 	resp := ex.Execute(x, req)
 	if req.Origin != 0 && !x.Parked() && req.Op < op.OpReservedMin {
-		s.dedup.put(req.Origin, req.CallSeq, seq, resp, now)
+		s.dedup.Put(req.Origin, req.CallSeq, seq, resp, now)
 	}
 	for _, e := range x.Effects() {
 		if e.Kind == op.EffectComplete && e.Resp != nil && e.Call.Origin != 0 {
-			s.dedup.put(e.Call.Origin, e.Call.Seq, seq, e.Resp, now)
+			s.dedup.Put(e.Call.Origin, e.Call.Seq, seq, e.Resp, now)
 		}
 	}
 	x.Reset(time.Time{}, s.id, false, nil)

@@ -12,14 +12,15 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/shoalgrid/shoal/backup"
-	"github.com/shoalgrid/shoal/internal/mpsafe"
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/wire"
 )
 
 // Backup records: the owner ships each mutation to the partition's backups
-// as a system request whose Value is the original request plus the owner's
-// clock; backups replay it (State.Apply is deterministic). Records of one
+// as a wire.KindRecord frame (backup.EncodeRecord: the original request,
+// the owner's clock and the replication position), or, to a member without
+// wire.CapRecords, as a system request whose Value is the original request
+// plus the owner's clock; backups replay it (State.Apply is deterministic). Records of one
 // partition are enqueued under the partition's lock on one connection per
 // backup, so they arrive in sequence order.
 
@@ -32,6 +33,10 @@ type recordScratch struct {
 	enc  *msgpack.Encoder
 	req  op.Request
 	term [8]byte
+	// rec is the record being sent and encode writes it into a
+	// connection's buffer (made once per slot: no closure per mutation).
+	rec    backup.Record
+	encode func(*msgpack.Encoder) error
 }
 
 // maxScratch is the largest record buffer a slot keeps between mutations.
@@ -45,49 +50,23 @@ func (r *recordScratch) encodeRecord(now time.Time, req *op.Request) ([]byte, er
 		r.enc = msgpack.NewEncoder(&r.buf)
 	}
 	r.buf.Reset()
-	if err := r.enc.EncodeInt(now.UnixNano()); err != nil {
-		return nil, err
-	}
-	if err := wire.EncodeRequest(r.enc, req); err != nil {
+	if err := backup.EncodeRecordValue(r.enc, now, req); err != nil {
 		return nil, err
 	}
 	return r.buf.Bytes(), nil
 }
 
-// recordDecoder is a reusable decoder for backup records.
-type recordDecoder struct {
-	rd    bytes.Reader
-	dec   *msgpack.Decoder
-	names wire.Names
-}
-
-// decodeRecord decodes a backup record with a decoder from pool (records
-// are decoded on every replicated mutation, from every connection's read
-// loop; the member owns the pool).
+// decodeRecord decodes a legacy backup record (the Value of a sysBackup
+// request) with a decoder from pool (records are decoded on every
+// replicated mutation, from every connection's read loop; the member owns
+// the pool).
 func decodeRecord(pool *sync.Pool, b []byte) (time.Time, *op.Request, error) {
-	d, _ := pool.Get().(*recordDecoder)
+	d, _ := pool.Get().(*backup.Decoder)
 	if d == nil {
-		d = &recordDecoder{}
-		d.dec = msgpack.NewDecoder(&d.rd)
+		d = backup.NewDecoder()
 	}
 	defer pool.Put(d)
-	// The record is a peer's bytes: check every length and the nesting
-	// before the decoder sees them.
-	if err := mpsafe.Check(b, wire.MaxDepth); err != nil {
-		return time.Time{}, nil, fmt.Errorf("%w: backup record: %w", wire.ErrMalformed, err)
-	}
-	d.rd.Reset(b)
-	d.dec.ResetReader(&d.rd)
-	dec := d.dec
-	ns, err := dec.DecodeInt64()
-	if err != nil {
-		return time.Time{}, nil, fmt.Errorf("%w: backup record time: %v", op.ErrBadRequest, err)
-	}
-	req := new(op.Request)
-	if err := wire.DecodeRequestNames(dec, req, &d.names); err != nil {
-		return time.Time{}, nil, err
-	}
-	return time.Unix(0, ns), req, nil
+	return d.RecordValue(b)
 }
 
 // replicate sends the slot's latest mutation to its backups. It runs under
@@ -95,37 +74,53 @@ func decodeRecord(pool *sync.Pool, b []byte) (time.Time, *op.Request, error) {
 // backups (the first ones) w waits for.
 func (m *Member) replicate(s *slot, b *wire.Batch, version uint64, now time.Time, req *op.Request, w *ackWait, need int) {
 	seq := s.seq
-	binary.BigEndian.PutUint64(s.rec.term[:], s.term)
-	rec, err := s.rec.encodeRecord(now, req)
-	if err != nil {
-		if w != nil {
-			w.fail(fmt.Errorf("%w: encode backup record: %v", op.ErrInternal, err))
-		}
-		return
+	sc := &s.rec
+	sc.rec = backup.Record{Partition: s.id, Seq: seq, Term: s.term, TableVersion: version, Time: now, Req: req}
+	defer func() { sc.rec = backup.Record{} }() // do not pin req's value
+	if sc.encode == nil {
+		sc.encode = func(enc *msgpack.Encoder) error { return backup.EncodeRecord(enc, &sc.rec) }
 	}
+	var legacy []byte // the record for members without wire.CapRecords
 	for i, tg := range s.targets {
 		var wi *ackWait
 		if i < need {
 			wi = w
 		}
-		if !tg.streaming || tg.conn == nil {
+		if !tg.prog.Streaming() || tg.conn == nil {
 			// A resync will carry this mutation.
 			if wi != nil {
-				tg.waiters = append(tg.waiters, seqWait{seq, wi})
+				tg.prog.Wait(seq, wi)
 			}
 			m.scheduleResync(s.id, tg.name)
 			continue
 		}
 		conn := tg.conn
-		r := &s.rec.req
-		*r = op.Request{Service: sysService, Op: sysBackup, Partition: s.id, Num: int64(seq), TableVersion: version, Value: rec, Aux: s.rec.term[:]}
-		err := conn.GoBatch(b, r, func(resp *op.Response, err error) {
+		done := func(resp *op.Response, err error) {
 			m.onRecordAck(s, tg, conn, seq, wi, resp, err)
-		})
+		}
+		var err error
+		if conn.Peer().Caps&wire.CapRecords != 0 && !m.legacyRecords.Load() {
+			// A frame of its own, with a limit of its own: a mutation at
+			// the value limit replicates as a record, not as a resync.
+			err = conn.GoRecord(b, sc.encode, done)
+		} else {
+			if legacy == nil {
+				binary.BigEndian.PutUint64(sc.term[:], s.term)
+				if legacy, err = sc.encodeRecord(now, req); err != nil {
+					if w != nil {
+						w.fail(fmt.Errorf("%w: encode backup record: %v", op.ErrInternal, err))
+					}
+					return
+				}
+			}
+			r := &sc.req
+			*r = op.Request{Service: sysService, Op: sysBackup, Partition: s.id, Num: int64(seq), TableVersion: version, Value: legacy, Aux: sc.term[:]}
+			err = conn.GoBatch(b, r, done)
+		}
 		if err != nil {
-			tg.streaming, tg.synced = false, false
+			tg.prog.Broken()
 			if wi != nil {
-				tg.waiters = append(tg.waiters, seqWait{seq, wi})
+				tg.prog.Wait(seq, wi)
 			}
 			m.scheduleResync(s.id, tg.name)
 		}
@@ -189,10 +184,10 @@ func (m *Member) onRecordAck(s *slot, tg *target, conn *wire.Conn, seq uint64, w
 	// A gap, a backup that does not know its role yet, or a lost
 	// connection: a resync will cover this record.
 	if tg.conn == conn {
-		tg.streaming, tg.synced = false, false
+		tg.prog.Broken()
 	}
 	if w != nil {
-		tg.waiters = append(tg.waiters, seqWait{seq, w})
+		tg.prog.Wait(seq, w)
 	}
 	m.scheduleResync(s.id, tg.name)
 }
@@ -237,7 +232,7 @@ func (m *Member) nextResync() (resyncJob, bool) {
 	// already pending: nothing copied the partition, the backup stayed out
 	// of sync for good, and the hand-off of the partition to it (a leaving
 	// member's) waited until its timeout, round after round. Two workers
-	// may now run the same job: resync checks and sets tg.streaming under
+	// may now run the same job: resync checks and sets the target's progress under
 	// the partition lock, so only one of them sends anything.
 	delete(m.resyncPending, j)
 	return j, true
@@ -278,7 +273,7 @@ func (m *Member) resync(j resyncJob) error {
 	s := m.slots[j.p]
 	s.mu.Lock()
 	tg := s.findTarget(j.name)
-	if tg == nil || s.role != 0 || tg.streaming {
+	if tg == nil || s.role != 0 || tg.prog.Streaming() {
 		s.mu.Unlock()
 		return nil
 	}
@@ -298,15 +293,17 @@ func (m *Member) resync(j resyncJob) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	tg = s.findTarget(j.name)
-	if tg == nil || s.role != 0 || tg.streaming {
+	if tg == nil || s.role != 0 {
 		return nil
 	}
 	seq := s.seq
-	if !tg.probed {
+	switch tg.prog.Next() {
+	case backup.NoStep:
+		return nil
+	case backup.SendProbe:
 		// The backup may already hold everything (it was a co-replica
 		// before this member became owner): ask before copying. The probe
 		// is ordered with later records like a snapshot would be.
-		tg.probed = true
 		req := &op.Request{Service: sysService, Op: sysBackupProbe, Partition: j.p, Num: int64(seq), TableVersion: cur.Version, Aux: binary.BigEndian.AppendUint64(nil, s.term)}
 		err := conn.Go(req, func(resp *op.Response, err error) {
 			m.onProbeAck(s, tg, conn, seq, resp, err)
@@ -314,7 +311,8 @@ func (m *Member) resync(j resyncJob) error {
 		if err != nil {
 			return err
 		}
-		tg.streaming, tg.conn = true, conn
+		tg.prog.Started()
+		tg.conn = conn
 		return nil
 	}
 	data, n, err := s.snapshotLocked(m)
@@ -322,9 +320,12 @@ func (m *Member) resync(j resyncJob) error {
 		return err
 	}
 	id := "sync/" + strconv.FormatUint(cur.Version, 10) + "/" + strconv.Itoa(int(j.p)) + "/" + strconv.FormatUint(m.syncIDs.Add(1), 10)
-	for off := 0; ; off += migrationChunk {
-		end := min(off+migrationChunk, len(data))
-		req := &op.Request{Service: sysService, Op: sysBackupSync, Partition: j.p, Key: id, Num: int64(off), Aux: syncMark(seq, s.term), TableVersion: cur.Version, Value: data[off:end]}
+	// A chunk is a request value: no larger than the value limit either
+	// (with limits below 4 MiB a larger partition could never be copied).
+	chunk := min(migrationChunk, m.cfg.Limits.MaxValueSize)
+	for off := 0; ; off += chunk {
+		end := min(off+chunk, len(data))
+		req := &op.Request{Service: sysService, Op: sysBackupSync, Partition: j.p, Key: id, Num: int64(off), Aux: backup.Mark(seq, s.term), TableVersion: cur.Version, Value: data[off:end]}
 		final := end == len(data)
 		if !final {
 			req.Aux = nil
@@ -339,7 +340,8 @@ func (m *Member) resync(j resyncJob) error {
 			break
 		}
 	}
-	tg.streaming, tg.conn = true, conn
+	tg.prog.Started()
+	tg.conn = conn
 	m.counters.bytesOut.Add(uint64(len(data)))
 	return nil
 }
@@ -352,16 +354,15 @@ func (m *Member) onProbeAck(s *slot, tg *target, conn *wire.Conn, seq uint64, re
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.hasTarget(tg) || tg.conn != conn || !tg.streaming {
+	if !s.hasTarget(tg) || tg.conn != conn || !tg.prog.Streaming() {
 		return
 	}
 	if err != nil {
-		tg.streaming, tg.synced = false, false
+		tg.prog.Broken()
 		m.scheduleResync(s.id, tg.name)
 		return
 	}
-	tg.synced = true
-	tg.advance(seq)
+	tg.caught(seq)
 }
 
 func (s *slot) findTarget(name string) *target {
@@ -383,8 +384,8 @@ func (m *Member) onSyncAck(s *slot, tg *target, conn *wire.Conn, seq uint64, fin
 		return
 	}
 	if err != nil {
-		if tg.streaming {
-			tg.streaming, tg.synced = false, false
+		if tg.prog.Streaming() {
+			tg.prog.Broken()
 			m.scheduleResync(s.id, tg.name)
 		}
 		return
@@ -392,8 +393,7 @@ func (m *Member) onSyncAck(s *slot, tg *target, conn *wire.Conn, seq uint64, fin
 	if !final {
 		return
 	}
-	tg.synced = true
-	tg.advance(seq)
+	tg.caught(seq)
 	m.counters.migrationsOut.Add(1)
 	m.log.Debug("backup synced", "partition", s.id, "backup", tg.name, "seq", seq, "entries", entries)
 }
@@ -403,7 +403,7 @@ func (m *Member) onSyncAck(s *slot, tg *target, conn *wire.Conn, seq uint64, fin
 func (s *slot) probe(m *Member, cur, version, seq, term uint64) *op.Response {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	switch v := backup.Probe(s.replica(), cur, version, seq, term); v {
+	switch v := backup.OnProbe(s.replica(), cur, version, seq, term); v {
 	case backup.Deposed, backup.NotBackup:
 		return s.fenced(m, v, "probe", cur, version)
 	case backup.Differs:
@@ -416,13 +416,13 @@ func (s *slot) probe(m *Member, cur, version, seq, term uint64) *op.Response {
 // installSync replaces this backup's copy of the partition with the
 // owner's snapshot taken at sequence seq.
 func (s *slot) installSync(m *Member, cur, version, seq, term uint64, data []byte) *op.Response {
-	snap, err := decodeSnapshot(data)
+	snap, err := backup.DecodeSnapshot(data)
 	if err != nil {
 		return errResponse(err, cur)
 	}
 	states := make([]op.State, len(m.services))
 	now := time.Now()
-	for name, b := range snap.services {
+	for name, b := range snap.Services {
 		i, ok := m.svcIndex[name]
 		if !ok {
 			return errResponse(op.Errorf(op.CodeUnknownService, "snapshot has unknown service %s", op.Quote(name)), cur)
@@ -439,7 +439,7 @@ func (s *slot) installSync(m *Member, cur, version, seq, term uint64, data []byt
 		return s.fenced(m, v, "sync", cur, version)
 	}
 	s.states = states
-	s.dedup.load(snap.dedup)
+	s.dedup.Load(snap.Dedup)
 	s.seq, s.term = seq, term
 	s.dataVersion = max(s.dataVersion, version)
 	m.counters.migrationsIn.Add(1)
@@ -470,11 +470,11 @@ func (m *Member) handoff(ctx context.Context, p int32, next string) error {
 	}
 	s.frozen = cur.Version
 	s.failParked(op.CodeMigrating, fmt.Sprintf("partition %d is being handed over", p), cur.Version)
-	for !(tg.synced && tg.acked >= s.seq) {
+	for !tg.prog.Holds(s.seq) {
 		// The partition is frozen, so no mutation will schedule a copy
 		// to a backup that is not being fed: ask for one, as waitSynced
 		// does, rather than rely on whoever made it fall behind.
-		if !tg.streaming {
+		if !tg.prog.Streaming() {
 			m.scheduleResync(p, next)
 		}
 		if tg.handoff == nil {
@@ -608,17 +608,4 @@ func (m *Member) confirmTable() bool {
 	before := m.tableVersion()
 	m.pullFromResponse(resp, c.Name)
 	return resp.TableVersion >= before
-}
-
-// syncMark is the Aux of a snapshot's last chunk: its sequence and term.
-func syncMark(seq, term uint64) []byte {
-	return binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, seq), term)
-}
-
-// u64 reads a big-endian uint64 at offset i of b, or reports false.
-func u64(b []byte, i int) (uint64, bool) {
-	if len(b) < i+8 {
-		return 0, false
-	}
-	return binary.BigEndian.Uint64(b[i:]), true
 }

@@ -1,7 +1,6 @@
 package grid
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/binary"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/shoalgrid/shoal/backup"
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/partition"
 	"github.com/shoalgrid/shoal/sysop"
@@ -383,7 +383,7 @@ func (m *Member) handleSys(c *wire.Conn, id uint64, req *op.Request) {
 			c.Respond(id, &op.Response{Code: op.CodeBadRequest, Msg: fmt.Sprintf("partition %d out of range", req.Partition)})
 			return
 		}
-		term, ok := u64(req.Aux, 0)
+		term, ok := backup.ParseTerm(req.Aux)
 		if !ok {
 			c.Respond(id, &op.Response{Code: op.CodeBadRequest, Msg: "probe without a term"})
 			return
@@ -417,7 +417,7 @@ func (m *Member) handleSys(c *wire.Conn, id uint64, req *op.Request) {
 	case sysop.ReplDelta, sysop.ReplPull:
 		c.Respond(id, m.handleWideSys(req))
 	case sysReplicaSeqs:
-		c.Respond(id, &op.Response{Found: true, Value: m.replicaSeqs(), TableVersion: cur})
+		c.Respond(id, &op.Response{Found: true, Value: m.replicaSeqs(req.Num == seqsWithTerms), TableVersion: cur})
 	case sysTrigger:
 		if req.Num != 0 {
 			m.coord.force.Store(true)
@@ -432,16 +432,31 @@ func (m *Member) handleSys(c *wire.Conn, id uint64, req *op.Request) {
 // noReplica marks a partition without a replica here in sysReplicaSeqs.
 const noReplica = ^uint64(0)
 
-func (m *Member) replicaSeqs() []byte {
-	out := make([]byte, 0, 8*len(m.slots))
+// seqsWithTerms in a sysReplicaSeqs request's Num asks for each
+// partition's term after its sequence (16 bytes a partition, not 8):
+// members of older builds ignore it and answer sequences only.
+const seqsWithTerms = 1
+
+// replicaSeqs reports the replication position of every partition here:
+// its sequence (noReplica where this member holds no replica) and, with
+// terms, its term.
+func (m *Member) replicaSeqs(terms bool) []byte {
+	n := 8
+	if terms {
+		n = 16
+	}
+	out := make([]byte, 0, n*len(m.slots))
 	for _, s := range m.slots {
 		s.mu.Lock()
-		seq := s.seq
+		seq, term := s.seq, s.term
 		if s.role < 0 {
 			seq = noReplica
 		}
 		s.mu.Unlock()
 		out = binary.BigEndian.AppendUint64(out, seq)
+		if terms {
+			out = binary.BigEndian.AppendUint64(out, term)
+		}
 	}
 	return out
 }
@@ -458,11 +473,41 @@ func (m *Member) handleRecord(req *op.Request, cur uint64) *op.Response {
 	if req.TableVersion > cur {
 		m.pullLater(req.TableVersion)
 	}
-	term, ok := u64(req.Aux, 0)
+	term, ok := backup.ParseTerm(req.Aux)
 	if !ok {
 		return &op.Response{Code: op.CodeBadRequest, Msg: "backup record without a term"}
 	}
 	return m.slots[p].applyBackup(m, cur, req.TableVersion, uint64(req.Num), term, now, inner)
+}
+
+// HandleRecord takes a backup record frame (wire.KindRecord) from an
+// owner: the wire.RecordHandler side of Member. It is answered on the read
+// loop, like a record sent as a sysBackup request.
+func (m *Member) HandleRecord(c *wire.Conn, id uint64, body []byte) {
+	if m.closed.Load() {
+		c.Respond(id, errResponse(m.errClosed(), 0))
+		return
+	}
+	c.RespondBatch(c.Batch(), id, m.handleRecordFrame(body, m.tableVersion()))
+}
+
+func (m *Member) handleRecordFrame(body []byte, cur uint64) *op.Response {
+	d, _ := m.recordDecoders.Get().(*backup.Decoder)
+	if d == nil {
+		d = backup.NewDecoder()
+	}
+	r, err := d.Record(body)
+	m.recordDecoders.Put(d)
+	if err != nil {
+		return errResponse(err, cur)
+	}
+	if r.Partition < 0 || int(r.Partition) >= len(m.slots) {
+		return &op.Response{Code: op.CodeBadRequest, Msg: fmt.Sprintf("partition %d out of range", r.Partition)}
+	}
+	if r.TableVersion > cur {
+		m.pullLater(r.TableVersion)
+	}
+	return m.slots[r.Partition].applyBackup(m, cur, r.TableVersion, r.Seq, r.Term, r.Time, r.Req)
 }
 
 func (m *Member) tableResponse() *op.Response {
@@ -477,13 +522,6 @@ func (m *Member) tableResponse() *op.Response {
 	return &op.Response{Found: true, Value: b, Num: int64(t.Version), TableVersion: t.Version}
 }
 
-// restoreBuf accumulates the chunks of one incoming partition snapshot.
-type restoreBuf struct {
-	version uint64
-	started time.Time
-	buf     bytes.Buffer
-}
-
 // migrationChunk is the largest piece of a partition snapshot sent in one
 // frame.
 const migrationChunk = 4 << 20
@@ -496,15 +534,14 @@ func (m *Member) handleSyncChunk(req *op.Request, cur uint64) *op.Response {
 	m.restoreMu.Lock()
 	rb := m.restores[req.Key]
 	if req.Num == 0 {
-		rb = &restoreBuf{version: req.TableVersion, started: time.Now()}
+		rb = backup.NewAssembly(time.Now())
 		m.restores[req.Key] = rb
 	}
-	if rb == nil || int64(rb.buf.Len()) != req.Num {
+	if rb == nil || !rb.Add(req.Num, req.Value) {
 		delete(m.restores, req.Key)
 		m.restoreMu.Unlock()
 		return &op.Response{Code: op.CodeBackupGap, Msg: fmt.Sprintf("sync %s: chunk at offset %d out of order", req.Key, req.Num)}
 	}
-	rb.buf.Write(req.Value)
 	final := len(req.Aux) > 0
 	if final {
 		delete(m.restores, req.Key)
@@ -513,13 +550,12 @@ func (m *Member) handleSyncChunk(req *op.Request, cur uint64) *op.Response {
 	if !final {
 		return &op.Response{TableVersion: cur}
 	}
-	seq, ok1 := u64(req.Aux, 0)
-	term, ok2 := u64(req.Aux, 8)
-	if !ok1 || !ok2 {
+	seq, term, ok := backup.ParseMark(req.Aux)
+	if !ok {
 		return &op.Response{Code: op.CodeBadRequest, Msg: "sync: bad sequence mark"}
 	}
 	if req.TableVersion > cur {
 		m.pullLater(req.TableVersion)
 	}
-	return m.slots[p].installSync(m, cur, req.TableVersion, seq, term, rb.buf.Bytes())
+	return m.slots[p].installSync(m, cur, req.TableVersion, seq, term, rb.Bytes())
 }

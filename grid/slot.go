@@ -50,7 +50,7 @@ type slot struct {
 	targets []*target
 	// dedup remembers the responses of recent mutations by request
 	// identity, so a retried mutation is answered, not applied again.
-	dedup dedupTable
+	dedup backup.Dedup
 	// waits are the acknowledgement waits of recent mutations, in
 	// deadline order, for expireWaits.
 	waits []*ackWait
@@ -90,32 +90,23 @@ func (s *slot) expireWaits(now time.Time, timeout time.Duration) {
 	s.waits = s.waits[i:]
 }
 
-// target is the owner's view of one backup of the partition.
+// target is the owner's view of one backup of the partition: its
+// replication progress (the rules are backup.Progress's) and the IO side,
+// the connection its records stream on.
 type target struct {
 	name, addr string
-	// acked is the highest sequence the backup acknowledged.
-	acked uint64
-	// synced is true while the backup is known to hold every mutation the
-	// owner applied, in order (after a full resync, or from the start).
-	synced bool
-	// streaming is true once a resync was enqueued on conn: records of
-	// later mutations follow it on that connection.
-	streaming bool
-	conn      *wire.Conn
-	// probed is set once a probe found the backup behind: the next resync
-	// copies the partition instead of probing again.
-	probed bool
-	// waiters are mutations waiting for this backup, whose records were
-	// refused (a gap) or not sent: a completed resync covers them.
-	waiters []seqWait
-	// handoff is closed when acked changes, for a waiting hand-off.
+	prog       backup.Progress[*ackWait]
+	// conn is the connection the last probe or copy was sent on; records
+	// follow it there while prog.Streaming().
+	conn *wire.Conn
+	// handoff is closed when the acknowledged sequence changes, for a
+	// waiting hand-off.
 	handoff chan struct{}
 }
 
-type seqWait struct {
-	seq uint64
-	w   *ackWait
-}
+// ackOne is what a target's progress does with a mutation it releases
+// (a static function: no closure per call).
+func ackOne(w *ackWait) { w.ack() }
 
 // ackWait collects the backup acknowledgements one mutation waits for.
 // It is failed with op.ErrBackupTimeout at deadline by the member's wait
@@ -295,7 +286,7 @@ func (s *slot) execute(m *Member, b *wire.Batch, cur *partition.Table, req *op.R
 	}
 	mutates := m.services[svc].Mutates(req.Op)
 	if mutates && req.Origin != 0 && req.Op < op.OpReservedMin {
-		if r, seq, ok := s.dedup.get(req.Origin, req.CallSeq); ok {
+		if r, seq, ok := s.dedup.Get(req.Origin, req.CallSeq); ok {
 			// A retry: answer with the original response, once the
 			// synchronous backups hold the original mutation.
 			r.TableVersion = cur.Version
@@ -324,7 +315,7 @@ func (s *slot) execute(m *Member, b *wire.Batch, cur *partition.Table, req *op.R
 	s.seq++
 	s.term = s.ownerSince
 	if req.Origin != 0 {
-		s.dedup.put(req.Origin, req.CallSeq, s.seq, resp, now)
+		s.dedup.Put(req.Origin, req.CallSeq, s.seq, resp, now)
 	}
 	var w *ackWait
 	if len(s.targets) > 0 {
@@ -358,7 +349,7 @@ func (s *slot) applyBackup(m *Member, cur uint64, version, seq, term uint64, now
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	v := backup.Record(s.replica(), cur, version, seq)
+	v := backup.OnRecord(s.replica(), cur, version, seq)
 	if v == backup.Deposed || v == backup.NotBackup {
 		return s.fenced(m, v, "record", cur, version)
 	}
@@ -376,7 +367,7 @@ func (s *slot) applyBackup(m *Member, cur uint64, version, seq, term uint64, now
 	} else if resp := s.state(m, svc).Apply(now, req); req.Origin != 0 {
 		// Replay is deterministic, so this is the owner's response: keep
 		// it for a retry that reaches this member after a failover.
-		s.dedup.put(req.Origin, req.CallSeq, seq, resp, now)
+		s.dedup.Put(req.Origin, req.CallSeq, seq, resp, now)
 	}
 	s.seq, s.term = seq, term
 	s.dataVersion = max(s.dataVersion, version)
@@ -412,7 +403,7 @@ func (s *slot) sweep(now time.Time, budget int) {
 			sw.Sweep(now, budget)
 		}
 	}
-	s.dedup.expire(now)
+	s.dedup.Expire(now)
 }
 
 // entries counts live entries in the partition.
@@ -489,7 +480,7 @@ func (s *slot) adopt(m *Member, t *partition.Table) (dropped, orphaned int, merg
 			m.log.Debug("orphaned partition dropped", "partition", s.id, "entries", orphaned, "seq", s.seq, "term", s.term, "owner_since", s.ownerSince, "version", t.Version, "new_replicas", names)
 		}
 		s.seq, s.term = 0, 0
-		s.dedup.reset()
+		s.dedup.Reset()
 	}
 	// Rebuild the owner's targets, keeping the sync state of backups that
 	// stay.
@@ -520,10 +511,9 @@ func (s *slot) adopt(m *Member, t *partition.Table) (dropped, orphaned int, merg
 		}
 		if !keep {
 			old.signal() // a hand-off waiting for this backup gives up
-			for _, sw := range old.waiters {
-				sw.w.fail(op.Errorf(op.CodeBackupTimeout, "backup %s of partition %d left before acknowledging; the outcome is unknown", old.name, s.id))
-			}
-			old.waiters = nil
+			old.prog.Drop(func(w *ackWait) {
+				w.fail(op.Errorf(op.CodeBackupTimeout, "backup %s of partition %d left before acknowledging; the outcome is unknown", old.name, s.id))
+			})
 		}
 	}
 	s.targets = next
@@ -548,12 +538,12 @@ func (s *slot) coverage(m *Member, req *op.Request, seq uint64) *ackWait {
 	w := newAckWait(need, time.Now().Add(m.cfg.BackupTimeout))
 	s.waits = append(s.waits, w)
 	for _, tg := range s.targets[:need] {
-		if tg.synced && tg.acked >= seq {
+		if tg.prog.Holds(seq) {
 			w.ack()
 			continue
 		}
-		tg.waiters = append(tg.waiters, seqWait{seq, w})
-		if !tg.streaming {
+		tg.prog.Wait(seq, w)
+		if !tg.prog.Streaming() {
 			m.scheduleResync(s.id, tg.name)
 		}
 	}
@@ -563,20 +553,13 @@ func (s *slot) coverage(m *Member, req *op.Request, seq uint64) *ackWait {
 // advance records that the backup acknowledged everything up to seq and
 // releases the mutations waiting for it. s.mu is held.
 func (tg *target) advance(seq uint64) {
-	if seq > tg.acked {
-		tg.acked = seq
-	}
+	tg.prog.Advance(seq, ackOne)
 	tg.signal()
-	if !tg.synced {
-		return
-	}
-	kept := tg.waiters[:0]
-	for _, sw := range tg.waiters {
-		if sw.seq <= tg.acked {
-			sw.w.ack()
-		} else {
-			kept = append(kept, sw)
-		}
-	}
-	tg.waiters = kept
+}
+
+// caught records that a probe or copy taken at seq completed. s.mu is
+// held.
+func (tg *target) caught(seq uint64) {
+	tg.prog.Caught(seq, ackOne)
+	tg.signal()
 }

@@ -1,31 +1,18 @@
 package grid
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"time"
 
-	"github.com/vmihailenco/msgpack/v5"
-
-	"github.com/shoalgrid/shoal/internal/mpsafe"
+	"github.com/shoalgrid/shoal/backup"
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/partition"
-	"github.com/shoalgrid/shoal/wire"
 )
-
-// snapshot is a full copy of one partition on one member: every service's
-// state and the request-identity table.
-type snapshot struct {
-	services map[string][]byte
-	dedup    []dedupRecord
-}
 
 // snapshotLocked encodes the partition; s.mu must be held. It returns the
 // bytes and the number of entries.
 func (s *slot) snapshotLocked(m *Member) ([]byte, int, error) {
-	var buf bytes.Buffer
-	enc := msgpack.NewEncoder(&buf)
 	now := time.Now()
 	var names []string
 	var blobs [][]byte
@@ -42,102 +29,11 @@ func (s *slot) snapshotLocked(m *Member) ([]byte, int, error) {
 		blobs = append(blobs, b)
 		n += st.Len()
 	}
-	recs := s.dedup.records()
-	err := enc.EncodeArrayLen(len(names))
-	for i := range names {
-		err = errorsJoin(err, enc.EncodeString(names[i]), enc.EncodeBytes(blobs[i]))
-	}
-	err = errorsJoin(err, enc.EncodeArrayLen(len(recs)))
-	for _, r := range recs {
-		err = errorsJoin(err, enc.EncodeArrayLen(9), enc.EncodeUint(r.Origin), enc.EncodeUint(r.Call), enc.EncodeUint(r.Seq), enc.EncodeInt(r.At),
-			enc.EncodeUint(uint64(r.Code)), enc.EncodeString(r.Msg), enc.EncodeBool(r.Found), enc.EncodeBytes(r.Value), enc.EncodeInt(r.Num))
-	}
+	data, err := backup.EncodeSnapshot(names, blobs, s.dedup.Records())
 	if err != nil {
-		return nil, 0, fmt.Errorf("%w: encode partition %d: %v", op.ErrInternal, s.id, err)
+		return nil, 0, fmt.Errorf("partition %d: %w", s.id, err)
 	}
-	return buf.Bytes(), n, nil
-}
-
-func errorsJoin(errs ...error) error {
-	for _, e := range errs {
-		if e != nil {
-			return e
-		}
-	}
-	return nil
-}
-
-// decodeSnapshot reads a snapshot without trusting its length prefixes
-// beyond the bytes present.
-func decodeSnapshot(b []byte) (*snapshot, error) {
-	bad := func(what string, err error) error {
-		return fmt.Errorf("%w: partition snapshot: %s: %v", op.ErrBadRequest, what, err)
-	}
-	if err := mpsafe.Check(b, wire.MaxDepth); err != nil {
-		return nil, fmt.Errorf("%w: partition snapshot: %w", op.ErrBadRequest, err)
-	}
-	dec := msgpack.NewDecoder(bytes.NewReader(b))
-	n, err := dec.DecodeArrayLen()
-	if err != nil || n < 0 || n > len(b) {
-		return nil, bad("services", err)
-	}
-	snap := &snapshot{services: map[string][]byte{}}
-	for range n {
-		name, err := dec.DecodeString()
-		if err != nil {
-			return nil, bad("service name", err)
-		}
-		blob, err := dec.DecodeBytes()
-		if err != nil {
-			return nil, bad("service state", err)
-		}
-		snap.services[name] = blob
-	}
-	n, err = dec.DecodeArrayLen()
-	if err != nil || n < 0 || n > len(b) {
-		return nil, bad("identities", err)
-	}
-	for range n {
-		var r dedupRecord
-		var code uint64
-		l, err := dec.DecodeArrayLen()
-		if err == nil && l != 9 {
-			err = fmt.Errorf("%d fields", l)
-		}
-		if err == nil {
-			r.Origin, err = dec.DecodeUint64()
-		}
-		if err == nil {
-			r.Call, err = dec.DecodeUint64()
-		}
-		if err == nil {
-			r.Seq, err = dec.DecodeUint64()
-		}
-		if err == nil {
-			r.At, err = dec.DecodeInt64()
-		}
-		if err == nil {
-			code, err = dec.DecodeUint64()
-			r.Code = uint16(code)
-		}
-		if err == nil {
-			r.Msg, err = dec.DecodeString()
-		}
-		if err == nil {
-			r.Found, err = dec.DecodeBool()
-		}
-		if err == nil {
-			r.Value, err = dec.DecodeBytes()
-		}
-		if err == nil {
-			r.Num, err = dec.DecodeInt64()
-		}
-		if err != nil {
-			return nil, bad("identity", err)
-		}
-		snap.dedup = append(snap.dedup, r)
-	}
-	return snap, nil
+	return data, n, nil
 }
 
 // waitSynced waits until every backup of partition p (owned here) holds
@@ -155,7 +51,7 @@ func (m *Member) waitSynced(ctx context.Context, p int32) error {
 		}
 		var lag *target
 		for _, tg := range s.targets {
-			if !(tg.synced && tg.acked >= s.seq) {
+			if !tg.prog.Holds(s.seq) {
 				lag = tg
 				break
 			}
@@ -163,7 +59,7 @@ func (m *Member) waitSynced(ctx context.Context, p int32) error {
 		if lag == nil {
 			return nil
 		}
-		if !lag.streaming {
+		if !lag.prog.Streaming() {
 			m.scheduleResync(p, lag.name)
 		}
 		if lag.handoff == nil {

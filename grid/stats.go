@@ -74,7 +74,7 @@ func (m *Member) Stats() Stats {
 				// Records in flight do not count: a synced backup receives
 				// them in order, and no write is acknowledged before it
 				// applied them.
-				if !tg.synced {
+				if !tg.prog.Synced() {
 					s.UnsyncedBackups++
 				}
 			}

@@ -30,7 +30,8 @@ const (
 	Handoff
 	// ReplicaSeqs returns, for every partition, the sequence of the
 	// last mutation this member applied (8 bytes big endian each; all ones
-	// for "no replica here").
+	// for "no replica here"), each followed by its term (8 more bytes)
+	// when the request's Num is 1 (builds before terms ignore Num).
 	ReplicaSeqs
 	// Status returns the member's Stats (msgpack). Clients may call it.
 	Status

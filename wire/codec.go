@@ -54,6 +54,14 @@ const (
 	// subscription id, from a member to a subscriber. Sent only to peers
 	// with CapEvents.
 	KindEvent
+	// KindRecord (9) carries a backup record from a partition's owner to
+	// one of its backups: an opaque body (the backup package's record
+	// codec) answered by a KindResponse of the same id. It has its own
+	// size limit (Limits.MaxRecordFrame): a record wraps a whole client
+	// request, so a request at the value limit still replicates as a
+	// record. Sent only between members, and only to peers with
+	// CapRecords.
+	KindRecord
 )
 
 // KindRequests carries several requests in one frame (body: a msgpack
@@ -76,13 +84,15 @@ const (
 	// CapSkipUnknown: the peer skips frames of kinds it does not know
 	// instead of closing the connection.
 	CapSkipUnknown
+	// CapRecords: the peer takes backup records as KindRecord frames.
+	CapRecords
 )
 
 // CapRequests: the peer understands KindRequests.
 const CapRequests uint64 = 1 << 4
 
 // Caps are the capabilities this build announces.
-const Caps = CapCancel | CapEvents | CapSkipUnknown | CapRequests
+const Caps = CapCancel | CapEvents | CapSkipUnknown | CapRecords | CapRequests
 
 const headerSize = 4 + 1 + 8
 

@@ -39,6 +39,16 @@ type CancelHandler interface {
 	HandleCancel(c *Conn, id uint64)
 }
 
+// RecordHandler is implemented by handlers that take KindRecord frames
+// (backup records) from member peers. HandleRecord is called from the read
+// loop like HandleRequest and must eventually call c.Respond(id, ...)
+// exactly once. body is the frame's body, valid only until HandleRecord
+// returns (the read loop reuses the buffer): decode what you keep before
+// returning.
+type RecordHandler interface {
+	HandleRecord(c *Conn, id uint64, body []byte)
+}
+
 // HandlerFunc adapts a function to Handler.
 type HandlerFunc func(c *Conn, id uint64, req *op.Request)
 
@@ -443,12 +453,14 @@ func writeHello(w io.Writer, kind Kind, h Hello) error {
 // readFrame reads one frame into buf (grown as needed) and returns its kind,
 // id and body. Frames larger than max are refused before their body is read.
 func readFrame(r io.Reader, buf []byte, max int) (Kind, uint64, []byte, error) {
-	return readFrameHdr(r, nil, buf, max)
+	return readFrameHdr(r, nil, buf, max, 0)
 }
 
 // readFrameHdr is readFrame reading the header into hdr (a read loop's
 // scratch, so that it does not escape per frame) when hdr is long enough.
-func readFrameHdr(r io.Reader, hdr, buf []byte, max int) (Kind, uint64, []byte, error) {
+// A KindRecord frame may be as large as recordMax instead (0: no more than
+// other frames).
+func readFrameHdr(r io.Reader, hdr, buf []byte, max, recordMax int) (Kind, uint64, []byte, error) {
 	if len(hdr) < headerSize {
 		hdr = make([]byte, headerSize)
 	}
@@ -460,10 +472,13 @@ func readFrameHdr(r io.Reader, hdr, buf []byte, max int) (Kind, uint64, []byte, 
 	if n < 9 {
 		return 0, 0, buf, malformed(fmt.Sprintf("frame length %d is below the header size", n), nil)
 	}
+	kind := Kind(hdr[4])
+	if kind == KindRecord && recordMax > max {
+		max = recordMax
+	}
 	if n+4 > max {
 		return 0, 0, buf, fmt.Errorf("%w: frame of %d bytes, limit is %d", op.ErrTooLarge, n+4, max)
 	}
-	kind := Kind(hdr[4])
 	id := binary.BigEndian.Uint64(hdr[5:])
 	body := n - 9
 	if cap(buf) >= body || body <= growAbove {
@@ -998,6 +1013,41 @@ func (c *Conn) GoBatch(b *Batch, req *op.Request, done func(*op.Response, error)
 	return nil
 }
 
+// GoRecord sends a backup record (a KindRecord frame whose body encode
+// writes) like GoBatch sends a request: done runs exactly once with the
+// peer's response or the error that ended the connection; an error from
+// GoRecord means nothing was sent. The peer must have announced CapRecords
+// (else ErrNoCapability). The frame may be as large as
+// Limits.MaxRecordFrame.
+func (c *Conn) GoRecord(b *Batch, encode func(*msgpack.Encoder) error, done func(*op.Response, error)) error {
+	if c.peer.Caps&CapRecords == 0 {
+		return ErrNoCapability
+	}
+	c.pmu.Lock()
+	if c.callbacks == nil {
+		c.pmu.Unlock()
+		return c.notSent()
+	}
+	c.nextID++
+	id := c.nextID
+	c.callbacks[id] = done
+	c.pmu.Unlock()
+	if err := c.enqueue(b, KindRecord, id, encode); err != nil {
+		c.pmu.Lock()
+		_, still := c.callbacks[id]
+		delete(c.callbacks, id)
+		c.pmu.Unlock()
+		if !still {
+			return nil // fail() took the callback and runs it
+		}
+		if errors.Is(err, op.ErrTooLarge) {
+			return err
+		}
+		return c.notSent()
+	}
+	return nil
+}
+
 func (c *Conn) notSent() error {
 	return fmt.Errorf("%w: %w: %v", op.ErrUnavailable, ErrNotSent, c.Err())
 }
@@ -1073,9 +1123,12 @@ func (c *Conn) enqueue(b *Batch, kind Kind, id uint64, body func(*msgpack.Encode
 		return fmt.Errorf("%w: encode: %v", op.ErrInternal, err)
 	}
 	n := o.b.Len() - start
-	if n > c.opts.Limits.MaxFrameSize {
+	if limit := c.opts.Limits.MaxFrameSize; n > limit && (kind != KindRecord || n > c.opts.Limits.MaxRecordFrame()) {
+		if kind == KindRecord {
+			limit = c.opts.Limits.MaxRecordFrame()
+		}
 		o.b.Truncate(start)
-		return op.Errorf(op.CodeTooLarge, "frame of %d bytes, limit is %d", n, c.opts.Limits.MaxFrameSize)
+		return op.Errorf(op.CodeTooLarge, "frame of %d bytes, limit is %d", n, limit)
 	}
 	binary.BigEndian.PutUint32(o.b.Bytes()[start:], uint32(n-4))
 	c.framesOut.Add(1)
@@ -1302,13 +1355,17 @@ func (c *Conn) readLoop(br *bufio.Reader) {
 	handled := 0
 	hdr := make([]byte, headerSize)
 	var names Names
+	recordMax := 0
+	if c.peer.Role == RoleMember {
+		recordMax = c.opts.Limits.MaxRecordFrame()
+	}
 	for {
 		if handled >= batchFrames || !frameBuffered(br) {
 			c.batch.flush()
 			handled = 0
 		}
 		handled++
-		kind, id, body, err := readFrameHdr(br, hdr, buf, c.opts.Limits.MaxFrameSize)
+		kind, id, body, err := readFrameHdr(br, hdr, buf, c.opts.Limits.MaxFrameSize, recordMax)
 		buf = body
 		if cap(buf) > maxKeptBuf {
 			// Decoding copies what it keeps: do not pin a huge buffer
@@ -1370,6 +1427,17 @@ func (c *Conn) readLoop(br *bufio.Reader) {
 			} else if isCB {
 				cb(resp, nil)
 			}
+		case KindRecord:
+			h, ok := c.opts.Handler.(RecordHandler)
+			if !ok || c.peer.Role != RoleMember {
+				c.reply(nil, id, &op.Response{Code: op.CodeForbidden, Msg: "backup records are taken from members only"})
+				continue
+			}
+			if !c.waitRoom() {
+				return
+			}
+			c.inflight.Add(1)
+			h.HandleRecord(c, id, body)
 		case KindCancel:
 			if h, ok := c.opts.Handler.(CancelHandler); ok {
 				h.HandleCancel(c, id)

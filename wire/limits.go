@@ -54,6 +54,21 @@ func (l Limits) withDefaults() Limits {
 	return l
 }
 
+// recordSlack is what a record frame holds besides its request's names,
+// key and values: the frame header, the record's position fields and the
+// request's fixed fields (about 150 bytes), with room to spare.
+const recordSlack = 4 << 10
+
+// MaxRecordFrame is the largest KindRecord frame, header included: room for
+// a request with a key, a value and an Aux operand at their limits, and
+// names at theirs. It does not depend on MaxFrameSize, so a mutation a
+// member accepted from a client can always be shipped to its backups as a
+// record (not only as a full copy of the partition).
+func (l Limits) MaxRecordFrame() int {
+	l = l.withDefaults()
+	return recordSlack + l.MaxKeySize + 2*l.MaxValueSize + 2*l.MaxNameSize
+}
+
 // WithDefaults returns l with zero fields set to the defaults.
 func (l Limits) WithDefaults() Limits { return l.withDefaults() }
 

@@ -55,7 +55,7 @@ func TestLayering(t *testing.T) {
 		{"internal/evsub", []string{"op", "wire", "partition", "sysop", "internal/mpsafe"}},
 		{"client", []string{"op", "wire", "partition", "sysop", "internal/invoke", "internal/evsub", "internal/mpsafe"}},
 		{"grid", []string{"op", "wire", "partition", "sysop", "backup", "quorum", "internal/invoke", "internal/evsub", "internal/mpsafe"}},
-		{"backup", []string{"op", "wire", "partition"}},
+		{"backup", []string{"op", "wire", "partition", "internal/mpsafe"}},
 		{"quorum", []string{"op", "partition"}},
 	}
 	for _, s := range structures {

@@ -1,4 +1,4 @@
-package grid
+package backup
 
 import (
 	"time"
@@ -6,18 +6,19 @@ import (
 	"github.com/shoalgrid/shoal/op"
 )
 
-// dedupTable remembers the responses of a partition's recent mutations by
-// request identity (origin, call sequence). It lives in the slot, is
-// filled on the owner and on every backup (replay recomputes the same
+// Dedup remembers the responses of a partition's recent mutations by
+// request identity (origin, call sequence). Each replica of a partition
+// keeps one (the member core holds it under the partition lock; it is not
+// safe for concurrent use). It is filled on the owner and on every backup (replay recomputes the same
 // response), and travels in snapshots, so a retry after a timeout, a
 // failover or a migration gets the original answer.
 //
-// It keeps two generations of at most dedupGen entries each: new entries go
+// It keeps two generations of at most DedupGen entries each: new entries go
 // to cur; a full cur becomes prev, and the old prev is dropped whole. That
 // bounds the table without deleting entries one by one, which in a Go map
 // leaves tombstones and makes a table at its bound rehash again and again
 // (that churn was 7% of a member's CPU under a put load).
-type dedupTable struct {
+type Dedup struct {
 	cur, prev dedupGeneration
 }
 
@@ -42,12 +43,12 @@ const (
 	respOKFound = -2 // op.Response{Found: true}
 )
 
-// Retention bounds: a retry later than dedupRetention, or after more than
-// dedupGen (and up to 2*dedupGen) newer mutations on the partition, may be
+// Retention bounds: a retry later than DedupRetention, or after more than
+// DedupGen (and up to 2*DedupGen) newer mutations on the partition, may be
 // applied again.
 const (
-	dedupRetention = 2 * time.Minute
-	dedupGen       = 2048
+	DedupRetention = 2 * time.Minute
+	DedupGen       = 2048
 )
 
 func (g *dedupGeneration) get(k dedupKey) (op.Response, uint64, bool) {
@@ -64,7 +65,9 @@ func (g *dedupGeneration) get(k dedupKey) (op.Response, uint64, bool) {
 	return g.resps[e.resp], e.seq, true
 }
 
-func (d *dedupTable) get(origin, call uint64) (op.Response, uint64, bool) {
+// Get returns the response and partition sequence of the mutation with
+// identity (origin, call), if it is remembered.
+func (d *Dedup) Get(origin, call uint64) (op.Response, uint64, bool) {
 	k := dedupKey{origin, call}
 	if r, seq, ok := d.cur.get(k); ok {
 		return r, seq, true
@@ -72,7 +75,9 @@ func (d *dedupTable) get(origin, call uint64) (op.Response, uint64, bool) {
 	return d.prev.get(k)
 }
 
-func (d *dedupTable) put(origin, call, seq uint64, resp *op.Response, now time.Time) {
+// Put remembers resp (without its table version) as the answer of
+// mutation seq with identity (origin, call), applied at now.
+func (d *Dedup) Put(origin, call, seq uint64, resp *op.Response, now time.Time) {
 	k := dedupKey{origin, call}
 	at := now.UnixNano()
 	if _, ok := d.prev.entries[k]; ok {
@@ -81,9 +86,9 @@ func (d *dedupTable) put(origin, call, seq uint64, resp *op.Response, now time.T
 	}
 	if d.cur.entries == nil {
 		d.cur.entries = make(map[dedupKey]dedupEntry, 64)
-	} else if _, ok := d.cur.entries[k]; !ok && len(d.cur.entries) >= dedupGen {
+	} else if _, ok := d.cur.entries[k]; !ok && len(d.cur.entries) >= DedupGen {
 		d.prev = d.cur
-		d.cur = dedupGeneration{entries: make(map[dedupKey]dedupEntry, dedupGen)}
+		d.cur = dedupGeneration{entries: make(map[dedupKey]dedupEntry, DedupGen)}
 	}
 	e := dedupEntry{seq: seq, resp: respOK}
 	switch {
@@ -101,10 +106,10 @@ func (d *dedupTable) put(origin, call, seq uint64, resp *op.Response, now time.T
 	d.cur.newest = max(d.cur.newest, at)
 }
 
-// expire drops the generations whose newest entry is older than the
+// Expire drops the generations whose newest entry is older than the
 // retention, releasing their maps (an idle partition keeps nothing).
-func (d *dedupTable) expire(now time.Time) {
-	cutoff := now.Add(-dedupRetention).UnixNano()
+func (d *Dedup) Expire(now time.Time) {
+	cutoff := now.Add(-DedupRetention).UnixNano()
 	if d.prev.entries != nil && d.prev.newest < cutoff {
 		d.prev = dedupGeneration{}
 	}
@@ -113,12 +118,14 @@ func (d *dedupTable) expire(now time.Time) {
 	}
 }
 
-func (d *dedupTable) len() int { return len(d.cur.entries) + len(d.prev.entries) }
+// Len is the number of remembered mutations.
+func (d *Dedup) Len() int { return len(d.cur.entries) + len(d.prev.entries) }
 
-func (d *dedupTable) reset() { *d = dedupTable{} }
+// Reset forgets everything.
+func (d *Dedup) Reset() { *d = Dedup{} }
 
-// dedupRecord is the snapshot form of one entry.
-type dedupRecord struct {
+// DedupRecord is the snapshot form of one entry.
+type DedupRecord struct {
 	Origin uint64 `msgpack:"o"`
 	Call   uint64 `msgpack:"k"`
 	Seq    uint64 `msgpack:"s"`
@@ -130,24 +137,25 @@ type dedupRecord struct {
 	Num    int64  `msgpack:"n,omitempty"`
 }
 
-// records lists the entries oldest generation first (load restores them
+// Records lists the entries oldest generation first (Load restores them
 // in that order, so the receiver keeps the newest ones).
-func (d *dedupTable) records() []dedupRecord {
-	out := make([]dedupRecord, 0, d.len())
+func (d *Dedup) Records() []DedupRecord {
+	out := make([]DedupRecord, 0, d.Len())
 	for _, g := range []*dedupGeneration{&d.prev, &d.cur} {
 		for k := range g.entries {
 			// Entries carry no time of their own: the generation's newest
 			// keeps them at least as long on the receiver.
 			r, seq, _ := g.get(k)
-			out = append(out, dedupRecord{Origin: k.origin, Call: k.seq, Seq: seq, At: g.newest, Code: uint16(r.Code), Msg: r.Msg, Found: r.Found, Value: r.Value, Num: r.Num})
+			out = append(out, DedupRecord{Origin: k.origin, Call: k.seq, Seq: seq, At: g.newest, Code: uint16(r.Code), Msg: r.Msg, Found: r.Found, Value: r.Value, Num: r.Num})
 		}
 	}
 	return out
 }
 
-func (d *dedupTable) load(recs []dedupRecord) {
-	d.reset()
+// Load replaces the table with recs (a snapshot's).
+func (d *Dedup) Load(recs []DedupRecord) {
+	d.Reset()
 	for _, r := range recs {
-		d.put(r.Origin, r.Call, r.Seq, &op.Response{Code: op.Code(r.Code), Msg: r.Msg, Found: r.Found, Value: r.Value, Num: r.Num}, time.Unix(0, r.At))
+		d.Put(r.Origin, r.Call, r.Seq, &op.Response{Code: op.Code(r.Code), Msg: r.Msg, Found: r.Found, Value: r.Value, Num: r.Num}, time.Unix(0, r.At))
 	}
 }
