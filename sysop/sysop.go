@@ -48,6 +48,11 @@ const (
 	// Unsubscribe ends subscription Num of the caller's connection.
 	// Clients may call it.
 	Unsubscribe
+	// Vote asks a member to grant coordinator term Num to candidate Key,
+	// whose table version is TableVersion. The answer's Found is the
+	// grant; its Num is the highest term the member promised, its
+	// TableVersion the member's table version. Members only.
+	Vote
 )
 
 // SessionService is the member core's session service: every member and
