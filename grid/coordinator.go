@@ -694,10 +694,10 @@ func (m *Member) adopt(t *partition.Table, from string) bool {
 	var resync []resyncJob
 	var orphans []orphan
 	for p, s := range m.slots {
-		d, o, snap, names := s.adopt(m, t)
+		d, o, snaps, names := s.adopt(m, t)
 		dropped += d
-		if snap != nil {
-			orphans = append(orphans, orphan{int32(p), snap})
+		if snaps != nil {
+			orphans = append(orphans, orphan{int32(p), snaps})
 		}
 		if o > 0 {
 			orphaned += o
@@ -733,9 +733,9 @@ func (m *Member) adopt(t *partition.Table, from string) bool {
 		m.log.Warn("merge after a split: dropped the entries of partitions this member owned on the losing side (the winning side's values are kept, except where a merge policy says otherwise)",
 			"partitions", orphanedParts, "entries", orphaned, "to_merge", len(orphans), "version", t.Version, "from", from)
 	}
-	if len(orphans) > 0 {
+	if orphaned > 0 || len(orphans) > 0 {
 		version := t.Version
-		m.spawn(func() { m.mergeOrphans(version, orphans) })
+		m.spawn(func() { m.mergeOrphans(version, orphanedParts, orphaned, orphans) })
 	}
 	if len(t.Lost) > 0 {
 		m.emitLost(t)

@@ -20,3 +20,19 @@ func (m *Member) PeerAheadForTest(v uint64) {
 	c.force.Store(true)
 	c.poke()
 }
+
+// MergeOrphansForTest merges snapshots (by service name, per partition)
+// into the winning side's owners as if this member had owned those
+// partitions on the losing side of a split, holding entries entries, and
+// emits the merge report. It returns when the merge is done.
+func (m *Member) MergeOrphansForTest(version uint64, entries int, snaps map[int32]map[string][]byte) {
+	var orphans []orphan
+	for p, bySvc := range snaps {
+		o := orphan{p: p, snaps: map[int][]byte{}}
+		for name, b := range bySvc {
+			o.snaps[m.svcIndex[name]] = b
+		}
+		orphans = append(orphans, o)
+	}
+	m.mergeOrphans(version, len(snaps), entries, orphans)
+}

@@ -23,6 +23,9 @@ type counters struct {
 	// mergeStored counts entries of the losing side that a merge policy
 	// wrote into the winning side's owners.
 	mergeStored atomic.Uint64
+	// mergeReports counts merge reports (heals that dropped partitions
+	// this member owned on the losing side).
+	mergeReports atomic.Uint64
 }
 
 // Stats returns the member's current statistics.
@@ -41,6 +44,7 @@ func (m *Member) Stats() Stats {
 		MigrationsIn:   m.counters.migrationsIn.Load(),
 		MergeDiscarded: m.counters.mergeDiscarded.Load(),
 		MergeStored:    m.counters.mergeStored.Load(),
+		MergeReports:   m.counters.mergeReports.Load(),
 
 		MigrationBytesOut: m.counters.bytesOut.Load(),
 		ConnsRefused:      m.counters.refused.Load(),

@@ -133,6 +133,10 @@ type Stats struct {
 	// MergeStored counts entries from the losing side that merge policies
 	// (put-if-absent, pass-through) wrote into the winning side.
 	MergeStored uint64 `json:"merge_stored"`
+	// MergeReports counts the merge reports this member emitted (heals
+	// after which it let go of partitions it owned on the losing side;
+	// see MergeStream).
+	MergeReports uint64 `json:"merge_reports"`
 	// ConnsOpen is the number of connections accepted on the data port
 	// and not yet closed, handshakes included (see grid.Config.Conns).
 	ConnsOpen int `json:"conns_open"`

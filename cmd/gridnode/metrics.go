@@ -108,6 +108,7 @@ func memberMetrics(e *expo, s grid.Stats) {
 	e.metric("shoal_expected_size", "gauge", "The cluster's expected size: members agreed, less graceful leaves; crashes do not lower it.", float64(s.ExpectedSize))
 	e.metric("shoal_merge_discarded_total", "counter", "Entries discarded because this member owned their partitions on the losing side of a split (the winning side's values were kept).", float64(s.MergeDiscarded))
 	e.metric("shoal_merge_stored_total", "counter", "Entries of the losing side of a split that merge policies wrote into the winning side.", float64(s.MergeStored))
+	e.metric("shoal_merge_reports_total", "counter", "Merge reports emitted: heals after which this member let go of partitions it owned on the losing side of a split.", float64(s.MergeReports))
 	e.metric("shoal_conns_open", "gauge", "Connections open on the data port, handshakes included.", float64(s.ConnsOpen))
 	e.metric("shoal_conns_refused_total", "counter", "Connections closed at once for being over the connection limits.", float64(s.ConnsRefused))
 	e.metric("shoal_fenced", "gauge", "1 while this member refuses owner operations after a pause, until the coordinator confirms its table, else 0.", b2f(s.Fenced))
