@@ -39,7 +39,7 @@
 // owns and backs up, as read from the partition table the client receives:
 //
 //	$ gridctl status --addr 10.0.0.1:5701
-//	cluster shoal: 3 members, table version 7, 271 partitions, 2 replica(s) each, safe: yes
+//	cluster shoal: 3 members, table version 1.7, 271 partitions, 2 replica(s) each, safe: yes
 //
 //	NAME  ADDR            ZONE  HOST  OWNED  BACKUP
 //	n1    10.0.0.1:5701   -     -     91     90

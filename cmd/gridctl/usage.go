@@ -55,7 +55,8 @@ value too large, ...); 2 usage error (unknown command, missing argument);
 
 const statusHelp = `Usage: gridctl status [--json]
 
-Shows the members of the cluster, the partition table version, how many
+Shows the members of the cluster, the partition table version (as
+TERM.N: the coordinator term and the table number within it), how many
 partitions each member owns and backs up, and whether the cluster is safe.
 
 Safe means every partition has its full replica count: with B the largest
