@@ -372,6 +372,8 @@ func (m *Member) handleSys(c *wire.Conn, id uint64, req *op.Request) {
 			resp.TableVersion = m.tableVersion()
 		}
 		c.Respond(id, resp)
+	case sysop.RemoveMember:
+		m.handleRemoveMember(c, id, req)
 	case sysVote:
 		granted, promised, tv := m.grantTerm(uint64(req.Num), req.Key, req.TableVersion)
 		c.Respond(id, &op.Response{Found: granted, Num: int64(promised), TableVersion: tv})

@@ -48,6 +48,12 @@ const (
 	// Unsubscribe ends subscription Num of the caller's connection.
 	// Clients may call it.
 	Unsubscribe
+	// RemoveMember removes crashed member Key from the cluster's expected
+	// size (the table's voters); Num 1 forces it without a quorum. Any
+	// member forwards it to the coordinator, which refuses while Key is
+	// alive and answers once a table without it is published
+	// (TableVersion). Clients may call it with the admin role on "*".
+	RemoveMember
 	// Vote asks a member to grant coordinator term Num to candidate Key,
 	// whose table version is TableVersion. The answer's Found is the
 	// grant; its Num is the highest term the member promised, its
@@ -71,7 +77,7 @@ func SessionPartition(id uint64, count int) int32 { return int32(id % uint64(cou
 // ClientAllowed reports whether a client connection may call system
 // operation o (the others are reserved for members).
 func ClientAllowed(o uint8) bool {
-	return o == GetTable || o == Status || o == Subscribe || o == Unsubscribe
+	return o == GetTable || o == Status || o == Subscribe || o == Unsubscribe || o == RemoveMember
 }
 
 // Stats is a point-in-time view of a member, for health checks, metrics and

@@ -9,7 +9,7 @@ import (
 // checks them against the help texts, so a new command or flag is not
 // forgotten here.
 const (
-	completionCommands    = "status map queue idem lock elect bench completion version help"
+	completionCommands    = "status map queue idem lock elect member bench completion version help"
 	completionMapSubs     = "put get delete size keys"
 	completionQueueSubs   = "offer poll drain len bench"
 	completionLockSubs    = "run status force-unlock"
@@ -77,8 +77,9 @@ _gridctl() {
 	queue) [[ -z $sub ]] && COMPREPLY=($(compgen -W "` + completionQueueSubs + `" -- "$cur")) ;;
 	lock) [[ -z $sub ]] && COMPREPLY=($(compgen -W "` + completionLockSubs + `" -- "$cur")) ;;
 	idem) [[ -z $sub ]] && COMPREPLY=($(compgen -W "claim" -- "$cur")) ;;
+	member) [[ -z $sub ]] && COMPREPLY=($(compgen -W "remove" -- "$cur")) ;;
 	completion) [[ -z $sub ]] && COMPREPLY=($(compgen -W "` + completionShells + `" -- "$cur")) ;;
-	help) [[ -z $sub ]] && COMPREPLY=($(compgen -W "status map queue idem lock elect bench completion" -- "$cur")) ;;
+	help) [[ -z $sub ]] && COMPREPLY=($(compgen -W "status map queue idem lock elect member bench completion" -- "$cur")) ;;
 	esac
 }
 complete -F _gridctl gridctl
@@ -95,6 +96,7 @@ func fishCompletion() string {
 	fmt.Fprintf(&b, "complete -c gridctl -n '__fish_seen_subcommand_from queue' -a '%s'\n", completionQueueSubs)
 	fmt.Fprintf(&b, "complete -c gridctl -n '__fish_seen_subcommand_from lock' -a '%s'\n", completionLockSubs)
 	fmt.Fprintf(&b, "complete -c gridctl -n '__fish_seen_subcommand_from idem' -a claim\n")
+	fmt.Fprintf(&b, "complete -c gridctl -n '__fish_seen_subcommand_from member' -a remove\n")
 	fmt.Fprintf(&b, "complete -c gridctl -n '__fish_seen_subcommand_from completion' -a '%s'\n", completionShells)
 	for f := range strings.FieldsSeq(completionGlobalFlags) {
 		fmt.Fprintf(&b, "complete -c gridctl -l %s\n", strings.TrimPrefix(f, "--"))

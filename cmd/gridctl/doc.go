@@ -130,6 +130,16 @@
 // SIGTERM (SIGKILL 10 s later) and gridctl exits 1; when CMD exits,
 // gridctl resigns and exits with CMD's status.
 //
+// # member
+//
+//	gridctl member remove NAME [--force]
+//
+// removes member NAME, which crashed or disappeared for good, from the
+// cluster's expected size (the voters its quorum counts; crashes never
+// lower it by themselves). It is refused while NAME is alive and, unless
+// --force is given, while the coordinator has no quorum; --force is only
+// for members known to be gone (see docs/quorum.md).
+//
 // # Exit status
 //
 // 0 on success; 1 when the command failed (cluster unreachable, key not
