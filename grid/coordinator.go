@@ -158,7 +158,7 @@ func (c *coordinator) step(ctx context.Context) error {
 	if !c.active {
 		c.active = true
 		takeover = true
-		c.terms.term = 0 // a term from an earlier stint may be outdated
+		c.terms.term, c.terms.unelected = 0, false // a term from an earlier stint may be outdated
 		c.learnNewestTable()
 	}
 	// askedAll is set when every live member gave its table after one

@@ -85,6 +85,11 @@ var errNoTerm = errors.New("coordinator term not granted")
 // publications.
 type termState struct {
 	term uint64 // the term this member won (0: none)
+	// wonLive is how many voters were visible when it won term.
+	wonLive int
+	// unelected is set while it coordinates without a term (quorum rules
+	// off, no majority visible).
+	unelected bool
 	// above is a term the next publication must be above: a member
 	// reported a promise to another candidate or holds a different table
 	// of the same version.
@@ -133,21 +138,43 @@ func (c *coordinator) newestVersion() uint64 {
 	return v
 }
 
-// needsTerm reports whether the coordinator must win a new term before it
-// publishes.
+// needsTerm reports whether the coordinator must campaign before it
+// publishes: it has no term, a newer term exists, its term ran out of
+// numbers, or fewer voters are live than when it won (a side that lost
+// members moves to a new term, so after a heal its tables rank above those
+// a smaller side published meanwhile). A coordinator without a term
+// because it sees no majority (quorum rules off) campaigns once it sees
+// one again.
 func (c *coordinator) needsTerm() bool {
+	if c.terms.unelected {
+		return c.m.QuorumView().OK
+	}
 	t := c.terms.term
 	base := c.newestVersion()
 	return t == 0 || t <= c.terms.above.Load() || t < partition.TermOf(base) ||
-		(t == partition.TermOf(base) && partition.SeqOf(base) >= partition.MaxSeq)
+		(t == partition.TermOf(base) && partition.SeqOf(base) >= partition.MaxSeq) ||
+		c.m.QuorumView().Live < c.terms.wonLive
 }
 
 // nextVersion returns the version of the next table this coordinator
 // publishes: the next number in its term, above every version it knows
 // of. It reports false when its term is not enough (a newer term exists).
+// A coordinator without a term (quorum rules off, no majority visible)
+// numbers on from the newest version it knows, as Shoal did before terms:
+// its side of a split serves on its own, and at the heal the tables of a
+// side with a majority, which moved to a new term, rank above its own.
 func (c *coordinator) nextVersion() (uint64, bool) {
-	t := c.terms.term
 	base := c.newestVersion()
+	if c.terms.unelected {
+		switch t := max(partition.TermOf(base), c.terms.above.Load()); {
+		case t > partition.TermOf(base):
+			return partition.VersionOf(t, 1), true
+		case partition.SeqOf(base) >= partition.MaxSeq:
+			return 0, false
+		}
+		return base + 1, true
+	}
+	t := c.terms.term
 	switch bt := partition.TermOf(base); {
 	case t == 0 || t <= c.terms.above.Load() || bt > t:
 		return 0, false
@@ -160,14 +187,14 @@ func (c *coordinator) nextVersion() (uint64, bool) {
 }
 
 // campaign asks the voters for a term above every term this member knows
-// of, and makes it the coordinator's term when enough grant it: a majority
-// of the expected size when a quorum rule is on, otherwise a majority of
-// the voters it sees (a side of a split without quorum rules coordinates
-// on its own); before the first table, a majority of the members it sees.
+// of, and makes it the coordinator's term when a majority of the expected
+// size grants it (before the first table: a majority of the members it
+// sees). Without a majority of the expected size visible — possible only
+// with every quorum rule off, otherwise the member does not coordinate at
+// all — it coordinates without a term (see nextVersion).
 func (c *coordinator) campaign(ctx context.Context) error {
 	m := c.m
-	c.terms.term = 0
-	c.terms.campaigns.Add(1)
+	c.terms.term, c.terms.unelected = 0, false
 	cur := m.Table()
 	curVersion := uint64(0)
 	live := m.Members()
@@ -177,29 +204,23 @@ func (c *coordinator) campaign(ctx context.Context) error {
 	}
 	var voters []string
 	need := len(live)/2 + 1
+	qv := m.QuorumView()
 	if cur != nil {
 		curVersion = cur.Version
-		voters = cur.Voters
-		if len(voters) == 0 {
-			voters = memberNames(cur.Members)
+		voters = votersOf(cur)
+		if !qv.OK {
+			c.terms.unelected = true
+			m.log.Info("coordinating without a term: no majority of the expected size is visible (quorum rules off)", "quorum", qv.String())
+			return nil
 		}
-		if m.quorum.rules.Any() {
-			need = m.QuorumView().Need
-		} else {
-			seen := 0
-			for _, n := range voters {
-				if _, ok := isLive[n]; ok {
-					seen++
-				}
-			}
-			need = seen/2 + 1
-		}
+		need = qv.Need
 	} else {
 		voters = make([]string, 0, len(live))
 		for _, mi := range live {
 			voters = append(voters, mi.Name)
 		}
 	}
+	c.terms.campaigns.Add(1)
 	term := max(partition.TermOf(c.newestVersion()), c.terms.above.Load(), m.promisedTerm()) + 1
 
 	type answer struct {
@@ -264,7 +285,7 @@ func (c *coordinator) campaign(ctx context.Context) error {
 	if granted < need {
 		return fmt.Errorf("%w: term %d: %d of %d voters granted it, %d needed (refused: %v)", errNoTerm, term, granted, asked, need, refused)
 	}
-	c.terms.term = term
+	c.terms.term, c.terms.wonLive = term, qv.Live
 	c.terms.won.Add(1)
 	m.log.Info("coordinator term won", "term", term, "grants", granted, "needed", need)
 	return nil

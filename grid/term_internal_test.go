@@ -16,8 +16,12 @@ import (
 // bareMember is a member without network or partitions: enough for the
 // coordinator's term logic and table adoption.
 func bareMember(t *testing.T, name string, count int) *Member {
+	return bareMemberRule(t, name, count, quorum.Rule{Mode: quorum.Majority})
+}
+
+func bareMemberRule(t *testing.T, name string, count int, rule quorum.Rule) *Member {
 	t.Helper()
-	cfg, err := Config{Name: name, PartitionCount: count, Quorum: &quorum.Rule{Mode: quorum.Majority}}.withDefaults()
+	cfg, err := Config{Name: name, PartitionCount: count, Quorum: &rule}.withDefaults()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,5 +177,65 @@ func TestCoordinatorTermsSeparateTwoCoordinators(t *testing.T) {
 	}
 	if g, _, _ := fresh.grantTerm(3, "m1", v1); !g {
 		t.Fatal("the restarted member refused the next term to the coordinator it sees")
+	}
+}
+
+// TestCoordinatorWithoutTerm: with quorum rules off a coordinator that sees
+// no majority of the expected size (a minority side of a split) cannot win
+// a term; it coordinates without one, numbering on from the newest table
+// it knows, and campaigns once it sees a majority again. A coordinator
+// whose side lost voters since it won its term moves to a new one, so
+// after a heal its tables rank above those the smaller side published.
+func TestCoordinatorWithoutTerm(t *testing.T) {
+	const count = 2
+	names := []string{"m0", "m1", "m2"}
+	start := time.Now()
+	m := bareMemberRule(t, "m2", count, quorum.Rule{Mode: quorum.Off})
+	var pms []partition.Member
+	for _, n := range names {
+		pms = append(pms, partition.Member{Name: n, Addr: n + ":1"})
+	}
+	tb, err := partition.New(partition.VersionOf(4, 9), count, pms, [][]string{{"m0"}, {"m2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb.Voters = names
+	if !m.adopt(tb, "test") {
+		t.Fatal("table refused")
+	}
+	m.view["m2"] = MemberInfo{Name: "m2", Addr: "m2:1", Started: start}
+	m.refreshQuorum()
+	c := m.coord
+	if err := c.campaign(context.Background()); err != nil {
+		t.Fatalf("campaign on a minority side: %v", err)
+	}
+	if !c.terms.unelected || c.terms.term != 0 || c.needsTerm() {
+		t.Fatalf("after the campaign: unelected %v, term %d, needsTerm %v", c.terms.unelected, c.terms.term, c.needsTerm())
+	}
+	if v, ok := c.nextVersion(); !ok || v != partition.VersionOf(4, 10) {
+		t.Fatalf("next version %s, %v; want 4.10", partition.VersionString(v), ok)
+	}
+	// The others are visible again: it campaigns (and wins, alone here).
+	for i, n := range []string{"m0", "m1"} {
+		m.view[n] = MemberInfo{Name: n, Addr: n + ":1", Started: start.Add(time.Duration(i+1) * time.Second)}
+	}
+	m.refreshQuorum()
+	if !c.needsTerm() {
+		t.Fatal("a coordinator without a term that sees a majority does not campaign")
+	}
+	c.voteTransport = func(_ context.Context, to MemberInfo, req *op.Request) (*op.Response, error) {
+		return &op.Response{Found: true, Num: req.Num, TableVersion: tb.Version}, nil
+	}
+	if err := c.campaign(context.Background()); err != nil || c.terms.term != 5 || c.terms.unelected {
+		t.Fatalf("campaign with a majority: %v, term %d, unelected %v", err, c.terms.term, c.terms.unelected)
+	}
+	if c.needsTerm() {
+		t.Fatal("a coordinator with a fresh term wants another")
+	}
+	// A voter is lost: the next publication is in a new term.
+	delete(m.view, "m1")
+	m.refreshQuorum()
+	if !c.needsTerm() {
+		t.Fatal("a coordinator that lost voters keeps its term")
 	}
 }
