@@ -85,7 +85,7 @@ var errNoTerm = errors.New("coordinator term not granted")
 // publications.
 type termState struct {
 	term uint64 // the term this member won (0: none)
-	// wonLive is how many voters were visible when it won term.
+	// wonLive is the most voters visible since it won term.
 	wonLive int
 	// unelected is set while it coordinates without a term (quorum rules
 	// off, no majority visible).
@@ -151,9 +151,13 @@ func (c *coordinator) needsTerm() bool {
 	}
 	t := c.terms.term
 	base := c.newestVersion()
+	live := c.m.QuorumView().Live
+	if t != 0 && live > c.terms.wonLive {
+		c.terms.wonLive = live // members joined since it won
+	}
 	return t == 0 || t <= c.terms.above.Load() || t < partition.TermOf(base) ||
 		(t == partition.TermOf(base) && partition.SeqOf(base) >= partition.MaxSeq) ||
-		c.m.QuorumView().Live < c.terms.wonLive
+		live < c.terms.wonLive
 }
 
 // nextVersion returns the version of the next table this coordinator
@@ -286,6 +290,9 @@ func (c *coordinator) campaign(ctx context.Context) error {
 		return fmt.Errorf("%w: term %d: %d of %d voters granted it, %d needed (refused: %v)", errNoTerm, term, granted, asked, need, refused)
 	}
 	c.terms.term, c.terms.wonLive = term, qv.Live
+	if cur == nil {
+		c.terms.wonLive = len(live) // the first table's voters
+	}
 	c.terms.won.Add(1)
 	m.log.Info("coordinator term won", "term", term, "grants", granted, "needed", need)
 	return nil

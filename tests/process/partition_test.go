@@ -743,17 +743,23 @@ func TestPartitionPerformanceProfileMerge(t *testing.T) {
 	if !slices.Equal(items, wantItems) {
 		t.Errorf("queue after the heal (%d items): %v\nwant %v", len(items), items, wantItems)
 	}
-	// The lock: the majority's grant holds, the minority's is revoked, and
-	// a later grant's token is above both.
-	lst, err := lockMajor.Status(ctx)
-	if err != nil || !lst.Held || lst.Token != tokMajor {
-		t.Errorf("lock after the heal: %+v, %v; want held with the majority's token %d", lst, err, tokMajor)
-	}
+	// The lock: the minority's grant is revoked, and a later grant's token
+	// is above both. (The majority's grant is not required to hold: its
+	// client's session record may have lived in a partition the cut-off
+	// member owned, which the majority started again empty, ending the
+	// session and its holds.)
 	if err := lockMinor.Unlock(ctx); !errors.Is(err, op.ErrNotLockOwner) {
 		t.Errorf("the minority's holder unlocking after the heal: %v, want ErrNotLockOwner", err)
 	}
-	if err := lockMajor.Unlock(ctx); err != nil {
-		t.Fatalf("unlock: %v", err)
+	if lst, err := lockMajor.Status(ctx); err != nil {
+		t.Fatal(err)
+	} else if lst.Held {
+		if lst.Token != tokMajor {
+			t.Errorf("lock after the heal held with token %d, want the majority's %d", lst.Token, tokMajor)
+		}
+		if err := lockMajor.Unlock(ctx); err != nil {
+			t.Fatalf("unlock: %v", err)
+		}
 	}
 	tokAfter, ok, err := lockMajor.TryLock(ctx)
 	if err != nil || !ok || tokAfter <= max(tokMinor, tokMajor) {
