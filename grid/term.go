@@ -170,10 +170,8 @@ func (c *coordinator) needsTerm() bool {
 func (c *coordinator) nextVersion() (uint64, bool) {
 	base := c.newestVersion()
 	if c.terms.unelected {
-		switch t := max(partition.TermOf(base), c.terms.above.Load()); {
-		case t > partition.TermOf(base):
-			return partition.VersionOf(t, 1), true
-		case partition.SeqOf(base) >= partition.MaxSeq:
+		// Never a newer term: a side with a majority may be winning it.
+		if partition.SeqOf(base) >= partition.MaxSeq {
 			return 0, false
 		}
 		return base + 1, true
@@ -226,6 +224,9 @@ func (c *coordinator) campaign(ctx context.Context) error {
 	}
 	c.terms.campaigns.Add(1)
 	term := max(partition.TermOf(c.newestVersion()), c.terms.above.Load(), m.promisedTerm()) + 1
+	m.votes.mu.Lock()
+	prevPromised, prevTo := m.votes.promised, m.votes.to
+	m.votes.mu.Unlock()
 
 	type answer struct {
 		name         string
@@ -287,6 +288,16 @@ func (c *coordinator) campaign(ctx context.Context) error {
 		c.poke()
 	}
 	if granted < need {
+		// This member gives up the term: its promise to itself is void
+		// (it will not publish in it), so it does not keep refusing the
+		// tables of the term it had (the coordinator of a side without a
+		// majority goes on with them) nor stand in the way of another
+		// candidate for that term.
+		m.votes.mu.Lock()
+		if m.votes.promised == term && m.votes.to == m.cfg.Name {
+			m.votes.promised, m.votes.to = prevPromised, prevTo
+		}
+		m.votes.mu.Unlock()
 		return fmt.Errorf("%w: term %d: %d of %d voters granted it, %d needed (refused: %v)", errNoTerm, term, granted, asked, need, refused)
 	}
 	c.terms.term, c.terms.wonLive = term, qv.Live
