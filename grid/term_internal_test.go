@@ -149,6 +149,10 @@ func TestCoordinatorTermsSeparateTwoCoordinators(t *testing.T) {
 	if _, ok := c0.nextVersion(); ok {
 		t.Fatal("m0 may publish without a term")
 	}
+	// Having lost, m0 withdrew its promise to itself.
+	if p := ms["m0"].promisedTerm(); p != 1 {
+		t.Fatalf("m0's promise after its lost campaign: %d, want 1", p)
+	}
 
 	// Each term is granted once: m2 refuses term 2 to anyone but m1.
 	if g, _, _ := ms["m2"].grantTerm(2, "m0", v1); g {
