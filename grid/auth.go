@@ -226,8 +226,13 @@ func (m *Member) checkAccess(c *wire.Conn, req *op.Request) error {
 		return nil
 	}
 	need := RoleRead
+	var svc op.Service
 	if i, ok := m.svcIndex[req.Service]; ok {
-		svc := m.services[i]
+		svc = m.services[i]
+	} else if ws := m.wideService(req.Service); ws != nil {
+		svc = ws.svc
+	}
+	if svc != nil {
 		switch a, isAdmin := svc.(AdminOps); {
 		case isAdmin && a.AdminOp(req.Op):
 			need = RoleAdmin

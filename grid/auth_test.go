@@ -39,6 +39,8 @@ var memberOps = []struct {
 	{"hand-off", 6},
 	{"replica sequences", 7},
 	{"backup probe", 9},
+	{"replicated delta", 13},
+	{"replicated pull", 14},
 }
 
 // The takeover of issue 9: a process that claims to be a member and

@@ -1,6 +1,10 @@
 package grid
 
-import "github.com/shoalgrid/shoal/partition"
+import (
+	"time"
+
+	"github.com/shoalgrid/shoal/partition"
+)
 
 // AdoptTableForTest makes m follow t as if a coordinator had published it
 // (tests build the tables another coordinator would have published).
@@ -19,6 +23,24 @@ func (m *Member) PeerAheadForTest(v uint64) {
 	}
 	c.force.Store(true)
 	c.poke()
+}
+
+// StateSnapshotForTest returns the snapshot at now of service's state in
+// partition p on m, and whether m holds a replica of p (owner or backup)
+// with that state.
+func (m *Member) StateSnapshotForTest(p int32, service string, now time.Time) ([]byte, bool) {
+	svc, ok := m.svcIndex[service]
+	if !ok {
+		return nil, false
+	}
+	s := m.slots[p]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.role < 0 || s.states[svc] == nil {
+		return nil, false
+	}
+	b, err := s.states[svc].Snapshot(now)
+	return b, err == nil
 }
 
 // MergeOrphansForTest merges snapshots (by service name, per partition)

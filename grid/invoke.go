@@ -35,6 +35,25 @@ func (m *Member) invoke(ctx context.Context, req *op.Request, internal bool) (*o
 	if req.Op >= op.OpReservedMin && !internal {
 		return nil, op.Errorf(op.CodeUnknownOp, "operation %d is reserved for the member core", req.Op)
 	}
+	if ws := m.wideService(req.Service); ws != nil {
+		// A replicated service answers from this member's copy. The
+		// replica keeps the value: never let it alias the caller's.
+		r := *req
+		r.Value, r.Aux = bytes.Clone(r.Value), bytes.Clone(r.Aux)
+		resp, pending := m.applyWide(ws, &r)
+		if pending == nil {
+			return resp, resp.Err()
+		}
+		ch := make(chan *op.Response, 1)
+		pending(func(resp *op.Response) { ch <- resp })
+		select {
+		case resp := <-ch:
+			return resp, resp.Err()
+		case <-ctx.Done():
+			// Applied here; whether the other members hold it is unknown.
+			return nil, fmt.Errorf("waiting for other members to take the write: %w", op.FromContext(ctx))
+		}
+	}
 	r := *req
 	if r.Partition < 0 {
 		r.Partition = m.PartitionOf(r.Key)

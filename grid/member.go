@@ -49,6 +49,7 @@ type Member struct {
 
 	services  []op.Service
 	svcIndex  map[string]int
+	wide      *wide // replicated (member-wide) services, see replicated.go
 	slots     []*slot
 	table     atomic.Pointer[partition.Table]
 	tableMu   sync.Mutex // serialises adoption
@@ -219,11 +220,17 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 	}
 	m.svcIndex[sysop.SessionService] = 0
 	m.services = append(m.services, sessionService{})
+	m.wide = newWide()
 	for _, s := range cfg.Services {
-		if _, dup := m.svcIndex[s.Name()]; dup || s.Name() == "" || s.Name()[0] == '_' {
+		_, dup := m.svcIndex[s.Name()]
+		if dup || m.wide.svcs[s.Name()] != nil || s.Name() == "" || s.Name()[0] == '_' {
 			ln.Close()
 			cancel()
 			return nil, fmt.Errorf("%w: service name %q is empty, reserved or registered twice", ErrConfig, s.Name())
+		}
+		if rs, ok := s.(op.ReplicatedService); ok {
+			m.wide.add(rs, cfg.Name)
+			continue
 		}
 		m.svcIndex[s.Name()] = len(m.services)
 		m.services = append(m.services, s)
@@ -293,7 +300,8 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 			m.log.Warn("announce start time", "err", err)
 		}
 	}
-	m.wg.Add(11 + cfg.MigrationParallelism)
+	m.wg.Add(12 + cfg.MigrationParallelism)
+	go m.wideLoop()
 	go m.subsLoop()
 	go m.timerLoop()
 	go m.heartbeatLoop()
@@ -524,6 +532,7 @@ func (m *Member) onNode(t EventType, n *memberlist.Node) {
 	case MemberJoined:
 		m.noteLeft(n.Name, false)
 	}
+	m.wideOnNode(t, n.Name)
 	m.refreshQuorum()
 	ev := Event{Type: t, Member: mi, Time: time.Now()}
 	m.subsMu.Lock()

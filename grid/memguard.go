@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/shoalgrid/shoal/op"
+	"github.com/shoalgrid/shoal/partition"
+	"github.com/shoalgrid/shoal/wire"
 )
 
 // memGuard is the member's memory guard (Config.MaxMemory): pauseWatch
@@ -123,4 +125,36 @@ func (m *Member) MemoryGuard() (limit, heapInUse uint64, full bool) {
 		return 0, 0, false
 	}
 	return m.mem.limit, m.mem.used.Load(), m.mem.full.Load()
+}
+
+// MemoryEvictions reports how many entries this member evicted as owner
+// because it was above its memory guard (structures with an eviction
+// policy evict instead of refusing writes).
+func (m *Member) MemoryEvictions() uint64 { return m.counters.evicted.Load() }
+
+// memEvictPerWrite is how many entries a write into a structure with an
+// eviction policy evicts while the member is above its memory guard: more
+// than the one it may add, so the structure shrinks while writes go on.
+const memEvictPerWrite = 2
+
+// evictForMemory lets the structure req writes to make room under memory
+// pressure, if its state evicts (op.Evictor): it applies op.OpEvict as a
+// sequenced mutation before req and reports true; false means the write
+// must be refused. s.mu is held.
+func (s *slot) evictForMemory(m *Member, b *wire.Batch, cur *partition.Table, req *op.Request, st op.State, now time.Time) bool {
+	ev, ok := st.(op.Evictor)
+	if !ok || !ev.Evicts(req.Name) {
+		return false
+	}
+	ex, ok := st.(op.Executor)
+	if !ok {
+		return false
+	}
+	evict := &op.Request{Service: req.Service, Name: req.Name, Partition: s.id, Op: op.OpEvict, Num: memEvictPerWrite}
+	// The write that follows waits for its own acknowledgements, which
+	// backups send only after they applied this earlier record.
+	if resp, _, _ := s.executeSeam(m, b, cur, evict, ex, true, now); resp != nil && resp.Num > 0 {
+		m.counters.evicted.Add(uint64(resp.Num))
+	}
+	return true
 }

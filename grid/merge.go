@@ -29,6 +29,10 @@ const (
 	// MergePassThrough writes every entry of the losing side over the
 	// winning side's values.
 	MergePassThrough MergePolicy = "pass-through"
+	// MergeLatest keeps, per key, the entry written last (the higher
+	// hybrid-logical-clock write timestamp; ties go to the larger value),
+	// whichever side wrote it.
+	MergeLatest MergePolicy = "latest"
 	// MergeAppend (queues, their default) appends the losing side's items
 	// after the winning side's.
 	MergeAppend MergePolicy = "append"
@@ -43,10 +47,10 @@ func ParseMergePolicy(s string) (MergePolicy, error) {
 	switch p := MergePolicy(s); p {
 	case "":
 		return MergeDiscard, nil
-	case MergeDiscard, MergePutIfAbsent, MergePassThrough:
+	case MergeDiscard, MergePutIfAbsent, MergePassThrough, MergeLatest:
 		return p, nil
 	}
-	return "", fmt.Errorf("%w: unknown merge policy %q (discard, put-if-absent or pass-through)", ErrConfig, s)
+	return "", fmt.Errorf("%w: unknown merge policy %q (discard, put-if-absent, pass-through or latest)", ErrConfig, s)
 }
 
 // StructureMerge sets the merge policy of the structures whose name
@@ -97,6 +101,8 @@ func (m *Member) mergePolicyOf(svc op.Service, name string) (MergePolicy, int64)
 		return p, op.MergePutIfAbsent
 	case MergePassThrough:
 		return p, op.MergePassThrough
+	case MergeLatest:
+		return p, op.MergeLatest
 	}
 	return MergeDiscard, 0
 }

@@ -20,6 +20,7 @@ func TestMergePolicy(t *testing.T) {
 			{Pattern: "cache-*", Policy: MergePutIfAbsent},
 			{Pattern: "cache-x", Policy: MergePassThrough}, // shadowed
 			{Pattern: "carts", Policy: MergePassThrough},
+			{Pattern: "profiles", Policy: MergeLatest},
 			{Pattern: "safe-*", Policy: MergePassThrough},
 		},
 	}.withDefaults()
@@ -28,7 +29,7 @@ func TestMergePolicy(t *testing.T) {
 	}
 	m := &Member{cfg: cfg, quorum: newQuorumState(cfg)}
 	for name, want := range map[string]MergePolicy{
-		"cache-x": MergePutIfAbsent, "carts": MergePassThrough, "users": MergeDiscard, "safe-1": MergeDiscard,
+		"cache-x": MergePutIfAbsent, "carts": MergePassThrough, "profiles": MergeLatest, "users": MergeDiscard, "safe-1": MergeDiscard,
 	} {
 		if got := m.mergePolicy(name); got != want {
 			t.Errorf("mergePolicy(%q) = %q, want %q", name, got, want)

@@ -16,7 +16,8 @@ import (
 // This file carries out the effects that states using the op.Exec seam
 // record (see op/exec.go): parked calls, their completion and deadlines,
 // replicated timers, and the owner hooks. Only states implementing
-// op.Executor take this path; the map hot path never comes here.
+// op.Executor take this path (maps do, for their entry events; a map
+// write that nobody listens to records no effect here).
 
 // parkedCall is a call a state parked on this member (the owner). It is
 // registered in its slot's parked set, under the slot lock, by the Apply
@@ -191,6 +192,13 @@ func (s *slot) executeSeam(m *Member, b *wire.Batch, cur *partition.Table, req *
 	}
 	reserved := req.Op >= op.OpReservedMin
 	if !mutates || (resp.Code != op.OK && !parked && len(effects) == 0) {
+		// Nothing to replicate; a timer is still armed (a read may need
+		// one: maps flush the reads of maps with max-idle or eviction).
+		for i := range effects {
+			if e := &effects[i]; e.Kind == op.EffectTimer {
+				m.timers.add(timerItem{at: e.At, part: s.id, service: req.Service, name: e.Name, key: e.Key})
+			}
+		}
 		resp.TableVersion = cur.Version
 		return resp, nil, nil
 	}
@@ -416,18 +424,57 @@ func (m *Member) emit(s *slot, service, name string, payload []byte, seq, versio
 	if !m.events.has(service, name) {
 		return
 	}
+	// Acknowledgements complete on different goroutines, so the events
+	// wait in the partition's queue and leave it in emission order (the
+	// order of the partition's mutations), each once its own mutation is
+	// held by the synchronous backups.
 	w := s.coverageFor(m, service, name, seq)
+	s.evMu.Lock()
+	s.evq = append(s.evq, pendingEvent{service: service, name: name, payload: payload, w: w})
+	s.evMu.Unlock()
 	if w == nil {
-		m.deliverEvent(service, name, payload)
+		m.flushEvents(s)
 		return
 	}
-	w.then(nil, func(_ *wire.Batch, err error) {
-		if err != nil {
-			m.log.Debug("event dropped: its mutation was not acknowledged", "service", service, "name", name, "err", err)
-			return
+	w.then(nil, func(*wire.Batch, error) { m.flushEvents(s) })
+}
+
+// pendingEvent is an event waiting for its mutation's acknowledgement.
+type pendingEvent struct {
+	service, name string
+	payload       []byte
+	w             *ackWait // nil: nothing to wait for
+}
+
+// flushEvents publishes the events at the head of s's queue whose
+// mutations are settled, in order, dropping those whose mutation was not
+// acknowledged. Publishing never blocks, so holding evMu across it is
+// what keeps two flushes from interleaving.
+func (m *Member) flushEvents(s *slot) {
+	s.evMu.Lock()
+	defer s.evMu.Unlock()
+	i := 0
+	for ; i < len(s.evq); i++ {
+		e := &s.evq[i]
+		if e.w != nil {
+			done, err := e.w.settled()
+			if !done {
+				break
+			}
+			if err != nil {
+				m.log.Debug("event dropped: its mutation was not acknowledged", "service", e.service, "name", e.name, "err", err)
+				*e = pendingEvent{}
+				continue
+			}
 		}
-		m.deliverEvent(service, name, payload)
-	})
+		m.deliverEvent(e.service, e.name, e.payload)
+		*e = pendingEvent{}
+	}
+	if i == len(s.evq) {
+		s.evq = s.evq[:0]
+	} else {
+		s.evq = s.evq[i:]
+	}
 }
 
 // deliverEvent hands an event to its subscribers; the session service's

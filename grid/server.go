@@ -224,6 +224,21 @@ func (m *Member) HandleRequest(c *wire.Conn, id uint64, req *op.Request) {
 		return
 	}
 	internal := c.Peer().Role == wire.RoleMember
+	if ws := m.wideService(req.Service); ws != nil {
+		// Replicated services answer from this member's copy, whoever
+		// the table routes the key to.
+		if err := m.checkAccess(c, req); err != nil {
+			c.Respond(id, errResponse(err, m.tableVersion()))
+			return
+		}
+		resp, pending := m.applyWide(ws, req)
+		if pending == nil {
+			c.Respond(id, resp)
+			return
+		}
+		pending(func(resp *op.Response) { c.Respond(id, resp) })
+		return
+	}
 	if req.Service == sysop.SessionService {
 		// Every client heartbeats its own session, whatever its role;
 		// the other session operations are the member core's.
@@ -417,6 +432,8 @@ func (m *Member) handleSys(c *wire.Conn, id uint64, req *op.Request) {
 		c.Respond(id, m.subscribeRemote(c, req))
 	case sysop.Unsubscribe:
 		c.Respond(id, m.unsubscribeRemote(c, req))
+	case sysop.ReplDelta, sysop.ReplPull:
+		c.Respond(id, m.handleWideSys(req))
 	case sysReplicaSeqs:
 		c.Respond(id, &op.Response{Found: true, Value: m.replicaSeqs(), TableVersion: cur})
 	case sysTrigger:

@@ -252,15 +252,20 @@ func (s *sessions) ended(payload []byte) {
 }
 
 // heartbeatLoop keeps the member's session alive (every TTL/3); when it
-// learns that the session ended, the member takes a new one.
+// learns that the session ended, the member takes a new one. An attempt
+// waits at most TTL/3 and a failed one is retried promptly, on the table
+// the member holds by then: a heartbeat stuck on a cut-off owner for the
+// whole TTL would let the record's new owner, which grants one TTL from
+// its promotion, expire a live member's session.
 func (m *Member) heartbeatLoop() {
 	defer m.wg.Done()
 	every := m.cfg.SessionTTL / 3
 	for {
 		id := m.sess.id.Load()
-		ctx, cancel := context.WithTimeout(m.ctx, m.cfg.SessionTTL)
+		ctx, cancel := context.WithTimeout(m.ctx, every)
 		err := m.heartbeat(ctx, id, m.cfg.SessionTTL)
 		cancel()
+		wait := every
 		if errors.Is(err, op.ErrSessionExpired) {
 			nid := m.sess.renew(id)
 			m.log.Warn("session expired; new session", "old", sessionKey(id), "new", sessionKey(nid))
@@ -273,11 +278,12 @@ func (m *Member) heartbeatLoop() {
 			continue
 		} else if err != nil && m.ctx.Err() == nil {
 			m.log.Debug("session heartbeat", "err", err)
+			wait = every / 8
 		}
 		select {
 		case <-m.ctx.Done():
 			return
-		case <-time.After(every):
+		case <-time.After(wait):
 		}
 	}
 }

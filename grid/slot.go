@@ -56,6 +56,11 @@ type slot struct {
 	waits []*ackWait
 	// rec is scratch for building backup records under mu.
 	rec recordScratch
+	// evMu guards evq, the structure events emitted in this partition
+	// that wait for their mutation's acknowledgement, in emission order
+	// (events.go).
+	evMu sync.Mutex
+	evq  []pendingEvent
 	// exec is the execution context handed to states that implement
 	// op.Executor (reused under mu).
 	exec op.Exec
@@ -247,6 +252,13 @@ func (w *ackWait) wait(ctx context.Context, timeout time.Duration) error {
 	}
 }
 
+// settled reports whether the wait completed, and how.
+func (w *ackWait) settled() (bool, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.done, w.err
+}
+
 func (w *ackWait) result() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -290,12 +302,16 @@ func (s *slot) execute(m *Member, b *wire.Batch, cur *partition.Table, req *op.R
 			return &r, s.coverage(m, req, seq), nil
 		}
 	}
-	if mutates && m.mem != nil && m.mem.full.Load() && m.growers[svc] != nil && m.growers[svc].Grows(req.Op) {
-		// The memory guard: refused before anything is applied, so
-		// backups (which replay what the owner applied) never diverge.
-		return m.mem.refusal(m.cfg.Name, cur.Version), nil, nil
-	}
 	st := s.state(m, svc)
+	if mutates && m.mem != nil && m.mem.full.Load() && m.growers[svc] != nil && m.growers[svc].Grows(req.Op) {
+		// The memory guard: a structure with an eviction policy gives up
+		// entries first (a sequenced mutation, so backups evict the same);
+		// others are refused before anything is applied, so backups
+		// (which replay what the owner applied) never diverge.
+		if !s.evictForMemory(m, b, cur, req, st, now) {
+			return m.mem.refusal(m.cfg.Name, cur.Version), nil, nil
+		}
+	}
 	if ex, ok := st.(op.Executor); ok {
 		return s.executeSeam(m, b, cur, req, ex, mutates, now)
 	}

@@ -23,6 +23,13 @@ type counters struct {
 	// mergeStored counts entries of the losing side that a merge policy
 	// wrote into the winning side's owners.
 	mergeStored atomic.Uint64
+	// wideDropped counts replicated-service deltas not delivered to a
+	// peer (repaired by anti-entropy); widePulled the bytes anti-entropy
+	// pulled.
+	wideDropped atomic.Uint64
+	widePulled  atomic.Uint64
+	// evicted counts entries evicted under the memory guard (op.OpEvict).
+	evicted atomic.Uint64
 	// mergeReports counts merge reports (heals that dropped partitions
 	// this member owned on the losing side).
 	mergeReports atomic.Uint64
@@ -45,6 +52,9 @@ func (m *Member) Stats() Stats {
 		MergeDiscarded: m.counters.mergeDiscarded.Load(),
 		MergeStored:    m.counters.mergeStored.Load(),
 		MergeReports:   m.counters.mergeReports.Load(),
+
+		ReplicatedDropped: m.counters.wideDropped.Load(),
+		ReplicatedPulled:  m.counters.widePulled.Load(),
 
 		MigrationBytesOut: m.counters.bytesOut.Load(),
 		ConnsRefused:      m.counters.refused.Load(),

@@ -26,7 +26,8 @@ type StructureInfo struct {
 }
 
 // Structures lists the structures held in the partitions this member owns,
-// by service then name, for states that implement StructureLister. It
+// by service then name, for states that implement StructureLister, and
+// those of its replicated services' copies (Partitions 0). It
 // takes each partition's lock in turn: meant for status pages, not for hot
 // paths.
 func (m *Member) Structures() []StructureInfo {
@@ -61,6 +62,8 @@ func (m *Member) Structures() []StructureInfo {
 	for _, si := range acc {
 		out = append(out, *si)
 	}
+	// Replicated services: every member holds all of each structure.
+	out = append(out, m.wideStructures()...)
 	slices.SortFunc(out, func(a, b StructureInfo) int {
 		return cmp.Or(cmp.Compare(a.Service, b.Service), cmp.Compare(a.Name, b.Name))
 	})

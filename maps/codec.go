@@ -26,8 +26,12 @@ type kv struct {
 }
 
 // snapshotVersion tags the snapshot layout so a future layout can be told
-// apart during a rolling upgrade.
-const snapshotVersion = 1
+// apart during a rolling upgrade. Version 1 had no write timestamps and no
+// access bookkeeping; decodeSnapshot still reads it.
+const (
+	snapshotVersion   = 2
+	snapshotVersionV1 = 1
+)
 
 // encode runs fn over a pooled encoder writing into a buffer of capacity
 // size. Writes to a bytes.Buffer cannot fail, so neither can encode.
@@ -137,25 +141,39 @@ func decodeEntriesAs(b []byte, value func(*decoder) ([]byte, error)) ([]kv, erro
 
 // encodeSnapshot writes the live entries of s at time now as
 //
-//	[version, {map name: [[key, value, expireAt], ...], ...}]
+//	[2, hlc, {map name: [entry, ...], ...}, {map name: lfu age, ...}]
 //
-// with expireAt in absolute unix nanos (0 = never), maps and keys sorted.
+// where an entry is [key, value, expireAt, writeTS], followed by access,
+// freq and prio for maps with max-idle or an eviction policy (evict.go);
+// expireAt is in absolute unix nanos (0 = never), maps and keys sorted.
 // Absolute times survive the trip to another member unchanged; the clocks of
 // members are assumed to agree far better than TTL granularity.
 func encodeSnapshot(s *state, now int64) ([]byte, error) {
 	names := make([]string, 0, len(s.maps))
-	size := 8
+	size := 24
 	for name, tab := range s.maps {
 		if s.live(now, tab) > 0 {
 			names = append(names, name)
-			size += 10 + len(name) + 16*len(tab.entries)
+			size += 10 + len(name) + 32*len(tab.entries)
 		}
 	}
 	slices.Sort(names)
+	ages := make([]string, 0, len(s.ages))
+	for name := range s.ages {
+		ages = append(ages, name)
+	}
+	slices.Sort(ages)
 	var es []kv
 	return encode(size, func(e *msgpack.Encoder) {
-		_ = e.EncodeArrayLen(2)
+		if s.listen != nil {
+			// Listen records (events.go) ride as a fifth element, only
+			// when there are any.
+			_ = e.EncodeArrayLen(5)
+		} else {
+			_ = e.EncodeArrayLen(4)
+		}
 		_ = e.EncodeUint(snapshotVersion)
+		_ = e.EncodeInt(s.hlc)
 		_ = e.EncodeMapLen(len(names))
 		for _, name := range names {
 			tab := s.maps[name]
@@ -167,32 +185,63 @@ func encodeSnapshot(s *state, now int64) ([]byte, error) {
 				if ex := tab.exps[x.key]; ex != nil {
 					at = ex.at
 				}
-				_ = e.EncodeArrayLen(3)
+				var m *meta
+				if tab.pol != nil {
+					m = tab.pol.metas[x.key]
+				}
+				if m != nil {
+					_ = e.EncodeArrayLen(7)
+				} else {
+					_ = e.EncodeArrayLen(4)
+				}
 				_ = e.EncodeString(x.key)
 				_ = e.EncodeBytes(x.value)
 				_ = e.EncodeInt(at)
+				_ = e.EncodeInt(tab.entries[x.key].ts())
+				if m != nil {
+					_ = e.EncodeInt(m.access)
+					_ = e.EncodeInt(m.freq)
+					_ = e.EncodeInt(m.prio)
+				}
 			}
+		}
+		_ = e.EncodeMapLen(len(ages))
+		for _, name := range ages {
+			_ = e.EncodeString(name)
+			_ = e.EncodeInt(s.ages[name])
+		}
+		if s.listen != nil {
+			encodeListen(e, s)
 		}
 	}), nil
 }
 
-// decodeSnapshot loads a snapshot into the empty state into, skipping entries
-// that expired by now. Duplicate keys keep the last value.
+// decodeSnapshot loads a snapshot (version 1 or 2) into the empty state
+// into, skipping entries that expired by now. Duplicate keys keep the last
+// value.
 func decodeSnapshot(b []byte, now int64, into *state) error {
 	return decodeAll(b, func(d *decoder) error {
 		n, err := d.DecodeArrayLen()
 		if err != nil {
 			return err
 		}
-		if n != 2 {
+		if n < 2 || n > 5 {
 			return errors.New("not a map snapshot")
 		}
 		v, err := d.DecodeInt64()
 		if err != nil {
 			return err
 		}
-		if v != snapshotVersion {
+		// Version 1 has 2 elements, version 2 has 4; either may carry the
+		// listen records (events.go) as one more.
+		if (v != snapshotVersionV1 || (n != 2 && n != 3)) && (v != snapshotVersion || (n != 4 && n != 5)) {
 			return fmt.Errorf("unsupported snapshot version %d", v)
+		}
+		var hlc int64
+		if v == snapshotVersion {
+			if hlc, err = d.DecodeInt64(); err != nil {
+				return err
+			}
 		}
 		maps, err := d.length(d.DecodeMapLen())
 		if err != nil {
@@ -216,6 +265,30 @@ func decodeSnapshot(b []byte, now int64, into *state) error {
 				}
 			}
 		}
+		if v == snapshotVersion {
+			ages, err := d.length(d.DecodeMapLen())
+			if err != nil {
+				return err
+			}
+			for range ages {
+				name, err := d.string()
+				if err != nil {
+					return err
+				}
+				age, err := d.DecodeInt64()
+				if err != nil {
+					return err
+				}
+				if into.ages == nil {
+					into.ages = make(map[string]int64)
+				}
+				into.ages[name] = age
+			}
+		}
+		into.hlc = max(into.hlc, hlc)
+		if n == 3 || n == 5 {
+			return decodeListen(d, into)
+		}
 		return nil
 	})
 }
@@ -225,8 +298,8 @@ func decodeSnapshotEntry(d *decoder, now int64, name string, into *state) error 
 	if err != nil {
 		return err
 	}
-	if n != 3 {
-		return fmt.Errorf("snapshot entry has %d fields, want 3", n)
+	if n != 3 && n != 4 && n != 7 {
+		return fmt.Errorf("snapshot entry has %d fields, want 3, 4 or 7", n)
 	}
 	// Key and value alias the payload: store copies both into the entry's
 	// blob, so nothing here outlives the call.
@@ -239,14 +312,29 @@ func decodeSnapshotEntry(d *decoder, now int64, name string, into *state) error 
 	if err != nil {
 		return err
 	}
-	at, err := d.DecodeInt64()
-	if err != nil {
-		return err
+	var f [5]int64 // expireAt, ts, access, freq, prio
+	for i := range n - 2 {
+		if f[i], err = d.DecodeInt64(); err != nil {
+			return err
+		}
 	}
+	at, ts := f[0], f[1]
 	if at != 0 && at <= now {
 		return nil // expired in transit
 	}
-	into.put(now, name, key, value, at)
+	if ts < 0 {
+		return errors.New("negative write timestamp")
+	}
+	// ts 0 (a version 1 entry) stamps the entry now.
+	into.put(now, name, key, value, at, ts)
+	if n == 7 {
+		if tab := into.maps[name]; tab != nil && tab.pol != nil {
+			if m := tab.pol.metas[key]; m != nil {
+				m.access, m.freq, m.prio = f[2], max(f[3], 0), f[4]
+				tab.pol.fix(m)
+			}
+		}
+	}
 	return nil
 }
 

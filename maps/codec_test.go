@@ -188,6 +188,10 @@ func FuzzRestore(f *testing.F) {
 	f.Add(snap)
 	empty, _ := newTestState().Snapshot(t0)
 	f.Add(empty)
+	s.Apply(t0, &op.Request{Op: OpListen, Name: "m", Origin: 5, Num: 9, Aux: []byte{listenFlagValues}})
+	s.Apply(t0, &op.Request{Op: OpListen, Name: "m", Origin: 6, Num: 1})
+	listened, _ := s.Snapshot(t0)
+	f.Add(listened)
 	f.Add([]byte{0x92, 0x01, 0xdf, 0xff, 0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		s := newTestState()

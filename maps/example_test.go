@@ -78,3 +78,26 @@ func ExampleMap_PutAll() {
 	// 2 3 5
 	// deleted: 1
 }
+
+func ExampleRule() {
+	ctx := context.Background()
+	// Every member gets the same rules (gridnode: the "maps:" list of its
+	// config file). Here one partition holds the whole map.
+	svc := Service{PartitionCount: 1, Rules: []Rule{
+		{Pattern: "cache-*", MaxEntries: 3, Eviction: EvictLRU},
+		{Pattern: "sessions", MaxIdle: 30 * time.Minute, DefaultTTL: 8 * time.Hour},
+	}}
+	inv := newLocalInvokerWith(svc, 1)
+	cache := New(inv, "cache-pages")
+
+	for _, k := range []string{"a", "b", "c"} {
+		_ = cache.Put(ctx, k, []byte("page "+k))
+	}
+	_ = cache.Put(ctx, "a", []byte("page a, v2")) // a is now the most recent
+	_ = cache.Put(ctx, "d", []byte("page d"))     // the map is full: b goes
+
+	keys, _ := cache.Keys(ctx)
+	fmt.Println(keys)
+	// Output:
+	// [a c d]
+}

@@ -29,10 +29,13 @@ type localPart struct {
 
 var _ op.Invoker = (*localInvoker)(nil)
 
-func newLocalInvoker(n int) *localInvoker {
+func newLocalInvoker(n int) *localInvoker { return newLocalInvokerWith(Service{}, n) }
+
+// newLocalInvokerWith is newLocalInvoker over svc's states (rules).
+func newLocalInvokerWith(svc Service, n int) *localInvoker {
 	inv := &localInvoker{now: time.Now}
 	for p := range n {
-		inv.parts = append(inv.parts, &localPart{st: Service{}.NewState(int32(p))})
+		inv.parts = append(inv.parts, &localPart{st: svc.NewState(int32(p))})
 	}
 	return inv
 }

@@ -225,64 +225,20 @@ func (m *Map) Size(ctx context.Context) (int, error) {
 	return int(n), nil
 }
 
-// Keys returns every live key, sorted. It gathers the whole key set in
-// memory; use Range for large maps.
+// Keys returns every live key, sorted. The result holds the whole key
+// set in memory (the requests do not: they page as RangeKeys); use
+// RangeKeys or Range to walk a large map.
 func (m *Map) Keys(ctx context.Context) ([]string, error) {
-	resps, err := m.invokeAll(ctx, "keys", OpKeys)
+	var keys []string
+	err := m.rangeKeys(ctx, "keys", func(k string) bool {
+		keys = append(keys, k)
+		return true
+	}, nil)
 	if err != nil {
 		return nil, err
 	}
-	var keys []string
-	for p, r := range resps {
-		ks, err := decodeKeys(r.Value)
-		if err != nil {
-			return nil, fmt.Errorf("maps: keys map %s: partition %d: %w: %w", op.Quote(m.name), p, op.ErrInternal, err)
-		}
-		keys = append(keys, ks...)
-	}
 	slices.Sort(keys)
 	return keys, nil
-}
-
-// Range calls fn for every live entry until fn returns false. It fetches one
-// partition at a time (entries sorted by key within a partition), so memory
-// stays bounded by the largest partition. Range is not a snapshot: entries
-// written or removed during the walk may or may not be seen, and each
-// partition is read at a different instant. fn may call the Map.
-func (m *Map) Range(ctx context.Context, fn func(key string, value []byte) bool) error {
-	if fn == nil {
-		return fmt.Errorf("maps: range: %w: nil func", op.ErrBadRequest)
-	}
-	// The sizes tell both the partition count (op has no call for it) and
-	// which partitions can be skipped, at the cost of one small round.
-	sizes, err := m.invokeAll(ctx, "range", OpSize)
-	if err != nil {
-		return err
-	}
-	for p, sz := range sizes {
-		if sz.Num == 0 {
-			continue
-		}
-		req := m.request(OpEntries, "")
-		req.Partition = int32(p)
-		resp, err := m.inv.Invoke(ctx, req)
-		if err == nil && resp == nil {
-			err = fmt.Errorf("%w: no response", op.ErrInternal)
-		}
-		if err != nil {
-			return fmt.Errorf("maps: range map %s: partition %d: %w", op.Quote(m.name), p, err)
-		}
-		es, err := decodeEntries(resp.Value)
-		if err != nil {
-			return fmt.Errorf("maps: range map %s: partition %d: %w: %w", op.Quote(m.name), p, op.ErrInternal, err)
-		}
-		for _, e := range es {
-			if !fn(e.key, e.value) {
-				return nil
-			}
-		}
-	}
-	return nil
 }
 
 // Clear removes every entry. It is not atomic across partitions: a write

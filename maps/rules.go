@@ -23,9 +23,32 @@ type Rule struct {
 	// working). The bound is enforced per partition, as MaxEntries divided
 	// by the partition count (rounded up), so that owners decide alone
 	// and deterministically: a map whose keys spread unevenly is refused
-	// somewhat before it holds MaxEntries in total. 0 = unbounded.
+	// somewhat before it holds MaxEntries in total. 0 = unbounded. With
+	// an Eviction policy other than "none", such a write evicts an entry
+	// instead of failing.
 	MaxEntries int `yaml:"max-entries"`
+	// MaxIdle expires an entry that was neither read nor written for that
+	// long; 0 = never. The owner decides and replicates the expiry (see
+	// docs/architecture.md, "Map expiry, eviction and write timestamps"):
+	// an entry goes up to one flush interval (MaxIdle/8, between 10ms and
+	// 1s) late, and may go up to one interval early after a failover,
+	// because reads reach the backups once per interval.
+	MaxIdle time.Duration `yaml:"max-idle"`
+	// Eviction is what a full map does with a write of a new key: "none"
+	// or "" refuses it with op.ErrMapFull, "lru" evicts the least recently
+	// used entry, "lfu" the least frequently used one (with aging). A full
+	// map is one at MaxEntries, or any map of a member above its memory
+	// guard (grid Config.MaxMemory): maps with a policy evict instead of
+	// refusing there too.
+	Eviction string `yaml:"eviction"`
 }
+
+// Eviction policies (Rule.Eviction).
+const (
+	EvictNone = "none"
+	EvictLRU  = "lru"
+	EvictLFU  = "lfu"
+)
 
 // defaultPartitionCount is partition.DefaultCount (maps depends on op
 // only, see internal/arch).
@@ -33,8 +56,27 @@ const defaultPartitionCount = 271
 
 // mapRule is a Rule resolved for one partition's tables.
 type mapRule struct {
-	ttl int64 // default TTL, nanoseconds; 0 = none
-	max int   // most live entries per partition; 0 = unbounded
+	ttl   int64       // default TTL, nanoseconds; 0 = none
+	max   int         // most live entries per partition; 0 = unbounded
+	idle  int64       // max-idle, nanoseconds; 0 = none
+	evict evictPolicy // what a full map does
+}
+
+// tracked reports whether the map's entries need access bookkeeping
+// (policy, see evict.go).
+func (r mapRule) tracked() bool { return r.idle > 0 || r.evict != evictNone }
+
+// parseEviction maps a Rule.Eviction name to its policy.
+func parseEviction(s string) (evictPolicy, error) {
+	switch s {
+	case "", EvictNone:
+		return evictNone, nil
+	case EvictLRU:
+		return evictLRU, nil
+	case EvictLFU:
+		return evictLFU, nil
+	}
+	return evictNone, fmt.Errorf("eviction policy %q: want none, lru or lfu", s)
 }
 
 // ValidateRules checks rules: patterns that path.Match accepts, no
@@ -44,8 +86,11 @@ func ValidateRules(rules []Rule) error {
 		if _, err := path.Match(r.Pattern, ""); err != nil || r.Pattern == "" {
 			return fmt.Errorf("maps: rule pattern %q is not valid", r.Pattern)
 		}
-		if r.DefaultTTL < 0 || r.MaxEntries < 0 {
-			return fmt.Errorf("maps: rule %q: negative default TTL or max entries", r.Pattern)
+		if r.DefaultTTL < 0 || r.MaxEntries < 0 || r.MaxIdle < 0 {
+			return fmt.Errorf("maps: rule %q: negative default TTL, max entries or max idle", r.Pattern)
+		}
+		if _, err := parseEviction(r.Eviction); err != nil {
+			return fmt.Errorf("maps: rule %q: %w", r.Pattern, err)
 		}
 	}
 	return nil
@@ -61,7 +106,8 @@ func resolveRules(rules []Rule, partitions int) []resolvedRule {
 	}
 	out := make([]resolvedRule, 0, len(rules))
 	for _, r := range rules {
-		mr := mapRule{ttl: int64(max(r.DefaultTTL, 0))}
+		ev, _ := parseEviction(r.Eviction) // ValidateRules reports a bad one; it acts as none
+		mr := mapRule{ttl: int64(max(r.DefaultTTL, 0)), idle: int64(max(r.MaxIdle, 0)), evict: ev}
 		if r.MaxEntries > 0 {
 			mr.max = (r.MaxEntries + partitions - 1) / partitions
 		}
@@ -145,14 +191,17 @@ func (s *state) refuseNew(now int64, name, key string) *op.Response {
 	if _, _, _, ok := s.lookup(now, name, key); ok {
 		return nil // an update adds nothing
 	}
+	if s.evictFor(now, name, 1) {
+		return nil
+	}
 	return mapFull(name, s.rule(s.maps[name], name))
 }
 
 // refuseNewAll is refuseNew for a put-all: the batch is refused whole when
 // its new keys do not all fit.
 func (s *state) refuseNewAll(now int64, name string, es []kv) *op.Response {
-	if s.roomFor(now, name, len(es)) {
-		return nil
+	if s.roomFor(now, name, len(es)) || s.rule(s.maps[name], name).evict != evictNone {
+		return nil // an evicting map makes room key by key
 	}
 	fresh := make(map[string]struct{}, len(es))
 	for _, e := range es {

@@ -112,6 +112,8 @@ var (
 	_ op.State   = (*state)(nil)
 	_ op.Sweeper = (*state)(nil)
 	_ op.Grower  = Service{}
+
+	_ op.Executor = (*state)(nil)
 )
 
 // Name returns ServiceName.
@@ -148,6 +150,14 @@ func (Service) OpName(o uint8) string {
 		return "put_all"
 	case OpDeleteAll:
 		return "delete_all"
+	case OpListen:
+		return "listen"
+	case OpUnlisten:
+		return "unlisten"
+	case OpKeysPage:
+		return "keys_page"
+	case OpEntriesPage:
+		return "entries_page"
 	}
 	return ""
 }
@@ -170,14 +180,16 @@ func (Service) Grows(o uint8) bool {
 // replayed on backups).
 func (Service) Mutates(o uint8) bool {
 	switch o {
-	case OpPut, OpDelete, OpPutIfAbsent, OpReplace, OpCompareAndSwap, OpClear, OpIncr, OpMerge, OpPutAll, OpDeleteAll:
+	case OpPut, OpDelete, OpPutIfAbsent, OpReplace, OpCompareAndSwap, OpClear, OpIncr, OpMerge, OpPutAll, OpDeleteAll,
+		op.OpTimer, op.OpEvict, OpListen, OpUnlisten:
 		return true
 	}
 	return false
 }
 
 // NewState returns the empty map state of one partition. The returned value
-// also implements op.Sweeper.
+// also implements op.Sweeper, op.Executor (timers of maps with max-idle or
+// an eviction policy), op.OwnerHook and op.Evictor.
 func (svc Service) NewState(partition int32) op.State {
 	s := newState(partition)
 	s.rules = resolveRules(svc.Rules, svc.PartitionCount)
@@ -202,6 +214,34 @@ type state struct {
 	// rules are the service's map rules (nil: none), read when a table is
 	// created.
 	rules []resolvedRule
+	// hlc is the partition's hybrid logical clock: the write timestamp of
+	// the latest stored entry (see tick). Replicated: backups replay the
+	// owner's times, and snapshots carry it.
+	hlc int64
+	// ages holds the LFU age of maps with policy lfu that evicted (see
+	// evict.go); it outlives the map's table, which a local sweep may drop.
+	ages map[string]int64
+	// dropped counts the entries drop removed, by reason (replicated
+	// decisions, so equal on owner and backups; read by tests).
+	dropped [dropExpired + 1]int64
+	// listen holds the records of listened maps (events.go); nil while no
+	// map of the partition is listened, which is all the write path tests.
+	listen map[string]*listenRec
+	// x is the execution context during Execute (nil in Apply): where
+	// events are emitted.
+	x *op.Exec
+}
+
+// tick returns the next write timestamp: the operation's time, or one past
+// the latest timestamp when that is not earlier (a hybrid logical clock in
+// nanoseconds: physical time while clocks move forward, a counter when they
+// stall or a merged entry came from a clock ahead of ours).
+func (s *state) tick(now int64) int64 {
+	if s.hlc == math.MaxInt64 {
+		return s.hlc // a forged far-future stamp: saturate, never wrap
+	}
+	s.hlc = max(now, s.hlc+1)
+	return s.hlc
 }
 
 // table is one map's share of a partition.
@@ -218,29 +258,39 @@ type table struct {
 	exps map[string]*expiry
 	// rule is the map's rule, looked up when the table was created.
 	rule mapRule
+	// pol is the access bookkeeping of a map with max-idle or an eviction
+	// policy (evict.go); nil for other maps, which pay nothing for it.
+	pol *policy
 }
 
 // blob points at the single allocation that holds an entry:
 //
-//	uvarint(h) | key bytes | value bytes
+//	uvarint(h) | write timestamp (8 bytes, little endian) | key bytes | value bytes
 //
 // where h is 0 for a nil value and len(value)+1 otherwise (so nil and empty
 // values stay apart; a value under 127 bytes costs one header byte). A blob
 // is never modified once stored: an update stores a new blob. That is what
 // lets a Response.Value alias it and the map's key string point into it.
+// The write timestamp is the entry's hybrid logical clock reading (see
+// state.tick), which the "latest" merge policy compares.
 // The zero blob stands for "no entry".
 type blob struct{ p *byte }
 
-// newBlob copies key and value into a fresh blob and returns it with the
-// key as a string aliasing the blob's copy.
-func newBlob(key string, value []byte) (blob, string) {
+// tsLen is the size of a blob's write timestamp.
+const tsLen = 8
+
+// newBlob copies key and value into a fresh blob stamped ts and returns it
+// with the key as a string aliasing the blob's copy.
+func newBlob(key string, ts int64, value []byte) (blob, string) {
 	var h uint64
 	if value != nil {
 		h = uint64(len(value)) + 1
 	}
 	n := uvarintLen(h)
-	b := make([]byte, n+len(key)+len(value))
+	b := make([]byte, n+tsLen+len(key)+len(value))
 	binary.PutUvarint(b, h)
+	binary.LittleEndian.PutUint64(b[n:], uint64(ts))
+	n += tsLen
 	copy(b[n:], key)
 	copy(b[n+len(key):], value)
 	k := ""
@@ -284,7 +334,16 @@ func (b blob) value(keyLen int) []byte {
 	case 1:
 		return unsafe.Slice(b.p, 0) // empty, but not nil
 	}
-	return unsafe.Slice((*byte)(unsafe.Add(unsafe.Pointer(b.p), n+keyLen)), h-1)
+	return unsafe.Slice((*byte)(unsafe.Add(unsafe.Pointer(b.p), n+tsLen+keyLen)), h-1)
+}
+
+// ts returns the blob's write timestamp (0 for the zero blob).
+func (b blob) ts() int64 {
+	if b.p == nil {
+		return 0
+	}
+	_, n := b.header()
+	return int64(binary.LittleEndian.Uint64(unsafe.Slice((*byte)(unsafe.Add(unsafe.Pointer(b.p), n)), tsLen)))
 }
 
 // expiry is a TTL entry's slot in the expiry heap. The table's exps finds it
@@ -312,10 +371,20 @@ func fail(c op.Code, format string, args ...any) *op.Response {
 }
 
 // Apply executes one map operation at time now. It never panics: malformed
-// requests get an error response.
+// requests get an error response. The member core calls Execute (idle.go),
+// which comes here for the map operations.
 func (s *state) Apply(now time.Time, req *op.Request) *op.Response {
 	if req == nil {
 		return fail(op.CodeBadRequest, "map: nil request")
+	}
+	if req.Op == op.OpTimer || req.Op == op.OpEvict {
+		// The core's operations need an execution context (as the owner).
+		var x op.Exec
+		x.Reset(now, s.partition, true, req)
+		return s.Execute(&x, req)
+	}
+	if req.Op >= OpListen {
+		return s.applyExt(now.UnixNano(), req)
 	}
 	if req.Op == 0 || req.Op >= opEnd {
 		return fail(op.CodeUnknownOp, "map: unknown operation %d", req.Op)
@@ -327,14 +396,23 @@ func (s *state) Apply(now time.Time, req *op.Request) *op.Response {
 	s.observe(t)
 	switch req.Op {
 	case OpGet:
-		_, b, _, ok := s.lookup(t, req.Name, req.Key)
+		tab, b, _, ok := s.lookup(t, req.Name, req.Key)
+		if ok && tab.pol != nil {
+			tab.pol.read(req.Key, t)
+		}
 		return &op.Response{Found: ok, Value: b.value(len(req.Key))}
 	case OpContains:
-		_, _, _, ok := s.lookup(t, req.Name, req.Key)
+		tab, _, _, ok := s.lookup(t, req.Name, req.Key)
+		if ok && tab.pol != nil {
+			tab.pol.read(req.Key, t)
+		}
 		return &op.Response{Found: ok}
 	case OpDelete:
-		tab, _, x, ok := s.lookup(t, req.Name, req.Key)
+		tab, b, x, ok := s.lookup(t, req.Name, req.Key)
 		if ok {
+			if s.listen != nil {
+				s.changed(req.Name, evRemoved, req.Key, b.value(len(req.Key)))
+			}
 			s.remove(tab, req.Key, x)
 		}
 		return &op.Response{Found: ok}
@@ -369,16 +447,26 @@ func (s *state) Apply(now time.Time, req *op.Request) *op.Response {
 		}
 	}
 	if req.Op == OpPut {
-		return &op.Response{Found: s.put(t, req.Name, req.Key, req.Value, at)}
+		had := s.put(t, req.Name, req.Key, req.Value, at, 0)
+		if s.listen != nil {
+			s.changed(req.Name, changeKind(had), req.Key, req.Value)
+		}
+		return &op.Response{Found: had}
 	}
 	tab, b, x, ok := s.lookup(t, req.Name, req.Key)
 	switch req.Op {
 	case OpPutIfAbsent:
 		if ok {
+			if tab.pol != nil {
+				tab.pol.read(req.Key, t)
+			}
 			return &op.Response{Value: b.value(len(req.Key))}
 		}
 		if !s.roomFor(t, req.Name, 1) {
-			return mapFull(req.Name, s.rule(tab, req.Name))
+			if !s.evictFor(t, req.Name, 1) {
+				return mapFull(req.Name, s.rule(tab, req.Name))
+			}
+			tab = s.maps[req.Name] // eviction may have dropped the table
 		}
 	case OpReplace:
 		if !ok {
@@ -389,7 +477,10 @@ func (s *state) Apply(now time.Time, req *op.Request) *op.Response {
 			return &op.Response{}
 		}
 	}
-	s.store(tab, req.Name, req.Key, req.Value, at, x)
+	had := s.store(t, tab, req.Name, req.Key, req.Value, at, 0, x)
+	if s.listen != nil {
+		s.changed(req.Name, changeKind(had), req.Key, req.Value)
+	}
 	return &op.Response{Found: true}
 }
 
@@ -412,7 +503,13 @@ func (s *state) batch(now int64, req *op.Request) *op.Response {
 			}
 		}
 		for _, e := range es {
-			s.put(now, req.Name, e.key, e.value, at)
+			if len(s.rules) != 0 {
+				s.refuseNew(now, req.Name, e.key) // an evicting map makes room key by key
+			}
+			had := s.put(now, req.Name, e.key, e.value, at, 0)
+			if s.listen != nil {
+				s.changed(req.Name, changeKind(had), e.key, e.value)
+			}
 		}
 		return &op.Response{Num: int64(len(es))}
 	}
@@ -423,7 +520,10 @@ func (s *state) batch(now int64, req *op.Request) *op.Response {
 	if req.Op == OpDeleteAll {
 		n := 0
 		for _, k := range keys {
-			if tab, _, x, ok := s.lookup(now, req.Name, k); ok {
+			if tab, b, x, ok := s.lookup(now, req.Name, k); ok {
+				if s.listen != nil {
+					s.changed(req.Name, evRemoved, k, b.value(len(k)))
+				}
 				s.remove(tab, k, x)
 				n++
 			}
@@ -432,7 +532,10 @@ func (s *state) batch(now int64, req *op.Request) *op.Response {
 	}
 	es := make([]kv, 0, len(keys))
 	for _, k := range keys {
-		if _, b, _, ok := s.lookup(now, req.Name, k); ok {
+		if tab, b, _, ok := s.lookup(now, req.Name, k); ok {
+			if tab.pol != nil {
+				tab.pol.read(k, now)
+			}
 			es = append(es, kv{key: k, value: b.value(len(k))})
 		}
 	}
@@ -461,12 +564,19 @@ func (s *state) incr(now int64, req *op.Request) *op.Response {
 	}
 	if !ok && len(s.rules) != 0 {
 		if !s.roomFor(now, req.Name, 1) {
-			return mapFull(req.Name, s.rule(tab, req.Name))
+			if !s.evictFor(now, req.Name, 1) {
+				return mapFull(req.Name, s.rule(tab, req.Name))
+			}
+			tab = s.maps[req.Name] // eviction may have dropped the table
 		}
 		at = s.defaultAt(now, req.Name, 0)
 	}
 	var buf [20]byte
-	s.store(tab, req.Name, req.Key, strconv.AppendInt(buf[:0], next, 10), at, x)
+	v := strconv.AppendInt(buf[:0], next, 10)
+	s.store(now, tab, req.Name, req.Key, v, at, 0, x)
+	if s.listen != nil {
+		s.changed(req.Name, changeKind(ok), req.Key, v)
+	}
 	return &op.Response{Found: ok, Num: next}
 }
 
@@ -502,6 +612,9 @@ func (s *state) lookup(now int64, name, key string) (tab *table, b blob, x *expi
 		return tab, b, nil, ok
 	}
 	if x = tab.exps[key]; x != nil && x.at <= now {
+		if s.listen != nil {
+			s.reclaimed(tab, key)
+		}
 		s.remove(tab, key, x)
 		if len(tab.entries) == 0 {
 			tab = nil // remove dropped the table
@@ -516,11 +629,14 @@ func (s *state) lookup(now int64, name, key string) (tab *table, b blob, x *expi
 // without looking the key up in entries first: only the expiry (if the map
 // has any) is needed beforehand, and whether the key existed shows in the
 // size of entries.
-func (s *state) put(now int64, name, key string, value []byte, at int64) (had bool) {
+func (s *state) put(now int64, name, key string, value []byte, at, ts int64) (had bool) {
 	tab := s.maps[name]
 	var old *expiry
 	if tab != nil && tab.exps != nil {
 		if old = tab.exps[key]; old != nil && old.at <= now {
+			if s.listen != nil {
+				s.reclaimed(tab, key)
+			}
 			s.remove(tab, key, old) // expired: reclaim it first
 			old = nil
 			if len(tab.entries) == 0 {
@@ -528,21 +644,30 @@ func (s *state) put(now int64, name, key string, value []byte, at int64) (had bo
 			}
 		}
 	}
-	return s.store(tab, name, key, value, at, old)
+	return s.store(now, tab, name, key, value, at, ts, old)
 }
 
-// store writes key = value with expiry at (0 = none) and reports whether
-// key was stored before. tab is the map's table (nil if it has none) and
+// store writes key = value with expiry at (0 = none) and write timestamp
+// ts (0: the next reading of the partition's clock, see tick) at time now,
+// and reports whether key was stored before. tab is the map's table (nil if it has none) and
 // old the key's expiry (nil if none); any expired entry under key must have
 // been reclaimed already (lookup and put do), so a stored entry is live.
 // It copies key and value into a new blob, so neither is retained: key may
 // even alias memory the caller reuses.
-func (s *state) store(tab *table, name, key string, value []byte, at int64, old *expiry) (had bool) {
+func (s *state) store(now int64, tab *table, name, key string, value []byte, at, ts int64, old *expiry) (had bool) {
 	if tab == nil {
 		tab = &table{name: name, entries: make(map[string]blob, 1), rule: s.ruleFor(name)}
+		if tab.rule.tracked() {
+			tab.pol = newPolicy(tab.rule)
+		}
 		s.maps[name] = tab
 	}
-	b, k := newBlob(key, value)
+	if ts == 0 {
+		ts = s.tick(now)
+	} else if ts > s.hlc {
+		s.hlc = ts // a merged entry's clock: later writes stamp after it
+	}
+	b, k := newBlob(key, ts, value)
 	n := len(tab.entries)
 	// Assigning under k also replaces the stored key string, which must
 	// stop pointing into the old blob so that the old blob can be freed.
@@ -567,6 +692,9 @@ func (s *state) store(tab *table, name, key string, value []byte, at int64, old 
 	if !had {
 		s.n++
 	}
+	if tab.pol != nil {
+		s.wrote(tab, k, now, had)
+	}
 	return had
 }
 
@@ -583,6 +711,9 @@ func (tab *table) dropExpiry(key string) {
 // remove deletes a stored entry, x being its expiry (nil without a TTL),
 // and drops its table when it empties, so abandoned maps cost nothing.
 func (s *state) remove(tab *table, key string, x *expiry) {
+	if tab.pol != nil {
+		tab.pol.forget(key)
+	}
 	delete(tab.entries, key)
 	if x != nil {
 		tab.dropExpiry(key)
@@ -658,12 +789,19 @@ func (s *state) clear(now int64, tab *table) int {
 	if tab == nil {
 		return 0
 	}
+	if s.listen != nil {
+		s.clearing(now, tab)
+	}
 	n := s.live(now, tab)
 	for _, x := range tab.exps {
 		s.exp.remove(x)
 	}
 	s.n -= len(tab.entries)
+	if tab.pol != nil {
+		tab.pol.forgetAll()
+	}
 	delete(s.maps, tab.name)
+	delete(s.ages, tab.name)
 	return n
 }
 
@@ -684,10 +822,14 @@ func (s *state) Sweep(now time.Time, max int) int {
 // Len reports the live entries across all maps, as of the latest time any
 // call passed in (Len takes no clock).
 func (s *state) Len() int {
-	if !s.expiredPending(s.last) {
-		return s.n
+	n := s.n
+	if s.listen != nil {
+		n += s.listenLen()
 	}
-	return s.n - s.exp.countExpired(s.last, nil, 0)
+	if !s.expiredPending(s.last) {
+		return n
+	}
+	return n - s.exp.countExpired(s.last, nil, 0)
 }
 
 // Structures reports the maps of this partition and their stored entries
@@ -812,11 +954,15 @@ const (
 	// MergePassThrough stores every entry of the losing side, overwriting
 	// the winning side's values.
 	MergePassThrough = op.MergePassThrough
+	// MergeLatest keeps, per key, the entry with the later write
+	// timestamp (hybrid logical clock); equal timestamps go to the larger
+	// value (bytes.Compare), so every member decides alike.
+	MergeLatest = op.MergeLatest
 )
 
 // merge applies OpMerge.
 func (s *state) merge(now int64, req *op.Request) *op.Response {
-	if req.Num != MergePutIfAbsent && req.Num != MergePassThrough {
+	if req.Num != MergePutIfAbsent && req.Num != MergePassThrough && req.Num != MergeLatest {
 		return fail(op.CodeBadRequest, "map: unknown merge policy %d", req.Num)
 	}
 	from := newState(s.partition)
@@ -830,16 +976,32 @@ func (s *state) merge(now int64, req *op.Request) *op.Response {
 	var es []kv
 	stored := 0
 	for _, x := range from.sorted(now, src, es) {
-		if req.Num == MergePutIfAbsent {
+		ts := src.entries[x.key].ts()
+		switch req.Num {
+		case MergePutIfAbsent:
 			if _, _, _, ok := s.lookup(now, req.Name, x.key); ok {
 				continue
+			}
+		case MergeLatest:
+			if _, b, _, ok := s.lookup(now, req.Name, x.key); ok {
+				if here := b.ts(); here > ts || (here == ts && bytes.Compare(b.value(len(x.key)), x.value) >= 0) {
+					continue
+				}
 			}
 		}
 		var at int64
 		if ex := src.exps[x.key]; ex != nil {
 			at = ex.at
 		}
-		s.put(now, req.Name, x.key, x.value, at)
+		if len(s.rules) != 0 && s.evicts(req.Name) {
+			s.refuseNew(now, req.Name, x.key) // a full map evicts to take it
+		}
+		// The entry keeps its write timestamp, so a later merge (or
+		// split) still compares the original write times.
+		had := s.put(now, req.Name, x.key, x.value, at, ts)
+		if s.listen != nil {
+			s.changed(req.Name, changeKind(had), x.key, x.value)
+		}
 		stored++
 	}
 	return &op.Response{Num: int64(stored)}

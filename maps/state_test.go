@@ -110,7 +110,7 @@ func checkInvariants(t *testing.T, s *state) {
 			if b.p == nil {
 				t.Fatalf("%s/%s: nil blob", name, k)
 			}
-			if _, hn := b.header(); len(k) > 0 && unsafe.StringData(k) != (*byte)(unsafe.Add(unsafe.Pointer(b.p), hn)) {
+			if _, hn := b.header(); len(k) > 0 && unsafe.StringData(k) != (*byte)(unsafe.Add(unsafe.Pointer(b.p), hn+tsLen)) {
 				t.Fatalf("%s/%s: key does not alias its blob", name, k)
 			}
 		}
@@ -123,7 +123,7 @@ func checkInvariants(t *testing.T, s *state) {
 				t.Fatalf("expiry of %s/%s points at %s/%s", name, k, x.tab.name, x.key)
 			}
 			if _, hn := b.header(); len(k) > 0 {
-				want := (*byte)(unsafe.Add(unsafe.Pointer(b.p), hn))
+				want := (*byte)(unsafe.Add(unsafe.Pointer(b.p), hn+tsLen))
 				if unsafe.StringData(k) != want || unsafe.StringData(x.key) != want {
 					t.Fatalf("expiry of %s/%s: key does not alias the current blob", name, k)
 				}
@@ -727,9 +727,13 @@ func TestBlob(t *testing.T) {
 					v[i] = byte(i*7 + 3)
 				}
 			}
-			b, k := newBlob(key, v)
+			ts := int64(n)*1_000_003 - 1<<40
+			b, k := newBlob(key, ts, v)
 			if k != key {
 				t.Fatalf("key %q, want %q", k, key)
+			}
+			if b.ts() != ts {
+				t.Fatalf("ts %d, want %d", b.ts(), ts)
 			}
 			h, hn := b.header()
 			if hn != uvarintLen(h) {
@@ -829,11 +833,27 @@ func TestStateFreesOldBlobs(t *testing.T) {
 	runtime.KeepAlive(s)
 }
 
-// TestSnapshotGolden pins the snapshot format: the bytes below were produced
-// by the previous in-memory layout (value slice and expiry pointer per
-// entry), so snapshots stay byte-compatible across the layout change and
-// members of both versions can exchange partitions.
+// TestSnapshotGolden pins the snapshot format: goldenV1 was produced by the
+// version 1 layout (no write timestamps), which a member still restores
+// during a rolling upgrade; goldenV2 pins version 2 (write timestamps and
+// the partition's clock), which must restore to byte-identical snapshots.
 func TestSnapshotGolden(t *testing.T) {
+	goldenV2, err := hex.DecodeString("" +
+		"9402cf17979cfe362a000a83a16d9694a0c409656d707479206b657900cf1797" +
+		"9cfe362a000594a161c4013100cf17979cfe362a000094a162c40133cf17979c" +
+		"ff9bcabc00cf17979cfe362a000294a3626967c4c83031323334353637383930" +
+		"3132333435363738393031323334353637383930313233343536373839303132" +
+		"3334353637383930313233343536373839303132333435363738393031323334" +
+		"3536373839303132333435363738393031323334353637383930313233343536" +
+		"3738393031323334353637383930313233343536373839303132333435363738" +
+		"3930313233343536373839303132333435363738393031323334353637383930" +
+		"3132333435363738393031323334353637383930313233343536373839cf1797" +
+		"9cffd7658600cf17979cfe362a000694a5656d707479c40000cf17979cfe362a" +
+		"000494a36e696cc000cf17979cfe362a0003a16e9194a179c4046b65707400cf" +
+		"17979cfe362a0008a16f9194a17ac4046e6f6e6500cf17979cfe362a000a80")
+	if err != nil {
+		t.Fatal(err)
+	}
 	golden, err := hex.DecodeString("" +
 		"920183a16d9693a0c409656d707479206b65790093a161c401310093a162c401" +
 		"33cf17979cff9bcabc0093a3626967c4c8303132333435363738393031323334" +
@@ -867,16 +887,24 @@ func TestSnapshotGolden(t *testing.T) {
 	}
 	checkInvariants(t, s)
 	snap, err := s.Snapshot(ms(10))
-	if err != nil || !bytes.Equal(snap, golden) {
-		t.Fatalf("snapshot %x (%v), want %x", snap, err, golden)
+	if err != nil || !bytes.Equal(snap, goldenV2) {
+		t.Fatalf("snapshot %x (%v), want %x", snap, err, goldenV2)
+	}
+	r2 := newTestState()
+	if err := r2.Restore(ms(10), goldenV2); err != nil {
+		t.Fatal(err)
+	}
+	checkInvariants(t, r2)
+	if again, _ := r2.Snapshot(ms(10)); !bytes.Equal(again, goldenV2) {
+		t.Fatalf("restored golden snapshots to %x", again)
 	}
 	r := newTestState()
 	if err := r.Restore(ms(10), golden); err != nil {
 		t.Fatal(err)
 	}
 	checkInvariants(t, r)
-	if again, _ := r.Snapshot(ms(10)); !bytes.Equal(again, golden) {
-		t.Fatalf("restored golden snapshots to %x", again)
+	if g := r.Apply(ms(10), &op.Request{Op: OpGet, Name: "m", Key: "a"}); !g.Found || r.hlc < ms(10).UnixNano() || r.hlc >= ms(11).UnixNano() {
+		t.Fatalf("version 1 entries get stamped at restore: %+v, clock %d", g, r.hlc)
 	}
 	runSteps(t, r, []step{
 		{at: 10, req: keyed(OpGet, "m", "nil"), found: true},

@@ -108,10 +108,11 @@ func (t *Typed[V]) Keys(ctx context.Context) ([]string, error) { return t.Map().
 // Clear removes every entry (see Map.Clear).
 func (t *Typed[V]) Clear(ctx context.Context) error { return t.Map().Clear(ctx) }
 
-// Range calls fn for every live entry until fn returns false (see Map.Range).
+// Range calls fn for every live entry until fn returns false, page by page
+// (see Map.Range).
 // It stops with an error wrapping op.ErrWrongType at the first value that
 // does not decode as V.
-func (t *Typed[V]) Range(ctx context.Context, fn func(key string, v V) bool) error {
+func (t *Typed[V]) Range(ctx context.Context, fn func(key string, v V) bool, opts ...RangeOption) error {
 	if fn == nil {
 		return fmt.Errorf("maps: range: %w: nil func", op.ErrBadRequest)
 	}
@@ -123,7 +124,7 @@ func (t *Typed[V]) Range(ctx context.Context, fn func(key string, v V) bool) err
 			return false
 		}
 		return fn(key, v)
-	})
+	}, opts...)
 	if err != nil {
 		return err
 	}

@@ -67,6 +67,10 @@ const (
 	// nanoseconds. Timers are not exact and may fire late or more than
 	// once (after a failover the new owner re-arms them): the state checks
 	// x.Now against its own replicated deadlines and ignores stale fires.
+	// On the owner the state may set Value (the core sends none): the core
+	// replicates the request as Execute left it, so a state can hand its
+	// backups what only the owner knows (maps flush the reads they served).
+	// A timer armed by a call that does not mutate is still armed.
 	OpTimer uint8 = 254
 	// OpSessionEnded tells the state that the session in Num (an invoker's
 	// Origin) ended: the process stopped heart-beating for its TTL, or its
@@ -203,4 +207,21 @@ func (x *Exec) Parked() bool {
 		}
 	}
 	return false
+}
+
+// OpEvict is sent by the member core when it is above its memory guard
+// (grid Config.MaxMemory) and a write that may grow structure Name of a
+// state implementing Evictor arrives, for a Name that Evicts accepts: the
+// state evicts up to Num entries of Name by its eviction policy before the
+// write is applied (instead of the write being refused with ErrMapFull).
+// It is a sequenced mutation like any other, so backups evict the same
+// entries; Num in the response: how many were evicted.
+const OpEvict uint8 = 252
+
+// Evictor is implemented by states whose structures can give up entries
+// under memory pressure (a map with an eviction policy): see OpEvict.
+type Evictor interface {
+	// Evicts reports whether structure name evicts rather than refuses
+	// when the member is full.
+	Evicts(name string) bool
 }

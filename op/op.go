@@ -198,13 +198,17 @@ const (
 	// MergePassThrough stores every entry of the losing side (its values
 	// win).
 	MergePassThrough = 2
+	// MergeLatest keeps, per key, the entry written last by the hybrid
+	// logical clock of the structure's entries (ties broken
+	// deterministically, e.g. by value bytes).
+	MergeLatest = 3
 	// MergeAppend adds the losing side's items after the winning side's
 	// (queues).
-	MergeAppend = 3
+	MergeAppend = 4
 	// MergeRevoke drops what the losing side granted and carries its
 	// counters over, so that what the winning side grants later ranks
 	// above it (locks: fencing tokens).
-	MergeRevoke = 4
+	MergeRevoke = 5
 )
 
 // MergeDefaulter is implemented by Mergers whose structures merge by their

@@ -48,6 +48,13 @@ const (
 	// Unsubscribe ends subscription Num of the caller's connection.
 	// Clients may call it.
 	Unsubscribe
+	// ReplDelta carries a change message (Value) of the replicated
+	// service Key, which the receiver merges. Members only.
+	ReplDelta
+	// ReplPull sends the caller's digest (Value) of the replicated
+	// service Key; the answer's Value is what the caller lacks (at most
+	// about Num bytes) and Found says there is more. Members only.
+	ReplPull
 	// RemoveMember removes crashed member Key from the cluster's expected
 	// size (the table's voters); Num 1 forces it without a quorum. Any
 	// member forwards it to the coordinator, which refuses while Key is
@@ -139,6 +146,11 @@ type Stats struct {
 	// MergeStored counts entries from the losing side that merge policies
 	// (put-if-absent, pass-through) wrote into the winning side.
 	MergeStored uint64 `json:"merge_stored"`
+	// ReplicatedDropped counts replicated-map deltas this member could
+	// not deliver to a peer (anti-entropy repairs them); ReplicatedPulled
+	// the bytes its anti-entropy pulls merged.
+	ReplicatedDropped uint64 `json:"replicated_dropped"`
+	ReplicatedPulled  uint64 `json:"replicated_pulled_bytes"`
 	// MergeReports counts the merge reports this member emitted (heals
 	// after which it let go of partitions it owned on the losing side;
 	// see MergeStream).

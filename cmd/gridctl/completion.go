@@ -9,14 +9,15 @@ import (
 // checks them against the help texts, so a new command or flag is not
 // forgotten here.
 const (
-	completionCommands    = "status map queue idem lock elect member bench completion version help"
-	completionMapSubs     = "put get delete size keys"
+	completionCommands    = "status map queue idem rmap lock elect member bench completion version help"
+	completionMapSubs     = "put get delete size keys entries listen getall putall deleteall"
 	completionQueueSubs   = "offer poll drain len bench"
 	completionLockSubs    = "run status force-unlock"
+	completionRmapSubs    = "put get delete list len"
 	completionGlobalFlags = "--addr --timeout --cluster --json --help --version --token-file --tls-ca --tls-cert --tls-key"
 	completionQueueFlags  = "--wait --max --clients --queues --duration --value-size"
 	completionLockFlags   = "--lease --wait"
-	completionMapFlags    = "--ttl --msgpack --raw"
+	completionMapFlags    = "--ttl --msgpack --raw --unsorted --values --count"
 	completionBenchFlags  = "--clients --requests --duration --keys --value-size --ratio --map --prefill"
 	completionShells      = "bash zsh fish"
 )
@@ -55,7 +56,7 @@ _gridctl() {
 	for ((i = 1; i < COMP_CWORD; i++)); do
 		w="${COMP_WORDS[i]}"
 		case "$w" in
-		--addr|--timeout|--cluster|--ttl|--clients|--requests|--duration|--keys|--value-size|--ratio|--map|--wait|--max|--queues|--lease|--token-file|--tls-ca|--tls-cert|--tls-key) ((i++)); continue ;;
+		--addr|--timeout|--cluster|--ttl|--count|--clients|--requests|--duration|--keys|--value-size|--ratio|--map|--wait|--max|--queues|--lease|--token-file|--tls-ca|--tls-cert|--tls-key) ((i++)); continue ;;
 		-*) continue ;;
 		esac
 		if [[ -z $cmd ]]; then cmd="$w"; elif [[ -z $sub ]]; then sub="$w"; fi
@@ -77,9 +78,10 @@ _gridctl() {
 	queue) [[ -z $sub ]] && COMPREPLY=($(compgen -W "` + completionQueueSubs + `" -- "$cur")) ;;
 	lock) [[ -z $sub ]] && COMPREPLY=($(compgen -W "` + completionLockSubs + `" -- "$cur")) ;;
 	idem) [[ -z $sub ]] && COMPREPLY=($(compgen -W "claim" -- "$cur")) ;;
+	rmap) [[ -z $sub ]] && COMPREPLY=($(compgen -W "` + completionRmapSubs + `" -- "$cur")) ;;
 	member) [[ -z $sub ]] && COMPREPLY=($(compgen -W "remove" -- "$cur")) ;;
 	completion) [[ -z $sub ]] && COMPREPLY=($(compgen -W "` + completionShells + `" -- "$cur")) ;;
-	help) [[ -z $sub ]] && COMPREPLY=($(compgen -W "status map queue idem lock elect member bench completion" -- "$cur")) ;;
+	help) [[ -z $sub ]] && COMPREPLY=($(compgen -W "status map queue idem rmap lock elect member bench completion" -- "$cur")) ;;
 	esac
 }
 complete -F _gridctl gridctl
@@ -96,6 +98,7 @@ func fishCompletion() string {
 	fmt.Fprintf(&b, "complete -c gridctl -n '__fish_seen_subcommand_from queue' -a '%s'\n", completionQueueSubs)
 	fmt.Fprintf(&b, "complete -c gridctl -n '__fish_seen_subcommand_from lock' -a '%s'\n", completionLockSubs)
 	fmt.Fprintf(&b, "complete -c gridctl -n '__fish_seen_subcommand_from idem' -a claim\n")
+	fmt.Fprintf(&b, "complete -c gridctl -n '__fish_seen_subcommand_from rmap' -a '%s'\n", completionRmapSubs)
 	fmt.Fprintf(&b, "complete -c gridctl -n '__fish_seen_subcommand_from member' -a remove\n")
 	fmt.Fprintf(&b, "complete -c gridctl -n '__fish_seen_subcommand_from completion' -a '%s'\n", completionShells)
 	for f := range strings.FieldsSeq(completionGlobalFlags) {

@@ -63,7 +63,22 @@
 //	gridctl map get NAME KEY                     # prints exactly the value, no newline
 //	gridctl map delete NAME KEY                  # exit 1 if the key was absent
 //	gridctl map size NAME                        # prints the number of live entries
-//	gridctl map keys NAME                        # prints every key, one per line, sorted
+//	gridctl map keys NAME [--unsorted]           # prints every key, one per line, sorted
+//	gridctl map entries NAME                     # KEY<TAB>VALUE lines, page by page
+//	gridctl map listen NAME [KEY] [--values]     # prints changes until interrupted
+//	gridctl map getall NAME [KEY...]             # KEY<TAB>VALUE of the live keys
+//	gridctl map putall NAME [KEY VALUE...]       # or KEY<TAB>VALUE lines on stdin
+//	gridctl map deleteall NAME [KEY...]          # prints how many were present
+//
+// keys, entries and the walks behind them fetch one bounded page at a time
+// (at most 1000 entries or 1 MiB per request), so a map of any size can be
+// listed; keys sorts what it collected unless --unsorted prints the pages
+// as they arrive (partition by partition, sorted within each). listen
+// prints "KIND PARTITION:SEQ KEY [VALUE]" per change (added, updated,
+// removed, expired) and "lost P:SEQ" when events were lost (the per
+// partition sequence skipped), with --json one object per line; --count N
+// exits after N events. getall and deleteall read keys from stdin (one
+// per line) when none are given, putall KEY<TAB>VALUE lines.
 //
 // map keys prints a key that is not printable (a newline, an escape
 // sequence, invalid UTF-8) or that starts with a double quote Go-quoted
@@ -129,6 +144,19 @@
 // set to the term (a fencing token). When leadership is lost, CMD gets
 // SIGTERM (SIGKILL 10 s later) and gridctl exits 1; when CMD exits,
 // gridctl resigns and exits with CMD's status.
+//
+// # rmap
+//
+// rmap reads and writes replicated maps (package replicated): every member
+// holds a full copy, the member a call reaches answers from its own copy,
+// and writes reach the other members in the background (the newest write
+// of a key wins):
+//
+//	gridctl rmap put routes orders http://orders:8080
+//	gridctl rmap get routes orders        # exit 1 if absent
+//	gridctl rmap list routes              # KEY=VALUE lines (--json: with versions)
+//	gridctl rmap delete routes orders
+//	gridctl rmap len routes
 //
 // # member
 //

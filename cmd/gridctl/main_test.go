@@ -184,7 +184,7 @@ func TestCluster(t *testing.T) {
 			return r.code == 1 && r.stdout == "", "entry has not expired: " + r.stdout
 		})
 		r := gridctl(t, nil, "map", "get", "ttlmap", "k", "--ttl", "1s", addr).expect(t, 2)
-		if !strings.Contains(r.stderr, "--ttl applies to map put only") {
+		if !strings.Contains(r.stderr, "--ttl applies to map put and putall only") {
 			t.Errorf("stderr = %q", r.stderr)
 		}
 	})

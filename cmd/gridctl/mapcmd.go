@@ -60,6 +60,12 @@ var mapArgs = map[string]struct {
 	"delete": {2, "NAME KEY"},
 	"size":   {1, "NAME"},
 	"keys":   {1, "NAME"},
+	// n < 0: at least -n arguments (mapstream.go).
+	"entries":   {1, "NAME"},
+	"listen":    {-1, "NAME [KEY]"},
+	"getall":    {-1, "NAME [KEY...]"},
+	"putall":    {-1, "NAME [KEY VALUE...]"},
+	"deleteall": {-1, "NAME [KEY...]"},
 }
 
 // mapCmd implements "gridctl map SUBCOMMAND ...". One flag set serves every
@@ -70,35 +76,42 @@ func mapCmd(ctx context.Context, e env, g *globals, args []string) error {
 	ttl := fs.Duration("ttl", 0, "expire the entry after this long (put only)")
 	asMsgpack := fs.Bool("msgpack", false, "put: VALUE is JSON, stored msgpack-encoded as maps.NewTyped does; get: decode the value to JSON")
 	raw := fs.Bool("raw", false, "keys: print keys as they are, even when not printable")
+	sf := streamFlags(fs)
 	pos, err := parseCommand(e, "map", fs, g, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) == 0 {
-		return usagef("map", "map needs a subcommand: put, get, delete, size or keys")
+		return usagef("map", "map needs a subcommand: put, get, delete, size, keys, entries, listen, getall, putall or deleteall")
 	}
 	sub, pos := pos[0], pos[1:]
 	spec, ok := mapArgs[sub]
 	if !ok {
 		return usagef("map", "unknown map subcommand %q", sub)
 	}
-	if len(pos) != spec.n {
+	if (spec.n >= 0 && len(pos) != spec.n) || len(pos) < -spec.n {
 		return usagef("map", "map %s needs %s, got %d argument(s)", sub, spec.want, len(pos))
 	}
 	if pos[0] == "" {
 		return usagef("map", "map name is empty")
 	}
-	if *ttl != 0 && sub != "put" {
-		return usagef("map", "--ttl applies to map put only")
+	if *ttl != 0 && sub != "put" && sub != "putall" {
+		return usagef("map", "--ttl applies to map put and putall only")
 	}
 	if *ttl < 0 {
 		return usagef("map", "--ttl must not be negative")
 	}
-	if *asMsgpack && sub != "put" && sub != "get" {
-		return usagef("map", "--msgpack applies to map put and map get only")
+	if *asMsgpack && sub != "put" && sub != "get" && sub != "entries" && sub != "listen" && sub != "getall" {
+		return usagef("map", "--msgpack applies to map put, get, entries, listen and getall only")
 	}
-	if *raw && sub != "keys" {
-		return usagef("map", "--raw applies to map keys only")
+	if *raw && sub != "keys" && sub != "entries" && sub != "listen" && sub != "getall" {
+		return usagef("map", "--raw applies to map keys, entries, listen and getall only")
+	}
+	if err := sf.check(sub, pos); err != nil {
+		return err
+	}
+	if streamSubs[sub] || (sub == "keys" && sf.unsorted) {
+		return mapStreamCmd(ctx, e, g, sub, pos, *asMsgpack, *raw, *ttl, sf)
 	}
 	if *raw && g.json {
 		return usagef("map", "give --raw or --json, not both")

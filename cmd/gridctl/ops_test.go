@@ -286,7 +286,7 @@ func TestCompletion(t *testing.T) {
 	}{
 		{[]string{"gridctl", "st"}, "status"},
 		{[]string{"gridctl", "map", "k"}, "keys"},
-		{[]string{"gridctl", "--addr", "h:1", "map", "d"}, "delete"},
+		{[]string{"gridctl", "--addr", "h:1", "map", "d"}, "delete deleteall"},
 		{[]string{"gridctl", "bench", "--val"}, "--value-size"},
 		{[]string{"gridctl", "completion", "z"}, "zsh"},
 		{[]string{"gridctl", "map", "put", "--t"}, "--timeout --token-file --tls-ca --tls-cert --tls-key --ttl"},

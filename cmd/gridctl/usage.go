@@ -32,11 +32,17 @@ Commands:
   map delete NAME KEY                  remove KEY (exit 1 if it was absent)
   map size NAME                        print the number of entries
   map keys NAME [--raw]                print every key, one per line, sorted
+  map entries NAME                     print every entry, KEY<TAB>VALUE, page by page
+  map listen NAME [KEY] [--values]     print the map's changes as they happen
+  map getall|deleteall NAME [KEY...]   read or remove many keys (stdin: one per line)
+  map putall NAME [KEY VALUE...]       store many entries (stdin: KEY<TAB>VALUE lines)
   queue offer NAME [ITEM]              append ITEM (or one item per line of stdin)
   queue poll NAME [--wait D]           print one item (exit 1 if none within D)
   queue drain NAME [--max N] [--wait D] print up to N items, one per line
   queue len NAME                       print the number of ready items
   idem claim NAME ID [--ttl D]         exit 0 if first, 3 if a duplicate, 1 on error
+  rmap put|get|delete NAME KEY [VALUE] replicated map (every member holds a copy)
+  rmap list|len NAME                   print its entries / their number
   bench [FLAGS]                        load generator (see gridctl help bench)
   lock run NAME [--lease D] [--wait D] -- CMD [ARGS...]
                                        run CMD while holding lock NAME
@@ -71,7 +77,7 @@ that is: every partition has an owner.
 
 ` + globalHelp
 
-const mapHelp = `Usage: gridctl map SUBCOMMAND NAME [KEY [VALUE]] [FLAGS]
+const mapHelp = `Usage: gridctl map SUBCOMMAND NAME [KEY [VALUE]]... [FLAGS]
 
   put NAME KEY VALUE [--ttl D]  store VALUE under KEY; VALUE "-" reads stdin;
                                 --ttl makes the entry expire after D
@@ -83,14 +89,37 @@ const mapHelp = `Usage: gridctl map SUBCOMMAND NAME [KEY [VALUE]] [FLAGS]
                                 a key that is not printable (newline, escape
                                 sequence, invalid UTF-8) or starts with a quote
                                 is printed Go-quoted: "a\nb"
+  entries NAME                  print every live entry as KEY<TAB>VALUE (keys
+                                and values quoted as keys are), partition by
+                                partition, page by page: memory stays bounded
+  listen NAME [KEY]             print the map's changes (of KEY only, if given)
+                                as "KIND PARTITION:SEQ KEY [VALUE]" until
+                                interrupted; "lost P:SEQ" lines report events
+                                that were lost (re-read what matters)
+  getall NAME [KEY...]          print KEY<TAB>VALUE for each live key (keys
+                                from stdin, one per line, when none are given)
+  putall NAME [KEY VALUE...]    store the pairs (or KEY<TAB>VALUE lines of
+                                stdin), one request per partition
+  deleteall NAME [KEY...]       remove the keys (or stdin's), print how many
+                                were present
 
   --msgpack   put: VALUE is JSON, stored msgpack-encoded as Go's
               maps.NewTyped stores values (so maps.NewTyped[User] reads it);
               get: decode a msgpack value and print it as JSON
-  --raw       keys: print every key exactly as stored
+  --raw       keys, entries, getall, listen: print keys (and values)
+              exactly as stored
+  --unsorted  keys: print keys page by page as they arrive (partition by
+              partition, sorted within one) instead of collecting and
+              sorting them all: for maps too large to sort in memory
+  --values    listen: print the values too
+  --count N   listen: exit after N events
   --json      put {"map","key","stored"}; get {"map","key","found","value"
               or "value_base64"}; delete {"map","key","found"};
-              size {"map","size"}; keys {"map","keys"}
+              size {"map","size"}; keys {"map","keys"} (with --unsorted
+              one {"key"} per line); entries, getall: one {"key","value"}
+              per line; listen: one {"kind","partition","seq","key"
+              [,"value"][,"repeat"]} or {"kind":"lost","missed"} per line;
+              putall {"map","stored"}; deleteall {"map","deleted"}
 
 A VALUE that starts with "-" must follow "--": gridctl map put m k -- -5
 
@@ -189,6 +218,8 @@ func printHelp(w io.Writer, topic string) {
 		fmt.Fprint(w, queueHelp)
 	case "idem":
 		fmt.Fprint(w, idemHelp)
+	case "rmap":
+		fmt.Fprint(w, rmapHelp)
 	case "member":
 		fmt.Fprint(w, memberHelp)
 	case "completion":

@@ -168,7 +168,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.Var(sizeFlag(&o.maxKeySize, wire.DefaultMaxKeySize), "max-key-size", "largest key accepted, in `bytes` (suffixes KiB, MiB, GiB)")
 	o.maxMemory = defaultMaxMemory
 	fs.Var(stringValue{p: &o.maxMemory, check: checkMaxMemory}, "max-memory",
-		"memory guard: above this Go heap in use, the member refuses writes that may grow state (map puts, queue offers, claims) with ErrMapFull; reads and deletes keep working. A `size` (512MiB, 2GiB), a percentage of the cgroup memory limit or else of the machine's memory (70%), or 0 (off)")
+		"memory guard: above this Go heap in use, the member refuses writes that may grow state (map puts, queue offers, claims) with ErrMapFull (maps with an eviction policy evict instead); reads and deletes keep working. A `size` (512MiB, 2GiB), a percentage of the cgroup memory limit or else of the machine's memory (70%), or 0 (off)")
 	fs.Var(sizeFlag(&o.maxNameSize, wire.DefaultMaxNameSize), "max-name-size", "longest structure name accepted, in `bytes` (suffixes KiB, MiB, GiB)")
 	fs.Var(intFlag(&o.maxConns, grid.DefaultMaxConns, 1, 1<<24), "max-conns",
 		"most `connections` open on the data port, handshakes included; keep it under the file descriptor limit (ulimit -n)")
@@ -222,7 +222,7 @@ matching pattern wins; a setting left out is the member's default):
       backup-count: 0
       async-backup-count: 1
       quorum: "off"
-      merge: put-if-absent   # after a split: discard, put-if-absent, pass-through
+      merge: put-if-absent   # after a split: discard, put-if-absent, pass-through, latest
 
 Flags:
 `, envPrefix, envName("probe-interval"))
@@ -501,7 +501,7 @@ func structureRules(n *yaml.Node, path string) ([]structureRule, error) {
 				r.quorum = strings.TrimSpace(v.Value)
 			case "merge":
 				if _, err := grid.ParseMergePolicy(strings.TrimSpace(v.Value)); err != nil || strings.TrimSpace(v.Value) == "" {
-					return nil, usagef("%s: merge %q: want discard, put-if-absent or pass-through", at(v), v.Value)
+					return nil, usagef("%s: merge %q: want discard, put-if-absent, pass-through or latest", at(v), v.Value)
 				}
 				r.merge = strings.TrimSpace(v.Value)
 			case "backup-count", "async-backup-count":

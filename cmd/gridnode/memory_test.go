@@ -76,11 +76,13 @@ maps:
   - pattern: "cache-*"
     default-ttl: 10m
     max-entries: 70000
+    eviction: lfu
   - pattern: sessions
     default-ttl: 30s
+    max-idle: 5m
 `)
 	o := mustParse(t, []string{"--config", cfg}, env())
-	want := []maps.Rule{{Pattern: "cache-*", DefaultTTL: 10 * time.Minute, MaxEntries: 70000}, {Pattern: "sessions", DefaultTTL: 30 * time.Second}}
+	want := []maps.Rule{{Pattern: "cache-*", DefaultTTL: 10 * time.Minute, MaxEntries: 70000, Eviction: maps.EvictLFU}, {Pattern: "sessions", DefaultTTL: 30 * time.Second, MaxIdle: 5 * time.Minute}}
 	if !slices.Equal(o.mapRules, want) {
 		t.Fatalf("map rules %+v, want %+v", o.mapRules, want)
 	}
@@ -94,6 +96,8 @@ maps:
 		"maps: [{pattern: a, default-ttl: soon}]", // bad duration
 		"maps: [{pattern: a, max-entries: -1}]",   // negative bound
 		"maps: [{pattern: '[', max-entries: 1}]",  // bad pattern
+		"maps: [{pattern: a, eviction: random}]",  // unknown policy
+		"maps: [{pattern: a, max-idle: -1s}]",     // negative max-idle
 		"maps: {pattern: a}",                      // not a list
 	} {
 		if _, err := parseOptions([]string{"--config", writeConfig(t, bad)}, env()); err == nil {

@@ -78,6 +78,7 @@ func metricsPage(m *grid.Member, started time.Time) []byte {
 			e.metric("shoal_memory_limit_bytes", "gauge", "The memory guard's limit (--max-memory) on the Go heap in use.", float64(limit))
 			e.metric("shoal_memory_heap_in_use_bytes", "gauge", "Go heap in use at the memory guard's last sample (every 50 ms).", float64(used))
 			e.metric("shoal_memory_full", "gauge", "1 while the heap in use is above --max-memory and writes that may grow state are refused with ErrMapFull, else 0.", b2f(full))
+			e.metric("shoal_memory_evicted_total", "counter", "Map entries this member evicted as owner while above --max-memory (maps with an eviction policy).", float64(m.MemoryEvictions()))
 		}
 	}
 	buildMetrics(&e)
@@ -108,6 +109,8 @@ func memberMetrics(e *expo, s grid.Stats) {
 	e.metric("shoal_expected_size", "gauge", "The cluster's expected size: members agreed, less graceful leaves; crashes do not lower it.", float64(s.ExpectedSize))
 	e.metric("shoal_merge_discarded_total", "counter", "Entries discarded because this member owned their partitions on the losing side of a split (the winning side's values were kept).", float64(s.MergeDiscarded))
 	e.metric("shoal_merge_stored_total", "counter", "Entries of the losing side of a split that merge policies wrote into the winning side.", float64(s.MergeStored))
+	e.metric("shoal_replicated_dropped_total", "counter", "Replicated-map deltas not delivered to a peer (anti-entropy repairs them).", float64(s.ReplicatedDropped))
+	e.metric("shoal_replicated_pulled_bytes_total", "counter", "Bytes of replicated-map state merged by anti-entropy pulls.", float64(s.ReplicatedPulled))
 	e.metric("shoal_merge_reports_total", "counter", "Merge reports emitted: heals after which this member let go of partitions it owned on the losing side of a split.", float64(s.MergeReports))
 	e.metric("shoal_conns_open", "gauge", "Connections open on the data port, handshakes included.", float64(s.ConnsOpen))
 	e.metric("shoal_conns_refused_total", "counter", "Connections closed at once for being over the connection limits.", float64(s.ConnsRefused))

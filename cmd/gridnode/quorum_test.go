@@ -59,7 +59,7 @@ structures:
 	for body, want := range map[string]string{
 		"quorum: most\n": "quorum: want majority, off or a minimum member count",
 		"structures:\n  - pattern: a\n    quorum: half\n":  `quorum "half": want majority`,
-		"structures:\n  - pattern: a\n    merge: newest\n": `merge "newest": want discard, put-if-absent or pass-through`,
+		"structures:\n  - pattern: a\n    merge: newest\n": `merge "newest": want discard, put-if-absent, pass-through or latest`,
 	} {
 		_, err := parseOptions([]string{"--config", writeConfig(t, body)}, env())
 		if err == nil || !strings.Contains(err.Error(), want) {

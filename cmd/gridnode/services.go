@@ -11,12 +11,13 @@ import (
 	"github.com/shoalgrid/shoal/maps"
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/queues"
+	"github.com/shoalgrid/shoal/replicated"
 )
 
 // services returns the structure services a gridnode runs. The member core
 // (grid) has none built in: this is where a program assembles its member.
 func services(o options) []op.Service {
-	return []op.Service{maps.Service{Rules: o.mapRules, PartitionCount: o.partitions}, maps.IdemService{}, locks.Service{}, queues.Service{Rules: o.queueRules}}
+	return []op.Service{maps.Service{Rules: o.mapRules, PartitionCount: o.partitions}, maps.IdemService{}, locks.Service{}, queues.Service{Rules: o.queueRules}, replicated.Service{}}
 }
 
 // queuesKey is the config-file key of the queue rules.
@@ -102,15 +103,17 @@ func parseQueueRules(n *yaml.Node, path string) ([]queues.Rule, error) {
 	return rules, nil
 }
 
-// parseMapRules parses the "maps" list: pattern and any of default-ttl and
-// max-entries.
+// parseMapRules parses the "maps" list: pattern and any of default-ttl,
+// max-entries, max-idle and eviction.
 func parseMapRules(n *yaml.Node, path string) ([]maps.Rule, error) {
 	var rules []maps.Rule
-	err := eachRule(n, path, mapsKey, []string{"pattern", "default-ttl", "max-entries"}, func(it *yaml.Node, at string) error {
+	err := eachRule(n, path, mapsKey, []string{"pattern", "default-ttl", "max-entries", "max-idle", "eviction"}, func(it *yaml.Node, at string) error {
 		var raw struct {
 			Pattern    string `yaml:"pattern"`
 			DefaultTTL string `yaml:"default-ttl"`
 			MaxEntries int    `yaml:"max-entries"`
+			MaxIdle    string `yaml:"max-idle"`
+			Eviction   string `yaml:"eviction"`
 		}
 		if err := it.Decode(&raw); err != nil {
 			return usagef("%s: %v", at, err)
@@ -119,7 +122,11 @@ func parseMapRules(n *yaml.Node, path string) ([]maps.Rule, error) {
 		if err != nil {
 			return err
 		}
-		rules = append(rules, maps.Rule{Pattern: raw.Pattern, DefaultTTL: ttl, MaxEntries: raw.MaxEntries})
+		idle, err := duration(raw.MaxIdle, "max-idle", at)
+		if err != nil {
+			return err
+		}
+		rules = append(rules, maps.Rule{Pattern: raw.Pattern, DefaultTTL: ttl, MaxEntries: raw.MaxEntries, MaxIdle: idle, Eviction: raw.Eviction})
 		return nil
 	})
 	if err != nil {

@@ -29,7 +29,7 @@ func deps(t *testing.T, pkg string) []string {
 // structures are the structure packages: pure state machines and proxies.
 // Only op (and the standard library, x/sync) sits below them, and nothing
 // of the core sits above them but the programs that assemble a member.
-var structures = []string{"maps", "locks", "queues"}
+var structures = []string{"maps", "locks", "queues", "replicated"}
 
 // exists reports whether the module has package pkg (structure packages
 // arrive one by one).

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -373,6 +374,56 @@ func Run(t *testing.T, invokers func(t *testing.T) []op.Invoker) {
 		}
 	})
 
+	t.Run("Paging", func(t *testing.T) {
+		ctx := ctx(t)
+		const n, size = 1000, 10
+		entries := map[string][]byte{}
+		perPart := map[int32]int{}
+		for i := range n {
+			k := fmt.Sprintf("p-%04d", i)
+			entries[k] = []byte(k)
+			perPart[a.PartitionOf(k)]++
+		}
+		if err := maps.New(a, "paging").PutAll(ctx, entries); err != nil {
+			t.Fatal(err)
+		}
+		wantCalls := 0
+		for _, c := range perPart {
+			wantCalls += (c + size - 1) / size
+		}
+		cb := &countingInvoker{Invoker: b}
+		mb := maps.New(cb, "paging")
+		seen := map[string]int{}
+		err := mb.Range(ctx, func(k string, v []byte) bool {
+			seen[k]++
+			if string(v) != k {
+				t.Errorf("range: %q = %q", k, v)
+			}
+			return true
+		}, maps.PageSize(size))
+		if err != nil || len(seen) != n {
+			t.Fatalf("range saw %d keys: %v", len(seen), err)
+		}
+		for k, c := range seen {
+			if c != 1 {
+				t.Fatalf("%q seen %d times", k, c)
+			}
+		}
+		if got := cb.calls.Load(); got != int64(wantCalls) {
+			t.Fatalf("range took %d page requests, want %d (pages of %d)", got, wantCalls, size)
+		}
+		cb.calls.Store(0)
+		keys := 0
+		if err := mb.RangeKeys(ctx, func(string) bool { keys++; return true }, maps.PageSize(size)); err != nil || keys != n {
+			t.Fatalf("range-keys saw %d: %v", keys, err)
+		}
+		if got := cb.calls.Load(); got != int64(wantCalls) {
+			t.Fatalf("range-keys took %d page requests, want %d", got, wantCalls)
+		}
+	})
+
+	t.Run("ListenExactlyOnce", func(t *testing.T) { listenExactlyOnce(t, ctx(t), invs) })
+
 	t.Run("Errors", func(t *testing.T) {
 		ctx := ctx(t)
 		m := maps.New(a, "errs")
@@ -408,4 +459,161 @@ type countingInvoker struct {
 func (c *countingInvoker) Invoke(ctx context.Context, req *op.Request) (*op.Response, error) {
 	c.calls.Add(1)
 	return c.Invoker.Invoke(ctx, req)
+}
+
+// recorder collects one listener's events.
+type recorder struct {
+	mu     sync.Mutex
+	byKey  map[string][]string
+	n      int
+	lost   int
+	repeat int
+	ch     chan struct{}
+}
+
+func newRecorder() *recorder {
+	return &recorder{byKey: map[string][]string{}, ch: make(chan struct{}, 1)}
+}
+
+func (r *recorder) on(ev maps.Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case ev.Kind == maps.EventLost:
+		r.lost++
+	case ev.Repeat:
+		r.repeat++
+	}
+	if ev.Kind != maps.EventLost {
+		r.byKey[ev.Key] = append(r.byKey[ev.Key], fmt.Sprintf("%s:%s", ev.Kind, ev.Value))
+		r.n++
+	}
+	select {
+	case r.ch <- struct{}{}:
+	default:
+	}
+}
+
+// wait waits until cond holds on the recorded events.
+func (r *recorder) wait(ctx context.Context, t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for {
+		r.mu.Lock()
+		ok := cond()
+		n := r.n
+		r.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-r.ch:
+		case <-ctx.Done():
+			r.mu.Lock()
+			var bad []string
+			for k, evs := range r.byKey {
+				if len(evs) != 4 {
+					bad = append(bad, fmt.Sprintf("%s=%q", k, evs))
+				}
+			}
+			r.mu.Unlock()
+			t.Fatalf("%s: timed out with %d events; %d lost, %d repeats; keys with other than 4: %v", what, n, r.lost, r.repeat, bad)
+		}
+	}
+}
+
+// listenExactlyOnce: listeners on every invoker (all keys with values, one
+// key, keys only) see every acknowledged change exactly once, in each
+// key's order, while writers on two invokers change their own keys.
+func listenExactlyOnce(t *testing.T, ctx context.Context, invs []op.Invoker) {
+	const name, writers, keys = "listen", 2, 40
+	type listener struct {
+		rec    *recorder
+		key    string
+		values bool
+	}
+	var ls []listener
+	for i, inv := range invs {
+		for _, kind := range []int{0, 1, 2} {
+			l := listener{rec: newRecorder(), values: kind != 2}
+			opts := []maps.ListenOption{}
+			if kind != 2 {
+				opts = append(opts, maps.WithValues())
+			}
+			if kind == 1 {
+				l.key = fmt.Sprintf("w%d-k%d", i%writers, i)
+				opts = append(opts, maps.ForKey(l.key))
+			}
+			stop, err := maps.New(inv, name).Listen(ctx, l.rec.on, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(stop)
+			ls = append(ls, l)
+		}
+	}
+	// Each key: added v1, updated v2, removed, added end (the last event
+	// every listener must see: per-partition order puts any duplicate of
+	// an earlier event before it).
+	var wg sync.WaitGroup
+	for w := range writers {
+		m := maps.New(invs[w*(len(invs)-1)], name)
+		wg.Go(func() {
+			for k := range keys {
+				key := fmt.Sprintf("w%d-k%d", w, k)
+				for _, step := range []func() error{
+					func() error { return m.Put(ctx, key, []byte("v1")) },
+					func() error { return m.Put(ctx, key, []byte("v2")) },
+					func() error { _, err := m.Delete(ctx, key); return err },
+					func() error { _, _, err := m.PutIfAbsent(ctx, key, []byte("end")); return err },
+				} {
+					if err := step(); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	want := func(values bool) []string {
+		if !values {
+			return []string{"added:", "updated:", "removed:", "added:"}
+		}
+		return []string{"added:v1", "updated:v2", "removed:v2", "added:end"}
+	}
+	for i, l := range ls {
+		var expect []string
+		if l.key != "" {
+			expect = []string{l.key}
+		} else {
+			for w := range writers {
+				for k := range keys {
+					expect = append(expect, fmt.Sprintf("w%d-k%d", w, k))
+				}
+			}
+		}
+		l.rec.wait(ctx, t, fmt.Sprintf("listener %d", i), func() bool {
+			for _, k := range expect {
+				evs := l.rec.byKey[k]
+				if len(evs) == 0 || !strings.HasPrefix(evs[len(evs)-1], "added:") || len(evs) < 4 {
+					return false
+				}
+			}
+			return true
+		})
+		l.rec.mu.Lock()
+		for _, k := range expect {
+			if got := l.rec.byKey[k]; !slices.Equal(got, want(l.values)) {
+				t.Errorf("listener %d key %s: %q, want %q", i, k, got, want(l.values))
+			}
+		}
+		if l.rec.n != 4*len(expect) || len(l.rec.byKey) != len(expect) || l.rec.lost != 0 || l.rec.repeat != 0 {
+			t.Errorf("listener %d: %d events on %d keys, %d lost, %d repeats; want %d on %d, none lost or repeated",
+				i, l.rec.n, len(l.rec.byKey), l.rec.lost, l.rec.repeat, 4*len(expect), len(expect))
+		}
+		l.rec.mu.Unlock()
+	}
 }

@@ -589,12 +589,13 @@ func TestPartitionLoops(t *testing.T) {
 // heal the isolated member's side loses, and its entries are merged into
 // the winners by each map's policy: discard (the winner's values only),
 // put-if-absent (the loser's keys the winner lacks are added) and
-// pass-through (the loser's values win). The merge is counted.
+// pass-through (the loser's values win) and latest (per key the later
+// write wins, whichever side took it). The merge is counted.
 func TestPartitionPerformanceProfileMerge(t *testing.T) {
 	netcut.Skip(t)
 	ctx := ctxT(t, 90*time.Second)
 	cfg := filepath.Join(t.TempDir(), "gridnode.yaml")
-	if err := os.WriteFile(cfg, []byte("structures:\n  - pattern: pia\n    merge: put-if-absent\n  - pattern: pt\n    merge: pass-through\n"), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte("structures:\n  - pattern: pia\n    merge: put-if-absent\n  - pattern: pt\n    merge: pass-through\n  - pattern: lt\n    merge: latest\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	// A longer suspicion: a false failure between n1 and n2 during the cut
@@ -636,7 +637,7 @@ func TestPartitionPerformanceProfileMerge(t *testing.T) {
 			t.Fatalf("put %s/%s=%s during the cut: %v", m, key, val, err)
 		}
 	}
-	policies := []string{"disc", "pia", "pt"}
+	policies := []string{"disc", "pia", "pt", "lt"}
 	for _, m := range policies {
 		for i := range n {
 			write(cMinor, m, fmt.Sprintf("both-%d", i), "minor")
@@ -644,6 +645,11 @@ func TestPartitionPerformanceProfileMerge(t *testing.T) {
 			write(cMinor, m, fmt.Sprintf("minor-%d", i), "minor")
 			write(cMajor, m, fmt.Sprintf("major-%d", i), "major")
 		}
+	}
+	// For latest, keys whose later write is the losing side's.
+	for i := range n {
+		write(cMajor, "lt", fmt.Sprintf("later-%d", i), "major")
+		write(cMinor, "lt", fmt.Sprintf("later-%d", i), "minor")
 	}
 	// Queue items offered on both sides, and one lock granted on both.
 	for i := range n {
@@ -675,7 +681,8 @@ func TestPartitionPerformanceProfileMerge(t *testing.T) {
 	}
 	waitSettled(t, ctx, procs...)
 	// n3 lost: it merges 2n pia entries (n stored: its own keys), 2n pt
-	// entries (all stored) and n queue items (all appended), and discards
+	// entries (all stored), 3n lt entries (2n stored: its own keys and
+	// the later writes) and n queue items (all appended), and discards
 	// the rest.
 	var st proctest.Status
 	if err := proctest.Poll(ctx, 50*time.Millisecond, func(ctx context.Context) error {
@@ -684,8 +691,8 @@ func TestPartitionPerformanceProfileMerge(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if st.MergeStored != 4*n || st.MergeReports != 1 {
-			return fmt.Errorf("%s: merge_stored %d, merge_discarded %d, merge_reports %d; want %d stored, 1 report", n3.Name, st.MergeStored, st.MergeDiscarded, st.MergeReports, 4*n)
+		if st.MergeStored != 6*n || st.MergeReports != 1 {
+			return fmt.Errorf("%s: merge_stored %d, merge_discarded %d, merge_reports %d; want %d stored, 1 report", n3.Name, st.MergeStored, st.MergeDiscarded, st.MergeReports, 6*n)
 		}
 		return nil
 	}); err != nil {
@@ -695,6 +702,7 @@ func TestPartitionPerformanceProfileMerge(t *testing.T) {
 		"disc": {"both": "major", "minor": "", "major": "major"},
 		"pia":  {"both": "major", "minor": "minor", "major": "major"},
 		"pt":   {"both": "minor", "minor": "minor", "major": "major"},
+		"lt":   {"both": "major", "minor": "minor", "major": "major", "later": "minor"},
 	}
 	wrong := 0
 	for _, m := range policies {
@@ -715,8 +723,8 @@ func TestPartitionPerformanceProfileMerge(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("quorum off: %s lost the heal: %d entries of its side dropped, %d merged back by policy (discard/put-if-absent/pass-through), %d of %d keys read wrong",
-		n3.Name, st.MergeDiscarded, st.MergeStored, wrong, 3*3*n)
+	t.Logf("quorum off: %s lost the heal: %d entries of its side dropped, %d merged back by policy (discard/put-if-absent/pass-through/latest/append), %d of %d keys read wrong",
+		n3.Name, st.MergeDiscarded, st.MergeStored, wrong, 3*3*n+4*n)
 	if !strings.Contains(n3.Output(), `msg="merge after a split" member=n3 service=map structure=pia policy=put-if-absent entries=80 stored=40 discarded=40`) {
 		t.Errorf("%s did not log the pia merge counts", n3.Name)
 	}
@@ -784,6 +792,7 @@ func TestPartitionPerformanceProfileMerge(t *testing.T) {
 		"map/disc":   {Policy: "discard", Entries: 2 * n, Discarded: 2 * n},
 		"map/pia":    {Policy: "put-if-absent", Entries: 2 * n, Stored: n, Discarded: n},
 		"map/pt":     {Policy: "pass-through", Entries: 2 * n, Stored: 2 * n},
+		"map/lt":     {Policy: "latest", Entries: 3 * n, Stored: 2 * n, Discarded: n},
 		"queue/jobs": {Policy: "append", Entries: n, Stored: n},
 		"lock/L":     {Policy: "revoke", Entries: 1, Discarded: 1},
 	} {
