@@ -94,9 +94,6 @@ type termState struct {
 	// reported a promise to another candidate or holds a different table
 	// of the same version.
 	above atomic.Uint64
-	// campaigns counts the campaigns started and won (for tests and
-	// status).
-	campaigns, won atomic.Uint64
 }
 
 // sendVote sends a vote request to member to (tests replace it to join
@@ -222,7 +219,6 @@ func (c *coordinator) campaign(ctx context.Context) error {
 			voters = append(voters, mi.Name)
 		}
 	}
-	c.terms.campaigns.Add(1)
 	term := max(partition.TermOf(c.newestVersion()), c.terms.above.Load(), m.promisedTerm()) + 1
 	m.votes.mu.Lock()
 	prevPromised, prevTo := m.votes.promised, m.votes.to
@@ -304,7 +300,6 @@ func (c *coordinator) campaign(ctx context.Context) error {
 	if cur == nil {
 		c.terms.wonLive = len(live) // the first table's voters
 	}
-	c.terms.won.Add(1)
 	m.log.Info("coordinator term won", "term", term, "grants", granted, "needed", need)
 	return nil
 }
