@@ -77,6 +77,15 @@ func TestTokensAndRoles(t *testing.T) {
 	if err := maps.New(admin, "orders.eu").Clear(ctx); err != nil {
 		t.Errorf("admin clear: %v", err)
 	}
+	// Removing a member needs the admin role on "*"; the admin is then
+	// refused only because the member is alive.
+	alive := cl.Member(1).Name()
+	if _, err := writer.RemoveMember(ctx, alive, false); !errors.Is(err, op.ErrForbidden) {
+		t.Errorf("writer removing a member: %v, want op.ErrForbidden", err)
+	}
+	if _, err := admin.RemoveMember(ctx, alive, false); !errors.Is(err, op.ErrBadRequest) {
+		t.Errorf("admin removing a live member: %v, want op.ErrBadRequest", err)
+	}
 }
 
 // tlsCluster starts members that serve TLS and require client

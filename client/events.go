@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/shoalgrid/shoal/op"
+	"github.com/shoalgrid/shoal/sysop"
 )
 
 // eventQueue bounds the events queued for one subscription.
@@ -23,12 +24,16 @@ const eventQueue = 256
 // re-registered, or when fn falls more than 256 events behind. Treat
 // events as hints and read the structure for the truth.
 //
+// The system stream sysop.MergeStream of service sysop.Service carries
+// the merge reports members emit after a healed split
+// (sysop.DecodeMergeReport).
+//
 // The returned function ends the subscription.
 func (c *Client) SubscribeEvents(ctx context.Context, service, name string, fn func(payload []byte)) (func(), error) {
 	if c.closed.Load() {
 		return nil, c.errClosed()
 	}
-	if service == "" || service[0] == '_' {
+	if service == "" || (service[0] == '_' && !sysop.SystemStream(service, name)) {
 		return nil, op.Errorf(op.CodeUnknownService, "service %q", service)
 	}
 	ch := make(chan []byte, eventQueue)

@@ -43,6 +43,11 @@ type coordinator struct {
 	// its waits (hand-offs to a member that just died) pointless.
 	roundMu     sync.Mutex
 	cancelRound context.CancelFunc
+
+	terms termState
+	// voteTransport, when set, carries vote requests instead of the
+	// member's connections (internal tests without a network).
+	voteTransport func(context.Context, MemberInfo, *op.Request) (*op.Response, error)
 }
 
 func newCoordinator(m *Member) *coordinator {
@@ -119,7 +124,7 @@ func (c *coordinator) run() {
 		cancel()
 		switch {
 		case err == nil:
-		case errors.Is(err, errNotCoordinator) || errors.Is(err, errStaleRound):
+		case errors.Is(err, errNotCoordinator) || errors.Is(err, errStaleRound) || errors.Is(err, errNoTerm):
 			c.m.log.Info("coordinator round abandoned", "err", err)
 		case ctx.Err() != nil:
 		default:
@@ -154,6 +159,7 @@ func (c *coordinator) step(ctx context.Context) error {
 	if !c.active {
 		c.active = true
 		takeover = true
+		c.terms.term, c.terms.unelected = 0, false // a term from an earlier stint may be outdated
 		c.learnNewestTable()
 	}
 	// askedAll is set when every live member gave its table after one
@@ -197,11 +203,22 @@ func (c *coordinator) step(ctx context.Context) error {
 		// any more, its member is gone: publish above it.)
 		return fmt.Errorf("a member follows table %d, newer than this member's %d, which could not be fetched yet: no table is published until it is", c.maxSeen.Load(), cur.Version)
 	}
+	if c.needsTerm() {
+		if err := c.campaign(ctx); err != nil {
+			return err
+		}
+		if m.Table() != cur {
+			return fmt.Errorf("%w: a newer table arrived during the campaign", errStaleRound)
+		}
+	}
 	if cur == nil {
 		t := target.WithVersion(1)
 		t.Voters = quorum.NextVoters(nil, memberNames(liveMembers), m.leftGracefully)
-		first, _ := c.publish(t)
-		m.log.Info("first partition table published", "version", first.Version, "members", len(targetMembers), "backups", m.backups.table)
+		first, ok := c.publish(t)
+		if !ok {
+			return fmt.Errorf("%w: first table refused locally", errStaleRound)
+		}
+		m.log.Info("first partition table published", "version", partition.VersionString(first.Version), "members", len(targetMembers), "backups", m.backups.table)
 		return nil
 	}
 	count := cur.Count
@@ -599,14 +616,17 @@ var (
 )
 
 // publish adopts t locally, then pushes it to every member. It returns the
-// table as published: its version is raised above any version a member
-// reported, so that members that are ahead accept it. It reports false,
-// and pushes nothing, when this member refuses t itself (it adopted a
-// newer table meanwhile).
+// table as published: its version is the next one of this coordinator's
+// term, above any version a member reported, so that members that are
+// ahead accept it. It reports false, and pushes nothing, when this member
+// refuses t itself (it adopted a newer table meanwhile) or its term is
+// outdated.
 func (c *coordinator) publish(t *partition.Table) (*partition.Table, bool) {
-	if seen := c.maxSeen.Load(); seen >= t.Version {
-		t = t.WithVersion(seen + 1)
+	v, ok := c.nextVersion()
+	if !ok {
+		return t, false
 	}
+	t = t.WithVersion(v)
 	if cur := c.m.Table(); cur != nil && cur.Epoch != 0 {
 		t.Epoch = cur.Epoch
 	} else if t.Epoch == 0 {
@@ -626,6 +646,7 @@ func (c *coordinator) publishRemote(t *partition.Table) {
 		m.log.Error("encode table", "err", err)
 		return
 	}
+	term := c.terms.term
 	var g errgroup.Group
 	for _, mi := range m.Members() {
 		if mi.Name == m.cfg.Name {
@@ -635,6 +656,13 @@ func (c *coordinator) publishRemote(t *partition.Table) {
 			ctx, cancel := context.WithTimeout(m.ctx, 2*time.Second)
 			defer cancel()
 			resp, err := m.peers.call(ctx, mi.Name, mi.Addr, &op.Request{Service: sysService, Op: sysPublish, Partition: -1, Value: b})
+			if err == nil && (uint64(resp.Num) > term || resp.Found) {
+				// The peer promised a newer term to another candidate, or
+				// holds another table of this version: win a new term.
+				c.raiseAbove(max(uint64(resp.Num), partition.TermOf(t.Version)))
+				c.force.Store(true)
+				c.poke()
+			}
 			if err != nil {
 				m.log.Debug("publish table", "peer", mi.Name, "version", t.Version, "err", err)
 				return nil
@@ -673,14 +701,19 @@ func (m *Member) adopt(t *partition.Table, from string) bool {
 	if cur != nil && t.Version <= cur.Version {
 		return false
 	}
+	if partition.TermOf(t.Version) < m.promisedTerm() {
+		// This member granted a newer coordinator term: t comes from a
+		// deposed coordinator.
+		return false
+	}
 	dropped, orphaned, orphanedParts := 0, 0, 0
 	var resync []resyncJob
 	var orphans []orphan
 	for p, s := range m.slots {
-		d, o, snap, names := s.adopt(m, t)
+		d, o, snaps, names := s.adopt(m, t)
 		dropped += d
-		if snap != nil {
-			orphans = append(orphans, orphan{int32(p), snap})
+		if snaps != nil {
+			orphans = append(orphans, orphan{int32(p), snaps})
 		}
 		if o > 0 {
 			orphaned += o
@@ -716,14 +749,19 @@ func (m *Member) adopt(t *partition.Table, from string) bool {
 		m.log.Warn("merge after a split: dropped the entries of partitions this member owned on the losing side (the winning side's values are kept, except where a merge policy says otherwise)",
 			"partitions", orphanedParts, "entries", orphaned, "to_merge", len(orphans), "version", t.Version, "from", from)
 	}
-	if len(orphans) > 0 {
+	if orphaned > 0 || len(orphans) > 0 {
 		version := t.Version
-		m.spawn(func() { m.mergeOrphans(version, orphans) })
+		m.spawn(func() { m.mergeOrphans(version, orphanedParts, orphaned, orphans) })
 	}
 	if len(t.Lost) > 0 {
 		m.emitLost(t)
 	}
 	return true
+}
+
+// sameTable reports whether two tables have the same layout and voters.
+func sameTable(a, b *partition.Table) bool {
+	return a.Equal(b) && slices.Equal(a.Voters, b.Voters) && slices.Equal(a.Lost, b.Lost)
 }
 
 func sameMembers(a, b *partition.Table) bool {

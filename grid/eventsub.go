@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/shoalgrid/shoal/op"
+	"github.com/shoalgrid/shoal/sysop"
 	"github.com/shoalgrid/shoal/wire"
 )
 
@@ -194,13 +195,17 @@ func (m *Member) unsubscribeRemote(c *wire.Conn, req *op.Request) *op.Response {
 // subscription is being registered with a member that just joined or
 // reconnected. The returned function ends the subscription.
 //
+// The system stream sysop.MergeStream of service sysop.Service carries
+// the merge reports members emit after a healed split
+// (sysop.DecodeMergeReport).
+//
 // It returns once the subscription is registered with the members that
 // answered before ctx ended; the others are retried in the background.
 func (m *Member) SubscribeEvents(ctx context.Context, service, name string, fn func(payload []byte)) (func(), error) {
 	if m.closed.Load() {
 		return nil, m.errClosed()
 	}
-	if service == "" || service[0] == '_' {
+	if service == "" || (service[0] == '_' && !sysop.SystemStream(service, name)) {
 		return nil, op.Errorf(op.CodeUnknownService, "service %q", service)
 	}
 	// Events of partitions this member owns come from its own hub; the

@@ -2,6 +2,7 @@ package grid_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -70,4 +71,27 @@ func ExampleConfig_join() {
 	// Output:
 	// a
 	// b
+}
+
+// An operator removes a member that crashed for good from the cluster's
+// expected size; a live member (here the member itself) is refused.
+func ExampleMember_RemoveMember() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m, err := grid.Start(ctx, grid.Config{
+		Name: "n1", BindAddr: "127.0.0.1:0", DataAddr: "127.0.0.1:0",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer m.Shutdown(context.Background())
+	if err := m.WaitReady(ctx); err != nil {
+		fmt.Println(err)
+		return
+	}
+	_, err = m.RemoveMember(ctx, "n1", false)
+	fmt.Println(errors.Is(err, op.ErrBadRequest))
+	// Output: true
 }

@@ -46,3 +46,19 @@ func (m *Member) StateSnapshotForTest(p int32, service string, now time.Time) ([
 // SendLegacyRecordsForTest makes m ship backup records as sysBackup
 // requests, as it does to a member without wire.CapRecords.
 func (m *Member) SendLegacyRecordsForTest(on bool) { m.legacyRecords.Store(on) }
+
+// MergeOrphansForTest merges snapshots (by service name, per partition)
+// into the winning side's owners as if this member had owned those
+// partitions on the losing side of a split, holding entries entries, and
+// emits the merge report. It returns when the merge is done.
+func (m *Member) MergeOrphansForTest(version uint64, entries int, snaps map[int32]map[string][]byte) {
+	var orphans []orphan
+	for p, bySvc := range snaps {
+		o := orphan{p: p, snaps: map[int][]byte{}}
+		for name, b := range bySvc {
+			o.snaps[m.svcIndex[name]] = b
+		}
+		orphans = append(orphans, o)
+	}
+	m.mergeOrphans(version, len(snaps), entries, orphans)
+}

@@ -15,6 +15,7 @@ import (
 	"github.com/shoalgrid/shoal/internal/mpsafe"
 	"github.com/shoalgrid/shoal/partition"
 	"github.com/shoalgrid/shoal/quorum"
+	"github.com/shoalgrid/shoal/sysop"
 )
 
 // nodeMeta is what each member gossips about itself in memberlist's node
@@ -126,6 +127,11 @@ const (
 	QuorumLost
 	// QuorumRegained: this member sees a majority again.
 	QuorumRegained
+	// MergeReported: after a heal this member let go of partitions it
+	// owned on the losing side of a split; Event.Merge says what the
+	// merge did with their structures (also sent on the system event
+	// stream sysop.MergeStream).
+	MergeReported
 )
 
 // String names the event type.
@@ -145,6 +151,8 @@ func (t EventType) String() string {
 		return "quorum-lost"
 	case QuorumRegained:
 		return "quorum-regained"
+	case MergeReported:
+		return "merge-reported"
 	}
 	return "unknown"
 }
@@ -157,7 +165,9 @@ type Event struct {
 	Lost *PartitionLost
 	// Quorum is set for QuorumLost and QuorumRegained events.
 	Quorum *quorum.Decision
-	Time   time.Time
+	// Merge is set for MergeReported events.
+	Merge *sysop.MergeReport
+	Time  time.Time
 }
 
 // delegate implements memberlist's Delegate and EventDelegate. memberlist

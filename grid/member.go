@@ -128,6 +128,7 @@ type Member struct {
 
 	coord  *coordinator
 	quorum *quorumState
+	votes  votes // coordinator terms granted (see term.go)
 
 	// selfGossip is this member's gossip address once memberlist started;
 	// joining is true while Start joins the seeds, and refused records why

@@ -35,12 +35,6 @@ func TestMergePolicy(t *testing.T) {
 			t.Errorf("mergePolicy(%q) = %q, want %q", name, got, want)
 		}
 	}
-	if !m.wantsMerge() {
-		t.Error("wantsMerge = false with merge rules")
-	}
-	if (&Member{cfg: Config{StructureMerge: []StructureMerge{{Pattern: "a", Policy: MergeDiscard}}}}).wantsMerge() {
-		t.Error("wantsMerge = true with discard only")
-	}
 	for _, bad := range []StructureMerge{{Pattern: "a", Policy: "newest"}, {Pattern: "[", Policy: MergeDiscard}} {
 		if _, err := (Config{StructureMerge: []StructureMerge{bad}}).withDefaults(); !errors.Is(err, ErrConfig) {
 			t.Errorf("%+v: error %v, want ErrConfig", bad, err)

@@ -32,6 +32,7 @@ const (
 	sysStatus      = sysop.Status
 	sysBackupProbe = sysop.BackupProbe
 	sysPing        = sysop.Ping
+	sysVote        = sysop.Vote
 )
 
 func (m *Member) hello(role wire.Role) wire.Hello {
@@ -372,8 +373,25 @@ func (m *Member) handleSys(c *wire.Conn, id uint64, req *op.Request) {
 			c.Respond(id, errResponse(fmt.Errorf("%w: table: %v", op.ErrBadRequest, err), cur))
 			return
 		}
-		m.adopt(t, c.Peer().Name)
-		c.Respond(id, &op.Response{TableVersion: m.tableVersion()})
+		resp := &op.Response{TableVersion: m.tableVersion()}
+		if !m.adopt(t, c.Peer().Name) {
+			// The answer tells the publisher the term it must be above
+			// (Num) and whether this member holds a different table of the
+			// same version (Found: two coordinators of one term, possible
+			// after a split without quorum rules, where each side
+			// elects its own).
+			resp.Num = int64(m.promisedTerm())
+			if now := m.Table(); now != nil && now.Version == t.Version && !sameTable(now, t) {
+				resp.Found = true
+			}
+			resp.TableVersion = m.tableVersion()
+		}
+		c.Respond(id, resp)
+	case sysop.RemoveMember:
+		m.handleRemoveMember(c, id, req)
+	case sysVote:
+		granted, promised, tv := m.grantTerm(uint64(req.Num), req.Key, req.TableVersion)
+		c.Respond(id, &op.Response{Found: granted, Num: int64(promised), TableVersion: tv})
 	case sysBackup:
 		c.RespondBatch(c.Batch(), id, m.handleRecord(req, cur))
 	case sysBackupSync:

@@ -426,7 +426,7 @@ func (s *slot) entries() int {
 // network cut; its writes since are discarded, the winning side's values
 // kept) and the backups that need a full resync (new backups of a
 // partition this member owns).
-func (s *slot) adopt(m *Member, t *partition.Table) (dropped, orphaned int, mergeSnap []byte, resync []string) {
+func (s *slot) adopt(m *Member, t *partition.Table) (dropped, orphaned int, mergeSnaps map[int][]byte, resync []string) {
 	names := t.ReplicaNames(s.id)
 	role := -1
 	for i, n := range names {
@@ -457,17 +457,10 @@ func (s *slot) adopt(m *Member, t *partition.Table) (dropped, orphaned int, merg
 		s.dataVersion = 0
 		before := dropped
 		orphan := s.role == 0 && !handedOver
-		if orphan && m.wantsMerge() {
-			// Orphaned: keep the maps for a merge into the winning
-			// side's owner.
-			if i := m.mergerIndex(); i >= 0 && s.states[i] != nil && s.states[i].Len() > 0 {
-				st := s.states[i]
-				if b, err := st.Snapshot(time.Now()); err == nil {
-					mergeSnap = b
-				} else {
-					m.log.Error("merge after a split: snapshot failed; entries discarded", "partition", s.id, "err", err)
-				}
-			}
+		if orphan {
+			// Orphaned: keep the structures that can merge for the
+			// winning side's owner (and the merge report).
+			mergeSnaps = m.orphanSnapshots(s)
 		}
 		for i, st := range s.states {
 			if st != nil {
@@ -525,7 +518,7 @@ func (s *slot) adopt(m *Member, t *partition.Table) (dropped, orphaned int, merg
 	if role == 0 && was != 0 {
 		s.becameOwner(m, time.Now())
 	}
-	return dropped, orphaned, mergeSnap, resync
+	return dropped, orphaned, mergeSnaps, resync
 }
 
 // coverage returns a wait for the synchronous backups to hold mutation seq

@@ -30,6 +30,9 @@ type counters struct {
 	widePulled  atomic.Uint64
 	// evicted counts entries evicted under the memory guard (op.OpEvict).
 	evicted atomic.Uint64
+	// mergeReports counts merge reports (heals that dropped partitions
+	// this member owned on the losing side).
+	mergeReports atomic.Uint64
 }
 
 // Stats returns the member's current statistics.
@@ -48,6 +51,7 @@ func (m *Member) Stats() Stats {
 		MigrationsIn:   m.counters.migrationsIn.Load(),
 		MergeDiscarded: m.counters.mergeDiscarded.Load(),
 		MergeStored:    m.counters.mergeStored.Load(),
+		MergeReports:   m.counters.mergeReports.Load(),
 
 		ReplicatedDropped: m.counters.wideDropped.Load(),
 		ReplicatedPulled:  m.counters.widePulled.Load(),

@@ -58,6 +58,16 @@ const (
 	// latest acquisition, one hold is released. Anything else is left
 	// alone. Found: something was undone.
 	OpAbandon
+	// OpMerge carries a partition snapshot (Value) taken on the losing
+	// side of a healed network split into this partition (op.Merger; Num:
+	// op.MergeRevoke): the token counter is raised to at least the
+	// snapshot's, so every token granted from now on is above every token
+	// the losing side issued, and the grants made there are revoked (not
+	// carried over; their holders' next Unlock fails with
+	// op.ErrNotLockOwner and their tokens are fenced off by any later
+	// holder's). Name may be empty (the counter only). Num: 1 if the
+	// snapshot held lock Name (a revoked grant), else 0.
+	OpMerge
 
 	opEnd
 )
@@ -96,7 +106,7 @@ func (Service) AdminOp(o uint8) bool { return o == OpForceUnlock }
 // OpStatus, including the member core's reserved operations.
 func (Service) Mutates(o uint8) bool {
 	switch o {
-	case OpLock, OpTryLock, OpUnlock, OpForceUnlock, OpAbandon,
+	case OpLock, OpTryLock, OpUnlock, OpForceUnlock, OpAbandon, OpMerge,
 		op.OpCancelWait, op.OpTimer, op.OpSessionEnded:
 		return true
 	}
@@ -191,6 +201,8 @@ func (s *state) Execute(x *op.Exec, req *op.Request) *op.Response {
 		return s.cancelWait(req.Name, req.Call())
 	case op.OpSessionEnded:
 		return s.sessionEnded(x, uint64(req.Num), now)
+	case OpMerge:
+		return s.merge(req)
 	}
 	if req.Op == 0 || req.Op >= opEnd {
 		return fail(op.CodeUnknownOp, "locks: unknown operation %d", req.Op)

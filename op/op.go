@@ -201,8 +201,7 @@ type Executor interface {
 // rule): the member core keeps a snapshot of a partition it owned on the
 // losing side and, for every structure in it whose policy is not
 // "discard", sends MergeOp to the winning side's owner with the snapshot in
-// Value and the policy (MergePutIfAbsent, MergePassThrough or MergeLatest)
-// in Num.
+// Value and the policy (one of the Merge constants) in Num.
 type Merger interface {
 	// MergeOp is the operation that merges a snapshot into a state.
 	MergeOp() uint8
@@ -223,7 +222,23 @@ const (
 	// logical clock of the structure's entries (ties broken
 	// deterministically, e.g. by value bytes).
 	MergeLatest = 3
+	// MergeAppend adds the losing side's items after the winning side's
+	// (queues).
+	MergeAppend = 4
+	// MergeRevoke drops what the losing side granted and carries its
+	// counters over, so that what the winning side grants later ranks
+	// above it (locks: fencing tokens).
+	MergeRevoke = 5
 )
+
+// MergeDefaulter is implemented by Mergers whose structures merge by their
+// own policy (one of the Merge constants) rather than the map policies:
+// queues append, locks revoke. A structure whose configured policy is
+// "discard" is still discarded, except with MergeRevoke, which carries
+// safety state (fencing token counters) and always runs.
+type MergeDefaulter interface {
+	DefaultMerge() int64
+}
 
 // Sweeper is implemented by states that hold expiring entries. The member
 // core calls Sweep periodically, under the partition's lock, so expired

@@ -31,3 +31,14 @@ func ExampleAssign() {
 	// m2 owns 91 partitions
 	// m3 owns 95 partitions
 }
+
+// A table version orders tables by coordinator term first, then by their
+// number within the term.
+func ExampleVersionOf() {
+	v := partition.VersionOf(3, 17)
+	fmt.Println(partition.TermOf(v), partition.SeqOf(v), partition.VersionString(v))
+	fmt.Println(partition.VersionOf(4, 1) > partition.VersionOf(3, 900))
+	// Output:
+	// 3 17 3.17
+	// true
+}

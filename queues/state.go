@@ -63,6 +63,13 @@ const (
 	// OpDrain removes up to Num ready items (at most MaxBatch). Value:
 	// encodeItems.
 	OpDrain
+	// OpMerge appends to queue Name the items it held in a partition
+	// snapshot (Value) taken on the losing side of a healed network split
+	// (op.Merger; Num: op.MergeAppend). Items in flight there come first
+	// (they were taken earlier), then the ready ones, in order; the
+	// capacity is not checked (the items were acknowledged). Num: the
+	// items appended.
+	OpMerge
 
 	opEnd
 )
@@ -112,8 +119,9 @@ var (
 func (Service) Name() string { return ServiceName }
 
 // AdminOp reports whether an operation needs the admin role on clusters
-// that check client tokens (grid.AdminOps): Clear does.
-func (Service) AdminOp(o uint8) bool { return o == OpClear }
+// that check client tokens (grid.AdminOps): Clear and Merge (which
+// bypasses the capacity) do.
+func (Service) AdminOp(o uint8) bool { return o == OpClear || o == OpMerge }
 
 // Grows reports whether a queue operation may grow the queue (op.Grower):
 // the offers, which the member's memory guard refuses when its heap is above
@@ -324,6 +332,8 @@ func (s *state) Execute(x *op.Exec, req *op.Request) *op.Response {
 		}
 		s.drop(q)
 		return &op.Response{Found: true}
+	case OpMerge:
+		return s.merge(x, req)
 	case OpDrain:
 		q := s.queues[req.Name]
 		if req.Num < 0 {

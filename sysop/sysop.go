@@ -56,6 +56,17 @@ const (
 	// service Key; the answer's Value is what the caller lacks (at most
 	// about Num bytes) and Found says there is more. Members only.
 	ReplPull
+	// RemoveMember removes crashed member Key from the cluster's expected
+	// size (the table's voters); Num 1 forces it without a quorum. Any
+	// member forwards it to the coordinator, which refuses while Key is
+	// alive and answers once a table without it is published
+	// (TableVersion). Clients may call it with the admin role on "*".
+	RemoveMember
+	// Vote asks a member to grant coordinator term Num to candidate Key,
+	// whose table version is TableVersion. The answer's Found is the
+	// grant; its Num is the highest term the member promised, its
+	// TableVersion the member's table version. Members only.
+	Vote
 )
 
 // SessionService is the member core's session service: every member and
@@ -74,7 +85,7 @@ func SessionPartition(id uint64, count int) int32 { return int32(id % uint64(cou
 // ClientAllowed reports whether a client connection may call system
 // operation o (the others are reserved for members).
 func ClientAllowed(o uint8) bool {
-	return o == GetTable || o == Status || o == Subscribe || o == Unsubscribe
+	return o == GetTable || o == Status || o == Subscribe || o == Unsubscribe || o == RemoveMember
 }
 
 // Stats is a point-in-time view of a member, for health checks, metrics and
@@ -141,6 +152,10 @@ type Stats struct {
 	// the bytes its anti-entropy pulls merged.
 	ReplicatedDropped uint64 `json:"replicated_dropped"`
 	ReplicatedPulled  uint64 `json:"replicated_pulled_bytes"`
+	// MergeReports counts the merge reports this member emitted (heals
+	// after which it let go of partitions it owned on the losing side;
+	// see MergeStream).
+	MergeReports uint64 `json:"merge_reports"`
 	// ConnsOpen is the number of connections accepted on the data port
 	// and not yet closed, handshakes included (see grid.Config.Conns).
 	ConnsOpen int `json:"conns_open"`

@@ -9,7 +9,7 @@ import (
 // checks them against the help texts, so a new command or flag is not
 // forgotten here.
 const (
-	completionCommands    = "status map queue idem rmap lock elect bench completion version help"
+	completionCommands    = "status map queue idem rmap lock elect member bench completion version help"
 	completionMapSubs     = "put get delete size keys entries listen getall putall deleteall"
 	completionQueueSubs   = "offer poll drain len bench"
 	completionLockSubs    = "run status force-unlock"
@@ -79,8 +79,9 @@ _gridctl() {
 	lock) [[ -z $sub ]] && COMPREPLY=($(compgen -W "` + completionLockSubs + `" -- "$cur")) ;;
 	idem) [[ -z $sub ]] && COMPREPLY=($(compgen -W "claim" -- "$cur")) ;;
 	rmap) [[ -z $sub ]] && COMPREPLY=($(compgen -W "` + completionRmapSubs + `" -- "$cur")) ;;
+	member) [[ -z $sub ]] && COMPREPLY=($(compgen -W "remove" -- "$cur")) ;;
 	completion) [[ -z $sub ]] && COMPREPLY=($(compgen -W "` + completionShells + `" -- "$cur")) ;;
-	help) [[ -z $sub ]] && COMPREPLY=($(compgen -W "status map queue idem rmap lock elect bench completion" -- "$cur")) ;;
+	help) [[ -z $sub ]] && COMPREPLY=($(compgen -W "status map queue idem rmap lock elect member bench completion" -- "$cur")) ;;
 	esac
 }
 complete -F _gridctl gridctl
@@ -98,6 +99,7 @@ func fishCompletion() string {
 	fmt.Fprintf(&b, "complete -c gridctl -n '__fish_seen_subcommand_from lock' -a '%s'\n", completionLockSubs)
 	fmt.Fprintf(&b, "complete -c gridctl -n '__fish_seen_subcommand_from idem' -a claim\n")
 	fmt.Fprintf(&b, "complete -c gridctl -n '__fish_seen_subcommand_from rmap' -a '%s'\n", completionRmapSubs)
+	fmt.Fprintf(&b, "complete -c gridctl -n '__fish_seen_subcommand_from member' -a remove\n")
 	fmt.Fprintf(&b, "complete -c gridctl -n '__fish_seen_subcommand_from completion' -a '%s'\n", completionShells)
 	for f := range strings.FieldsSeq(completionGlobalFlags) {
 		fmt.Fprintf(&b, "complete -c gridctl -l %s\n", strings.TrimPrefix(f, "--"))

@@ -39,7 +39,7 @@
 // owns and backs up, as read from the partition table the client receives:
 //
 //	$ gridctl status --addr 10.0.0.1:5701
-//	cluster shoal: 3 members, table version 7, 271 partitions, 2 replica(s) each, safe: yes
+//	cluster shoal: 3 members, table version 1.7, 271 partitions, 2 replica(s) each, safe: yes
 //
 //	NAME  ADDR            ZONE  HOST  OWNED  BACKUP
 //	n1    10.0.0.1:5701   -     -     91     90
@@ -157,6 +157,16 @@
 //	gridctl rmap list routes              # KEY=VALUE lines (--json: with versions)
 //	gridctl rmap delete routes orders
 //	gridctl rmap len routes
+//
+// # member
+//
+//	gridctl member remove NAME [--force]
+//
+// removes member NAME, which crashed or disappeared for good, from the
+// cluster's expected size (the voters its quorum counts; crashes never
+// lower it by themselves). It is refused while NAME is alive and, unless
+// --force is given, while the coordinator has no quorum; --force is only
+// for members known to be gone (see docs/quorum.md).
 //
 // # Exit status
 //

@@ -174,6 +174,8 @@ func dispatch(ctx context.Context, e env, args []string) error {
 		return idemCmd(ctx, e, g, rest)
 	case "rmap":
 		return rmapCmd(ctx, e, g, rest)
+	case "member":
+		return memberCmd(ctx, e, g, rest)
 	}
 	return usagef("", "unknown command %q", cmd)
 }
@@ -506,7 +508,7 @@ func helpCmd(e env, args []string) error {
 		topic = args[0] // "help map put" shows the map help
 	}
 	switch topic {
-	case "", "status", "map", "bench", "lock", "elect", "queue", "idem", "completion":
+	case "", "status", "map", "bench", "lock", "elect", "queue", "idem", "rmap", "member", "completion":
 	default:
 		return usagef("", "no help for %q", topic)
 	}

@@ -126,8 +126,8 @@ func writeStatus(w io.Writer, cluster string, st clusterStatus) error {
 			safe = "NO (" + st.Why + ")"
 		}
 	}
-	fmt.Fprintf(w, "cluster %s: %d members, table version %d, %d partitions, %d replica(s) each, safe: %s\n\n",
-		cluster, len(st.Members), st.TableVersion, st.PartitionCount, st.Replicas, safe)
+	fmt.Fprintf(w, "cluster %s: %d members, table version %s, %d partitions, %d replica(s) each, safe: %s\n\n",
+		cluster, len(st.Members), partition.VersionString(st.TableVersion), st.PartitionCount, st.Replicas, safe)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tADDR\tZONE\tHOST\tOWNED\tBACKUP\tQUORUM")
 	for _, m := range st.Members {

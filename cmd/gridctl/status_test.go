@@ -52,7 +52,7 @@ func TestWriteStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := b.String()
-	for _, s := range []string{"cluster prod: 2 members, table version 4, 2 partitions", "safe: NO (1 partitions below 2 replicas)", "z1", "rack7", "a     h:1"} {
+	for _, s := range []string{"cluster prod: 2 members, table version 0.4, 2 partitions", "safe: NO (1 partitions below 2 replicas)", "z1", "rack7", "a     h:1"} {
 		if !strings.Contains(out, s) {
 			t.Errorf("missing %q in:\n%s", s, out)
 		}

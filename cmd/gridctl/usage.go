@@ -49,6 +49,7 @@ Commands:
   lock status NAME [--json]            holder, fencing token and waiters of a lock
   lock force-unlock NAME               release a lock whoever holds it
   elect NAME -- CMD [ARGS...]          run CMD while leader of election NAME
+  member remove NAME [--force]         remove a crashed member from the expected size
   completion bash|zsh|fish             shell completion script
   version                              print gridctl's version
   help [COMMAND]                       show help
@@ -61,7 +62,8 @@ value too large, ...); 2 usage error (unknown command, missing argument);
 
 const statusHelp = `Usage: gridctl status [--json]
 
-Shows the members of the cluster, the partition table version, how many
+Shows the members of the cluster, the partition table version (as
+TERM.N: the coordinator term and the table number within it), how many
 partitions each member owns and backs up, and whether the cluster is safe.
 
 Safe means every partition has its full replica count: with B the largest
@@ -218,9 +220,33 @@ func printHelp(w io.Writer, topic string) {
 		fmt.Fprint(w, idemHelp)
 	case "rmap":
 		fmt.Fprint(w, rmapHelp)
+	case "member":
+		fmt.Fprint(w, memberHelp)
 	case "completion":
 		fmt.Fprint(w, completionHelp)
 	default:
 		printUsage(w)
 	}
 }
+
+const memberHelp = `Usage: gridctl member remove NAME [--force]
+
+Removes member NAME, which crashed or disappeared for good, from the
+cluster's expected size (the voters its quorum counts). Crashes never lower
+the expected size by themselves: from inside a network cut a crash looks
+the same, and a side that lowered it would give itself a majority. A
+3-member cluster that lost 2 members for good stops serving protected
+structures until they return or are removed.
+
+The members refuse while NAME is alive (stop it first; a graceful stop
+lowers the expected size by itself) and, unless --force is given, while the
+coordinator has no quorum. --force is for members known to be gone: forced
+on the cut-off side of a network split it lets that side serve on its own
+(split brain). A removed member that comes back under its name counts again.
+
+On clusters with client tokens it needs the admin role on "*".
+
+Flags:
+  --force   remove it even though the coordinator has no quorum
+
+` + globalHelp

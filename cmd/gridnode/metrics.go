@@ -111,6 +111,7 @@ func memberMetrics(e *expo, s grid.Stats) {
 	e.metric("shoal_merge_stored_total", "counter", "Entries of the losing side of a split that merge policies wrote into the winning side.", float64(s.MergeStored))
 	e.metric("shoal_replicated_dropped_total", "counter", "Replicated-map deltas not delivered to a peer (anti-entropy repairs them).", float64(s.ReplicatedDropped))
 	e.metric("shoal_replicated_pulled_bytes_total", "counter", "Bytes of replicated-map state merged by anti-entropy pulls.", float64(s.ReplicatedPulled))
+	e.metric("shoal_merge_reports_total", "counter", "Merge reports emitted: heals after which this member let go of partitions it owned on the losing side of a split.", float64(s.MergeReports))
 	e.metric("shoal_conns_open", "gauge", "Connections open on the data port, handshakes included.", float64(s.ConnsOpen))
 	e.metric("shoal_conns_refused_total", "counter", "Connections closed at once for being over the connection limits.", float64(s.ConnsRefused))
 	e.metric("shoal_fenced", "gauge", "1 while this member refuses owner operations after a pause, until the coordinator confirms its table, else 0.", b2f(s.Fenced))

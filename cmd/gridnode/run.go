@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/shoalgrid/shoal/grid"
+	"github.com/shoalgrid/shoal/partition"
 )
 
 // httpStopTimeout bounds how long in-flight HTTP requests may finish once
@@ -172,8 +173,16 @@ func watchSignals(sigs <-chan os.Signal, log *slog.Logger, stop func(), exit fun
 func logMembership(log *slog.Logger, m *grid.Member, events <-chan grid.Event, size int, coord bool, recent *eventLog) {
 	for ev := range events {
 		text := "member " + ev.Member.Name
-		if ev.Lost != nil {
-			text = fmt.Sprintf("%d partitions lost (table version %d): they start again empty", len(ev.Lost.Partitions), ev.Lost.Version)
+		switch {
+		case ev.Lost != nil:
+			text = fmt.Sprintf("%d partitions lost (table version %s): they start again empty", len(ev.Lost.Partitions), partition.VersionString(ev.Lost.Version))
+		case ev.Merge != nil:
+			text = fmt.Sprintf("merge after a split: let go of %d partitions (%d entries) at table version %s", ev.Merge.Partitions, ev.Merge.Entries, partition.VersionString(ev.Merge.TableVersion))
+			for _, mc := range ev.Merge.Structures {
+				text += fmt.Sprintf("; %s %s: %s, %d entries, %d stored, %d discarded", mc.Service, mc.Structure, mc.Policy, mc.Entries, mc.Stored, mc.Discarded)
+			}
+		case ev.Quorum != nil:
+			text = "quorum: " + ev.Quorum.String()
 		}
 		recent.add(ev.Type.String(), text)
 		if n := len(m.Members()); n != size {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,9 +20,12 @@ import (
 	"github.com/shoalgrid/shoal/client"
 	"github.com/shoalgrid/shoal/internal/netcut"
 	"github.com/shoalgrid/shoal/internal/proctest"
+	shoallocks "github.com/shoalgrid/shoal/locks"
 	shoalmaps "github.com/shoalgrid/shoal/maps"
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/partition"
+	shoalqueues "github.com/shoalgrid/shoal/queues"
+	"github.com/shoalgrid/shoal/sysop"
 )
 
 // Network-partition tests: members on distinct loopback addresses
@@ -647,13 +651,39 @@ func TestPartitionPerformanceProfileMerge(t *testing.T) {
 		write(cMajor, "lt", fmt.Sprintf("later-%d", i), "major")
 		write(cMinor, "lt", fmt.Sprintf("later-%d", i), "minor")
 	}
+	// Queue items offered on both sides, and one lock granted on both.
+	for i := range n {
+		for side, c := range map[string]*client.Client{"minor": cMinor, "major": cMajor} {
+			if err := shoalqueues.New(c, "jobs").Offer(ctx, []byte(fmt.Sprintf("%s-%d", side, i))); err != nil {
+				t.Fatalf("offer during the cut: %v", err)
+			}
+		}
+	}
+	lockMinor, lockMajor := shoallocks.New(cMinor, "L"), shoallocks.New(cMajor, "L")
+	tokMinor, okMinor, err := lockMinor.TryLock(ctx)
+	if err != nil || !okMinor {
+		t.Fatalf("lock on the minority side: %v %v", okMinor, err)
+	}
+	tokMajor, okMajor, err := lockMajor.TryLock(ctx)
+	if err != nil || !okMajor {
+		t.Fatalf("lock on the majority side: %v %v", okMajor, err)
+	}
+	// The merge report reaches a client of the losing member (which stays
+	// connected to it through the cut and the heal).
+	reports := make(chan []byte, 8)
+	stopReports, err := cMinor.SubscribeEvents(ctx, sysop.Service, sysop.MergeStream, func(b []byte) { reports <- b })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopReports()
 	if err := nc.Heal(); err != nil {
 		t.Fatal(err)
 	}
 	waitSettled(t, ctx, procs...)
 	// n3 lost: it merges 2n pia entries (n stored: its own keys), 2n pt
-	// entries (all stored) and 3n lt entries (2n stored: its own keys and
-	// the later writes), and discards the rest.
+	// entries (all stored), 3n lt entries (2n stored: its own keys and
+	// the later writes) and n queue items (all appended), and discards
+	// the rest.
 	var st proctest.Status
 	if err := proctest.Poll(ctx, 50*time.Millisecond, func(ctx context.Context) error {
 		var err error
@@ -661,8 +691,8 @@ func TestPartitionPerformanceProfileMerge(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if st.MergeStored != 5*n {
-			return fmt.Errorf("%s: merge_stored %d, merge_discarded %d; want %d stored", n3.Name, st.MergeStored, st.MergeDiscarded, 5*n)
+		if st.MergeStored != 6*n || st.MergeReports != 1 {
+			return fmt.Errorf("%s: merge_stored %d, merge_discarded %d, merge_reports %d; want %d stored, 1 report", n3.Name, st.MergeStored, st.MergeDiscarded, st.MergeReports, 6*n)
 		}
 		return nil
 	}); err != nil {
@@ -693,9 +723,83 @@ func TestPartitionPerformanceProfileMerge(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("quorum off: %s lost the heal: %d entries of its side dropped, %d merged back by policy (discard/put-if-absent/pass-through/latest), %d of %d keys read wrong",
+	t.Logf("quorum off: %s lost the heal: %d entries of its side dropped, %d merged back by policy (discard/put-if-absent/pass-through/latest/append), %d of %d keys read wrong",
 		n3.Name, st.MergeDiscarded, st.MergeStored, wrong, 3*3*n+4*n)
-	if !strings.Contains(n3.Output(), `msg="merge after a split" member=n3 structure=pia policy=put-if-absent entries=80 stored=40 discarded=40`) {
+	if !strings.Contains(n3.Output(), `msg="merge after a split" member=n3 service=map structure=pia policy=put-if-absent entries=80 stored=40 discarded=40`) {
 		t.Errorf("%s did not log the pia merge counts", n3.Name)
 	}
+
+	// The queue holds every item offered on either side, once: the
+	// majority's, then the minority's appended.
+	var items []string
+	for {
+		it, ok, err := shoalqueues.New(cMajor, "jobs").Poll(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			break
+		}
+		items = append(items, string(it))
+	}
+	var wantItems []string
+	for _, side := range []string{"major", "minor"} {
+		for i := range n {
+			wantItems = append(wantItems, fmt.Sprintf("%s-%d", side, i))
+		}
+	}
+	if !slices.Equal(items, wantItems) {
+		t.Errorf("queue after the heal (%d items): %v\nwant %v", len(items), items, wantItems)
+	}
+	// The lock: the minority's grant is revoked, and a later grant's token
+	// is above both. (The majority's grant is not required to hold: its
+	// client's session record may have lived in a partition the cut-off
+	// member owned, which the majority started again empty, ending the
+	// session and its holds.)
+	if err := lockMinor.Unlock(ctx); !errors.Is(err, op.ErrNotLockOwner) {
+		t.Errorf("the minority's holder unlocking after the heal: %v, want ErrNotLockOwner", err)
+	}
+	if lst, err := lockMajor.Status(ctx); err != nil {
+		t.Fatal(err)
+	} else if lst.Held {
+		if lst.Token != tokMajor {
+			t.Errorf("lock after the heal held with token %d, want the majority's %d", lst.Token, tokMajor)
+		}
+		if err := lockMajor.Unlock(ctx); err != nil {
+			t.Fatalf("unlock: %v", err)
+		}
+	}
+	tokAfter, ok, err := lockMajor.TryLock(ctx)
+	if err != nil || !ok || tokAfter <= max(tokMinor, tokMajor) {
+		t.Errorf("lock after the heal: token %d (%v, %v), want above %d and %d", tokAfter, ok, err, tokMinor, tokMajor)
+	}
+
+	// The merge report says what happened.
+	var rep *sysop.MergeReport
+	select {
+	case b := <-reports:
+		if rep, err = sysop.DecodeMergeReport(b); err != nil {
+			t.Fatal(err)
+		}
+	case <-ctx.Done():
+		t.Fatal("no merge report")
+	}
+	got := map[string]sysop.MergeCount{}
+	for _, mc := range rep.Structures {
+		got[mc.Service+"/"+mc.Structure] = mc
+	}
+	for k, w := range map[string]sysop.MergeCount{
+		"map/disc":   {Policy: "discard", Entries: 2 * n, Discarded: 2 * n},
+		"map/pia":    {Policy: "put-if-absent", Entries: 2 * n, Stored: n, Discarded: n},
+		"map/pt":     {Policy: "pass-through", Entries: 2 * n, Stored: 2 * n},
+		"map/lt":     {Policy: "latest", Entries: 3 * n, Stored: 2 * n, Discarded: n},
+		"queue/jobs": {Policy: "append", Entries: n, Stored: n},
+		"lock/L":     {Policy: "revoke", Entries: 1, Discarded: 1},
+	} {
+		g := got[k]
+		if g.Policy != w.Policy || g.Entries != w.Entries || g.Stored != w.Stored || g.Discarded != w.Discarded || g.FailedPartitions != 0 {
+			t.Errorf("merge report for %s: %+v, want %+v", k, g, w)
+		}
+	}
+	t.Logf("merge report of %s: %+v", rep.Member, rep)
 }

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/shoalgrid/shoal/partition"
+)
+
+// memberCmd implements "gridctl member remove NAME [--force]".
+func memberCmd(ctx context.Context, e env, g *globals, args []string) error {
+	fs := newFlagSet("member")
+	force := fs.Bool("force", false, "remove it even though the coordinator has no quorum (only for members gone for good)")
+	pos, err := parseCommand(e, "member", fs, g, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) == 0 {
+		return usagef("member", "member needs a subcommand: remove")
+	}
+	sub, pos := pos[0], pos[1:]
+	if sub != "remove" {
+		return usagef("member", "unknown member subcommand %q", sub)
+	}
+	if len(pos) != 1 || pos[0] == "" {
+		return usagef("member", "member remove needs NAME, got %d argument(s)", len(pos))
+	}
+	name := pos[0]
+	c, err := g.dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	octx, cancel := context.WithTimeout(ctx, g.timeout)
+	defer cancel()
+	v, err := c.RemoveMember(octx, name, *force)
+	if err != nil {
+		return err
+	}
+	if g.json {
+		return json.NewEncoder(e.stdout).Encode(struct {
+			Removed      string `json:"removed"`
+			TableVersion uint64 `json:"table_version"`
+		}{name, v})
+	}
+	fmt.Fprintf(e.stdout, "member %s removed from the expected size (table version %s)\n", clip(name), partition.VersionString(v))
+	return nil
+}
