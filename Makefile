@@ -26,7 +26,7 @@ test:
 	$(GO) test -race -count=1 ./...
 
 test-process:
-	$(GO) test -race -count=1 -timeout 5m -tags process ./tests/process/...
+	$(GO) test -race -count=1 -timeout 6m -tags process ./tests/process/... ./replicated/
 
 # Repeated network partitions (iptables cuts between loopback addresses,
 # see internal/netcut): CI runs 3 loops in test-process; this runs more.
@@ -65,7 +65,7 @@ bench:
 
 vet:
 	$(GO) vet ./...
-	$(GO) vet -tags process ./tests/...
+	$(GO) vet -tags process ./tests/... ./replicated/
 	$(GO) vet -tags ui ./cmd/gridnode
 
 lint: vet
