@@ -90,6 +90,9 @@ type listenRec struct {
 	// earliest lease end of subs, so a change checks leases in O(1).
 	values  int
 	soonest int64
+	// ttlAt is when the owner's armed expiry timer fires (unix nanos, 0
+	// none); owner-local, not replicated (expiry.go).
+	ttlAt int64
 }
 
 // listenerReg is one registration.
@@ -142,6 +145,9 @@ func (s *state) listenOp(now int64, req *op.Request) *op.Response {
 		rec = nil
 	}
 	if rec == nil {
+		// From now on the owner's records expire the map's entries:
+		// start every replica from the same entries (see expiry.go).
+		s.dropExpiredSilently(now, req.Name)
 		rec = &listenRec{epoch: now, subs: map[listenerID]listenerReg{}}
 		if s.listen == nil {
 			s.listen = map[string]*listenRec{}
@@ -245,6 +251,10 @@ func (s *state) emit(name string, rec *listenRec, kind eventKind, key string, va
 func (s *state) dropping(why dropReason, tab *table, key string) {
 	switch why {
 	case dropExpired:
+		if s.expiring {
+			s.changed(tab.name, evExpired, key, tab.entries[key].value(len(key)))
+			return
+		}
 		s.reclaimed(tab, key)
 	case dropIdle:
 		s.changed(tab.name, evExpired, key, tab.entries[key].value(len(key)))
@@ -258,6 +268,13 @@ func (s *state) dropping(why dropReason, tab *table, key string) {
 func (s *state) clearing(now int64, tab *table) {
 	if s.listen[tab.name] == nil {
 		return
+	}
+	if tab.exps != nil {
+		// Expired entries the owner's record has not removed yet leave
+		// now, each with its (unnumbered) event.
+		for _, x := range s.dueOf(now, tab, math.MaxInt) {
+			s.reclaimed(tab, x.key)
+		}
 	}
 	for _, e := range s.sorted(now, tab, nil) {
 		s.changed(tab.name, evRemoved, e.key, e.value)
