@@ -33,12 +33,10 @@ import (
 // partition then needs no OpSessionEnded (which every ended session would
 // send to every partition).
 //
-// Expired events are not numbered: TTL expiry happens on every member by
-// its own clock (Sweep, lazy expiry), so the replicas cannot agree on when
-// an expired entry leaves. The owner emits one only when one of its
-// sequenced mutations meets a stored expired entry of a listened map (a
-// write to the expired key, Clear); an entry the sweeper reclaims first
-// leaves without an event. See Event.
+// TTL expiry of a listened map is the owner's decision, in sequenced
+// expiry records that number one expired event per entry (expiry.go); a
+// write that meets an expired entry before that record reclaims it with an
+// unnumbered expired event. See Map.Listen.
 
 // Operation codes of the event and paging operations. They continue the
 // table in state.go from 24 up (17 to 23 are left to other additions of
@@ -245,9 +243,10 @@ func (s *state) emit(name string, rec *listenRec, kind eventKind, key string, va
 }
 
 // dropping is called before the state drops an entry by itself (evict.go).
-// Eviction and max-idle are replicated decisions about live entries, made
-// alike on owner and backups, so they take numbers; a TTL expiry met on the
-// way may already have been swept on a backup, so it does not.
+// Eviction, max-idle and the owner's expiry records (expiry.go, while
+// s.expiring) are replicated decisions, made alike on owner and backups,
+// so they take numbers; a TTL expiry met on the way of another decision
+// may already have been reclaimed on a backup, so it does not.
 func (s *state) dropping(why dropReason, tab *table, key string) {
 	switch why {
 	case dropExpired:
