@@ -22,8 +22,11 @@ import (
 // ttlPerRecord of them, soonest first). Owner and backups then remove
 // those keys and number one expired event for each, whether or not a
 // backup still holds the entry, so the numbering stays equal even where a
-// replica lost an expired entry earlier (a snapshot leaves expired entries
-// out). Until then reads treat the entry as absent, as before, and Sweep
+// replica lost an expired entry earlier (its sweeper, on a clock ahead of
+// the owner's, reclaimed it just before the map became listened; or it
+// restored a snapshot of an older version, which left expired entries
+// out; snapshots now carry a listened map's expired entries, see
+// encodeSnapshot). Until then reads treat the entry as absent, as before, and Sweep
 // leaves it stored. The owner arms at most one record per ttlEvery (an
 // entry's event comes up to ttlEvery after its expiry) unless a record left
 // due keys behind, so many entries expiring together take few records.
@@ -221,8 +224,8 @@ func (s *state) ttlTimer(x *op.Exec, req *op.Request) *op.Response {
 		if tab = s.maps[req.Name]; tab != nil && tab.entries[k].p != nil && tab.expired(t, k) {
 			s.drop(dropExpired, tab, k)
 		} else if s.listen != nil {
-			// This replica lost the entry earlier (a snapshot leaves
-			// expired entries out): keep the owner's numbering.
+			// This replica lost the entry earlier (see the file
+			// comment): keep the owner's numbering.
 			s.changed(req.Name, evExpired, k, nil)
 		}
 	}

@@ -208,3 +208,62 @@ func TestListenedTTLExpiryNoListenerLeft(t *testing.T) {
 		t.Fatalf("sweep removed %d, want 1", got)
 	}
 }
+
+// TestListenedTTLSnapshotKeepsDueEntries: a migration's snapshot carries a
+// listened map's expired entries that the owner's record has not removed
+// yet, so the new owner still gives their events (numbered after the old
+// owner's); an unlistened map's expired entries are still left out.
+func TestListenedTTLSnapshotKeepsDueEntries(t *testing.T) {
+	p := newPair()
+	p.do(t, t0, listenReq("m", 1, 1, true))
+	p.do(t, t0, put("m", "a", "1", 10))
+	p.do(t, t0, put("other", "b", "1", 10))
+	now := ms(50) // a expired; its record is due at 100ms
+	snap, err := p.owner.Snapshot(now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := newTestState()
+	moved.partition = p.owner.partition
+	if err := moved.Restore(now, snap); err != nil {
+		t.Fatal(err)
+	}
+	if moved.maps["m"] == nil || moved.maps["m"].entries["a"].p == nil || moved.maps["other"] != nil {
+		t.Fatalf("restored maps %v, want m/a kept (due an event) and other dropped", moved.Structures())
+	}
+	if r := moved.Apply(now, ptr(keyed(OpGet, "m", "a"))); r.Found {
+		t.Fatal("an expired entry was read after the move")
+	}
+	var x op.Exec
+	x.Reset(now, 0, true, nil)
+	moved.BecameOwner(&x)
+	fx := x.Effects()
+	if len(fx) != 1 || fx[0].Key != ttlTimerKey {
+		t.Fatalf("the new owner armed %+v", fx)
+	}
+	q := &pair{owner: moved, backup: newTestState(), timers: fx}
+	q.backup.partition = moved.partition
+	_ = q.backup.Restore(now, snap)
+	q.fire(t, fx[0].At)
+	if len(q.events) != 1 || q.events[0].kind != evExpired || q.events[0].unnumbered || q.events[0].seq != 2 || q.events[0].key != "a" {
+		t.Fatalf("events after the move: %+v, want a's expired event numbered 2", q.events)
+	}
+	q.same(t, fx[0].At)
+}
+
+// TestListenedTTLRecordForLostEntry: a replica that lost an expired entry
+// (restored from an older kind of snapshot, a sweep before the map was
+// listened) still counts the owner's record, so the numbering stays equal.
+func TestListenedTTLRecordForLostEntry(t *testing.T) {
+	p := newPair()
+	p.do(t, t0, listenReq("m", 1, 1, false))
+	p.do(t, t0, put("m", "a", "1", 10))
+	p.do(t, t0, put("m", "b", "1", 10))
+	tab := p.backup.maps["m"]
+	p.backup.remove(tab, "a", tab.exps["a"])
+	p.fire(t, ms(200))
+	if len(p.events) != 4 || p.owner.listen["m"].seq != 4 || p.backup.listen["m"].seq != 4 {
+		t.Fatalf("%d events, owner seq %d, backup seq %d; want 4 alike", len(p.events), p.owner.listen["m"].seq, p.backup.listen["m"].seq)
+	}
+	p.same(t, ms(200))
+}
