@@ -55,8 +55,10 @@ func (r mapRule) flushEvery() int64 {
 }
 
 // Execute executes one map operation (op.Executor): the map operations,
-// OpTimer (flush and max-idle expiry) and OpEvict. On the owner it arms the
-// map's timer when the map has max-idle or an eviction policy.
+// OpTimer (flush and max-idle expiry; with Key ttlTimerKey, the TTL expiry
+// record of a listened map, expiry.go) and OpEvict. On the owner it arms
+// the map's timers when the map has max-idle or an eviction policy, or
+// listeners and entries with a TTL.
 func (s *state) Execute(x *op.Exec, req *op.Request) *op.Response {
 	if req == nil {
 		return fail(op.CodeBadRequest, "map: nil request")

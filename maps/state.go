@@ -189,7 +189,8 @@ func (Service) Mutates(o uint8) bool {
 
 // NewState returns the empty map state of one partition. The returned value
 // also implements op.Sweeper, op.Executor (timers of maps with max-idle or
-// an eviction policy), op.OwnerHook and op.Evictor.
+// an eviction policy, and TTL expiry records of listened maps), op.OwnerHook
+// and op.Evictor.
 func (svc Service) NewState(partition int32) op.State {
 	s := newState(partition)
 	s.rules = resolveRules(svc.Rules, svc.PartitionCount)
