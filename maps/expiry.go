@@ -107,13 +107,61 @@ func (h expHeap) earliestOf(tab *table, i int, best int64) int64 {
 	return h.earliestOf(tab, 2*i+2, best)
 }
 
-// dueOf returns tab's entries expired by now, soonest first (then by key,
-// so the order is the same on every member), at most max of them.
+// dueOf returns tab's entries expired by now, soonest first (then by key),
+// at most max of them. It walks the heap best first, so it visits the
+// expired items it returns and those of other maps that expire sooner,
+// not every expired item: a backlog of due entries costs each record
+// O(max log max), not a pass over the whole backlog.
 func (s *state) dueOf(now int64, tab *table, max int) []*expiry {
+	h := s.exp
 	var due []*expiry
-	// Collect all of tab's expired items, then keep the soonest: the heap
-	// walk is not in expiry order.
-	s.exp.collectExpired(now, 0, math.MaxInt, func(x *expiry) bool { return x.tab == tab }, &due)
+	// frontier is a min-heap (by expiry) of heap indices still to visit.
+	var frontier []int
+	less := func(i, j int) bool { return h[frontier[i]].at < h[frontier[j]].at }
+	push := func(i int) {
+		if i >= len(h) || h[i].at > now {
+			return
+		}
+		frontier = append(frontier, i)
+		for j := len(frontier) - 1; j > 0; {
+			p := (j - 1) / 2
+			if !less(j, p) {
+				break
+			}
+			frontier[j], frontier[p] = frontier[p], frontier[j]
+			j = p
+		}
+	}
+	pop := func() int {
+		top := frontier[0]
+		n := len(frontier) - 1
+		frontier[0] = frontier[n]
+		frontier = frontier[:n]
+		for i := 0; ; {
+			c := 2*i + 1
+			if c >= n {
+				break
+			}
+			if r := c + 1; r < n && less(r, c) {
+				c = r
+			}
+			if !less(c, i) {
+				break
+			}
+			frontier[i], frontier[c] = frontier[c], frontier[i]
+			i = c
+		}
+		return top
+	}
+	push(0)
+	for len(frontier) > 0 && len(due) < max {
+		i := pop()
+		if h[i].tab == tab {
+			due = append(due, h[i])
+		}
+		push(2*i + 1)
+		push(2*i + 2)
+	}
 	slices.SortFunc(due, func(a, b *expiry) int {
 		if a.at != b.at {
 			if a.at < b.at {
@@ -123,9 +171,6 @@ func (s *state) dueOf(now int64, tab *table, max int) []*expiry {
 		}
 		return strings.Compare(a.key, b.key)
 	})
-	if len(due) > max {
-		due = due[:max]
-	}
 	return due
 }
 
