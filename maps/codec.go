@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"unsafe"
 
@@ -147,12 +148,14 @@ func decodeEntriesAs(b []byte, value func(*decoder) ([]byte, error)) ([]kv, erro
 // freq and prio for maps with max-idle or an eviction policy (evict.go);
 // expireAt is in absolute unix nanos (0 = never), maps and keys sorted.
 // Absolute times survive the trip to another member unchanged; the clocks of
-// members are assumed to agree far better than TTL granularity.
+// members are assumed to agree far better than TTL granularity. A listened
+// map's expired entries that the owner's expiry record has not removed yet
+// travel too (expiry.go: their events are still due).
 func encodeSnapshot(s *state, now int64) ([]byte, error) {
 	names := make([]string, 0, len(s.maps))
 	size := 24
 	for name, tab := range s.maps {
-		if s.live(now, tab) > 0 {
+		if s.live(now, tab) > 0 || s.listened(name) && tab.exps != nil {
 			names = append(names, name)
 			size += 10 + len(name) + 32*len(tab.entries)
 		}
@@ -177,7 +180,11 @@ func encodeSnapshot(s *state, now int64) ([]byte, error) {
 		_ = e.EncodeMapLen(len(names))
 		for _, name := range names {
 			tab := s.maps[name]
-			es = s.sorted(now, tab, es[:0])
+			if s.listened(name) {
+				es = s.sorted(math.MinInt64, tab, es[:0]) // expired ones too
+			} else {
+				es = s.sorted(now, tab, es[:0])
+			}
 			_ = e.EncodeString(name)
 			_ = e.EncodeArrayLen(len(es))
 			for _, x := range es {
@@ -247,6 +254,7 @@ func decodeSnapshot(b []byte, now int64, into *state) error {
 		if err != nil {
 			return err
 		}
+		var late []lateEntry
 		for range maps {
 			name, err := d.string()
 			if err != nil {
@@ -260,7 +268,7 @@ func decodeSnapshot(b []byte, now int64, into *state) error {
 				return err
 			}
 			for range n {
-				if err := decodeSnapshotEntry(d, now, name, into); err != nil {
+				if err := decodeSnapshotEntry(d, now, name, into, &late); err != nil {
 					return err
 				}
 			}
@@ -287,13 +295,31 @@ func decodeSnapshot(b []byte, now int64, into *state) error {
 		}
 		into.hlc = max(into.hlc, hlc)
 		if n == 3 || n == 5 {
-			return decodeListen(d, into)
+			if err := decodeListen(d, into); err != nil {
+				return err
+			}
+		}
+		// Expired entries stay only in listened maps, for the owner's
+		// expiry record (expiry.go).
+		for _, e := range late {
+			if into.listened(e.name) {
+				into.restoreEntry(now, e.name, e.key, e.value, e.n, e.f)
+			}
 		}
 		return nil
 	})
 }
 
-func decodeSnapshotEntry(d *decoder, now int64, name string, into *state) error {
+// lateEntry is a snapshot entry that expired by the time of decoding, kept
+// until the listen records tell whether its map needs it.
+type lateEntry struct {
+	name, key string
+	value     []byte
+	n         int
+	f         [5]int64
+}
+
+func decodeSnapshotEntry(d *decoder, now int64, name string, into *state, late *[]lateEntry) error {
 	n, err := d.DecodeArrayLen()
 	if err != nil {
 		return err
@@ -319,12 +345,23 @@ func decodeSnapshotEntry(d *decoder, now int64, name string, into *state) error 
 		}
 	}
 	at, ts := f[0], f[1]
-	if at != 0 && at <= now {
-		return nil // expired in transit
-	}
 	if ts < 0 {
 		return errors.New("negative write timestamp")
 	}
+	if at != 0 && at <= now {
+		// Expired (in transit, or a listened map's entry waiting for the
+		// owner's expiry record): decodeSnapshot decides.
+		*late = append(*late, lateEntry{name: name, key: string(key), value: bytes.Clone(value), n: n, f: f})
+		return nil
+	}
+	into.restoreEntry(now, name, key, value, n, f)
+	return nil
+}
+
+// restoreEntry stores a decoded snapshot entry: n fields f (expireAt, ts,
+// then access, freq, prio when n is 7).
+func (into *state) restoreEntry(now int64, name, key string, value []byte, n int, f [5]int64) {
+	at, ts := f[0], f[1]
 	// ts 0 (a version 1 entry) stamps the entry now.
 	into.put(now, name, key, value, at, ts)
 	if n == 7 {
@@ -335,7 +372,6 @@ func decodeSnapshotEntry(d *decoder, now int64, name string, into *state) error 
 			}
 		}
 	}
-	return nil
 }
 
 // decoder reads msgpack from an in-memory payload. The msgpack decoder reads

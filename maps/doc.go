@@ -16,7 +16,9 @@
 //     transport under the Invoker differs.
 //
 // Expired entries behave as absent on every operation (lazy expiry) and are
-// reclaimed by op.Sweeper's Sweep, which the member core calls periodically.
+// reclaimed by op.Sweeper's Sweep, which the member core calls periodically;
+// those of a map with listeners are instead removed by the owner's
+// replicated expiry records, which give each its expired event.
 //
 // The request fields each operation reads and the response fields it writes
 // are documented on the Op* constants; they are part of the wire protocol.

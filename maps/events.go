@@ -33,12 +33,10 @@ import (
 // partition then needs no OpSessionEnded (which every ended session would
 // send to every partition).
 //
-// Expired events are not numbered: TTL expiry happens on every member by
-// its own clock (Sweep, lazy expiry), so the replicas cannot agree on when
-// an expired entry leaves. The owner emits one only when one of its
-// sequenced mutations meets a stored expired entry of a listened map (a
-// write to the expired key, Clear); an entry the sweeper reclaims first
-// leaves without an event. See Event.
+// TTL expiry of a listened map is the owner's decision, in sequenced
+// expiry records that number one expired event per entry (expiry.go); a
+// write that meets an expired entry before that record reclaims it with an
+// unnumbered expired event. See Map.Listen.
 
 // Operation codes of the event and paging operations. They continue the
 // table in state.go from 24 up (17 to 23 are left to other additions of
@@ -90,6 +88,9 @@ type listenRec struct {
 	// earliest lease end of subs, so a change checks leases in O(1).
 	values  int
 	soonest int64
+	// ttlAt is when the owner's armed expiry timer fires (unix nanos, 0
+	// none); owner-local, not replicated (expiry.go).
+	ttlAt int64
 }
 
 // listenerReg is one registration.
@@ -142,6 +143,9 @@ func (s *state) listenOp(now int64, req *op.Request) *op.Response {
 		rec = nil
 	}
 	if rec == nil {
+		// From now on the owner's records expire the map's entries:
+		// start every replica from the same entries (see expiry.go).
+		s.dropExpiredSilently(now, req.Name)
 		rec = &listenRec{epoch: now, subs: map[listenerID]listenerReg{}}
 		if s.listen == nil {
 			s.listen = map[string]*listenRec{}
@@ -239,12 +243,17 @@ func (s *state) emit(name string, rec *listenRec, kind eventKind, key string, va
 }
 
 // dropping is called before the state drops an entry by itself (evict.go).
-// Eviction and max-idle are replicated decisions about live entries, made
-// alike on owner and backups, so they take numbers; a TTL expiry met on the
-// way may already have been swept on a backup, so it does not.
+// Eviction, max-idle and the owner's expiry records (expiry.go, while
+// s.expiring) are replicated decisions, made alike on owner and backups,
+// so they take numbers; a TTL expiry met on the way of another decision
+// may already have been reclaimed on a backup, so it does not.
 func (s *state) dropping(why dropReason, tab *table, key string) {
 	switch why {
 	case dropExpired:
+		if s.expiring {
+			s.changed(tab.name, evExpired, key, tab.entries[key].value(len(key)))
+			return
+		}
 		s.reclaimed(tab, key)
 	case dropIdle:
 		s.changed(tab.name, evExpired, key, tab.entries[key].value(len(key)))
@@ -258,6 +267,13 @@ func (s *state) dropping(why dropReason, tab *table, key string) {
 func (s *state) clearing(now int64, tab *table) {
 	if s.listen[tab.name] == nil {
 		return
+	}
+	if tab.exps != nil {
+		// Expired entries the owner's record has not removed yet leave
+		// now, each with its (unnumbered) event.
+		for _, x := range s.dueOf(now, tab, math.MaxInt) {
+			s.reclaimed(tab, x.key)
+		}
 	}
 	for _, e := range s.sorted(now, tab, nil) {
 		s.changed(tab.name, evRemoved, e.key, e.value)

@@ -20,6 +20,9 @@ func execEvents(t *testing.T, s *state, owner bool, now time.Time, req op.Reques
 	resp := s.Execute(&x, &req)
 	var evs []rawEvent
 	for _, e := range x.Effects() {
+		if e.Kind == op.EffectTimer {
+			continue // expiry timers of listened maps (expiry_test.go)
+		}
 		if e.Kind != op.EffectEmit {
 			t.Fatalf("unexpected effect %v", e.Kind)
 		}
@@ -61,10 +64,10 @@ func checkEvents(t *testing.T, what string, got []rawEvent, want ...evWant) {
 		if g.hasValue {
 			v = string(g.value)
 		}
-		if g.unnumbered != (w.kind == evExpired) {
+		if g.unnumbered != (w.kind&evUnnumbered != 0) {
 			t.Fatalf("%s: event %d numbered=%v", what, i, !g.unnumbered)
 		}
-		if g.kind != w.kind || g.key != w.key || v != w.value || g.seq != w.seq || g.partition != 3 {
+		if g.kind != w.kind&^evUnnumbered || g.key != w.key || v != w.value || g.seq != w.seq || g.partition != 3 {
 			t.Fatalf("%s: event %d = kind %d key %q value %q seq %d p%d, want %+v", what, i, g.kind, g.key, v, g.seq, g.partition, w)
 		}
 	}
@@ -209,7 +212,9 @@ func TestStateEventsValuesAndListeners(t *testing.T) {
 }
 
 // TestStateEventsExpired: the owner's write path that meets a stored
-// expired entry emits an unnumbered expired event before the write's own.
+// expired entry emits an unnumbered expired event before the write's own;
+// an entry nobody writes stays stored through sweeps and reads (absent to
+// them) until the owner's expiry record removes it with a numbered event.
 func TestStateEventsExpired(t *testing.T) {
 	owner, backup := newTestState(), newTestState()
 	for _, s := range []*state{owner, backup} {
@@ -218,17 +223,41 @@ func TestStateEventsExpired(t *testing.T) {
 		execEvents(t, s, s == owner, ms(0), put("m", "b", "1", 10))
 	}
 	_, evs := execEvents(t, owner, true, ms(20), put("m", "a", "2", 0))
-	checkEvents(t, "write after expiry", evs, evWant{evExpired, "a", "1", 2}, evWant{evAdded, "a", "2", 3})
+	checkEvents(t, "write after expiry", evs, evWant{evExpired | evUnnumbered, "a", "1", 2}, evWant{evAdded, "a", "2", 3})
 	_, bevs := execEvents(t, backup, false, ms(20), put("m", "a", "2", 0))
 	if len(bevs) != 0 || backup.listen["m"].seq != 3 {
 		t.Fatalf("backup: %d events, seq %d", len(bevs), backup.listen["m"].seq)
 	}
-	// A sweep reclaims b silently; numbering is unaffected.
-	if n := owner.Sweep(ms(20), 10); n != 1 {
-		t.Fatalf("sweep removed %d", n)
+	for _, s := range []*state{owner, backup} {
+		if n := s.Sweep(ms(20), 10); n != 0 {
+			t.Fatalf("sweep removed %d entries of a listened map", n)
+		}
+		if r := s.Apply(ms(20), ptr(keyed(OpGet, "m", "b"))); r.Found {
+			t.Fatal("an expired entry was read")
+		}
+		if s.maps["m"].entries["b"].p == nil {
+			t.Fatal("a read removed an expired entry of a listened map")
+		}
 	}
-	_, evs = execEvents(t, owner, true, ms(21), put("m", "b", "2", 0))
-	checkEvents(t, "write after sweep", evs, evWant{evAdded, "b", "2", 4})
+	timer := op.Request{Op: op.OpTimer, Name: "m", Key: ttlTimerKey, Num: ms(100).UnixNano()}
+	_, fx := exec(owner, true, ms(100), &timer) // sets timer.Value
+	evs = nil
+	for _, e := range fx {
+		if e.Kind == op.EffectEmit {
+			ev, err := decodeEvent(e.Payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			evs = append(evs, ev)
+		}
+	}
+	checkEvents(t, "expiry record", evs, evWant{evExpired, "b", "1", 4})
+	// The backup replays the owner's record (its Value names the keys).
+	if _, bevs = execEvents(t, backup, false, ms(100), timer); len(bevs) != 0 || backup.listen["m"].seq != 4 || backup.maps["m"].entries["b"].p != nil {
+		t.Fatalf("backup replay: %d events, seq %d", len(bevs), backup.listen["m"].seq)
+	}
+	_, evs = execEvents(t, owner, true, ms(101), put("m", "b", "2", 0))
+	checkEvents(t, "write after the record", evs, evWant{evAdded, "b", "2", 5})
 }
 
 func uvarint(b []byte) (uint64, int) {

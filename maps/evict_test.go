@@ -72,7 +72,8 @@ func exec(s *state, owner bool, now time.Time, req *op.Request) (*op.Response, [
 type pair struct {
 	owner, backup *state
 	timers        []op.Effect
-	fired         int // OpTimer records sent
+	fired         int        // OpTimer records sent
+	events        []rawEvent // emitted by the owner, decoded
 }
 
 func newPair(rules ...Rule) *pair {
@@ -83,8 +84,15 @@ func (p *pair) do(t *testing.T, now time.Time, req op.Request) *op.Response {
 	t.Helper()
 	r, effects := exec(p.owner, true, now, &req)
 	for _, e := range effects {
-		if e.Kind == op.EffectTimer {
+		switch e.Kind {
+		case op.EffectTimer:
 			p.timers = append(p.timers, e)
+		case op.EffectEmit:
+			ev, err := decodeEvent(e.Payload)
+			if err != nil {
+				t.Fatalf("owner emitted a malformed event: %v", err)
+			}
+			p.events = append(p.events, ev)
 		}
 	}
 	if (Service{}).Mutates(req.Op) && r.Code == op.OK {
@@ -221,19 +229,32 @@ func TestEvictNoneRefuses(t *testing.T) {
 // owner and a backup that replays its records: after every step both hold
 // the same snapshot, and every map stays within its bound. A failover
 // (the backup promoted, a fresh backup restored from its snapshot) keeps
-// both properties.
+// both properties. In the listened cases map "a" has a listener (its TTL
+// expiry is the owner's records', expiry.go), "b" has none, and the
+// backup's sweeper runs too.
 func TestEvictBackupsEqualOwner(t *testing.T) {
-	for _, rule := range []Rule{
-		{Pattern: "*", MaxEntries: 20, Eviction: EvictLRU},
-		{Pattern: "*", MaxEntries: 20, Eviction: EvictLFU},
-		{Pattern: "*", MaxEntries: 20, Eviction: EvictLRU, MaxIdle: 300 * time.Millisecond},
-		{Pattern: "*", MaxEntries: 20, Eviction: EvictLFU, MaxIdle: 300 * time.Millisecond},
-		{Pattern: "*", MaxIdle: 200 * time.Millisecond},
+	type tcase struct {
+		rule     Rule
+		listened bool
+	}
+	for _, tc := range []tcase{
+		{Rule{Pattern: "*", MaxEntries: 20, Eviction: EvictLRU}, false},
+		{Rule{Pattern: "*", MaxEntries: 20, Eviction: EvictLFU}, false},
+		{Rule{Pattern: "*", MaxEntries: 20, Eviction: EvictLRU, MaxIdle: 300 * time.Millisecond}, false},
+		{Rule{Pattern: "*", MaxEntries: 20, Eviction: EvictLFU, MaxIdle: 300 * time.Millisecond}, false},
+		{Rule{Pattern: "*", MaxIdle: 200 * time.Millisecond}, false},
+		{Rule{Pattern: "*"}, true},
+		{Rule{Pattern: "*", MaxEntries: 20, Eviction: EvictLRU, MaxIdle: 300 * time.Millisecond}, true},
+		{Rule{Pattern: "*", MaxEntries: 20, Eviction: EvictLFU}, true},
 	} {
-		t.Run(fmt.Sprintf("%s-idle%v", rule.Eviction, rule.MaxIdle), func(t *testing.T) {
+		rule := tc.rule
+		t.Run(fmt.Sprintf("%s-idle%v-listened%v", rule.Eviction, rule.MaxIdle, tc.listened), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(7, uint64(rule.MaxIdle)+uint64(len(rule.Eviction))))
 			p := newPair(rule)
 			now := t0
+			if tc.listened {
+				p.do(t, now, listenReq("a", 1, 1, true))
+			}
 			for i := range 4000 {
 				now = now.Add(time.Duration(rng.IntN(5)) * time.Millisecond)
 				name := []string{"a", "b"}[rng.IntN(2)]
@@ -254,6 +275,10 @@ func TestEvictBackupsEqualOwner(t *testing.T) {
 				case r < 16:
 					// The owner's sweeper runs on its own clock: not replicated.
 					p.owner.Sweep(now, rng.IntN(5))
+					if tc.listened {
+						// So does the backup's, ahead of the owner's records.
+						p.backup.Sweep(now, rng.IntN(5))
+					}
 				case r < 17 && i%500 == 0:
 					p.do(t, now, keyed(OpClear, name, ""))
 				case r < 17:
@@ -286,6 +311,11 @@ func TestEvictBackupsEqualOwner(t *testing.T) {
 						p.timers = append(p.timers, e)
 					}
 					p.same(t, now)
+				}
+			}
+			if tc.listened {
+				if p.owner.listen["a"] == nil || p.owner.listen["a"].seq == 0 || p.owner.dropped[dropExpired] == 0 {
+					t.Fatal("no listened TTL expiry happened: the test did not test it")
 				}
 			}
 			if rule.Eviction != "" && p.owner.dropped[dropEvicted] == 0 {

@@ -55,8 +55,10 @@ func (r mapRule) flushEvery() int64 {
 }
 
 // Execute executes one map operation (op.Executor): the map operations,
-// OpTimer (flush and max-idle expiry) and OpEvict. On the owner it arms the
-// map's timer when the map has max-idle or an eviction policy.
+// OpTimer (flush and max-idle expiry; with Key ttlTimerKey, the TTL expiry
+// record of a listened map, expiry.go) and OpEvict. On the owner it arms
+// the map's timers when the map has max-idle or an eviction policy, or
+// listeners and entries with a TTL.
 func (s *state) Execute(x *op.Exec, req *op.Request) *op.Response {
 	if req == nil {
 		return fail(op.CodeBadRequest, "map: nil request")
@@ -67,6 +69,9 @@ func (s *state) Execute(x *op.Exec, req *op.Request) *op.Response {
 	var resp *op.Response
 	switch req.Op {
 	case op.OpTimer:
+		if req.Key == ttlTimerKey {
+			return s.ttlTimer(x, req)
+		}
 		resp = s.timer(x, req)
 	case op.OpEvict:
 		if req.Name == "" || req.Num < 0 {
@@ -84,6 +89,9 @@ func (s *state) Execute(x *op.Exec, req *op.Request) *op.Response {
 	}
 	// A refusal changed nothing and must stay free of effects (the core
 	// would replicate a failed call that recorded some).
+	if x.Owner && s.listen != nil && resp.Code == op.OK && req.Op != op.OpTimer {
+		s.armTTL(x, req)
+	}
 	if x.Owner && len(s.rules) != 0 && resp.Code == op.OK {
 		if tab := s.maps[req.Name]; tab != nil && tab.pol != nil {
 			s.arm(x, tab)
@@ -92,12 +100,19 @@ func (s *state) Execute(x *op.Exec, req *op.Request) *op.Response {
 	return resp
 }
 
-// BecameOwner re-arms the timers of the tracked maps (op.OwnerHook).
+// BecameOwner re-arms the timers of the tracked maps and the expiry
+// timers of the listened ones (op.OwnerHook).
 func (s *state) BecameOwner(x *op.Exec) {
 	for _, tab := range s.maps {
 		if tab.pol != nil {
 			tab.pol.timerAt = 0
 			s.arm(x, tab)
+		}
+		if rec := s.listen[tab.name]; rec != nil {
+			rec.ttlAt = 0
+			if tab.exps != nil {
+				s.armTTLAt(x, rec, tab, s.exp.earliestOf(tab, 0, math.MaxInt64), false)
+			}
 		}
 	}
 }

@@ -26,9 +26,8 @@ const (
 	EventUpdated EventKind = EventKind(evUpdated)
 	// EventRemoved: a live key was removed (Delete, DeleteAll, Clear).
 	EventRemoved EventKind = EventKind(evRemoved)
-	// EventExpired: a key's TTL or max-idle ended. Max-idle expiry is
-	// decided by the owner and numbered; of TTL expiries only those found
-	// by the owner's writes give one, unnumbered: see Map.Listen.
+	// EventExpired: a key's TTL or max-idle ended. Both are decided by
+	// the owner while the map is listened: see Map.Listen.
 	EventExpired EventKind = EventKind(evExpired)
 	// EventEvicted: an eviction policy removed a live key to make room
 	// (max-entries or the member's memory guard).
@@ -70,8 +69,8 @@ type Event struct {
 	Value []byte
 	// Partition is the partition of Key; Seq numbers the map's changes
 	// in that partition (changes take consecutive numbers; an expired
-	// event found by lazy expiry carries the number of the change before
-	// it).
+	// event found by a write before the owner's expiry record carries the
+	// number of the change before it).
 	Partition int32
 	Seq       uint64
 	// Missed is set on EventLost: how many numbered events were lost.
@@ -147,11 +146,18 @@ var ErrNoEvents = fmt.Errorf("%w: the invoker does not deliver structure events"
 // performance profile) numbers new changes again from an older number,
 // which the listener sees as Event.Repeat.
 //
-// Expired events are best effort and late: TTL expiry happens on every
-// member by its own clock, so the owner emits EventExpired only when one
-// of its writes (a write to the key, Clear) meets an entry that expired
-// and is still stored; an entry reclaimed in the background or by a read
-// first leaves without an event, and an expired event is not numbered.
+// Expired events follow the same guarantee: every entry whose TTL or
+// max-idle passes while the map is listened gives exactly one EventExpired
+// on a healthy cluster, also when nobody reads or writes the key again.
+// While a map is listened its owner decides TTL expiry: expired entries
+// read as absent at once (TTL semantics are unchanged), but they leave
+// through the owner's replicated expiry records, up to 100ms after their
+// expiry, each with a numbered event. A write to the key (or Clear) that
+// comes first reclaims the entry itself, and then its expired event
+// carries the number of the change before it (a backup may no longer hold
+// such an entry, so it cannot take a number of its own). Expiries
+// recorded just before an owner fails can be lost like other changes
+// (EventLost); the new owner continues expiring the rest.
 //
 // After stop returns fn is not called again, except for a call already
 // running. ctx bounds the registration only. It fails with ErrNoEvents when the

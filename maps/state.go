@@ -189,7 +189,8 @@ func (Service) Mutates(o uint8) bool {
 
 // NewState returns the empty map state of one partition. The returned value
 // also implements op.Sweeper, op.Executor (timers of maps with max-idle or
-// an eviction policy), op.OwnerHook and op.Evictor.
+// an eviction policy, and TTL expiry records of listened maps), op.OwnerHook
+// and op.Evictor.
 func (svc Service) NewState(partition int32) op.State {
 	s := newState(partition)
 	s.rules = resolveRules(svc.Rules, svc.PartitionCount)
@@ -230,6 +231,9 @@ type state struct {
 	// x is the execution context during Execute (nil in Apply): where
 	// events are emitted.
 	x *op.Exec
+	// expiring is set while an expiry record (expiry.go) drops entries:
+	// their expired events are numbered.
+	expiring bool
 }
 
 // tick returns the next write timestamp: the operation's time, or one past
@@ -396,13 +400,13 @@ func (s *state) Apply(now time.Time, req *op.Request) *op.Response {
 	s.observe(t)
 	switch req.Op {
 	case OpGet:
-		tab, b, _, ok := s.lookup(t, req.Name, req.Key)
+		tab, b, ok := s.lookupRead(t, req.Name, req.Key)
 		if ok && tab.pol != nil {
 			tab.pol.read(req.Key, t)
 		}
 		return &op.Response{Found: ok, Value: b.value(len(req.Key))}
 	case OpContains:
-		tab, _, _, ok := s.lookup(t, req.Name, req.Key)
+		tab, _, ok := s.lookupRead(t, req.Name, req.Key)
 		if ok && tab.pol != nil {
 			tab.pol.read(req.Key, t)
 		}
@@ -532,7 +536,7 @@ func (s *state) batch(now int64, req *op.Request) *op.Response {
 	}
 	es := make([]kv, 0, len(keys))
 	for _, k := range keys {
-		if tab, b, _, ok := s.lookup(now, req.Name, k); ok {
+		if tab, b, ok := s.lookupRead(now, req.Name, k); ok {
 			if tab.pol != nil {
 				tab.pol.read(k, now)
 			}
@@ -807,9 +811,14 @@ func (s *state) clear(now int64, tab *table) int {
 
 // Sweep removes up to max expired entries, soonest-expired first. It costs
 // O(1) when nothing has expired and O(log n) per removed entry otherwise.
+// Entries of listened maps are left to the owner's expiry records
+// (expiry.go).
 func (s *state) Sweep(now time.Time, max int) int {
 	t := now.UnixNano()
 	s.observe(t)
+	if s.listen != nil {
+		return s.sweepUnlistened(t, max)
+	}
 	n := 0
 	for n < max && s.expiredPending(t) {
 		x := s.exp[0]

@@ -423,6 +423,7 @@ func Run(t *testing.T, invokers func(t *testing.T) []op.Invoker) {
 	})
 
 	t.Run("ListenExactlyOnce", func(t *testing.T) { listenExactlyOnce(t, ctx(t), invs) })
+	t.Run("ListenExpiredExactlyOnce", func(t *testing.T) { listenExpiredExactlyOnce(t, ctx(t), invs) })
 
 	t.Run("Errors", func(t *testing.T) {
 		ctx := ctx(t)
@@ -615,5 +616,60 @@ func listenExactlyOnce(t *testing.T, ctx context.Context, invs []op.Invoker) {
 				i, l.rec.n, len(l.rec.byKey), l.rec.lost, l.rec.repeat, 4*len(expect), len(expect))
 		}
 		l.rec.mu.Unlock()
+	}
+}
+
+// listenExpiredExactlyOnce: a listener on every invoker sees exactly one
+// expired event (numbered: none lost or repeated) for every entry whose
+// TTL passes, though nobody reads or writes the keys after their write
+// (the owner's expiry records remove them), and the entries read as absent.
+func listenExpiredExactlyOnce(t *testing.T, ctx context.Context, invs []op.Invoker) {
+	const name, keys = "listen-ttl", 60
+	var recs []*recorder
+	for _, inv := range invs {
+		r := newRecorder()
+		stop, err := maps.New(inv, name).Listen(ctx, r.on, maps.WithValues())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(stop)
+		recs = append(recs, r)
+	}
+	for k := range keys {
+		m := maps.New(invs[k%len(invs)], name)
+		ttl := time.Duration(20+k%5*20) * time.Millisecond
+		if err := m.Put(ctx, fmt.Sprintf("k%d", k), []byte("v"), maps.WithTTL(ttl)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{"added:v", "expired:v"}
+	for i, r := range recs {
+		r.wait(ctx, t, fmt.Sprintf("listener %d", i), func() bool {
+			for k := range keys {
+				if len(r.byKey[fmt.Sprintf("k%d", k)]) < 2 {
+					return false
+				}
+			}
+			return true
+		})
+		r.mu.Lock()
+		for k := range keys {
+			if got := r.byKey[fmt.Sprintf("k%d", k)]; !slices.Equal(got, want) {
+				t.Errorf("listener %d key k%d: %q, want %q", i, k, got, want)
+			}
+		}
+		if r.n != 2*keys || r.lost != 0 || r.repeat != 0 {
+			t.Errorf("listener %d: %d events, %d lost, %d repeats; want %d, none lost or repeated", i, r.n, r.lost, r.repeat, 2*keys)
+		}
+		r.mu.Unlock()
+	}
+	m := maps.New(invs[0], name)
+	for k := range keys {
+		if _, ok, err := m.Get(ctx, fmt.Sprintf("k%d", k)); err != nil || ok {
+			t.Fatalf("k%d after its expired event: present %v, %v", k, ok, err)
+		}
+	}
+	if n, err := m.Size(ctx); err != nil || n != 0 {
+		t.Fatalf("size = %d %v, want 0", n, err)
 	}
 }
