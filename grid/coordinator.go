@@ -38,6 +38,8 @@ type coordinator struct {
 	// force makes the next round publish a new version even if nothing
 	// changed.
 	force atomic.Bool
+	// rounds counts the rounds run (tests wait for one to pass).
+	rounds atomic.Uint64
 
 	// cancelRound cancels the round in progress: a membership change makes
 	// its waits (hand-offs to a member that just died) pointless.
@@ -118,6 +120,10 @@ func (c *coordinator) run() {
 		c.cancelRound = cancel
 		c.roundMu.Unlock()
 		err := c.step(ctx)
+		c.rounds.Add(1)
+		// Whether the round was cancelled (a membership change), read
+		// before cancel below makes it so for every round.
+		cancelled := ctx.Err() != nil
 		c.roundMu.Lock()
 		c.cancelRound = nil
 		c.roundMu.Unlock()
@@ -126,7 +132,7 @@ func (c *coordinator) run() {
 		case err == nil:
 		case errors.Is(err, errNotCoordinator) || errors.Is(err, errStaleRound) || errors.Is(err, errNoTerm):
 			c.m.log.Info("coordinator round abandoned", "err", err)
-		case ctx.Err() != nil:
+		case cancelled:
 		default:
 			// The next tick (at most republishEvery away) tries again.
 			c.m.log.Warn("coordinator round failed", "err", err)
@@ -310,6 +316,18 @@ func (c *coordinator) step(ctx context.Context) error {
 			replicas[p] = rest
 			promoted++
 		}
+		if len(silent) == 0 && len(lost) > 0 {
+			if holders := c.departedHolders(cur, lost, live); len(holders) > 0 {
+				// The failure detector declared members dead that still
+				// answer over their data connections (their gossip was
+				// starved: CPU load, a long GC pause) and hold these
+				// partitions, their acknowledged writes included:
+				// starting the partitions empty would lose them all
+				// (the members drop their copies as orphaned when they
+				// come back). Wait until they rejoin or stop answering.
+				return fmt.Errorf("no promotion: partitions %v would start empty while departed members %v holding them still answer", lost, holders)
+			}
+		}
 		if len(silent) > 0 {
 			// A live replica that did not answer may be the only one
 			// holding the acknowledged writes: promoting another (a new
@@ -456,6 +474,63 @@ func choosePromotion(replicas []string, pos map[string][]backup.Position, p int3
 		return "", backup.Position{}, ""
 	}
 	return replicas[i], cands[i].Pos, ""
+}
+
+// departedHolders asks the members that held replicas of the partitions
+// about to be declared lost, and are gone from the membership, for their
+// replication positions, and returns those that answer holding one of
+// them: alive despite the failure detector. A crashed member refuses the
+// connection at once; one cut off does not answer within the timeout:
+// both are really unreachable, and the partitions are lost to this side.
+func (c *coordinator) departedHolders(cur *partition.Table, lost []int32, live []MemberInfo) []string {
+	m := c.m
+	isLive := map[string]bool{}
+	for _, mi := range live {
+		isLive[mi.Name] = true
+	}
+	byMember := map[string][]int32{}
+	for _, p := range lost {
+		for _, n := range cur.ReplicaNames(p) {
+			if !isLive[n] {
+				byMember[n] = append(byMember[n], p)
+			}
+		}
+	}
+	var (
+		mu      sync.Mutex
+		holders []string
+		g       errgroup.Group
+	)
+	for n, parts := range byMember {
+		mb, ok := cur.Member(n)
+		if !ok {
+			continue
+		}
+		g.Go(func() error {
+			ctx, cancel := context.WithTimeout(m.ctx, 2*time.Second)
+			defer cancel()
+			resp, err := m.peers.call(ctx, n, mb.Addr, &op.Request{Service: sysService, Op: sysReplicaSeqs, Partition: -1})
+			if err != nil {
+				return nil // unreachable: really gone from this side
+			}
+			b := resp.Value
+			if len(b) != 8*m.cfg.PartitionCount {
+				return nil
+			}
+			for _, p := range parts {
+				if binary.BigEndian.Uint64(b[8*int(p):]) != noReplica {
+					mu.Lock()
+					holders = append(holders, n)
+					mu.Unlock()
+					break
+				}
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	slices.Sort(holders)
+	return holders
 }
 
 // call sends a system request to member to, or runs it here when to is

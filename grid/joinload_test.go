@@ -25,7 +25,7 @@ func TestJoinLoadedClusterUnderLoad(t *testing.T) {
 		t.Skip("loads 100,000 entries")
 	}
 	c := gridtest.New(t, 3)
-	ctx := ctxT(t, 120*time.Second)
+	ctx := ctxT(t, 240*time.Second) // the fill, the join (up to WaitConverged's limit) and the checks
 	const n, size = 100_000, 100
 	val := make([]byte, size)
 	mp := maps.New(c.Member(0), "big")
@@ -47,7 +47,11 @@ func TestJoinLoadedClusterUnderLoad(t *testing.T) {
 	before := statsSum(c)
 	start := time.Now()
 	c.Add()
-	c.WaitStable()
+	// Copying a quarter of 100,000 entries while writers run can take
+	// longer than WaitStable's 30 s on a loaded machine (seen as "m0 has
+	// table 41, m1 has 40": the last snapshot of a migration still under
+	// way). Wait while it progresses; fail if it stalls for 30 s.
+	c.WaitConverged(30*time.Second, 100*time.Second)
 	took := time.Since(start)
 	after := statsSum(c)
 	copies := after.MigrationsIn - before.MigrationsIn
