@@ -269,11 +269,16 @@ func (m *Member) resync(j resyncJob) error {
 	addr := tg.addr
 	s.mu.Unlock()
 
-	ctx, cancel := context.WithTimeout(m.ctx, 2*time.Second)
-	conn, err := m.peers.get(ctx, j.name, addr)
-	cancel()
-	if err != nil {
-		return err
+	dial := m.backupDial.Load()
+	var conn *wire.Conn
+	if dial == nil {
+		ctx, cancel := context.WithTimeout(m.ctx, 2*time.Second)
+		c, err := m.peers.get(ctx, j.name, addr)
+		cancel()
+		if err != nil {
+			return err
+		}
+		conn = c
 	}
 	cur := m.Table()
 	if cur == nil {
@@ -286,11 +291,17 @@ func (m *Member) resync(j resyncJob) error {
 		return nil
 	}
 	seq := s.seq
-	link := newConnLink(m, conn, &s.rec)
-	switch tg.prog.Next() {
-	case backup.NoStep:
+	step := tg.prog.Next()
+	if step == backup.NoStep {
 		return nil
-	case backup.SendProbe:
+	}
+	var link backup.Transport
+	if dial != nil {
+		link = (*dial)(j.p, j.name)
+	} else {
+		link = newConnLink(m, conn, &s.rec)
+	}
+	if step == backup.SendProbe {
 		// The backup may already hold everything (it was a co-replica
 		// before this member became owner): ask before copying. The probe
 		// is ordered with later records like a snapshot would be.

@@ -65,6 +65,7 @@ type Inmem struct {
 	mu     sync.Mutex
 	queue  []message
 	closed bool
+	onSend func()
 }
 
 // NewInmem returns a connected transport to h.
@@ -77,12 +78,27 @@ func (t *Inmem) send(ctx context.Context, m message) error {
 		return err
 	}
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	if t.closed {
+		t.mu.Unlock()
 		return backup.ErrDisconnected
 	}
 	t.queue = append(t.queue, m)
+	f := t.onSend
+	t.mu.Unlock()
+	if f != nil {
+		f()
+	}
 	return nil
+}
+
+// OnSend makes f run after every message queued (on the sender's
+// goroutine, maybe under the sender's locks: f must not block or call
+// back into the sender), so a test that delivers from a goroutine of its
+// own knows when there is something to deliver.
+func (t *Inmem) OnSend(f func()) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.onSend = f
 }
 
 // Record queues the record r.
