@@ -21,16 +21,17 @@ import (
 // through backuptest.Inmem links, one per probe-or-copy round, delivered by
 // a pump goroutine unless the test holds a link.
 type inmemNet struct {
-	mu    sync.Mutex
-	links []*backuptest.Inmem
-	held  atomic.Pointer[backuptest.Inmem]
-	kick  chan struct{}
-	stop  chan struct{}
-	done  chan struct{}
+	members []*grid.Member
+	mu      sync.Mutex
+	links   []*backuptest.Inmem
+	held    atomic.Pointer[backuptest.Inmem]
+	kick    chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
 }
 
 func newInmemNet(members []*grid.Member) *inmemNet {
-	n := &inmemNet{kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	n := &inmemNet{members: members, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	byName := map[string]*grid.Member{}
 	for _, m := range members {
 		byName[m.Name()] = m
@@ -89,13 +90,17 @@ func (n *inmemNet) pump() {
 	}
 }
 
-// close stops the pump and disconnects every link (their pending
-// answers fail, as on a closed connection).
+// close puts the members back on their connections, stops the pump and
+// disconnects every link (their pending answers fail, as on a closed
+// connection).
 func (n *inmemNet) close() {
 	select {
 	case <-n.stop:
 		return
 	default:
+	}
+	for _, m := range n.members {
+		m.UseBackupTransportForTest(nil)
 	}
 	close(n.stop)
 	<-n.done
@@ -192,7 +197,8 @@ func TestReplicationOverInmemTransport(t *testing.T) {
 		t.Fatalf("copies %d -> %d, links %d -> %d: the gap was not repaired by a copy over a new link", copies0, copies, links0, len(net.all()))
 	}
 
-	// The backup holds everything the owner applied.
+	// The backup holds everything the owner applied. (Replication goes
+	// back to connections first: the promoted owner's new backup needs it.)
 	net.close()
 	cl.Crash(owner)
 	got := maps.New(cl.Live()[0], "inmem")
