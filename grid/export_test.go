@@ -3,6 +3,7 @@ package grid
 import (
 	"time"
 
+	"github.com/shoalgrid/shoal/backup"
 	"github.com/shoalgrid/shoal/partition"
 )
 
@@ -62,3 +63,29 @@ func (m *Member) MergeOrphansForTest(version uint64, entries int, snaps map[int3
 	}
 	m.mergeOrphans(version, len(snaps), entries, orphans)
 }
+
+// UseBackupTransportForTest makes m open the links of its later
+// probe-or-copy rounds to backups with dial instead of member connections
+// (nil: member connections again), and breaks every stream it feeds as an
+// owner, so that each backup gets a new round through dial.
+func (m *Member) UseBackupTransportForTest(dial func(p int32, backup string) backup.Transport) {
+	if dial == nil {
+		m.backupDial.Store(nil)
+	} else {
+		m.backupDial.Store(&dial)
+	}
+	for _, s := range m.slots {
+		s.mu.Lock()
+		if s.role == 0 {
+			for _, tg := range s.targets {
+				tg.prog.Broken()
+				m.scheduleResync(s.id, tg.name)
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// BackupHandlerForTest is m's backup side: what it does with a record,
+// probe or copy chunk from an owner.
+func (m *Member) BackupHandlerForTest() backup.Handler { return m.backupSide() }

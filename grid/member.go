@@ -44,6 +44,10 @@ type Member struct {
 	// legacyRecords makes this owner send records as sysBackup requests,
 	// as to a member without wire.CapRecords (a test hook).
 	legacyRecords atomic.Bool
+	// backupDial, when set, opens the links of later probe-or-copy rounds
+	// to backups instead of member connections (a test hook: the
+	// in-memory transport of backup/backuptest).
+	backupDial atomic.Pointer[func(p int32, backup string) backup.Transport]
 
 	metaMu sync.Mutex
 	meta   nodeMeta

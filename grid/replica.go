@@ -3,7 +3,7 @@ package grid
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -24,19 +24,24 @@ import (
 // partition are enqueued under the partition's lock on one connection per
 // backup, so they arrive in sequence order.
 
-// recordScratch is a slot's reusable buffer, encoder and request for
-// building backup records under the slot's lock: Conn.GoBatch encodes the
-// request into the connection's buffer before it returns, so nothing here
-// outlives the call.
+// recordScratch is a slot's reusable state for sending backup records
+// under the slot's lock (see connLink): Conn.GoBatch encodes the request
+// into the connection's buffer before it returns, so nothing here outlives
+// the call.
 type recordScratch struct {
 	buf  bytes.Buffer
 	enc  *msgpack.Encoder
 	req  op.Request
 	term [8]byte
-	// rec is the record being sent and encode writes it into a
-	// connection's buffer (made once per slot: no closure per mutation).
-	rec    backup.Record
-	encode func(*msgpack.Encoder) error
+	// rec is the record being replicated (one per slot: not allocated
+	// per mutation).
+	rec backup.Record
+	// batch is the batch of the read loop that applied the mutation, and
+	// legacy the mutation's record for members without wire.CapRecords
+	// (encoded once, for the first backup that needs it); both are set
+	// for one replicate call.
+	batch  *wire.Batch
+	legacy []byte
 }
 
 // maxScratch is the largest record buffer a slot keeps between mutations.
@@ -76,17 +81,14 @@ func (m *Member) replicate(s *slot, b *wire.Batch, version uint64, now time.Time
 	seq := s.seq
 	sc := &s.rec
 	sc.rec = backup.Record{Partition: s.id, Seq: seq, Term: s.term, TableVersion: version, Time: now, Req: req}
-	defer func() { sc.rec = backup.Record{} }() // do not pin req's value
-	if sc.encode == nil {
-		sc.encode = func(enc *msgpack.Encoder) error { return backup.EncodeRecord(enc, &sc.rec) }
-	}
-	var legacy []byte // the record for members without wire.CapRecords
+	sc.batch, sc.legacy = b, nil
+	defer func() { sc.rec, sc.batch, sc.legacy = backup.Record{}, nil, nil }() // do not pin req's value
 	for i, tg := range s.targets {
 		var wi *ackWait
 		if i < need {
 			wi = w
 		}
-		if !tg.prog.Streaming() || tg.conn == nil {
+		if !tg.prog.Streaming() || tg.link == nil {
 			// A resync will carry this mutation.
 			if wi != nil {
 				tg.prog.Wait(seq, wi)
@@ -94,28 +96,15 @@ func (m *Member) replicate(s *slot, b *wire.Batch, version uint64, now time.Time
 			m.scheduleResync(s.id, tg.name)
 			continue
 		}
-		conn := tg.conn
-		done := func(resp *op.Response, err error) {
-			m.onRecordAck(s, tg, conn, seq, wi, resp, err)
-		}
-		var err error
-		if conn.Peer().Caps&wire.CapRecords != 0 && !m.legacyRecords.Load() {
-			// A frame of its own, with a limit of its own: a mutation at
-			// the value limit replicates as a record, not as a resync.
-			err = conn.GoRecord(b, sc.encode, done)
-		} else {
-			if legacy == nil {
-				binary.BigEndian.PutUint64(sc.term[:], s.term)
-				if legacy, err = sc.encodeRecord(now, req); err != nil {
-					if w != nil {
-						w.fail(fmt.Errorf("%w: encode backup record: %v", op.ErrInternal, err))
-					}
-					return
-				}
+		link := tg.link
+		err := link.Record(m.ctx, &sc.rec, func(resp *op.Response, err error) {
+			m.onRecordAck(s, tg, link, seq, wi, resp, err)
+		})
+		if errors.Is(err, errEncodeRecord) {
+			if w != nil {
+				w.fail(err)
 			}
-			r := &sc.req
-			*r = op.Request{Service: sysService, Op: sysBackup, Partition: s.id, Num: int64(seq), TableVersion: version, Value: legacy, Aux: sc.term[:]}
-			err = conn.GoBatch(b, r, done)
+			return
 		}
 		if err != nil {
 			tg.prog.Broken()
@@ -145,7 +134,7 @@ func (tg *target) signal() {
 
 // onRecordAck handles a backup's answer to one record. It runs on the
 // backup connection's read loop (or where the connection failed).
-func (m *Member) onRecordAck(s *slot, tg *target, conn *wire.Conn, seq uint64, w *ackWait, resp *op.Response, err error) {
+func (m *Member) onRecordAck(s *slot, tg *target, link backup.Transport, seq uint64, w *ackWait, resp *op.Response, err error) {
 	if err == nil && resp.Code == op.OK {
 		s.mu.Lock()
 		ok := s.hasTarget(tg)
@@ -156,7 +145,7 @@ func (m *Member) onRecordAck(s *slot, tg *target, conn *wire.Conn, seq uint64, w
 		// Outside the lock: the completion may answer the client inline.
 		if w != nil {
 			if ok {
-				w.ackInline(conn.Batch())
+				w.ackInline(linkBatch(link))
 			} else {
 				w.fail(op.Errorf(op.CodeBackupTimeout, "backup %s of partition %d left before acknowledging; the outcome is unknown", tg.name, s.id))
 			}
@@ -183,7 +172,7 @@ func (m *Member) onRecordAck(s *slot, tg *target, conn *wire.Conn, seq uint64, w
 	}
 	// A gap, a backup that does not know its role yet, or a lost
 	// connection: a resync will cover this record.
-	if tg.conn == conn {
+	if tg.link == link {
 		tg.prog.Broken()
 	}
 	if w != nil {
@@ -280,11 +269,16 @@ func (m *Member) resync(j resyncJob) error {
 	addr := tg.addr
 	s.mu.Unlock()
 
-	ctx, cancel := context.WithTimeout(m.ctx, 2*time.Second)
-	conn, err := m.peers.get(ctx, j.name, addr)
-	cancel()
-	if err != nil {
-		return err
+	dial := m.backupDial.Load()
+	var conn *wire.Conn
+	if dial == nil {
+		ctx, cancel := context.WithTimeout(m.ctx, 2*time.Second)
+		c, err := m.peers.get(ctx, j.name, addr)
+		cancel()
+		if err != nil {
+			return err
+		}
+		conn = c
 	}
 	cur := m.Table()
 	if cur == nil {
@@ -297,22 +291,28 @@ func (m *Member) resync(j resyncJob) error {
 		return nil
 	}
 	seq := s.seq
-	switch tg.prog.Next() {
-	case backup.NoStep:
+	step := tg.prog.Next()
+	if step == backup.NoStep {
 		return nil
-	case backup.SendProbe:
+	}
+	var link backup.Transport
+	if dial != nil {
+		link = (*dial)(j.p, j.name)
+	} else {
+		link = newConnLink(m, conn, &s.rec)
+	}
+	if step == backup.SendProbe {
 		// The backup may already hold everything (it was a co-replica
 		// before this member became owner): ask before copying. The probe
 		// is ordered with later records like a snapshot would be.
-		req := &op.Request{Service: sysService, Op: sysBackupProbe, Partition: j.p, Num: int64(seq), TableVersion: cur.Version, Aux: binary.BigEndian.AppendUint64(nil, s.term)}
-		err := conn.Go(req, func(resp *op.Response, err error) {
-			m.onProbeAck(s, tg, conn, seq, resp, err)
+		err := link.Probe(m.ctx, backup.Probe{Partition: j.p, TableVersion: cur.Version, Seq: seq, Term: s.term}, func(resp *op.Response, err error) {
+			m.onProbeAck(s, tg, link, seq, resp, err)
 		})
 		if err != nil {
 			return err
 		}
 		tg.prog.Started()
-		tg.conn = conn
+		tg.link = link
 		return nil
 	}
 	data, n, err := s.snapshotLocked(m)
@@ -325,13 +325,10 @@ func (m *Member) resync(j resyncJob) error {
 	chunk := min(migrationChunk, m.cfg.Limits.MaxValueSize)
 	for off := 0; ; off += chunk {
 		end := min(off+chunk, len(data))
-		req := &op.Request{Service: sysService, Op: sysBackupSync, Partition: j.p, Key: id, Num: int64(off), Aux: backup.Mark(seq, s.term), TableVersion: cur.Version, Value: data[off:end]}
 		final := end == len(data)
-		if !final {
-			req.Aux = nil
-		}
-		err := conn.Go(req, func(resp *op.Response, err error) {
-			m.onSyncAck(s, tg, conn, seq, final, n, resp, err)
+		c := backup.Chunk{Partition: j.p, TableVersion: cur.Version, ID: id, Offset: int64(off), Data: data[off:end], Final: final, Seq: seq, Term: s.term}
+		err := link.Chunk(m.ctx, c, func(resp *op.Response, err error) {
+			m.onSyncAck(s, tg, link, seq, final, n, resp, err)
 		})
 		if err != nil {
 			return err
@@ -341,20 +338,20 @@ func (m *Member) resync(j resyncJob) error {
 		}
 	}
 	tg.prog.Started()
-	tg.conn = conn
+	tg.link = link
 	m.counters.bytesOut.Add(uint64(len(data)))
 	return nil
 }
 
 // onProbeAck completes a probe: the backup holds the same sequence (in
 // sync, nothing to copy) or not (copy it).
-func (m *Member) onProbeAck(s *slot, tg *target, conn *wire.Conn, seq uint64, resp *op.Response, err error) {
+func (m *Member) onProbeAck(s *slot, tg *target, link backup.Transport, seq uint64, resp *op.Response, err error) {
 	if err == nil {
 		err = resp.Err()
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.hasTarget(tg) || tg.conn != conn || !tg.prog.Streaming() {
+	if !s.hasTarget(tg) || tg.link != link || !tg.prog.Streaming() {
 		return
 	}
 	if err != nil {
@@ -374,13 +371,13 @@ func (s *slot) findTarget(name string) *target {
 	return nil
 }
 
-func (m *Member) onSyncAck(s *slot, tg *target, conn *wire.Conn, seq uint64, final bool, entries int, resp *op.Response, err error) {
+func (m *Member) onSyncAck(s *slot, tg *target, link backup.Transport, seq uint64, final bool, entries int, resp *op.Response, err error) {
 	if err == nil {
 		err = resp.Err()
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.hasTarget(tg) || tg.conn != conn {
+	if !s.hasTarget(tg) || tg.link != link {
 		return
 	}
 	if err != nil {

@@ -11,7 +11,6 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"github.com/shoalgrid/shoal/backup"
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/partition"
 	"github.com/shoalgrid/shoal/sysop"
@@ -393,20 +392,11 @@ func (m *Member) handleSys(c *wire.Conn, id uint64, req *op.Request) {
 		granted, promised, tv := m.grantTerm(uint64(req.Num), req.Key, req.TableVersion)
 		c.Respond(id, &op.Response{Found: granted, Num: int64(promised), TableVersion: tv})
 	case sysBackup:
-		c.RespondBatch(c.Batch(), id, m.handleRecord(req, cur))
+		c.RespondBatch(c.Batch(), id, m.backupSide().legacyRecord(req, cur))
 	case sysBackupSync:
-		c.Respond(id, m.handleSyncChunk(req, cur))
+		c.Respond(id, m.backupSide().legacyChunk(req, cur))
 	case sysBackupProbe:
-		if req.Partition < 0 || int(req.Partition) >= len(m.slots) {
-			c.Respond(id, &op.Response{Code: op.CodeBadRequest, Msg: fmt.Sprintf("partition %d out of range", req.Partition)})
-			return
-		}
-		term, ok := backup.ParseTerm(req.Aux)
-		if !ok {
-			c.Respond(id, &op.Response{Code: op.CodeBadRequest, Msg: "probe without a term"})
-			return
-		}
-		c.Respond(id, m.slots[req.Partition].probe(m, cur, req.TableVersion, uint64(req.Num), term))
+		c.Respond(id, m.backupSide().legacyProbe(req, cur))
 	case sysHandoff:
 		ok := m.spawn(func() {
 			ctx, cancel := timeoutContext(m.ctx, req.Timeout)
@@ -479,25 +469,6 @@ func (m *Member) replicaSeqs(terms bool) []byte {
 	return out
 }
 
-func (m *Member) handleRecord(req *op.Request, cur uint64) *op.Response {
-	p := req.Partition
-	if p < 0 || int(p) >= len(m.slots) {
-		return &op.Response{Code: op.CodeBadRequest, Msg: fmt.Sprintf("partition %d out of range", p)}
-	}
-	now, inner, err := decodeRecord(&m.recordDecoders, req.Value)
-	if err != nil {
-		return errResponse(err, cur)
-	}
-	if req.TableVersion > cur {
-		m.pullLater(req.TableVersion)
-	}
-	term, ok := backup.ParseTerm(req.Aux)
-	if !ok {
-		return &op.Response{Code: op.CodeBadRequest, Msg: "backup record without a term"}
-	}
-	return m.slots[p].applyBackup(m, cur, req.TableVersion, uint64(req.Num), term, now, inner)
-}
-
 // HandleRecord takes a backup record frame (wire.KindRecord) from an
 // owner: the wire.RecordHandler side of Member. It is answered on the read
 // loop, like a record sent as a sysBackup request.
@@ -506,26 +477,7 @@ func (m *Member) HandleRecord(c *wire.Conn, id uint64, body []byte) {
 		c.Respond(id, errResponse(m.errClosed(), 0))
 		return
 	}
-	c.RespondBatch(c.Batch(), id, m.handleRecordFrame(body, m.tableVersion()))
-}
-
-func (m *Member) handleRecordFrame(body []byte, cur uint64) *op.Response {
-	d, _ := m.recordDecoders.Get().(*backup.Decoder)
-	if d == nil {
-		d = backup.NewDecoder()
-	}
-	r, err := d.Record(body)
-	m.recordDecoders.Put(d)
-	if err != nil {
-		return errResponse(err, cur)
-	}
-	if r.Partition < 0 || int(r.Partition) >= len(m.slots) {
-		return &op.Response{Code: op.CodeBadRequest, Msg: fmt.Sprintf("partition %d out of range", r.Partition)}
-	}
-	if r.TableVersion > cur {
-		m.pullLater(r.TableVersion)
-	}
-	return m.slots[r.Partition].applyBackup(m, cur, r.TableVersion, r.Seq, r.Term, r.Time, r.Req)
+	c.RespondBatch(c.Batch(), id, m.backupSide().recordFrame(body, m.tableVersion()))
 }
 
 func (m *Member) tableResponse() *op.Response {
@@ -543,37 +495,3 @@ func (m *Member) tableResponse() *op.Response {
 // migrationChunk is the largest piece of a partition snapshot sent in one
 // frame.
 const migrationChunk = 4 << 20
-
-func (m *Member) handleSyncChunk(req *op.Request, cur uint64) *op.Response {
-	p := req.Partition
-	if p < 0 || int(p) >= len(m.slots) {
-		return &op.Response{Code: op.CodeBadRequest, Msg: fmt.Sprintf("partition %d out of range", p)}
-	}
-	m.restoreMu.Lock()
-	rb := m.restores[req.Key]
-	if req.Num == 0 {
-		rb = backup.NewAssembly(time.Now())
-		m.restores[req.Key] = rb
-	}
-	if rb == nil || !rb.Add(req.Num, req.Value) {
-		delete(m.restores, req.Key)
-		m.restoreMu.Unlock()
-		return &op.Response{Code: op.CodeBackupGap, Msg: fmt.Sprintf("sync %s: chunk at offset %d out of order", req.Key, req.Num)}
-	}
-	final := len(req.Aux) > 0
-	if final {
-		delete(m.restores, req.Key)
-	}
-	m.restoreMu.Unlock()
-	if !final {
-		return &op.Response{TableVersion: cur}
-	}
-	seq, term, ok := backup.ParseMark(req.Aux)
-	if !ok {
-		return &op.Response{Code: op.CodeBadRequest, Msg: "sync: bad sequence mark"}
-	}
-	if req.TableVersion > cur {
-		m.pullLater(req.TableVersion)
-	}
-	return m.slots[p].installSync(m, cur, req.TableVersion, seq, term, rb.Bytes())
-}

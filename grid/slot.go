@@ -96,9 +96,9 @@ func (s *slot) expireWaits(now time.Time, timeout time.Duration) {
 type target struct {
 	name, addr string
 	prog       backup.Progress[*ackWait]
-	// conn is the connection the last probe or copy was sent on; records
-	// follow it there while prog.Streaming().
-	conn *wire.Conn
+	// link is the transport the last probe or copy was sent through;
+	// records follow it there while prog.Streaming().
+	link backup.Transport
 	// handoff is closed when the acknowledged sequence changes, for a
 	// waiting hand-off.
 	handoff chan struct{}

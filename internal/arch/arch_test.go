@@ -56,6 +56,9 @@ func TestLayering(t *testing.T) {
 		{"client", []string{"op", "wire", "partition", "sysop", "internal/invoke", "internal/evsub", "internal/mpsafe"}},
 		{"grid", []string{"op", "wire", "partition", "sysop", "backup", "quorum", "internal/invoke", "internal/evsub", "internal/mpsafe"}},
 		{"backup", []string{"op", "wire", "partition", "internal/mpsafe"}},
+		// backup/backuptest is the in-memory transport for tests: no more
+		// than backup itself.
+		{"backup/backuptest", []string{"backup", "op", "wire", "partition", "internal/mpsafe"}},
 		{"quorum", []string{"op", "partition"}},
 	}
 	for _, s := range structures {
