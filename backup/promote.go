@@ -32,17 +32,27 @@ type Candidate struct {
 	// Holds is false when the member answered that it holds no replica
 	// of the partition (it dropped it, or has not been given one yet).
 	Holds bool
-	Pos   Position
+	// Partial is true when the replica was added to the partition and has
+	// not yet received the owner's copy (nor confirmed by a probe that it
+	// holds the owner's history): it may lack writes that were
+	// acknowledged before it was added, which only the owner and the
+	// backups of that time hold.
+	Partial bool
+	Pos     Position
 }
 
-// Promote picks the replica to make owner when the owner is gone: the one
+// Promote picks the replica to make owner when the owner is gone: a
+// complete replica before a partial one (Candidate.Partial), then the one
 // whose history ranks highest (Position.Behind; synchronous backups hold
 // every acknowledged write), the target owner want on a tie, else the
 // first. It returns best = -1 and missing, the index of a replica that did
 // not report, when one did not: choosing without it could lose what only
 // it holds. best = -1 with missing = -1 means no replica is left (the
-// partition is lost). When some candidates reported no term, all of them
-// compare by sequence alone (mixed builds during an upgrade).
+// partition is lost). A partial best means no complete replica is left:
+// the caller decides whether to wait for the departed ones or to promote
+// it, knowing that writes may be lost. When some candidates reported no
+// term, all of them compare by sequence alone (mixed builds during an
+// upgrade).
 func Promote(cands []Candidate, want string) (best, missing int) {
 	noTerm := false
 	for i, c := range cands {
@@ -53,14 +63,18 @@ func Promote(cands []Candidate, want string) (best, missing int) {
 	}
 	best = -1
 	var bp Position
+	bestPartial := false
 	for i, c := range cands {
 		if !c.Holds {
 			continue
 		}
 		p := c.Pos
 		p.NoTerm = p.NoTerm || noTerm
-		if best < 0 || bp.Behind(p) || (!p.Behind(bp) && c.Name == want) {
-			best, bp = i, p
+		switch {
+		case best < 0,
+			bestPartial && !c.Partial,
+			bestPartial == c.Partial && (bp.Behind(p) || (!p.Behind(bp) && c.Name == want)):
+			best, bp, bestPartial = i, p, c.Partial
 		}
 	}
 	return best, -1

@@ -9,6 +9,11 @@ func TestPromote(t *testing.T) {
 	old := func(name string, seq uint64) Candidate {
 		return Candidate{Name: name, Reported: true, Holds: true, Pos: Position{Seq: seq, NoTerm: true}}
 	}
+	partial := func(name string, seq, term uint64) Candidate {
+		c := at(name, seq, term)
+		c.Partial = true
+		return c
+	}
 	none := func(name string) Candidate { return Candidate{Name: name, Reported: true} }
 	silent := func(name string) Candidate { return Candidate{Name: name} }
 	for _, c := range []struct {
@@ -35,6 +40,14 @@ func TestPromote(t *testing.T) {
 		{"same term: the longer history", []Candidate{at("c", 103, 7), at("d", 102, 7)}, "d", 0, -1},
 		{"an older member without terms: sequences only", []Candidate{at("c", 150, 5), old("d", 102)}, "", 0, -1},
 		{"an older member without terms: tie to the target", []Candidate{at("c", 102, 5), old("d", 102)}, "d", 1, -1},
+		// A backup added after the owner's promotion and still waiting for
+		// its copy holds only the writes made since (here none): the
+		// complete replica wins whatever the positions, even the target
+		// owner's tie.
+		{"complete beats partial", []Candidate{partial("n", 0, 0), at("c", 40, 3)}, "n", 1, -1},
+		{"complete beats a partial with a longer history", []Candidate{at("c", 40, 3), partial("n", 90, 9)}, "n", 0, -1},
+		{"only partial replicas: the best of them", []Candidate{partial("n", 3, 9), partial("m", 5, 9)}, "", 1, -1},
+		{"only a partial replica: chosen, the caller decides", []Candidate{none("x"), partial("n", 0, 0)}, "", 1, -1},
 	} {
 		best, missing := Promote(c.cands, c.want)
 		if best != c.best || missing != c.missing {

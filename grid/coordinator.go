@@ -279,7 +279,7 @@ func (c *coordinator) step(ctx context.Context) error {
 		}
 		replicas[p] = kept
 	}
-	var lost []int32
+	var lost, incomplete []int32
 	promoted := 0
 	if len(promote) > 0 {
 		seqs := c.collectSeqs(live)
@@ -307,6 +307,12 @@ func (c *coordinator) step(ctx context.Context) error {
 				lost = append(lost, p)
 				continue
 			}
+			if bestPos.partial {
+				// Only backups still waiting for their copy are left:
+				// what was acknowledged before they were added is held
+				// by departed members alone.
+				incomplete = append(incomplete, p)
+			}
 			rest := []string{best}
 			for _, n := range replicas[p] {
 				if n != best {
@@ -316,16 +322,20 @@ func (c *coordinator) step(ctx context.Context) error {
 			replicas[p] = rest
 			promoted++
 		}
-		if len(silent) == 0 && len(lost) > 0 {
-			if holders := c.departedHolders(cur, lost, live); len(holders) > 0 {
+		if len(silent) == 0 && len(lost)+len(incomplete) > 0 {
+			gone := append(slices.Clone(lost), incomplete...)
+			if holders := c.departedHolders(cur, gone, live); len(holders) > 0 {
 				// The failure detector declared members dead that still
 				// answer over their data connections (their gossip was
-				// starved: CPU load, a long GC pause) and hold these
+				// starved: CPU load, a long GC pause; or this member
+				// declared them dead while it was cut off itself and
+				// has not seen them again yet) and hold these
 				// partitions, their acknowledged writes included:
-				// starting the partitions empty would lose them all
-				// (the members drop their copies as orphaned when they
-				// come back). Wait until they rejoin or stop answering.
-				return fmt.Errorf("no promotion: partitions %v would start empty while departed members %v holding them still answer", lost, holders)
+				// starting the partitions empty, or from a backup that
+				// has not received its copy, would lose them (the
+				// members drop their copies as orphaned when they come
+				// back). Wait until they rejoin or stop answering.
+				return fmt.Errorf("no promotion: partitions %v would start empty or incomplete while departed members %v holding them still answer", gone, holders)
 			}
 		}
 		if len(silent) > 0 {
@@ -339,7 +349,11 @@ func (c *coordinator) step(ctx context.Context) error {
 		}
 	}
 	if changed {
-		if err := commit(lost); err != nil {
+		// A partition promoted from a partial backup lost what only its
+		// departed replicas held: it is reported lost too.
+		reported := append(slices.Clone(lost), incomplete...)
+		slices.Sort(reported)
+		if err := commit(reported); err != nil {
 			return err
 		}
 		// Logged once published: a round abandoned at commit decided
@@ -349,6 +363,9 @@ func (c *coordinator) step(ctx context.Context) error {
 		}
 		if len(lost) > 0 {
 			m.log.Error("partitions lost: every replica is gone; they start again empty", "partitions", lost, "version", cur.Version)
+		}
+		if len(incomplete) > 0 {
+			m.log.Error("partitions lost in part: only backups that had not received their copy were left; writes acknowledged before they were added are gone", "partitions", incomplete, "version", cur.Version)
 		}
 	}
 
@@ -454,7 +471,7 @@ func (c *coordinator) step(ctx context.Context) error {
 // choice, when a replica did not report: it may be the one holding what
 // was acknowledged. best is "" when no replica is left (the partition is
 // lost).
-func choosePromotion(replicas []string, pos map[string][]backup.Position, p int32, want string) (best string, bestPos backup.Position, missing string) {
+func choosePromotion(replicas []string, pos map[string][]replicaPos, p int32, want string) (best string, bestPos replicaPos, missing string) {
 	cands := make([]backup.Candidate, len(replicas))
 	for i, n := range replicas {
 		cands[i].Name = n
@@ -464,16 +481,17 @@ func choosePromotion(replicas []string, pos map[string][]backup.Position, p int3
 		}
 		cands[i].Reported = true
 		cands[i].Holds = ps[p].Seq != noReplica
-		cands[i].Pos = ps[p]
+		cands[i].Pos = ps[p].Position
+		cands[i].Partial = ps[p].partial
 	}
 	i, miss := backup.Promote(cands, want)
 	switch {
 	case miss >= 0:
-		return "", backup.Position{}, replicas[miss]
+		return "", replicaPos{}, replicas[miss]
 	case i < 0:
-		return "", backup.Position{}, ""
+		return "", replicaPos{}, ""
 	}
-	return replicas[i], cands[i].Pos, ""
+	return replicas[i], replicaPos{cands[i].Pos, cands[i].Partial}, ""
 }
 
 // departedHolders asks the members that held replicas of the partitions
@@ -578,23 +596,30 @@ func (c *coordinator) runMoves(round context.Context, moves []partition.Move, f 
 	return ok, errors.Join(errs...)
 }
 
+// replicaPos is what a member reported about its replica of a partition:
+// its position, and whether it is a partial backup (slot.partial).
+type replicaPos struct {
+	backup.Position
+	partial bool
+}
+
 // collectSeqs asks every live member for the position (sequence and term)
-// of the last mutation
-// it applied to each partition.
-func (c *coordinator) collectSeqs(live []MemberInfo) map[string][]backup.Position {
+// of the last mutation it applied to each partition, and whether its
+// replica is partial.
+func (c *coordinator) collectSeqs(live []MemberInfo) map[string][]replicaPos {
 	m := c.m
-	out := map[string][]backup.Position{}
+	out := map[string][]replicaPos{}
 	var mu sync.Mutex
 	var g errgroup.Group
 	for _, mi := range live {
 		g.Go(func() error {
 			var b []byte
 			if mi.Name == m.cfg.Name {
-				b = m.replicaSeqs(true)
+				b = m.replicaSeqs(seqsWithState)
 			} else {
 				ctx, cancel := context.WithTimeout(m.ctx, 2*time.Second)
 				defer cancel()
-				resp, err := m.peers.call(ctx, mi.Name, mi.Addr, &op.Request{Service: sysService, Op: sysReplicaSeqs, Partition: -1, Num: seqsWithTerms})
+				resp, err := m.peers.call(ctx, mi.Name, mi.Addr, &op.Request{Service: sysService, Op: sysReplicaSeqs, Partition: -1, Num: seqsWithState})
 				if err != nil {
 					m.log.Warn("replica sequences unavailable", "peer", mi.Name, "err", err)
 					return nil
@@ -602,16 +627,17 @@ func (c *coordinator) collectSeqs(live []MemberInfo) map[string][]backup.Positio
 				b = resp.Value
 			}
 			n := m.cfg.PartitionCount
-			pos := make([]backup.Position, n)
+			pos := make([]replicaPos, n)
 			switch len(b) {
-			case 16 * n:
+			case 17 * n:
 				for i := range pos {
-					pos[i] = backup.Position{Seq: binary.BigEndian.Uint64(b[16*i:]), Term: binary.BigEndian.Uint64(b[16*i+8:])}
+					pos[i].Position = backup.Position{Seq: binary.BigEndian.Uint64(b[17*i:]), Term: binary.BigEndian.Uint64(b[17*i+8:])}
+					pos[i].partial = b[17*i+16]&seqPartial != 0
 				}
 			case 8 * n:
 				// An older build: sequences only.
 				for i := range pos {
-					pos[i] = backup.Position{Seq: binary.BigEndian.Uint64(b[8*i:]), NoTerm: true}
+					pos[i].Position = backup.Position{Seq: binary.BigEndian.Uint64(b[8*i:]), NoTerm: true}
 				}
 			default:
 				return nil

@@ -16,15 +16,18 @@ import (
 // a live replica that did not report blocks the choice, because it may be
 // the only one holding what was acknowledged (under CPU load the in-sync
 // backup can miss the 2 s deadline while a new backup, still waiting for
-// its copy, answers 0), and the term ranks before the sequence.
+// its copy, answers 0), the term ranks before the sequence, and a partial
+// backup (added, its copy not received yet) comes after complete ones.
 func TestChoosePromotion(t *testing.T) {
 	const p = 1
-	pos := map[string][]backup.Position{
-		"a": {{}, {Seq: 40, Term: 3}},
-		"b": {{}, {}}, // a new backup that has not received its copy
-		"c": {{}, {Seq: 40, Term: 3}},
-		"d": {{}, {Seq: 12, Term: 9}},
-		"x": {{}, {Seq: noReplica}},
+	at := func(seq, term uint64) replicaPos { return replicaPos{Position: backup.Position{Seq: seq, Term: term}} }
+	pos := map[string][]replicaPos{
+		"a": {{}, at(40, 3)},
+		"b": {{}, {}}, // a backup at an empty history
+		"c": {{}, at(40, 3)},
+		"d": {{}, at(12, 9)},
+		"n": {{}, {partial: true}}, // a new backup that has not received its copy
+		"x": {{}, at(noReplica, 0)},
 	}
 	for _, c := range []struct {
 		name          string
@@ -32,20 +35,23 @@ func TestChoosePromotion(t *testing.T) {
 		want          string
 		best, missing string
 		bestSeq       uint64
+		partial       bool
 	}{
-		{"most mutations", []string{"b", "a"}, "b", "a", "", 40},
-		{"tie goes to the target owner", []string{"a", "c"}, "c", "c", "", 40},
-		{"tie without the target owner: first", []string{"a", "c"}, "z", "a", "", 40},
-		{"newer term", []string{"a", "d"}, "a", "d", "", 12},
-		{"no replica left: lost", nil, "a", "", "", 0},
-		{"only members without a replica: lost", []string{"x"}, "a", "", "", 0},
-		{"silent in-sync backup: wait, not the empty new one", []string{"b", "silent"}, "b", "", "silent", 0},
-		{"silent sole replica: wait, not lost", []string{"silent"}, "a", "", "silent", 0},
+		{"most mutations", []string{"b", "a"}, "b", "a", "", 40, false},
+		{"tie goes to the target owner", []string{"a", "c"}, "c", "c", "", 40, false},
+		{"tie without the target owner: first", []string{"a", "c"}, "z", "a", "", 40, false},
+		{"newer term", []string{"a", "d"}, "a", "d", "", 12, false},
+		{"no replica left: lost", nil, "a", "", "", 0, false},
+		{"only members without a replica: lost", []string{"x"}, "a", "", "", 0, false},
+		{"silent in-sync backup: wait, not the empty new one", []string{"b", "silent"}, "b", "", "silent", 0, false},
+		{"silent sole replica: wait, not lost", []string{"silent"}, "a", "", "silent", 0, false},
+		{"a complete empty history beats a partial replica", []string{"n", "b"}, "n", "b", "", 0, false},
+		{"only a partial replica: chosen, marked partial", []string{"x", "n"}, "n", "n", "", 0, true},
 	} {
 		best, bestPos, missing := choosePromotion(c.replicas, pos, p, c.want)
-		if best != c.best || bestPos.Seq != c.bestSeq || missing != c.missing {
-			t.Errorf("%s: choosePromotion(%v) = %q, %+v, missing %q; want %q, %d, missing %q",
-				c.name, c.replicas, best, bestPos, missing, c.best, c.bestSeq, c.missing)
+		if best != c.best || bestPos.Seq != c.bestSeq || missing != c.missing || bestPos.partial != c.partial {
+			t.Errorf("%s: choosePromotion(%v) = %q, %+v, missing %q; want %q, %d (partial %v), missing %q",
+				c.name, c.replicas, best, bestPos, missing, c.best, c.bestSeq, c.partial, c.missing)
 		}
 	}
 }

@@ -18,3 +18,18 @@ func (m *Member) ForgetMembersForTest(names ...string) {
 
 // CoordinatorRoundsForTest returns how many coordinator rounds m has run.
 func (m *Member) CoordinatorRoundsForTest() uint64 { return m.coord.rounds.Load() }
+
+// EmptyReplicaForTest makes m's replica of partition p what a backup just
+// added to it holds before the owner's copy arrives: no data, position
+// zero, partial.
+func (m *Member) EmptyReplicaForTest(p int32) {
+	s := m.slots[p]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range s.states {
+		s.states[i] = nil
+	}
+	s.seq, s.term = 0, 0
+	s.partial = true
+	s.dedup.Reset()
+}

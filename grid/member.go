@@ -268,7 +268,7 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 	m.lastTick.Store(time.Now().UnixNano())
 	m.slots = make([]*slot, cfg.PartitionCount)
 	for i := range m.slots {
-		m.slots[i] = &slot{id: int32(i), role: -1, states: make([]op.State, len(m.services))}
+		m.slots[i] = &slot{id: int32(i), role: -1, partial: true, states: make([]op.State, len(m.services))}
 	}
 	localIP := dataIP
 	if localIP.IsUnspecified() {

@@ -407,6 +407,7 @@ func (s *slot) probe(m *Member, cur, version, seq, term uint64) *op.Response {
 		return &op.Response{Code: op.CodeBackupGap, Msg: fmt.Sprintf("partition %d: backup at %d (term %d), owner at %d (term %d)", s.id, s.seq, s.term, seq, term), TableVersion: cur}
 	}
 	s.dataVersion = max(s.dataVersion, version)
+	s.partial = false // the owner's history is here
 	return &op.Response{TableVersion: cur}
 }
 
@@ -438,6 +439,7 @@ func (s *slot) installSync(m *Member, cur, version, seq, term uint64, data []byt
 	s.states = states
 	s.dedup.Load(snap.Dedup)
 	s.seq, s.term = seq, term
+	s.partial = false
 	s.dataVersion = max(s.dataVersion, version)
 	m.counters.migrationsIn.Add(1)
 	return &op.Response{TableVersion: cur}

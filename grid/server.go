@@ -425,7 +425,7 @@ func (m *Member) handleSys(c *wire.Conn, id uint64, req *op.Request) {
 	case sysop.ReplDelta, sysop.ReplPull:
 		c.Respond(id, m.handleWideSys(req))
 	case sysReplicaSeqs:
-		c.Respond(id, &op.Response{Found: true, Value: m.replicaSeqs(req.Num == seqsWithTerms), TableVersion: cur})
+		c.Respond(id, &op.Response{Found: true, Value: m.replicaSeqs(req.Num), TableVersion: cur})
 	case sysTrigger:
 		if req.Num != 0 {
 			m.coord.force.Store(true)
@@ -440,18 +440,31 @@ func (m *Member) handleSys(c *wire.Conn, id uint64, req *op.Request) {
 // noReplica marks a partition without a replica here in sysReplicaSeqs.
 const noReplica = ^uint64(0)
 
-// seqsWithTerms in a sysReplicaSeqs request's Num asks for each
-// partition's term after its sequence (16 bytes a partition, not 8):
-// members of older builds ignore it and answer sequences only.
-const seqsWithTerms = 1
+// A sysReplicaSeqs request's Num selects the answer's layout; members of
+// older builds answer the layouts they know and sequences only otherwise.
+const (
+	// seqsWithTerms asks for each partition's term after its sequence
+	// (16 bytes a partition, not 8).
+	seqsWithTerms = 1
+	// seqsWithState asks for the term and a flags byte (17 bytes a
+	// partition): bit 0 marks a partial backup (slot.partial).
+	seqsWithState = 2
+)
 
-// replicaSeqs reports the replication position of every partition here:
-// its sequence (noReplica where this member holds no replica) and, with
-// terms, its term.
-func (m *Member) replicaSeqs(terms bool) []byte {
+// seqPartial is the flag of a partial backup in a seqsWithState answer.
+const seqPartial = 1
+
+// replicaSeqs reports the replication position of every partition here
+// in the layout layout asks for (seqsWithTerms, seqsWithState, else
+// sequences only): its sequence (noReplica where this member holds no
+// replica), its term and whether it is a partial backup.
+func (m *Member) replicaSeqs(layout int64) []byte {
 	n := 8
-	if terms {
+	switch layout {
+	case seqsWithTerms:
 		n = 16
+	case seqsWithState:
+		n = 17
 	}
 	out := make([]byte, 0, n*len(m.slots))
 	for _, s := range m.slots {
@@ -460,10 +473,17 @@ func (m *Member) replicaSeqs(terms bool) []byte {
 		if s.role < 0 {
 			seq = noReplica
 		}
+		var flags byte
+		if s.role > 0 && s.partial {
+			flags |= seqPartial
+		}
 		s.mu.Unlock()
 		out = binary.BigEndian.AppendUint64(out, seq)
-		if terms {
+		if n > 8 {
 			out = binary.BigEndian.AppendUint64(out, term)
+		}
+		if n > 16 {
+			out = append(out, flags)
 		}
 	}
 	return out

@@ -45,7 +45,14 @@ type slot struct {
 	// older table in which this member holds no replica must not drop
 	// data a newer table's owner has already sent it.
 	dataVersion uint64
-	states      []op.State
+	// partial is true while this replica's data does not derive from a
+	// complete copy of the partition: from the start and whenever its data
+	// is dropped, until the owner's copy is installed, a probe finds the
+	// owner's history here, or the first record of an empty history
+	// arrives. A partial backup may lack writes acknowledged before it
+	// was added; promotion prefers complete replicas (backup.Promote).
+	partial bool
+	states  []op.State
 	// targets are the backups the owner replicates to, in table order.
 	targets []*target
 	// dedup remembers the responses of recent mutations by request
@@ -369,6 +376,11 @@ func (s *slot) applyBackup(m *Member, cur uint64, version, seq, term uint64, now
 		// it for a retry that reaches this member after a failover.
 		s.dedup.Put(req.Origin, req.CallSeq, seq, resp, now)
 	}
+	if s.seq == 0 && s.term == 0 && seq == 1 {
+		// The first mutation of an empty history: nothing came before
+		// it that this replica could lack.
+		s.partial = false
+	}
 	s.seq, s.term = seq, term
 	s.dataVersion = max(s.dataVersion, version)
 	if req.Service[0] != '_' {
@@ -473,6 +485,7 @@ func (s *slot) adopt(m *Member, t *partition.Table) (dropped, orphaned int, merg
 			m.log.Debug("orphaned partition dropped", "partition", s.id, "entries", orphaned, "seq", s.seq, "term", s.term, "owner_since", s.ownerSince, "version", t.Version, "new_replicas", names)
 		}
 		s.seq, s.term = 0, 0
+		s.partial = true
 		s.dedup.Reset()
 	}
 	// Rebuild the owner's targets, keeping the sync state of backups that
@@ -516,6 +529,9 @@ func (s *slot) adopt(m *Member, t *partition.Table) (dropped, orphaned int, merg
 	was := s.role
 	s.role = role
 	if role == 0 && was != 0 {
+		// What an owner holds is the partition, by definition (a partial
+		// replica is promoted only with the partition reported lost).
+		s.partial = false
 		s.becameOwner(m, time.Now())
 	}
 	return dropped, orphaned, mergeSnaps, resync

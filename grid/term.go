@@ -207,6 +207,11 @@ func (c *coordinator) campaign(ctx context.Context) error {
 	if cur != nil {
 		curVersion = cur.Version
 		voters = votersOf(cur)
+		if !qv.OK && m.quorum.rules.Any() {
+			// The quorum was lost since the round began: this member
+			// must not coordinate at all.
+			return errNotCoordinator
+		}
 		if !qv.OK {
 			c.terms.unelected = true
 			m.log.Info("coordinating without a term: no majority of the expected size is visible (quorum rules off)", "quorum", qv.String())

@@ -1,0 +1,98 @@
+package grid_test
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/shoalgrid/shoal/grid"
+	"github.com/shoalgrid/shoal/grid/gridtest"
+	"github.com/shoalgrid/shoal/maps"
+)
+
+// A backup added to a partition (after a promotion or a join) holds
+// nothing until its owner's copy arrives. A coordinator that saw the owner
+// depart used to promote such a backup like any other: in the partition
+// loops test a coordinator that had been cut off came back, still saw one
+// live member of the majority as dead, and made the other one owner of
+// that member's partitions from backups that were still waiting for their
+// copies: about a tenth of every acknowledged write was gone after the
+// heal. Now a partial backup is promoted only when no complete replica is
+// left and no departed holder answers, and the partition is then reported
+// lost.
+func TestPartialBackupNotPromotedWhileOwnerAnswers(t *testing.T) {
+	c := gridtest.New(t, 3)
+	ctx := ctxT(t, 60*time.Second)
+	m0 := c.Member(0)
+	if !m0.IsCoordinator() {
+		t.Fatalf("%s is not the coordinator", m0.Name())
+	}
+	tbl := m0.Table()
+	// A partition owned by m1 and backed up by m2.
+	m1, m2 := c.Member(1), c.Member(2)
+	p := int32(-1)
+	for q := range int32(tbl.Count) {
+		if slices.Equal(tbl.ReplicaNames(q), []string{m1.Name(), m2.Name()}) {
+			p = q
+			break
+		}
+	}
+	if p < 0 {
+		t.Fatalf("no partition with replicas [%s %s]", m1.Name(), m2.Name())
+	}
+	key := ""
+	for i := 0; ; i++ {
+		if k := fmt.Sprintf("k%d", i); m0.PartitionOf(k) == p {
+			key = k
+			break
+		}
+	}
+	mp := maps.New(m0, "m")
+	if err := mp.Put(ctx, key, []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	// m2 becomes a backup still waiting for its copy, and the
+	// coordinator's failure detector declares the owner m1 dead while it
+	// is alive.
+	m2.EmptyReplicaForTest(p)
+	rounds := m0.CoordinatorRoundsForTest()
+	m0.ForgetMembersForTest(m1.Name())
+	gridtest.Eventually(t, 20*time.Second, func() (bool, string) {
+		n := m0.CoordinatorRoundsForTest()
+		return n >= rounds+3, fmt.Sprintf("%d coordinator rounds since, want 3", n-rounds)
+	})
+	tb := m0.Table()
+	if o, _ := tb.Owner(p); o.Name != m1.Name() || slices.Contains(tb.Lost, p) {
+		t.Fatalf("partition %d: owner %s at table %d (lost %v); want %s, which answers, kept", p, o.Name, tb.Version, tb.Lost, m1.Name())
+	}
+	v, ok, err := mp.Get(ctx, key)
+	if err != nil || !ok || string(v) != "v" {
+		t.Fatalf("get %s = %q, %v, %v; want the acknowledged value", key, v, ok, err)
+	}
+
+	// When the owner is really gone, the partial backup is all that is
+	// left: it is promoted, and the partition is reported lost.
+	events, unsub := m0.Subscribe(64)
+	defer unsub()
+	m2.EmptyReplicaForTest(p)
+	c.Crash(1)
+	var lost *grid.PartitionLost
+	for lost == nil {
+		select {
+		case ev := <-events:
+			if ev.Type == grid.PartitionsLost && slices.Contains(ev.Lost.Partitions, p) {
+				lost = ev.Lost
+			}
+		case <-ctx.Done():
+			t.Fatalf("no partitions-lost event for partition %d", p)
+		}
+	}
+	tb = m0.Table()
+	if o, _ := tb.Owner(p); o.Name != m2.Name() || !slices.Contains(tb.Lost, p) {
+		t.Fatalf("partition %d: owner %s at table %d (lost %v); want %s, reported lost", p, o.Name, tb.Version, tb.Lost, m2.Name())
+	}
+	if _, ok, err := mp.Get(ctx, key); err != nil || ok {
+		t.Fatalf("get %s after the loss = %v, %v; want absent", key, ok, err)
+	}
+}
