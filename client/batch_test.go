@@ -24,7 +24,9 @@ func quietClient(t *testing.T, cl *gridtest.Cluster) *client.Client {
 	for _, m := range cl.Live() {
 		addrs = append(addrs, m.Addr())
 	}
-	return dial(t, client.Config{Addrs: addrs, RefreshInterval: time.Hour, SessionTTL: 3 * time.Minute})
+	c := dial(t, client.Config{Addrs: addrs, RefreshInterval: time.Hour, SessionTTL: 3 * time.Minute})
+	client.WaitSynced(c)
+	return c
 }
 
 func batchEntries(n int) map[string][]byte {
@@ -123,6 +125,7 @@ func TestBatchStaleRouting(t *testing.T) {
 	cl := gridtest.New(t, 3)
 	c := quietClient(t, cl)
 	ctx := ctxT(t, 60*time.Second)
+	client.IgnoreTableAnnouncements(c)
 	m := shmaps.New(c, "stale")
 	es := batchEntries(1000)
 	keys := make([]string, 0, len(es))

@@ -20,6 +20,7 @@ package client
 import (
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -37,6 +38,7 @@ import (
 	"github.com/shoalgrid/shoal/internal/invoke"
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/partition"
+	"github.com/shoalgrid/shoal/sysop"
 	"github.com/shoalgrid/shoal/wire"
 )
 
@@ -151,6 +153,15 @@ type Client struct {
 	// events are the client's event subscriptions (shared code with
 	// the member: internal/evsub).
 	events *evsub.Registry
+	// announced is the newest table version a member announced on
+	// sysop.TableStream; tableKick wakes refreshLoop to read it.
+	announced atomic.Uint64
+	tableKick chan struct{}
+	// synced is closed once refreshLoop's first Sync is done; ignoreAnn
+	// makes the client ignore announcements (tests that need a stale
+	// table).
+	synced    chan struct{}
+	ignoreAnn atomic.Bool
 	// loop is the route-and-retry loop of Invoke, InvokeAll and
 	// InvokeMany (shared with the member, see internal/invoke); its table
 	// reads are shared among the calls that need one.
@@ -191,6 +202,29 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	c.events = &evsub.Registry{Log: c.log, Conn: func(ctx context.Context, mb partition.Member) (*wire.Conn, error) {
 		return c.conn(ctx, mb.Addr)
 	}}
+	c.tableKick = make(chan struct{}, 1)
+	c.synced = make(chan struct{})
+	// Table changes are announced by every member (registered by
+	// refreshLoop's first Sync); the read loop only notes the version.
+	c.events.Add(sysop.Service, sysop.TableStream, func(p []byte) bool {
+		if len(p) != 8 || c.ignoreAnn.Load() {
+			return true
+		}
+		v := binary.BigEndian.Uint64(p)
+		for {
+			seen := c.announced.Load()
+			if v <= seen || c.announced.CompareAndSwap(seen, v) {
+				break
+			}
+		}
+		if t := c.table.Load(); t == nil || v > t.Version {
+			select {
+			case c.tableKick <- struct{}{}:
+			default:
+			}
+		}
+		return true
+	})
 	backoff := 50 * time.Millisecond
 	for {
 		err := c.refresh(ctx)
@@ -256,6 +290,23 @@ func (mc *memberConns) closeAll() {
 		if cn != nil {
 			cn.Close()
 		}
+	}
+}
+
+// closeConns closes the connections but keeps the pool usable: a later
+// call dials again.
+func (mc *memberConns) closeConns() {
+	mc.mu.Lock()
+	var conns []*wire.Conn
+	for i, cn := range mc.conns {
+		if cn != nil {
+			conns = append(conns, cn)
+			mc.conns[i] = nil
+		}
+	}
+	mc.mu.Unlock()
+	for _, cn := range conns {
+		cn.Close()
 	}
 }
 

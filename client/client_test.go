@@ -114,6 +114,25 @@ func TestClientLearnsJoinsAndRoutesToOwners(t *testing.T) {
 	}
 }
 
+// TestClientFollowsAnnouncedTables: members announce each table they
+// adopt (sysop.TableStream) and the client reads it at once: an idle
+// client whose periodic refresh is an hour away (and whose session
+// heartbeats, whose answers carry the table version, a minute away)
+// follows a join to the cluster's final table.
+func TestClientFollowsAnnouncedTables(t *testing.T) {
+	cl := gridtest.New(t, 2)
+	c := dial(t, client.Config{Addrs: []string{cl.Member(0).Addr()}, RefreshInterval: time.Hour, SessionTTL: 3 * time.Minute})
+	client.WaitSynced(c)
+	v0 := c.Table().Version
+	cl.Add()
+	cl.WaitStable()
+	want := cl.Member(0).Table().Version
+	gridtest.Eventually(t, 10*time.Second, func() (bool, string) {
+		v := c.Table().Version
+		return v == want, fmt.Sprintf("client table %d (was %d), cluster %d", v, v0, want)
+	})
+}
+
 // Killing the member a client talks to mid-load: callers see no error (the
 // operations are retried on the new owners) and nothing is left hanging.
 func TestClientSurvivesMemberCrash(t *testing.T) {

@@ -18,3 +18,13 @@ func FramesOut(c *Client) uint64 {
 	}
 	return n
 }
+
+// WaitSynced waits until c registered its event subscriptions (the table
+// announcements) with the members, so that frame counts that follow do not
+// include the registrations.
+func WaitSynced(c *Client) { <-c.synced }
+
+// IgnoreTableAnnouncements makes c ignore the members' table
+// announcements: its table then changes only when an answer shows it is
+// stale or at its periodic refresh.
+func IgnoreTableAnnouncements(c *Client) { c.ignoreAnn.Store(true) }

@@ -79,9 +79,9 @@ func (c *Client) tableChanged() <-chan struct{} {
 // again).
 func (c *Client) adopt(t *partition.Table) bool {
 	c.tableMu.Lock()
-	defer c.tableMu.Unlock()
 	cur := c.table.Load()
 	if cur != nil && t.Epoch == cur.Epoch && t.Version <= cur.Version {
+		c.tableMu.Unlock()
 		return false
 	}
 	c.table.Store(t)
@@ -91,7 +91,34 @@ func (c *Client) adopt(t *partition.Table) bool {
 		c.log.Info("cluster restarted: new partition table", "version", t.Version)
 	}
 	c.notify(cur, t)
+	c.tableMu.Unlock()
+	c.dropDeparted(cur, t)
 	return true
+}
+
+// dropDeparted closes the connections to the members of old that t no
+// longer has (at an address no member of t uses). The cluster declared
+// them gone: crashed, or cut off from the majority, where a call sent
+// before the cut waits for an answer that never comes. Closing fails those
+// calls at once, and the invoke loop retries them, with their identity,
+// on the partitions' new owners (the retry is answered from the new
+// owner's dedup table if the old owner's backup applied it), instead of
+// waiting for the caller's deadline while the majority serves.
+func (c *Client) dropDeparted(old, t *partition.Table) {
+	if old == nil || old.Epoch != t.Epoch {
+		return
+	}
+	for _, mb := range old.Members {
+		if _, ok := t.Member(mb.Name); ok || slices.ContainsFunc(t.Members, func(n partition.Member) bool { return n.Addr == mb.Addr }) {
+			continue
+		}
+		c.mu.Lock()
+		mc := c.conns[mb.Addr]
+		c.mu.Unlock()
+		if mc != nil {
+			mc.closeConns()
+		}
+	}
 }
 
 func (c *Client) notify(old, t *partition.Table) {
@@ -245,16 +272,31 @@ func joinErrs(errs []error) string {
 	return b.String()
 }
 
-// refreshLoop keeps an idle client's table current and drops connections
-// to members that left.
+// refreshLoop keeps an idle client's table current, reads a table a
+// member announced (sysop.TableStream) at once, and drops connections to
+// members that left.
 func (c *Client) refreshLoop() {
 	defer c.wg.Done()
 	tick := time.NewTicker(c.cfg.RefreshInterval)
 	defer tick.Stop()
+	// Register the table announcements (and any subscription made before
+	// this loop started) without holding Dial back.
+	first := make(chan struct{}, 1)
+	first <- struct{}{}
 	for {
 		select {
 		case <-c.ctx.Done():
 			return
+		case <-first:
+			ctx, cancel := context.WithTimeout(c.ctx, c.cfg.RefreshInterval)
+			c.events.Sync(ctx, c.Table())
+			cancel()
+			close(c.synced)
+			continue
+		case <-c.tableKick:
+			if t := c.Table(); t != nil && t.Version >= c.announced.Load() {
+				continue // read already
+			}
 		case <-tick.C:
 		}
 		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.RefreshInterval)

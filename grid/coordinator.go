@@ -19,6 +19,7 @@ import (
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/partition"
 	"github.com/shoalgrid/shoal/quorum"
+	"github.com/shoalgrid/shoal/sysop"
 )
 
 // coordinator publishes partition tables. Only the oldest live member acts
@@ -825,6 +826,9 @@ func (m *Member) adopt(t *partition.Table, from string) bool {
 		}
 	}
 	m.table.Store(t)
+	if m.events != nil { // nil in tests that build a bare Member
+		m.events.publish(sysService, sysop.TableStream, binary.BigEndian.AppendUint64(nil, t.Version))
+	}
 	m.refreshQuorum()
 	close(m.tableCond)
 	m.tableCond = make(chan struct{})

@@ -565,6 +565,15 @@ func (m *Member) onNode(t EventType, n *memberlist.Node) {
 	}
 }
 
+// declaredFailed reports whether the failure detector declared member
+// name dead (and it has not rejoined since).
+func (m *Member) declaredFailed(name string) bool {
+	m.failedMu.Lock()
+	defer m.failedMu.Unlock()
+	_, ok := m.failed[name]
+	return ok
+}
+
 // reconnectLoop periodically re-joins members that failed (not those that
 // left) and, while alone, the seeds: memberlist does not re-merge after a
 // healed network partition by itself.

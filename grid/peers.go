@@ -23,12 +23,32 @@ type peers struct {
 }
 
 type peerConn struct {
+	// gone is cancelled when the member leaves or fails (drop): a dial in
+	// progress gives up at once instead of holding mu, and with it every
+	// caller waiting for this member, until its timeout.
+	gone   context.Context
+	cancel context.CancelFunc
+
 	mu sync.Mutex // serialises dialling
 	// addr is the address conn was dialled to, or "" for a connection the
 	// peer opened (valid whatever address it announces, while it lives).
 	addr string
 	conn *wire.Conn
+	// failedAt and backoff: after a failed dial, calls fail fast until
+	// backoff has passed (doubling up to maxDialBackoff), so that callers
+	// queued on an unreachable member (a cut: each dial waits for its
+	// timeout) do not take turns waiting seconds each.
+	failedAt time.Time
+	backoff  time.Duration
 }
+
+// dialTimeout bounds one dial of a member; maxDialBackoff caps the pause
+// after failed dials (a member that comes back is dialled again within
+// it; one that rejoins after failing gets a fresh entry at once).
+const (
+	dialTimeout    = 2 * time.Second
+	maxDialBackoff = 500 * time.Millisecond
+)
 
 // adopt makes c, a connection member name opened to us, the connection to
 // that member when there is no live one: both directions of the pair's
@@ -67,6 +87,7 @@ func (p *peers) entry(name string) *peerConn {
 	pc := p.conns[name]
 	if pc == nil {
 		pc = &peerConn{}
+		pc.gone, pc.cancel = context.WithCancel(context.Background())
 		p.conns[name] = pc
 	}
 	return pc
@@ -92,14 +113,26 @@ func (p *peers) get(ctx context.Context, name, addr string) (*wire.Conn, error) 
 			pc.conn = nil
 		}
 	}
-	d := &net.Dialer{Timeout: 2 * time.Second}
+	if !pc.failedAt.IsZero() && time.Since(pc.failedAt) < pc.backoff {
+		return nil, fmt.Errorf("%w: member %s at %s: %w (the last dial failed %v ago)", op.ErrUnavailable, name, addr, wire.ErrNotSent, time.Since(pc.failedAt).Round(time.Millisecond))
+	}
+	d := &net.Dialer{Timeout: dialTimeout}
 	if p.localIP != nil {
 		d.LocalAddr = &net.TCPAddr{IP: p.localIP}
 	}
-	c, err := wire.Dial(ctx, d, addr, p.m.hello(wire.RoleMember), p.m.connOptions(p.m.sec.peerTLS))
+	dctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(pc.gone, cancel)
+	c, err := wire.Dial(dctx, d, addr, p.m.hello(wire.RoleMember), p.m.connOptions(p.m.sec.peerTLS))
+	stop()
+	cancel()
 	if err != nil {
+		if ctx.Err() == nil {
+			pc.failedAt = time.Now()
+			pc.backoff = min(max(2*pc.backoff, 50*time.Millisecond), maxDialBackoff)
+		}
 		return nil, fmt.Errorf("connect to member %s at %s: %w", name, addr, err)
 	}
+	pc.failedAt, pc.backoff = time.Time{}, 0
 	if c.Peer().Name != name {
 		c.Close()
 		return nil, fmt.Errorf("%w: %s is member %q, expected %q", op.ErrUnavailable, addr, c.Peer().Name, name)
@@ -138,6 +171,7 @@ func (p *peers) drop(name string) {
 	if pc == nil {
 		return
 	}
+	pc.cancel() // before mu: a dial in progress holds it
 	pc.mu.Lock()
 	if pc.conn != nil {
 		pc.conn.Close()
@@ -153,6 +187,7 @@ func (p *peers) closeAll() {
 	p.conns = map[string]*peerConn{}
 	p.mu.Unlock()
 	for _, pc := range conns {
+		pc.cancel()
 		pc.mu.Lock()
 		if pc.conn != nil {
 			pc.conn.Close()

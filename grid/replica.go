@@ -268,6 +268,14 @@ func (m *Member) resync(j resyncJob) error {
 	}
 	addr := tg.addr
 	s.mu.Unlock()
+	if m.declaredFailed(j.name) {
+		// The table still lists a backup the failure detector declared
+		// dead (the next table drops it). Dialling it would hold this
+		// worker, and every other one waiting for that member, for the
+		// dial timeout while copies to live backups (which writes and
+		// hand-offs wait for) queue behind.
+		return nil
+	}
 
 	dial := m.backupDial.Load()
 	var conn *wire.Conn

@@ -12,10 +12,19 @@ import (
 // the winning side.
 const MergeStream = "merge"
 
+// TableStream is the system event stream of partition table changes: a
+// member sends the version of each table it adopts (8 bytes, big endian)
+// to the subscribers of structure TableStream of service Service. Clients
+// subscribe to it on every member and read the new table at once, instead
+// of at their next refresh: a call waiting on a member the cluster
+// declared gone (cut off, paused) is retried on the partition's new owner
+// as soon as the rest of the cluster has one.
+const TableStream = "table"
+
 // SystemStream reports whether (service, name) is a system event stream
 // that applications may subscribe to.
 func SystemStream(service, name string) bool {
-	return service == Service && name == MergeStream
+	return service == Service && (name == MergeStream || name == TableStream)
 }
 
 // MergeReport says what one member's heal did with the partitions it

@@ -193,6 +193,20 @@ func (ws *writerSet) startedAfter(from, to time.Time) int {
 	return n
 }
 
+// firstAckStartedAfter returns when the first write begun after from was
+// acknowledged.
+func (ws *writerSet) firstAckStartedAfter(from time.Time) (time.Time, bool) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	var first time.Time
+	for _, a := range ws.acks {
+		if a.start.After(from) && (first.IsZero() || a.at.Before(first)) {
+			first = a.at
+		}
+	}
+	return first, !first.IsZero()
+}
+
 // lost reads back every acknowledged write through c and returns how many
 // are missing or changed.
 func (ws *writerSet) lost(t *testing.T, ctx context.Context, c *client.Client, name string) (lost, total int) {
@@ -552,7 +566,23 @@ func TestPartitionLoops(t *testing.T) {
 		}); err != nil {
 			t.Fatalf("loop %d (%s): %v", i+1, kind, err)
 		}
-		detected := time.Since(cut)
+		detectedAt := time.Now()
+		detected := detectedAt.Sub(cut)
+		// The majority serves during the cut: client B gets a write begun
+		// after the detection acknowledged (its writers' calls stuck on
+		// the cut-off member are retried on the new owners once the
+		// cluster's new table reaches the client).
+		var served time.Duration
+		if err := proctest.Poll(ctx, 10*time.Millisecond, func(context.Context) error {
+			at, ok := wB.firstAckStartedAfter(detectedAt)
+			if !ok {
+				return fmt.Errorf("client B has no acknowledged write begun after the majority saw the cut (%v ago)", time.Since(detectedAt).Round(time.Millisecond))
+			}
+			served = at.Sub(detectedAt)
+			return nil
+		}); err != nil {
+			t.Fatalf("loop %d (%s): %v", i+1, kind, err)
+		}
 		runFor(ctx, time.Second)
 		healAt := time.Now()
 		if err := nc.Heal(); err != nil {
@@ -562,8 +592,8 @@ func TestPartitionLoops(t *testing.T) {
 		_, qA, otherA, _ := wA.counts(cut, healAt)
 		acksA := wA.startedAfter(cut, healAt)
 		acksB, _, _, _ := wB.counts(cut, healAt)
-		t.Logf("loop %d (%s): detected in %v, settled %v after the heal at table %d; client A's calls begun during the cut acknowledged: %d (ErrQuorum so far %d, other errors %d), client B %d",
-			i+1, kind, detected.Round(time.Millisecond), time.Since(healAt).Round(time.Millisecond), sts[0].Table.Version, acksA, qA, otherA, acksB)
+		t.Logf("loop %d (%s): detected in %v, client B served again %v after that, settled %v after the heal at table %d; client A's calls begun during the cut acknowledged: %d (ErrQuorum so far %d, other errors %d), client B %d",
+			i+1, kind, detected.Round(time.Millisecond), served.Round(time.Millisecond), time.Since(healAt).Round(time.Millisecond), sts[0].Table.Version, acksA, qA, otherA, acksB)
 		// Client A sits with the cut-off member: nothing it writes
 		// during the cut may be acknowledged, except through the
 		// asymmetric cut, where its requests still reach the majority
