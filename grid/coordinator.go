@@ -260,6 +260,10 @@ func (c *coordinator) step(ctx context.Context) error {
 		return nil
 	}
 
+	if stale := c.staleVerdicts(cur, liveByName); len(stale) > 0 {
+		return fmt.Errorf("members %v answer over their data connections though this member's failure detector declared them dead before it regained its quorum: waiting for gossip to see them again", stale)
+	}
+
 	// Phase 1: members that are gone.
 	var promote []int32
 	changed := takeover || !sameMembers(cur, &partition.Table{Members: sortedMembers(liveMembers)}) || !slices.Equal(voters, cur.Voters)
@@ -493,6 +497,60 @@ func choosePromotion(replicas []string, pos map[string][]replicaPos, p int32, wa
 		return "", replicaPos{}, ""
 	}
 	return replicas[i], replicaPos{cands[i].Pos, cands[i].Partial}, ""
+}
+
+// staleVerdictWindow is how long after regaining its quorum a member
+// double-checks the failure verdicts it reached before (see
+// staleVerdicts).
+const staleVerdictWindow = 10 * time.Second
+
+// staleVerdicts returns the members of table cur that this member's
+// failure detector declared dead before it last regained its quorum, and
+// that answer a ping over their data connections. A member back from the
+// minority side of a cut declared the majority's members dead during the
+// cut and meets them again one by one after the heal (and stale "dead"
+// gossip reaches it then too): removing a live owner from the table on
+// such a verdict moves its partitions away and makes it discard its copies
+// as orphaned. Within staleVerdictWindow of the regain, such verdicts are
+// checked first; after it, or for verdicts reached since, the failure
+// detector is trusted as usual (no extra delay for a real failover).
+func (c *coordinator) staleVerdicts(cur *partition.Table, live map[string]partition.Member) []string {
+	m := c.m
+	at := m.quorum.regainedAt.Load()
+	if at == 0 || m.mono(time.Now())-at > int64(staleVerdictWindow) {
+		return nil
+	}
+	var suspects []partition.Member
+	m.failedMu.Lock()
+	for _, mb := range cur.Members {
+		if _, ok := live[mb.Name]; ok {
+			continue
+		}
+		if f, ok := m.failed[mb.Name]; ok && m.mono(f.since) < at {
+			suspects = append(suspects, mb)
+		}
+	}
+	m.failedMu.Unlock()
+	var (
+		mu    sync.Mutex
+		stale []string
+		g     errgroup.Group
+	)
+	for _, mb := range suspects {
+		g.Go(func() error {
+			ctx, cancel := context.WithTimeout(m.ctx, time.Second)
+			defer cancel()
+			if _, err := m.peers.call(ctx, mb.Name, mb.Addr, &op.Request{Service: sysService, Op: sysPing, Partition: -1}); err == nil {
+				mu.Lock()
+				stale = append(stale, mb.Name)
+				mu.Unlock()
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	slices.Sort(stale)
+	return stale
 }
 
 // departedHolders asks the members that held replicas of the partitions

@@ -1,5 +1,7 @@
 package grid
 
+import "time"
+
 // ForgetMembersForTest makes m's membership view lose members names at
 // once, as if its failure detector had declared them dead (a false
 // suspicion under CPU starvation: they are alive and their data ports
@@ -32,4 +34,44 @@ func (m *Member) EmptyReplicaForTest(p int32) {
 	s.seq, s.term = 0, 0
 	s.partial = true
 	s.dedup.Reset()
+}
+
+// FailMembersForTest is ForgetMembersForTest that also records the
+// failure detector's verdict (as MemberFailed does) and returns what m
+// knew of the members, for RestoreMembersForTest.
+func (m *Member) FailMembersForTest(names ...string) []MemberInfo {
+	var out []MemberInfo
+	m.viewMu.Lock()
+	for _, n := range names {
+		if mi, ok := m.view[n]; ok {
+			out = append(out, mi)
+		}
+	}
+	m.viewMu.Unlock()
+	m.failedMu.Lock()
+	for _, mi := range out {
+		m.failed[mi.Name] = failedNode{addr: mi.Addr, since: time.Now()}
+	}
+	m.failedMu.Unlock()
+	m.ForgetMembersForTest(names...)
+	return out
+}
+
+// RestoreMembersForTest puts members back into m's view, as if gossip had
+// seen them again, and starts a coordinator round.
+func (m *Member) RestoreMembersForTest(infos ...MemberInfo) {
+	m.viewMu.Lock()
+	for _, mi := range infos {
+		m.view[mi.Name] = mi
+	}
+	m.viewMu.Unlock()
+	m.failedMu.Lock()
+	for _, mi := range infos {
+		delete(m.failed, mi.Name)
+	}
+	m.failedMu.Unlock()
+	m.refreshQuorum()
+	if m.coord != nil {
+		m.coord.trigger()
+	}
 }

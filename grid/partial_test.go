@@ -96,3 +96,53 @@ func TestPartialBackupNotPromotedWhileOwnerAnswers(t *testing.T) {
 		t.Fatalf("get %s after the loss = %v, %v; want absent", key, ok, err)
 	}
 }
+
+// A coordinator back from the minority side of a cut meets the majority's
+// members one by one: here it sees m2 again (and regains its quorum) while
+// its failure detector still holds the verdict it reached during the cut
+// about m1, which is alive. It used to remove m1 at once and move m1's
+// partitions to their backups (m1 then dropped its copies as orphaned and
+// reported a merge). Verdicts reached before the quorum was regained are
+// checked over the data connections first.
+func TestStaleVerdictAfterQuorumRegainedKeepsLiveOwner(t *testing.T) {
+	c := gridtest.New(t, 3)
+	m0, m1, m2 := c.Member(0), c.Member(1), c.Member(2)
+	if !m0.IsCoordinator() {
+		t.Fatalf("%s is not the coordinator", m0.Name())
+	}
+	before := m0.Table()
+	owned := before.Owned(m1.Name())
+	if len(owned) == 0 {
+		t.Fatalf("%s owns nothing", m1.Name())
+	}
+	// The cut: m0 declares both others dead and loses its quorum.
+	infos := m0.FailMembersForTest(m1.Name(), m2.Name())
+	gridtest.Eventually(t, 10*time.Second, func() (bool, string) {
+		return !m0.HasQuorum(), "m0 still has its quorum"
+	})
+	// The heal, seen partly: m2 is back, m1 not yet.
+	var back []grid.MemberInfo
+	for _, mi := range infos {
+		if mi.Name == m2.Name() {
+			back = append(back, mi)
+		}
+	}
+	m0.RestoreMembersForTest(back...)
+	gridtest.Eventually(t, 10*time.Second, func() (bool, string) {
+		return m0.HasQuorum(), "m0 has not regained its quorum"
+	})
+	rounds := m0.CoordinatorRoundsForTest()
+	gridtest.Eventually(t, 20*time.Second, func() (bool, string) {
+		n := m0.CoordinatorRoundsForTest()
+		return n >= rounds+3, fmt.Sprintf("%d coordinator rounds since, want 3", n-rounds)
+	})
+	tb := m0.Table()
+	if _, ok := tb.Member(m1.Name()); !ok {
+		t.Fatalf("table %d dropped %s, which answers", tb.Version, m1.Name())
+	}
+	for _, p := range owned {
+		if o, _ := tb.Owner(p); o.Name != m1.Name() {
+			t.Fatalf("partition %d moved from %s to %s at table %d", p, m1.Name(), o.Name, tb.Version)
+		}
+	}
+}

@@ -58,6 +58,9 @@ type quorumState struct {
 	// ok is the cluster-level state (majority by membership) for readiness,
 	// metrics and events.
 	ok atomic.Bool
+	// regainedAt is when ok last turned true after being false, in
+	// nanoseconds since the member started (0: never lost).
+	regainedAt atomic.Int64
 
 	mu     sync.Mutex // serialises refresh
 	leases map[string]*peerLease
@@ -160,6 +163,7 @@ func (m *Member) refreshQuorum() {
 	d := quorum.Check(quorum.Rule{Mode: quorum.Majority}, v.view)
 	typ := QuorumRegained
 	if ok {
+		q.regainedAt.Store(m.mono(time.Now()))
 		m.log.Info("quorum regained: serving protected structures again", "quorum", d.String())
 	} else {
 		typ = QuorumLost

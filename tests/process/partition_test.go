@@ -531,6 +531,10 @@ func TestPartitionLoops(t *testing.T) {
 	defer wB.halt()
 	nc := netcut.New(t)
 	kinds := []string{"isolate n1 (coordinator)", "isolate n2", "asymmetric: n3 cannot reach n1, n2"}
+	// reports[i] is the number of merge reports procs[i] should have
+	// emitted: one per heal after which it was the losing side (it owned
+	// partitions there), none otherwise.
+	reports := make([]uint64, len(procs))
 	for i := range loops {
 		kind := kinds[i%len(kinds)]
 		runFor(ctx, 500*time.Millisecond)
@@ -589,6 +593,31 @@ func TestPartitionLoops(t *testing.T) {
 			t.Fatal(err)
 		}
 		sts := waitSettled(t, ctx, procs...)
+		// The merge report matches what happened: the cut-off member
+		// (the losing side) reports, with nothing stored (the map has a
+		// quorum rule: discard), and nobody else does.
+		for j, p := range procs {
+			if p == alone[0] {
+				reports[j]++
+			}
+		}
+		rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+		err = proctest.Poll(rctx, 20*time.Millisecond, func(ctx context.Context) error {
+			for j, p := range procs {
+				st, err := p.Status(ctx)
+				if err != nil {
+					return err
+				}
+				if st.MergeReports != reports[j] || st.MergeStored != 0 {
+					return fmt.Errorf("%s: %d merge reports (want %d), %d entries stored by merges (want 0)", p.Name, st.MergeReports, reports[j], st.MergeStored)
+				}
+			}
+			return nil
+		})
+		rcancel()
+		if err != nil {
+			t.Errorf("loop %d (%s): %v", i+1, kind, err)
+		}
 		_, qA, otherA, _ := wA.counts(cut, healAt)
 		acksA := wA.startedAfter(cut, healAt)
 		acksB, _, _, _ := wB.counts(cut, healAt)
