@@ -22,6 +22,13 @@ type Replica struct {
 	// Seq and Term identify the last mutation applied here (Term is the
 	// OwnerSince of the owner that applied it).
 	Seq, Term uint64
+	// Sealed is the newest table version whose owner this replica no
+	// longer takes anything from: a coordinator about to promote a replica
+	// in place of an owner it saw depart collected this replica's position
+	// and sealed it, so that the owner (perhaps alive, falsely suspected)
+	// cannot get a write acknowledged here after the position was read
+	// (0: not sealed).
+	Sealed uint64
 }
 
 // Verdict is a backup's decision about something its owner sent.
@@ -73,7 +80,7 @@ func (v Verdict) String() string {
 // member is not a backup at a table at least as new. A sender with a newer
 // table than ours is trusted (our table is late).
 func Fence(r Replica, cur, version uint64) Verdict {
-	if version < r.OwnerSince {
+	if version < r.OwnerSince || (r.Sealed != 0 && version <= r.Sealed) {
 		return Deposed
 	}
 	if r.Role < 1 && version <= cur {

@@ -4,6 +4,8 @@ import "testing"
 
 func TestOnRecord(t *testing.T) {
 	backup := Replica{Role: 1, OwnerSince: 10, Seq: 5, Term: 10}
+	sealed := backup
+	sealed.Sealed = 12
 	for _, c := range []struct {
 		name              string
 		r                 Replica
@@ -20,6 +22,11 @@ func TestOnRecord(t *testing.T) {
 		{"not a backup at our table", Replica{Role: -1, OwnerSince: 10, Seq: 5}, 12, 12, 6, NotBackup},
 		{"the owner itself", Replica{Role: 0, OwnerSince: 10, Seq: 5}, 12, 11, 6, NotBackup},
 		{"deposed beats duplicate", backup, 12, 3, 2, Deposed},
+		// A coordinator read this replica's position at table 12 to
+		// promote it (or another replica) in place of its owner.
+		{"sealed: the owner of that table", sealed, 12, 12, 6, Deposed},
+		{"sealed: an older table", sealed, 12, 11, 6, Deposed},
+		{"sealed: the new owner's table", sealed, 13, 13, 6, Accept},
 	} {
 		if got := OnRecord(c.r, c.cur, c.version, c.seq); got != c.want {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)

@@ -293,20 +293,16 @@ func (mc *memberConns) closeAll() {
 	}
 }
 
-// closeConns closes the connections but keeps the pool usable: a later
-// call dials again.
-func (mc *memberConns) closeConns() {
+// abandonCalls fails the calls waiting on the member's connections
+// (wire.Conn.AbandonCalls), keeping the connections.
+func (mc *memberConns) abandonCalls() {
 	mc.mu.Lock()
-	var conns []*wire.Conn
-	for i, cn := range mc.conns {
-		if cn != nil {
-			conns = append(conns, cn)
-			mc.conns[i] = nil
-		}
-	}
+	conns := slices.Clone(mc.conns)
 	mc.mu.Unlock()
 	for _, cn := range conns {
-		cn.Close()
+		if cn != nil {
+			cn.AbandonCalls()
+		}
 	}
 }
 

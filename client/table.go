@@ -96,14 +96,15 @@ func (c *Client) adopt(t *partition.Table) bool {
 	return true
 }
 
-// dropDeparted closes the connections to the members of old that t no
+// dropDeparted fails the calls waiting on the members of old that t no
 // longer has (at an address no member of t uses). The cluster declared
 // them gone: crashed, or cut off from the majority, where a call sent
-// before the cut waits for an answer that never comes. Closing fails those
-// calls at once, and the invoke loop retries them, with their identity,
-// on the partitions' new owners (the retry is answered from the new
-// owner's dedup table if the old owner's backup applied it), instead of
-// waiting for the caller's deadline while the majority serves.
+// before the cut waits for an answer that never comes. The invoke loop
+// retries them at once, with their identity, on the partitions' new owners
+// (the retry is answered from the new owner's dedup table if the old
+// owner's backup applied it), instead of waiting for the caller's deadline
+// while the majority serves. The connections stay (wire.Conn.AbandonCalls):
+// event subscriptions on them work again after a heal.
 func (c *Client) dropDeparted(old, t *partition.Table) {
 	if old == nil || old.Epoch != t.Epoch {
 		return
@@ -116,7 +117,7 @@ func (c *Client) dropDeparted(old, t *partition.Table) {
 		mc := c.conns[mb.Addr]
 		c.mu.Unlock()
 		if mc != nil {
-			mc.closeConns()
+			mc.abandonCalls()
 		}
 	}
 }

@@ -51,6 +51,9 @@ type coordinator struct {
 	// voteTransport, when set, carries vote requests instead of the
 	// member's connections (internal tests without a network).
 	voteTransport func(context.Context, MemberInfo, *op.Request) (*op.Response, error)
+	// testAfterCollect, if set (tests), runs after a round collected the
+	// replica positions for the promotion of partitions promote.
+	testAfterCollect atomic.Pointer[func(promote []int32)]
 }
 
 func newCoordinator(m *Member) *coordinator {
@@ -287,7 +290,10 @@ func (c *coordinator) step(ctx context.Context) error {
 	var lost, incomplete []int32
 	promoted := 0
 	if len(promote) > 0 {
-		seqs := c.collectSeqs(live)
+		seqs := c.collectSeqs(live, cur.Version, promote)
+		if f := c.testAfterCollect.Load(); f != nil {
+			(*f)(promote)
+		}
 		var silent []string
 		for _, p := range promote {
 			want, _ := target.Owner(p)
@@ -339,7 +345,11 @@ func (c *coordinator) step(ctx context.Context) error {
 				// starting the partitions empty, or from a backup that
 				// has not received its copy, would lose them (the
 				// members drop their copies as orphaned when they come
-				// back). Wait until they rejoin or stop answering.
+				// back). Wait until they rejoin or stop answering. The
+				// replicas sealed above take nothing from their owner
+				// until a newer table: the next round publishes one
+				// whatever it finds.
+				c.force.Store(true)
 				return fmt.Errorf("no promotion: partitions %v would start empty or incomplete while departed members %v holding them still answer", gone, holders)
 			}
 		}
@@ -350,6 +360,7 @@ func (c *coordinator) step(ctx context.Context) error {
 			// partition empty would lose them. Wait for its answer (the
 			// next round is at most republishEvery away).
 			slices.Sort(silent)
+			c.force.Store(true) // lift the seals (see above)
 			return fmt.Errorf("no promotion: replica sequences unavailable from %v", slices.Compact(silent))
 		}
 	}
@@ -665,20 +676,31 @@ type replicaPos struct {
 // collectSeqs asks every live member for the position (sequence and term)
 // of the last mutation it applied to each partition, and whether its
 // replica is partial.
-func (c *coordinator) collectSeqs(live []MemberInfo) map[string][]replicaPos {
+//
+// The replicas of partitions seal (those whose owner departed) are sealed
+// at table version as they report: an owner that the failure detector
+// declared dead while it is alive cannot get a write acknowledged by one
+// of them after its position was read, which the promotion of another
+// replica with the same position would lose.
+func (c *coordinator) collectSeqs(live []MemberInfo, version uint64, seal []int32) map[string][]replicaPos {
 	m := c.m
 	out := map[string][]replicaPos{}
+	sealReq := encodeSeal(version, seal)
+	sealSet := make(map[int32]bool, len(seal))
+	for _, p := range seal {
+		sealSet[p] = true
+	}
 	var mu sync.Mutex
 	var g errgroup.Group
 	for _, mi := range live {
 		g.Go(func() error {
 			var b []byte
 			if mi.Name == m.cfg.Name {
-				b = m.replicaSeqs(seqsWithState)
+				b = m.replicaSeqs(seqsWithState, version, sealSet)
 			} else {
 				ctx, cancel := context.WithTimeout(m.ctx, 2*time.Second)
 				defer cancel()
-				resp, err := m.peers.call(ctx, mi.Name, mi.Addr, &op.Request{Service: sysService, Op: sysReplicaSeqs, Partition: -1, Num: seqsWithState})
+				resp, err := m.peers.call(ctx, mi.Name, mi.Addr, &op.Request{Service: sysService, Op: sysReplicaSeqs, Partition: -1, Num: seqsWithState, Value: sealReq})
 				if err != nil {
 					m.log.Warn("replica sequences unavailable", "peer", mi.Name, "err", err)
 					return nil

@@ -30,3 +30,20 @@ func TestPeerPayloadsRefuseDeepNesting(t *testing.T) {
 		t.Fatalf("deep metadata: %v", err)
 	}
 }
+
+// The seal list of a sysReplicaSeqs request comes from a peer: anything
+// malformed seals nothing, a well-formed one round-trips.
+func TestDecodeSeal(t *testing.T) {
+	v, parts := decodeSeal(encodeSeal(42, []int32{0, 7, 270}))
+	if v != 42 || len(parts) != 3 || !parts[0] || !parts[7] || !parts[270] {
+		t.Fatalf("round trip: %d %v", v, parts)
+	}
+	for _, b := range [][]byte{nil, {1, 2, 3}, append(encodeSeal(1, nil), 1, 2)} {
+		if v, parts := decodeSeal(b); v != 0 || parts != nil {
+			t.Errorf("decodeSeal(%v) = %d, %v; want nothing", b, v, parts)
+		}
+	}
+	if v, parts := decodeSeal(encodeSeal(9, nil)); v != 9 || len(parts) != 0 {
+		t.Errorf("empty list: %d %v", v, parts)
+	}
+}

@@ -1,6 +1,11 @@
 package grid
 
-import "time"
+import (
+	"context"
+	"time"
+
+	"github.com/shoalgrid/shoal/op"
+)
 
 // ForgetMembersForTest makes m's membership view lose members names at
 // once, as if its failure detector had declared them dead (a false
@@ -74,4 +79,18 @@ func (m *Member) RestoreMembersForTest(infos ...MemberInfo) {
 	if m.coord != nil {
 		m.coord.trigger()
 	}
+}
+
+// AfterCollectForTest makes m's coordinator call f (in its round) each
+// time it has collected replica positions to promote partitions.
+func (m *Member) AfterCollectForTest(f func(promote []int32)) { m.coord.testAfterCollect.Store(&f) }
+
+// PingForTest sends m's ping to member to (a quorum lease ping if lease).
+func (m *Member) PingForTest(ctx context.Context, to *Member, lease bool) error {
+	req := &op.Request{Service: sysService, Op: sysPing, Partition: -1}
+	if lease {
+		req.Num = pingLease
+	}
+	_, err := m.peers.call(ctx, to.Name(), to.Addr(), req)
+	return err
 }

@@ -265,7 +265,7 @@ func (m *Member) ping(pl *peerLease) {
 	ctx, cancel := context.WithTimeout(m.ctx, max(m.quorum.lease, 100*time.Millisecond))
 	defer cancel()
 	sent := time.Now()
-	resp, err := m.peers.call(ctx, pl.name, pl.addr, &op.Request{Service: sysService, Op: sysPing, Partition: -1})
+	resp, err := m.peers.call(ctx, pl.name, pl.addr, &op.Request{Service: sysService, Op: sysPing, Partition: -1, Num: pingLease})
 	if err != nil {
 		return
 	}

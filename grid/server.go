@@ -417,6 +417,12 @@ func (m *Member) handleSys(c *wire.Conn, id uint64, req *op.Request) {
 			c.Respond(id, errResponse(m.errClosed(), 0))
 		}
 	case sysPing:
+		if req.Num == pingLease && m.declaredFailed(c.Peer().Name) {
+			// A member this one declared dead does not get its owner
+			// lease renewed here: its partitions are about to move.
+			c.Respond(id, &op.Response{Code: op.CodeStaleTable, Msg: fmt.Sprintf("member %s: %s was declared failed here", m.cfg.Name, c.Peer().Name), TableVersion: cur})
+			return
+		}
 		c.Respond(id, &op.Response{TableVersion: cur})
 	case sysop.Subscribe:
 		c.Respond(id, m.subscribeRemote(c, req))
@@ -425,7 +431,8 @@ func (m *Member) handleSys(c *wire.Conn, id uint64, req *op.Request) {
 	case sysop.ReplDelta, sysop.ReplPull:
 		c.Respond(id, m.handleWideSys(req))
 	case sysReplicaSeqs:
-		c.Respond(id, &op.Response{Found: true, Value: m.replicaSeqs(req.Num), TableVersion: cur})
+		version, seal := decodeSeal(req.Value)
+		c.Respond(id, &op.Response{Found: true, Value: m.replicaSeqs(req.Num, version, seal), TableVersion: cur})
 	case sysTrigger:
 		if req.Num != 0 {
 			m.coord.force.Store(true)
@@ -436,6 +443,12 @@ func (m *Member) handleSys(c *wire.Conn, id uint64, req *op.Request) {
 		c.Respond(id, &op.Response{Code: op.CodeUnknownOp, Msg: fmt.Sprintf("system operation %d", req.Op)})
 	}
 }
+
+// pingLease in a sysPing request's Num marks the quorum lease's pings
+// (leaseLoop), which a member answers only if it has not declared the
+// sender failed; other pings (probes of a member's liveness) are always
+// answered.
+const pingLease = 1
 
 // noReplica marks a partition without a replica here in sysReplicaSeqs.
 const noReplica = ^uint64(0)
@@ -454,11 +467,42 @@ const (
 // seqPartial is the flag of a partial backup in a seqsWithState answer.
 const seqPartial = 1
 
+// encodeSeal is the Value of a sysReplicaSeqs request that seals the
+// replicas of partitions parts at table version (see backup.Replica.Sealed):
+// the version, then each partition (4 bytes each, big endian). Members of
+// older builds ignore it.
+func encodeSeal(version uint64, parts []int32) []byte {
+	b := binary.BigEndian.AppendUint64(make([]byte, 0, 8+4*len(parts)), version)
+	for _, p := range parts {
+		b = binary.BigEndian.AppendUint32(b, uint32(p))
+	}
+	return b
+}
+
+// decodeSeal reads encodeSeal's bytes; anything malformed seals nothing.
+func decodeSeal(b []byte) (uint64, map[int32]bool) {
+	if len(b) < 8 || (len(b)-8)%4 != 0 {
+		return 0, nil
+	}
+	version := binary.BigEndian.Uint64(b)
+	parts := make(map[int32]bool, (len(b)-8)/4)
+	for i := 8; i < len(b); i += 4 {
+		parts[int32(binary.BigEndian.Uint32(b[i:]))] = true
+	}
+	return version, parts
+}
+
 // replicaSeqs reports the replication position of every partition here
 // in the layout layout asks for (seqsWithTerms, seqsWithState, else
 // sequences only): its sequence (noReplica where this member holds no
-// replica), its term and whether it is a partial backup.
-func (m *Member) replicaSeqs(layout int64) []byte {
+// replica), its term and whether it is a partial backup. The partitions
+// in seal are sealed first at table version (when that is this member's
+// table), under the same lock as the position is read: nothing their
+// owner of that table sends is applied here after the report.
+func (m *Member) replicaSeqs(layout int64, version uint64, seal map[int32]bool) []byte {
+	if len(seal) > 0 && m.tableVersion() != version {
+		seal = nil // another table: the coordinator's round is stale
+	}
 	n := 8
 	switch layout {
 	case seqsWithTerms:
@@ -469,6 +513,9 @@ func (m *Member) replicaSeqs(layout int64) []byte {
 	out := make([]byte, 0, n*len(m.slots))
 	for _, s := range m.slots {
 		s.mu.Lock()
+		if seal[s.id] && s.role > 0 {
+			s.sealed = max(s.sealed, version)
+		}
 		seq, term := s.seq, s.term
 		if s.role < 0 {
 			seq = noReplica

@@ -52,7 +52,11 @@ type slot struct {
 	// arrives. A partial backup may lack writes acknowledged before it
 	// was added; promotion prefers complete replicas (backup.Promote).
 	partial bool
-	states  []op.State
+	// sealed is backup.Replica.Sealed: set by a coordinator's collection
+	// of positions for a promotion (replicaSeqs), it ends the current
+	// owner's replication here at that table version.
+	sealed uint64
+	states []op.State
 	// targets are the backups the owner replicates to, in table order.
 	targets []*target
 	// dedup remembers the responses of recent mutations by request
@@ -392,7 +396,7 @@ func (s *slot) applyBackup(m *Member, cur uint64, version, seq, term uint64, now
 // replica is the slot's replication position, for the rules in backup.
 // s.mu is held.
 func (s *slot) replica() backup.Replica {
-	return backup.Replica{Role: s.role, OwnerSince: s.ownerSince, Seq: s.seq, Term: s.term}
+	return backup.Replica{Role: s.role, OwnerSince: s.ownerSince, Seq: s.seq, Term: s.term, Sealed: s.sealed}
 }
 
 // fenced answers a record, snapshot or probe that backup.Fence refused.

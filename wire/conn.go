@@ -697,6 +697,35 @@ func (c *Conn) fail(err error) {
 	})
 }
 
+// errAbandoned is the reason of calls failed by AbandonCalls.
+var errAbandoned = errors.New("call abandoned: its member left the partition table")
+
+// AbandonCalls fails every call waiting for a response on c as if the
+// connection had been lost (op.ErrUnavailable with ErrConnLost, so invokers
+// retry them with their identity), but keeps the connection and its event
+// subscriptions: the peer left the partition table (cut off, paused) and
+// answers may never come, while the connection may work again after a
+// heal. A response that arrives later for an abandoned call is dropped. It
+// returns the number of calls failed.
+func (c *Conn) AbandonCalls() int {
+	c.pmu.Lock()
+	if c.pending == nil {
+		c.pmu.Unlock()
+		return 0 // closed: fail() failed them
+	}
+	pending, callbacks := c.pending, c.callbacks
+	c.pending, c.callbacks = map[uint64]chan *op.Response{}, map[uint64]func(*op.Response, error){}
+	c.pmu.Unlock()
+	for _, ch := range pending {
+		ch <- nil
+	}
+	lost := fmt.Errorf("%w: %w: %v", op.ErrUnavailable, ErrConnLost, errAbandoned)
+	for _, cb := range callbacks {
+		cb(nil, lost)
+	}
+	return len(pending) + len(callbacks)
+}
+
 // coalesceBelow is the pending size under which the write loop yields once
 // before writing, to gather more frames into one syscall.
 const coalesceBelow = 16 << 10
@@ -746,7 +775,10 @@ func (c *Conn) Call(ctx context.Context, req *op.Request) (*op.Response, error) 
 	case resp := <-ch:
 		c.chans.Put(ch)
 		if resp == nil {
-			return nil, fmt.Errorf("%w: %w: %v", op.ErrUnavailable, ErrConnLost, c.Err())
+			if err := c.Err(); err != nil {
+				return nil, fmt.Errorf("%w: %w: %v", op.ErrUnavailable, ErrConnLost, err)
+			}
+			return nil, fmt.Errorf("%w: %w: %v", op.ErrUnavailable, ErrConnLost, errAbandoned)
 		}
 		return resp, nil
 	case <-ctx.Done():

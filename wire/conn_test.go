@@ -1507,3 +1507,52 @@ func TestLyingHeadersOverTheWire(t *testing.T) {
 		}
 	})
 }
+
+// AbandonCalls fails the calls waiting on a connection (retriable: the
+// peer left the table) and keeps the connection: a later call is answered,
+// and an answer to an abandoned call that comes after all is dropped.
+func TestAbandonCallsKeepsConnection(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	held := make(chan func(), 4)
+	h := wire.HandlerFunc(func(c *wire.Conn, id uint64, req *op.Request) {
+		if req.Key == "hold" {
+			held <- func() { c.Respond(id, &op.Response{Found: true}) }
+			return
+		}
+		c.Respond(id, &op.Response{Found: true, Value: []byte(req.Key)})
+	})
+	client, _ := pair(ctx, t, h, wire.Options{}, wire.Options{})
+	errc := make(chan error, 1)
+	go func() {
+		_, err := client.Call(ctx, &op.Request{Service: "s", Key: "hold"})
+		errc <- err
+	}()
+	var answer func()
+	select {
+	case answer = <-held:
+	case <-ctx.Done():
+		t.Fatal("the held call never reached the server")
+	}
+	if n := client.AbandonCalls(); n != 1 {
+		t.Fatalf("AbandonCalls failed %d calls, want 1", n)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, op.ErrUnavailable) || !errors.Is(err, wire.ErrConnLost) {
+			t.Fatalf("abandoned call: %v; want op.ErrUnavailable and wire.ErrConnLost", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the abandoned call did not return")
+	}
+	answer() // the late answer is dropped
+	resp, err := client.Call(ctx, &op.Request{Service: "s", Key: "next"})
+	if err != nil || string(resp.Value) != "next" {
+		t.Fatalf("call after AbandonCalls: %v, %v", resp, err)
+	}
+	select {
+	case <-client.Done():
+		t.Fatal("AbandonCalls closed the connection")
+	default:
+	}
+}

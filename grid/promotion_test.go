@@ -1,8 +1,10 @@
 package grid_test
 
 import (
+	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -144,5 +146,98 @@ func TestStaleVerdictAfterQuorumRegainedKeepsLiveOwner(t *testing.T) {
 		if o, _ := tb.Owner(p); o.Name != m1.Name() {
 			t.Fatalf("partition %d moved from %s to %s at table %d", p, m1.Name(), o.Name, tb.Version)
 		}
+	}
+}
+
+// An owner that the coordinator's failure detector declared dead while it
+// is alive keeps serving until the new table reaches its backups. With two
+// backups, one synchronous, a write it made after the coordinator read
+// the replicas' positions could be acknowledged by the synchronous backup
+// while the coordinator promoted the other (same position, preferred as
+// the target owner): that acknowledged write was lost. The replicas are
+// now sealed as they report: the owner's later writes are refused there
+// and never acknowledged.
+func TestOwnerCannotWriteAfterPositionsCollected(t *testing.T) {
+	c := gridtest.New(t, 3)
+	ctx := ctxT(t, 60*time.Second)
+	m0, m1 := c.Member(0), c.Member(1)
+	if !m0.IsCoordinator() {
+		t.Fatalf("%s is not the coordinator", m0.Name())
+	}
+	tbl := m0.Table()
+	p := int32(-1)
+	for q := range int32(tbl.Count) {
+		if o, _ := tbl.Owner(q); o.Name == m1.Name() {
+			p = q
+			break
+		}
+	}
+	if p < 0 {
+		t.Fatalf("%s owns nothing", m1.Name())
+	}
+	key := ""
+	for i := 0; ; i++ {
+		if k := fmt.Sprintf("k%d", i); m0.PartitionOf(k) == p {
+			key = k
+			break
+		}
+	}
+	// The owner's own proxy: its writes go straight to its partition.
+	mp := maps.New(m1, "m")
+	if err := mp.Put(ctx, key, []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	type result struct{ err error }
+	done := make(chan result, 1)
+	var once sync.Once
+	m0.AfterCollectForTest(func(promote []int32) {
+		if !slices.Contains(promote, p) {
+			return
+		}
+		once.Do(func() {
+			wctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			done <- result{mp.Put(wctx, key, []byte("after"))}
+		})
+	})
+	m0.ForgetMembersForTest(m1.Name())
+	var r result
+	select {
+	case r = <-done:
+	case <-ctx.Done():
+		t.Fatal("the coordinator never collected positions to promote the partition")
+	}
+	if r.err == nil {
+		t.Fatalf("a write of the owner %s was acknowledged after the coordinator read the replicas' positions", m1.Name())
+	}
+	// The promoted owner has the value acknowledged before.
+	gridtest.Eventually(t, 20*time.Second, func() (bool, string) {
+		o, _ := m0.Table().Owner(p)
+		return o.Name != m1.Name(), fmt.Sprintf("partition %d still owned by %s", p, o.Name)
+	})
+	v, ok, err := maps.New(m0, "m").Get(ctx, key)
+	if err != nil || !ok || (string(v) != "before" && string(v) != "after") {
+		t.Fatalf("get %s = %q, %v, %v", key, v, ok, err)
+	}
+}
+
+// A member does not renew the quorum lease of a member it declared
+// failed (its partitions are about to move): the lease pings of a falsely
+// suspected owner are refused, so it stops serving protected structures
+// once its lease lapses; liveness probes (the coordinator's check of old
+// verdicts) are still answered.
+func TestNoLeaseForMemberDeclaredFailed(t *testing.T) {
+	c := gridtest.New(t, 3)
+	ctx := ctxT(t, 30*time.Second)
+	m0, m1 := c.Member(0), c.Member(1)
+	if err := m1.PingForTest(ctx, m0, true); err != nil {
+		t.Fatalf("lease ping before: %v", err)
+	}
+	m0.FailMembersForTest(m1.Name())
+	if err := m1.PingForTest(ctx, m0, true); err == nil {
+		t.Fatal("lease ping of a member declared failed was answered")
+	}
+	if err := m1.PingForTest(ctx, m0, false); err != nil {
+		t.Fatalf("liveness probe of a member declared failed: %v", err)
 	}
 }
