@@ -31,7 +31,11 @@ const (
 	// ReplicaSeqs returns, for every partition, the sequence of the
 	// last mutation this member applied (8 bytes big endian each; all ones
 	// for "no replica here"), each followed by its term (8 more bytes)
-	// when the request's Num is 1 (builds before terms ignore Num).
+	// when the request's Num is 1, and by the term and a flags byte (bit
+	// 0: a partial backup still waiting for its copy) when Num is 2
+	// (builds that do not know a layout answer sequences only). A Value of
+	// a table version and partition numbers (8 + 4 each, big endian) seals
+	// those replicas at that version first (see backup.Replica.Sealed).
 	ReplicaSeqs
 	// Status returns the member's Stats (msgpack). Clients may call it.
 	Status
