@@ -40,13 +40,7 @@ func TestFalselySuspectedPairLosesNothing(t *testing.T) {
 	if p < 0 {
 		t.Fatal("no partition held by two non-coordinators")
 	}
-	key := ""
-	for i := 0; ; i++ {
-		if k := fmt.Sprintf("k%d", i); m0.PartitionOf(k) == p {
-			key = k
-			break
-		}
-	}
+	key := keyIn(m0, p)
 	mp := maps.New(m0, "m")
 	if err := mp.Put(ctx, key, []byte("v")); err != nil {
 		t.Fatal(err)

@@ -43,13 +43,7 @@ func TestPartialBackupNotPromotedWhileOwnerAnswers(t *testing.T) {
 	if p < 0 {
 		t.Fatalf("no partition with replicas [%s %s]", m1.Name(), m2.Name())
 	}
-	key := ""
-	for i := 0; ; i++ {
-		if k := fmt.Sprintf("k%d", i); m0.PartitionOf(k) == p {
-			key = k
-			break
-		}
-	}
+	key := keyIn(m0, p)
 	mp := maps.New(m0, "m")
 	if err := mp.Put(ctx, key, []byte("v")); err != nil {
 		t.Fatal(err)
@@ -175,13 +169,7 @@ func TestOwnerCannotWriteAfterPositionsCollected(t *testing.T) {
 	if p < 0 {
 		t.Fatalf("%s owns nothing", m1.Name())
 	}
-	key := ""
-	for i := 0; ; i++ {
-		if k := fmt.Sprintf("k%d", i); m0.PartitionOf(k) == p {
-			key = k
-			break
-		}
-	}
+	key := keyIn(m0, p)
 	// The owner's own proxy: its writes go straight to its partition.
 	mp := maps.New(m1, "m")
 	if err := mp.Put(ctx, key, []byte("before")); err != nil {
@@ -239,5 +227,14 @@ func TestNoLeaseForMemberDeclaredFailed(t *testing.T) {
 	}
 	if err := m1.PingForTest(ctx, m0, false); err != nil {
 		t.Fatalf("liveness probe of a member declared failed: %v", err)
+	}
+}
+
+// keyIn returns a key of partition p.
+func keyIn(m *grid.Member, p int32) string {
+	for i := 0; ; i++ {
+		if k := fmt.Sprintf("k%d", i); m.PartitionOf(k) == p {
+			return k
+		}
 	}
 }
