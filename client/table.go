@@ -281,19 +281,15 @@ func (c *Client) refreshLoop() {
 	tick := time.NewTicker(c.cfg.RefreshInterval)
 	defer tick.Stop()
 	// Register the table announcements (and any subscription made before
-	// this loop started) without holding Dial back.
-	first := make(chan struct{}, 1)
-	first <- struct{}{}
+	// this loop started) here, not in Dial, which they would hold back.
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.RefreshInterval)
+	c.events.Sync(ctx, c.Table())
+	cancel()
+	close(c.synced)
 	for {
 		select {
 		case <-c.ctx.Done():
 			return
-		case <-first:
-			ctx, cancel := context.WithTimeout(c.ctx, c.cfg.RefreshInterval)
-			c.events.Sync(ctx, c.Table())
-			cancel()
-			close(c.synced)
-			continue
 		case <-c.tableKick:
 			if t := c.Table(); t != nil && t.Version >= c.announced.Load() {
 				continue // read already
