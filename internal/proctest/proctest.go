@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -82,32 +83,47 @@ func Cleanup() {
 	}
 }
 
-// handedOut holds every port FreePort returned in this test binary.
+// handedOut holds every port FreePort returned in this test binary, with the
+// lock files that reserve them against other test binaries.
 var handedOut struct {
 	sync.Mutex
-	ports map[int]bool
+	ports map[int]*os.File
 }
 
 // FreePort returns a loopback port that is free for both TCP and UDP at the
-// time of the call (gossip uses both on one port), and that FreePort has not
-// returned before in this test binary: the processes started a moment ago
-// may not have bound theirs yet, and the kernel readily hands a just-freed
-// port out again. Another process may still take it before the caller binds
-// it; tests accept that small risk.
+// time of the call (gossip uses both on one port), and that no FreePort call
+// has returned before, in this test binary or in another one running at the
+// same time (a lock file per port reserves it until the binary exits): the
+// processes started a moment ago may not have bound theirs yet.
+//
+// Ports come from below the kernel's ephemeral range when there is room
+// there: an ephemeral port can be taken at any moment as the source port of
+// an outgoing connection — the gridnodes of a test dial each other all the
+// time — and that once took a port between FreePort and the process binding
+// it. Only a process outside the tests binding that port by number can
+// still race the caller.
 func FreePort(t testing.TB) int {
 	t.Helper()
 	handedOut.Lock()
 	defer handedOut.Unlock()
 	if handedOut.ports == nil {
-		handedOut.ports = map[int]bool{}
+		handedOut.ports = map[int]*os.File{}
 	}
-	for range 50 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+	lo, hi := fixedPortRange()
+	for range 200 {
+		port := 0
+		if hi > lo {
+			port = lo + rand.IntN(hi-lo)
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if err != nil {
+			if port != 0 {
+				continue // in use: try another
+			}
 			t.Fatalf("free port: %v", err)
 		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		if handedOut.ports[port] {
+		port = ln.Addr().(*net.TCPAddr).Port
+		if _, ok := handedOut.ports[port]; ok {
 			ln.Close()
 			continue // given to an earlier caller, maybe not bound yet
 		}
@@ -117,11 +133,54 @@ func FreePort(t testing.TB) int {
 			continue // UDP side taken: try another
 		}
 		pc.Close()
-		handedOut.ports[port] = true
+		lock, ok := reservePort(port)
+		if !ok {
+			continue // handed out by another test binary
+		}
+		handedOut.ports[port] = lock
 		return port
 	}
-	t.Fatal("free port: no new port free for both TCP and UDP after 50 tries")
+	t.Fatal("free port: no new port free for both TCP and UDP after 200 tries")
 	return 0
+}
+
+// fixedPortRange returns the ports FreePort picks from: those between 10000
+// and the start of the kernel's ephemeral range, or lo == hi (let the kernel
+// choose) when that range is unknown or too small.
+func fixedPortRange() (lo, hi int) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0, 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0, 0
+	}
+	start, err := strconv.Atoi(f[0])
+	if err != nil || start < 10000+2000 {
+		return 0, 0
+	}
+	return 10000, start
+}
+
+// reservePort takes an exclusive lock on a file named after port in a
+// directory shared by all test binaries of this machine. The lock lasts as
+// long as the returned file stays open — the life of the test binary, as
+// the kernel releases it when the process exits however it exits.
+func reservePort(port int) (*os.File, bool) {
+	dir := filepath.Join(os.TempDir(), "shoal-proctest-ports")
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		return nil, true // cannot coordinate: the checks above must do
+	}
+	f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(port)), os.O_CREATE|os.O_RDWR, 0o666)
+	if err != nil {
+		return nil, true
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, false
+	}
+	return f, true
 }
 
 // FreeAddr returns "127.0.0.1:<FreePort>".

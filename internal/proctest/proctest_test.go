@@ -75,3 +75,30 @@ func TestFreePortNeverRepeats(t *testing.T) {
 		seen[p] = true
 	}
 }
+
+// TestFreePortAvoidsEphemeralRange checks that ports come from below the
+// kernel's ephemeral range, where no outgoing connection can take them.
+func TestFreePortAvoidsEphemeralRange(t *testing.T) {
+	lo, hi := fixedPortRange()
+	if lo == hi {
+		t.Skip("no room below the ephemeral port range on this machine")
+	}
+	for range 20 {
+		if p := FreePort(t); p < lo || p >= hi {
+			t.Fatalf("port %d outside [%d, %d)", p, lo, hi)
+		}
+	}
+}
+
+// TestReservedPortRefusedToOthers checks the cross-binary reservation: a
+// port FreePort handed out cannot be reserved again through another open
+// file, as another test binary would try.
+func TestReservedPortRefusedToOthers(t *testing.T) {
+	p := FreePort(t)
+	if f, ok := reservePort(p); ok {
+		if f != nil {
+			f.Close()
+		}
+		t.Fatalf("port %d reserved twice", p)
+	}
+}
