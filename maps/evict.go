@@ -1,5 +1,7 @@
 package maps
 
+import "github.com/shoalgrid/shoal/internal/iheap"
+
 // Access bookkeeping for maps with max-idle or an eviction policy.
 //
 // Owner and backups must evict and expire the same entries, so every
@@ -80,8 +82,8 @@ type policy struct {
 	metas map[string]*meta
 	// byAccess orders entries by (access, key) when the map has max-idle
 	// or policy lru; byPrio by (prio, access, key) for lfu.
-	byAccess metaHeap
-	byPrio   metaHeap
+	byAccess iheap.Heap[*meta]
+	byPrio   iheap.Heap[*meta]
 	// dirty lists the entries read since the last flush (owner only).
 	dirty []*meta
 	// timerAt is when the owner's armed flush timer fires (unix nanos, 0
@@ -90,9 +92,12 @@ type policy struct {
 }
 
 func newPolicy(r mapRule) *policy {
-	p := &policy{rule: r, metas: make(map[string]*meta, 1)}
-	p.byPrio.lfu = true
-	return p
+	return &policy{
+		rule:     r,
+		metas:    make(map[string]*meta, 1),
+		byAccess: iheap.New(byAccessLess, func(m *meta, i int) { m.ai = i }),
+		byPrio:   iheap.New(byPrioLess, func(m *meta, i int) { m.pi = i }),
+	}
 }
 
 func (p *policy) usesAccess() bool { return p.rule.idle > 0 || p.rule.evict == evictLRU }
@@ -107,10 +112,10 @@ func (s *state) wrote(tab *table, k string, now int64, had bool) {
 		p.metas[k] = m
 		p.use(m, s.ages[tab.name], 1)
 		if p.usesAccess() {
-			p.byAccess.push(m)
+			p.byAccess.Push(m)
 		}
 		if p.usesPrio() {
-			p.byPrio.push(m)
+			p.byPrio.Push(m)
 		}
 		return
 	}
@@ -132,10 +137,10 @@ func (p *policy) use(m *meta, age, n int64) {
 
 func (p *policy) fix(m *meta) {
 	if m.ai >= 0 {
-		p.byAccess.fix(m.ai)
+		p.byAccess.Fix(m.ai)
 	}
 	if m.pi >= 0 {
-		p.byPrio.fix(m.pi)
+		p.byPrio.Fix(m.pi)
 	}
 }
 
@@ -162,10 +167,10 @@ func (p *policy) forget(key string) {
 	}
 	delete(p.metas, key)
 	if m.ai >= 0 {
-		p.byAccess.remove(m.ai)
+		p.byAccess.Remove(m.ai)
 	}
 	if m.pi >= 0 {
-		p.byPrio.remove(m.pi)
+		p.byPrio.Remove(m.pi)
 	}
 	m.gone = true
 }
@@ -176,16 +181,17 @@ func (p *policy) forgetAll() {
 		m.gone = true
 	}
 	clear(p.metas)
-	p.byAccess.items, p.byPrio.items = nil, nil
+	p.byAccess.Clear()
+	p.byPrio.Clear()
 }
 
 // victim returns the entry the policy evicts next, nil when none.
 func (p *policy) victim() *meta {
 	switch {
-	case p.rule.evict == evictLFU && len(p.byPrio.items) > 0:
-		return p.byPrio.items[0]
-	case p.rule.evict == evictLRU && len(p.byAccess.items) > 0:
-		return p.byAccess.items[0]
+	case p.rule.evict == evictLFU && p.byPrio.Len() > 0:
+		return p.byPrio.Items[0]
+	case p.rule.evict == evictLRU && p.byAccess.Len() > 0:
+		return p.byAccess.Items[0]
 	}
 	return nil
 }
@@ -260,94 +266,18 @@ func (s *state) evictN(now int64, name string, n int) int {
 	return done
 }
 
-// metaHeap is a binary min-heap of metas that keeps each one's position
-// (ai or pi, by lfu) current.
-type metaHeap struct {
-	items []*meta
-	lfu   bool
-}
-
-func (h *metaHeap) less(i, j int) bool {
-	a, b := h.items[i], h.items[j]
-	if h.lfu && a.prio != b.prio {
-		return a.prio < b.prio
-	}
+// byAccessLess orders metas by (access, key): least recently used first.
+func byAccessLess(a, b *meta) bool {
 	if a.access != b.access {
 		return a.access < b.access
 	}
 	return a.key < b.key
 }
 
-func (h *metaHeap) setIdx(i int) {
-	if h.lfu {
-		h.items[i].pi = i
-	} else {
-		h.items[i].ai = i
+// byPrioLess orders metas by (prio, access, key): least valuable first.
+func byPrioLess(a, b *meta) bool {
+	if a.prio != b.prio {
+		return a.prio < b.prio
 	}
-}
-
-func (h *metaHeap) swap(i, j int) {
-	h.items[i], h.items[j] = h.items[j], h.items[i]
-	h.setIdx(i)
-	h.setIdx(j)
-}
-
-func (h *metaHeap) up(j int) {
-	for j > 0 {
-		i := (j - 1) / 2
-		if !h.less(j, i) {
-			break
-		}
-		h.swap(i, j)
-		j = i
-	}
-}
-
-func (h *metaHeap) down(i0 int) bool {
-	i, n := i0, len(h.items)
-	for {
-		j := 2*i + 1
-		if j >= n || j < 0 {
-			break
-		}
-		if r := j + 1; r < n && h.less(r, j) {
-			j = r
-		}
-		if !h.less(j, i) {
-			break
-		}
-		h.swap(i, j)
-		i = j
-	}
-	return i > i0
-}
-
-func (h *metaHeap) push(m *meta) {
-	h.items = append(h.items, m)
-	h.setIdx(len(h.items) - 1)
-	h.up(len(h.items) - 1)
-}
-
-func (h *metaHeap) remove(i int) {
-	n := len(h.items) - 1
-	m := h.items[i]
-	if i != n {
-		h.swap(i, n)
-	}
-	h.items[n] = nil
-	h.items = h.items[:n]
-	if i != n {
-		h.fix(i)
-	}
-	if h.lfu {
-		m.pi = -1
-	} else {
-		m.ai = -1
-	}
-}
-
-func (h *metaHeap) fix(i int) {
-	if !h.down(i) {
-		h.up(i)
-	}
+	return byAccessLess(a, b)
 }

@@ -38,22 +38,25 @@ func checkPolicy(t *testing.T, s *state) {
 				t.Fatalf("%s/%s: meta key does not alias the blob", name, k)
 			}
 		}
-		for _, h := range []*metaHeap{&p.byAccess, &p.byPrio} {
+		for _, h := range []struct {
+			items []*meta
+			pos   func(*meta) int
+			less  func(a, b *meta) bool
+		}{
+			{p.byAccess.Items, func(m *meta) int { return m.ai }, byAccessLess},
+			{p.byPrio.Items, func(m *meta) int { return m.pi }, byPrioLess},
+		} {
 			for i, m := range h.items {
-				idx := m.ai
-				if h.lfu {
-					idx = m.pi
-				}
-				if idx != i {
+				if idx := h.pos(m); idx != i {
 					t.Fatalf("%s: heap position %d recorded as %d", name, i, idx)
 				}
-				if i > 0 && h.less(i, (i-1)/2) {
+				if i > 0 && h.less(m, h.items[(i-1)/2]) {
 					t.Fatalf("%s: heap out of order at %d", name, i)
 				}
 			}
 		}
-		if p.usesAccess() && len(p.byAccess.items) != len(p.metas) || p.usesPrio() && len(p.byPrio.items) != len(p.metas) {
-			t.Fatalf("%s: heaps hold %d/%d of %d", name, len(p.byAccess.items), len(p.byPrio.items), len(p.metas))
+		if p.usesAccess() && p.byAccess.Len() != len(p.metas) || p.usesPrio() && p.byPrio.Len() != len(p.metas) {
+			t.Fatalf("%s: heaps hold %d/%d of %d", name, p.byAccess.Len(), p.byPrio.Len(), len(p.metas))
 		}
 	}
 }

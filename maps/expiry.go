@@ -1,6 +1,7 @@
 package maps
 
 import (
+	"github.com/shoalgrid/shoal/internal/iheap"
 	"math"
 	"slices"
 	"strings"
@@ -73,7 +74,7 @@ func (s *state) lookupRead(now int64, name, key string) (tab *table, b blob, ok 
 // record, at most ttlPerRecord per map per record).
 func (s *state) sweepUnlistened(now int64, max int) int {
 	var due []*expiry
-	s.exp.collectExpired(now, 0, max, func(x *expiry) bool { return s.listen[x.tab.name] == nil }, &due)
+	collectExpired(s.exp.Items, now, 0, max, func(x *expiry) bool { return s.listen[x.tab.name] == nil }, &due)
 	for _, x := range due {
 		s.remove(x.tab, x.key, x)
 	}
@@ -82,29 +83,29 @@ func (s *state) sweepUnlistened(now int64, max int) int {
 
 // collectExpired appends to out, up to max of them, the items at or below
 // index i that expired by now and satisfy keep.
-func (h expHeap) collectExpired(now int64, i, max int, keep func(*expiry) bool, out *[]*expiry) {
+func collectExpired(h []*expiry, now int64, i, max int, keep func(*expiry) bool, out *[]*expiry) {
 	if i >= len(h) || h[i].at > now || len(*out) >= max {
 		return
 	}
 	if keep(h[i]) {
 		*out = append(*out, h[i])
 	}
-	h.collectExpired(now, 2*i+1, max, keep, out)
-	h.collectExpired(now, 2*i+2, max, keep, out)
+	collectExpired(h, now, 2*i+1, max, keep, out)
+	collectExpired(h, now, 2*i+2, max, keep, out)
 }
 
 // earliestOf returns the earliest expiry among tab's entries at or below
 // index i that is before best (best when none): a subtree whose root is
 // not before best is skipped, and so is everything below tab's own item.
-func (h expHeap) earliestOf(tab *table, i int, best int64) int64 {
+func earliestOf(h []*expiry, tab *table, i int, best int64) int64 {
 	if i >= len(h) || h[i].at >= best {
 		return best
 	}
 	if h[i].tab == tab {
 		return h[i].at
 	}
-	best = h.earliestOf(tab, 2*i+1, best)
-	return h.earliestOf(tab, 2*i+2, best)
+	best = earliestOf(h, tab, 2*i+1, best)
+	return earliestOf(h, tab, 2*i+2, best)
 }
 
 // dueOf returns tab's entries expired by now, soonest first (then by key),
@@ -113,49 +114,18 @@ func (h expHeap) earliestOf(tab *table, i int, best int64) int64 {
 // not every expired item: a backlog of due entries costs each record
 // O(max log max), not a pass over the whole backlog.
 func (s *state) dueOf(now int64, tab *table, max int) []*expiry {
-	h := s.exp
+	h := s.exp.Items
 	var due []*expiry
-	// frontier is a min-heap (by expiry) of heap indices still to visit.
-	var frontier []int
-	less := func(i, j int) bool { return h[frontier[i]].at < h[frontier[j]].at }
+	// frontier holds the heap indices still to visit, soonest first.
+	frontier := iheap.New(func(i, j int) bool { return h[i].at < h[j].at }, nil)
 	push := func(i int) {
-		if i >= len(h) || h[i].at > now {
-			return
+		if i < len(h) && h[i].at <= now {
+			frontier.Push(i)
 		}
-		frontier = append(frontier, i)
-		for j := len(frontier) - 1; j > 0; {
-			p := (j - 1) / 2
-			if !less(j, p) {
-				break
-			}
-			frontier[j], frontier[p] = frontier[p], frontier[j]
-			j = p
-		}
-	}
-	pop := func() int {
-		top := frontier[0]
-		n := len(frontier) - 1
-		frontier[0] = frontier[n]
-		frontier = frontier[:n]
-		for i := 0; ; {
-			c := 2*i + 1
-			if c >= n {
-				break
-			}
-			if r := c + 1; r < n && less(r, c) {
-				c = r
-			}
-			if !less(c, i) {
-				break
-			}
-			frontier[i], frontier[c] = frontier[c], frontier[i]
-			i = c
-		}
-		return top
 	}
 	push(0)
-	for len(frontier) > 0 && len(due) < max {
-		i := pop()
+	for frontier.Len() > 0 && len(due) < max {
+		i := frontier.Pop()
 		if h[i].tab == tab {
 			due = append(due, h[i])
 		}
@@ -204,7 +174,7 @@ func (s *state) armTTL(x *op.Exec, req *op.Request) {
 	lost := rec.ttlAt != 0 && now-rec.ttlAt >= int64(timerLostAfter)
 	switch {
 	case lost || rec.ttlAt == 0 || req.Op == OpPutAll || req.Op == OpMerge || req.Op == OpListen:
-		s.armTTLAt(x, rec, tab, s.exp.earliestOf(tab, 0, math.MaxInt64), lost)
+		s.armTTLAt(x, rec, tab, earliestOf(s.exp.Items, tab, 0, math.MaxInt64), lost)
 	case req.Op == OpPut || req.Op == OpPutIfAbsent || req.Op == OpReplace || req.Op == OpCompareAndSwap || req.Op == OpIncr:
 		if e := tab.exps[req.Key]; e != nil {
 			s.armTTLAt(x, rec, tab, e.at, false)
@@ -278,7 +248,7 @@ func (s *state) ttlTimer(x *op.Exec, req *op.Request) *op.Response {
 	if x.Owner {
 		if rec = s.listen[req.Name]; rec != nil {
 			if tab = s.maps[req.Name]; tab != nil && tab.exps != nil {
-				next := s.exp.earliestOf(tab, 0, math.MaxInt64)
+				next := earliestOf(s.exp.Items, tab, 0, math.MaxInt64)
 				if len(keys) == ttlPerRecord && next <= t {
 					// More are due: the next record right away.
 					rec.ttlAt = t

@@ -111,7 +111,7 @@ func (s *state) BecameOwner(x *op.Exec) {
 		if rec := s.listen[tab.name]; rec != nil {
 			rec.ttlAt = 0
 			if tab.exps != nil {
-				s.armTTLAt(x, rec, tab, s.exp.earliestOf(tab, 0, math.MaxInt64), false)
+				s.armTTLAt(x, rec, tab, earliestOf(s.exp.Items, tab, 0, math.MaxInt64), false)
 			}
 		}
 	}
@@ -130,8 +130,8 @@ func (s *state) arm(x *op.Exec, tab *table) {
 	if len(p.dirty) > 0 {
 		want = now + p.rule.flushEvery()
 	}
-	if p.rule.idle > 0 && len(p.byAccess.items) > 0 {
-		a := p.byAccess.items[0].access
+	if p.rule.idle > 0 && p.byAccess.Len() > 0 {
+		a := p.byAccess.Items[0].access
 		if a > math.MaxInt64-p.rule.idle {
 			a = math.MaxInt64 - p.rule.idle
 		}
@@ -228,10 +228,10 @@ func (s *state) expireIdle(now int64, name string) int {
 	n := 0
 	for {
 		tab := s.maps[name]
-		if tab == nil || tab.pol == nil || tab.rule.idle == 0 || len(tab.pol.byAccess.items) == 0 {
+		if tab == nil || tab.pol == nil || tab.rule.idle == 0 || tab.pol.byAccess.Len() == 0 {
 			return n
 		}
-		m := tab.pol.byAccess.items[0]
+		m := tab.pol.byAccess.Items[0]
 		if m.access > now-tab.rule.idle {
 			return n
 		}

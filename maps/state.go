@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"github.com/shoalgrid/shoal/internal/iheap"
 	"math"
 	"slices"
 	"strconv"
@@ -208,7 +209,7 @@ type state struct {
 	// exp orders every entry that has a TTL by expiry, so Sweep finds the
 	// expired ones without scanning and Size/Len can count them by visiting
 	// only the expired prefix of the heap.
-	exp expHeap
+	exp iheap.Heap[*expiry]
 	// last is the latest time (unix nanos) seen by any call; Len has no
 	// clock of its own.
 	last int64
@@ -361,7 +362,7 @@ type expiry struct {
 }
 
 func newState(partition int32) *state {
-	return &state{partition: partition, maps: make(map[string]*table)}
+	return &state{partition: partition, maps: make(map[string]*table), exp: newExpHeap()}
 }
 
 func (s *state) observe(now int64) {
@@ -681,17 +682,17 @@ func (s *state) store(now int64, tab *table, name, key string, value []byte, at,
 	case at != 0 && old != nil:
 		old.at, old.key = at, k
 		tab.exps[k] = old // re-point the stored key at the new blob too
-		s.exp.fix(old.idx)
+		s.exp.Fix(old.idx)
 	case at != 0:
 		x := &expiry{at: at, tab: tab, key: k}
 		if tab.exps == nil {
 			tab.exps = make(map[string]*expiry, 1)
 		}
 		tab.exps[k] = x
-		s.exp.push(x)
+		s.exp.Push(x)
 	case old != nil:
 		tab.dropExpiry(key)
-		s.exp.remove(old)
+		s.exp.Remove(old.idx)
 	}
 	if !had {
 		s.n++
@@ -721,7 +722,7 @@ func (s *state) remove(tab *table, key string, x *expiry) {
 	delete(tab.entries, key)
 	if x != nil {
 		tab.dropExpiry(key)
-		s.exp.remove(x)
+		s.exp.Remove(x.idx)
 	}
 	s.n--
 	if len(tab.entries) == 0 {
@@ -739,7 +740,7 @@ func (tab *table) expired(now int64, key string) bool {
 }
 
 func (s *state) expiredPending(now int64) bool {
-	return len(s.exp) > 0 && s.exp[0].at <= now
+	return s.exp.Len() > 0 && s.exp.Items[0].at <= now
 }
 
 // live counts tab's live entries: O(1) unless expired entries are waiting
@@ -752,7 +753,7 @@ func (s *state) live(now int64, tab *table) int {
 	if tab.exps == nil || !s.expiredPending(now) {
 		return n
 	}
-	return n - s.exp.countExpired(now, tab, 0)
+	return n - countExpired(s.exp.Items, now, tab, 0)
 }
 
 func (s *state) keys(now int64, tab *table) []byte {
@@ -798,7 +799,7 @@ func (s *state) clear(now int64, tab *table) int {
 	}
 	n := s.live(now, tab)
 	for _, x := range tab.exps {
-		s.exp.remove(x)
+		s.exp.Remove(x.idx)
 	}
 	s.n -= len(tab.entries)
 	if tab.pol != nil {
@@ -821,7 +822,7 @@ func (s *state) Sweep(now time.Time, max int) int {
 	}
 	n := 0
 	for n < max && s.expiredPending(t) {
-		x := s.exp[0]
+		x := s.exp.Items[0]
 		s.remove(x.tab, x.key, x)
 		n++
 	}
@@ -838,7 +839,7 @@ func (s *state) Len() int {
 	if !s.expiredPending(s.last) {
 		return n
 	}
-	return n - s.exp.countExpired(s.last, nil, 0)
+	return n - countExpired(s.exp.Items, s.last, nil, 0)
 }
 
 // Structures reports the maps of this partition and their stored entries
@@ -873,78 +874,16 @@ func (s *state) Restore(now time.Time, snapshot []byte) error {
 	return nil
 }
 
-// expHeap is a binary min-heap on expiry time that keeps each item's index
-// current (container/heap would box every call through an interface).
-type expHeap []*expiry
-
-func (h expHeap) less(i, j int) bool { return h[i].at < h[j].at }
-
-func (h expHeap) swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].idx = i
-	h[j].idx = j
-}
-
-func (h expHeap) up(j int) {
-	for j > 0 {
-		i := (j - 1) / 2
-		if !h.less(j, i) {
-			break
-		}
-		h.swap(i, j)
-		j = i
-	}
-}
-
-func (h expHeap) down(i0, n int) bool {
-	i := i0
-	for {
-		j := 2*i + 1
-		if j >= n || j < 0 {
-			break
-		}
-		if r := j + 1; r < n && h.less(r, j) {
-			j = r
-		}
-		if !h.less(j, i) {
-			break
-		}
-		h.swap(i, j)
-		i = j
-	}
-	return i > i0
-}
-
-func (h *expHeap) push(x *expiry) {
-	x.idx = len(*h)
-	*h = append(*h, x)
-	h.up(x.idx)
-}
-
-func (h *expHeap) remove(x *expiry) {
-	old := *h
-	n := len(old) - 1
-	if i := x.idx; i != n {
-		old.swap(i, n)
-		if !old.down(i, n) {
-			old.up(i)
-		}
-	}
-	old[n] = nil // let the entry's memory go
-	*h = old[:n]
-	x.idx = -1
-}
-
-func (h expHeap) fix(i int) {
-	if !h.down(i, len(h)) {
-		h.up(i)
-	}
+// newExpHeap returns an empty expiry heap, soonest first, that keeps each
+// expiry's idx current.
+func newExpHeap() iheap.Heap[*expiry] {
+	return iheap.New(func(a, b *expiry) bool { return a.at < b.at }, func(x *expiry, i int) { x.idx = i })
 }
 
 // countExpired counts the items at or below index i that expired by now and
 // belong to tab (any table when tab is nil). A subtree whose root expires
 // later holds only later items, so only the expired part is visited.
-func (h expHeap) countExpired(now int64, tab *table, i int) int {
+func countExpired(h []*expiry, now int64, tab *table, i int) int {
 	if i >= len(h) || h[i].at > now {
 		return 0
 	}
@@ -952,7 +891,7 @@ func (h expHeap) countExpired(now int64, tab *table, i int) int {
 	if tab == nil || h[i].tab == tab {
 		n = 1
 	}
-	return n + h.countExpired(now, tab, 2*i+1) + h.countExpired(now, tab, 2*i+2)
+	return n + countExpired(h, now, tab, 2*i+1) + countExpired(h, now, tab, 2*i+2)
 }
 
 // Merge policies of OpMerge (Request.Num).

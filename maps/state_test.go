@@ -128,7 +128,7 @@ func checkInvariants(t *testing.T, s *state) {
 					t.Fatalf("expiry of %s/%s: key does not alias the current blob", name, k)
 				}
 			}
-			if x.idx < 0 || x.idx >= len(s.exp) || s.exp[x.idx] != x {
+			if x.idx < 0 || x.idx >= s.exp.Len() || s.exp.Items[x.idx] != x {
 				t.Fatalf("expiry of %s/%s has stale index %d", name, k, x.idx)
 			}
 		}
@@ -138,11 +138,11 @@ func checkInvariants(t *testing.T, s *state) {
 	if n != s.n {
 		t.Fatalf("entry count %d, want %d", s.n, n)
 	}
-	if ttl != len(s.exp) {
-		t.Fatalf("heap holds %d, tables have %d TTL entries", len(s.exp), ttl)
+	if ttl != s.exp.Len() {
+		t.Fatalf("heap holds %d, tables have %d TTL entries", s.exp.Len(), ttl)
 	}
-	for i := 1; i < len(s.exp); i++ {
-		if s.exp[i].at < s.exp[(i-1)/2].at {
+	for i := 1; i < s.exp.Len(); i++ {
+		if s.exp.Items[i].at < s.exp.Items[(i-1)/2].at {
 			t.Fatalf("heap order broken at %d", i)
 		}
 	}
@@ -398,8 +398,8 @@ func TestStateSweep(t *testing.T) {
 	if n := s.Sweep(ms(1000), 100); n != 5 {
 		t.Fatalf("final sweep removed %d, want 5", n)
 	}
-	if len(s.exp) != 0 || s.Len() != 5 {
-		t.Fatalf("heap %d Len %d", len(s.exp), s.Len())
+	if s.exp.Len() != 0 || s.Len() != 5 {
+		t.Fatalf("heap %d Len %d", s.exp.Len(), s.Len())
 	}
 	checkInvariants(t, s)
 }
