@@ -44,7 +44,8 @@ func (h *Heap[T]) Remove(i int) T {
 	n := len(h.Items) - 1
 	x := h.Items[i]
 	if i != n {
-		h.swap(i, n)
+		h.Items[i] = h.Items[n] // the last item fills the hole, then finds its place
+		h.tell(i)
 	}
 	var zero T
 	h.Items[n] = zero // let the item's memory go
@@ -74,26 +75,30 @@ func (h *Heap[T]) tell(i int) {
 	}
 }
 
-func (h *Heap[T]) swap(i, j int) {
-	h.Items[i], h.Items[j] = h.Items[j], h.Items[i]
-	h.tell(i)
-	h.tell(j)
-}
-
+// up moves the item at j up to its place. It carries the item in hand and
+// shifts parents down into the hole, so each level costs one comparison and
+// one position update, not a swap and two.
 func (h *Heap[T]) up(j int) {
+	x, j0 := h.Items[j], j
 	for j > 0 {
 		i := (j - 1) / 2
-		if !h.less(h.Items[j], h.Items[i]) {
+		if !h.less(x, h.Items[i]) {
 			break
 		}
-		h.swap(i, j)
+		h.Items[j] = h.Items[i]
+		h.tell(j)
 		j = i
+	}
+	if j != j0 {
+		h.Items[j] = x
+		h.tell(j)
 	}
 }
 
-// down moves the item at i0 down to its place and reports whether it moved.
+// down moves the item at i0 down to its place, the same way, and reports
+// whether it moved.
 func (h *Heap[T]) down(i0 int) bool {
-	i, n := i0, len(h.Items)
+	x, i, n := h.Items[i0], i0, len(h.Items)
 	for {
 		j := 2*i + 1
 		if j >= n || j < 0 { // j < 0: int overflow
@@ -102,11 +107,17 @@ func (h *Heap[T]) down(i0 int) bool {
 		if r := j + 1; r < n && h.less(h.Items[r], h.Items[j]) {
 			j = r
 		}
-		if !h.less(h.Items[j], h.Items[i]) {
+		if !h.less(h.Items[j], x) {
 			break
 		}
-		h.swap(i, j)
+		h.Items[i] = h.Items[j]
+		h.tell(i)
 		i = j
 	}
-	return i > i0
+	if i == i0 {
+		return false
+	}
+	h.Items[i] = x
+	h.tell(i)
+	return true
 }
