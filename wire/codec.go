@@ -152,17 +152,17 @@ func DecodeRequest(dec *msgpack.Decoder, r *op.Request) error {
 	return decodeRequest(dec, r, nil)
 }
 
-// Names interns the service and structure names of decoded requests: it
-// returns one string for each distinct short name it has seen, so that
-// decoding the many requests of one structure does not allocate its name
-// again and again. The zero value is ready; a Names is not safe for
-// concurrent use. It holds at most 1024 names of up to 64 bytes.
 // DecodeRequestNames is DecodeRequest with names interned in names (which
 // may be nil).
 func DecodeRequestNames(dec *msgpack.Decoder, r *op.Request, names *Names) error {
 	return decodeRequest(dec, r, names)
 }
 
+// Names interns the service and structure names of decoded requests: it
+// returns one string for each distinct short name it has seen, so that
+// decoding the many requests of one structure does not allocate its name
+// again and again. The zero value is ready; a Names is not safe for
+// concurrent use. It holds at most 1024 names of up to 64 bytes.
 type Names struct {
 	strs    map[string]string
 	scratch []byte

@@ -82,6 +82,7 @@ const (
 	Read
 )
 
+// String names the Kind for logs and reports.
 func (k Kind) String() string {
 	switch k {
 	case Write:
@@ -107,6 +108,7 @@ const (
 	Unknown
 )
 
+// String names the Outcome for logs and reports.
 func (o Outcome) String() string {
 	switch o {
 	case Pending:
@@ -138,6 +140,7 @@ type Op struct {
 	Err error
 }
 
+// String names the Op for logs and reports.
 func (o Op) String() string {
 	v := fmt.Sprintf("%q", o.Value)
 	if o.Kind == Read && o.Outcome == OK && !o.Found {
@@ -310,6 +313,7 @@ const MaxProblems = 20
 // acknowledged key was read.
 func (r Report) OK() bool { return r.Lost == 0 && r.Invented == 0 && r.Unread == 0 }
 
+// String names the Report for logs and reports.
 func (r Report) String() string {
 	return fmt.Sprintf("%d keys, writes %d ok / %d unknown / %d failed, %d reads: %d lost, %d invented, %d unread",
 		r.Keys, r.WritesOK, r.WritesUnknown, r.WritesFailed, r.Reads, r.Lost, r.Invented, r.Unread)
@@ -453,6 +457,7 @@ func CheckCounter(final, acked, unknown int64) CounterReport {
 // OK reports whether nothing was lost or applied twice.
 func (r CounterReport) OK() bool { return r.Lost == 0 && r.Extra == 0 }
 
+// String names the CounterReport for logs and reports.
 func (r CounterReport) String() string {
 	return fmt.Sprintf("counter %d after %d acknowledged and %d unknown increments: %d lost, %d extra", r.Final, r.Acked, r.Unknown, r.Lost, r.Extra)
 }
