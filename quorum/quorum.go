@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // Mode is the kind of a Rule.
@@ -180,8 +181,14 @@ type Pattern struct {
 type Rules struct {
 	def      Rule
 	patterns []Pattern
-	cache    sync.Map // structure name -> Rule
+	cache    sync.Map     // structure name -> Rule
+	cached   atomic.Int64 // entries in cache
 }
+
+// maxCachedRules bounds the cache of Rules.For: programs that make a
+// structure per session or per tenant must not grow it without end; names
+// past the bound are matched against the patterns on every call.
+const maxCachedRules = 4096
 
 // NewRules returns the rules, or an error for an invalid pattern.
 func NewRules(def Rule, patterns []Pattern) (*Rules, error) {
@@ -198,6 +205,9 @@ func NewRules(def Rule, patterns []Pattern) (*Rules, error) {
 
 // For returns the rule of structure name.
 func (rs *Rules) For(name string) Rule {
+	if len(rs.patterns) == 0 {
+		return rs.def
+	}
 	if r, ok := rs.cache.Load(name); ok {
 		return r.(Rule)
 	}
@@ -208,7 +218,11 @@ func (rs *Rules) For(name string) Rule {
 			break
 		}
 	}
-	rs.cache.Store(name, r)
+	if rs.cached.Load() < maxCachedRules {
+		if _, loaded := rs.cache.LoadOrStore(name, r); !loaded {
+			rs.cached.Add(1)
+		}
+	}
 	return r
 }
 

@@ -2,6 +2,7 @@ package quorum
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 )
@@ -137,5 +138,29 @@ func TestRules(t *testing.T) {
 		if _, err := NewRules(Rule{}, []Pattern{bad}); !errors.Is(err, ErrRule) {
 			t.Errorf("NewRules(%+v) error = %v, want ErrRule", bad, err)
 		}
+	}
+}
+
+// TestRulesCacheBounded checks that resolving many distinct names (a
+// structure per session or tenant) stops growing the cache at its bound
+// and still answers right past it.
+func TestRulesCacheBounded(t *testing.T) {
+	rs, err := NewRules(Rule{Mode: Majority}, []Pattern{{Pattern: "tmp-*", Rule: Rule{Mode: Off}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 * maxCachedRules {
+		name := fmt.Sprintf("tmp-%d", i)
+		if got := rs.For(name); got.Mode != Off {
+			t.Fatalf("For(%q) = %v, want off", name, got)
+		}
+		if got := rs.For(fmt.Sprintf("s-%d", i)); got.Mode != Majority {
+			t.Fatalf("For(s-%d) = %v, want majority", i, got)
+		}
+	}
+	n := 0
+	rs.cache.Range(func(any, any) bool { n++; return true })
+	if n != maxCachedRules || rs.cached.Load() != maxCachedRules {
+		t.Errorf("cache holds %d (counted %d), want %d", n, rs.cached.Load(), maxCachedRules)
 	}
 }
