@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path"
 	"sync"
+	"sync/atomic"
 )
 
 // Profile picks the default backup counts.
@@ -66,8 +67,13 @@ type backupRules struct {
 	rules []StructureBackups
 	table int // backups per partition in the table
 
-	cache sync.Map // structure name -> Backups
+	cache  sync.Map     // structure name -> Backups
+	cached atomic.Int64 // entries in cache
 }
+
+// maxCachedBackups bounds backupRules' cache, as quorum.Rules bounds its
+// own: names past it are matched against the patterns on every call.
+const maxCachedBackups = 4096
 
 func newBackupRules(cfg Config) *backupRules {
 	r := &backupRules{def: *cfg.Backups, rules: cfg.StructureBackups}
@@ -79,6 +85,9 @@ func newBackupRules(cfg Config) *backupRules {
 }
 
 func (r *backupRules) forName(name string) Backups {
+	if len(r.rules) == 0 {
+		return r.def
+	}
 	if b, ok := r.cache.Load(name); ok {
 		return b.(Backups)
 	}
@@ -89,7 +98,11 @@ func (r *backupRules) forName(name string) Backups {
 			break
 		}
 	}
-	r.cache.Store(name, b)
+	if r.cached.Load() < maxCachedBackups {
+		if _, loaded := r.cache.LoadOrStore(name, b); !loaded {
+			r.cached.Add(1)
+		}
+	}
 	return b
 }
 

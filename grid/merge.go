@@ -66,11 +66,8 @@ func (m *Member) mergePolicy(name string) MergePolicy {
 	if m.quorum.rules.For(name).Mode != quorum.Off {
 		return MergeDiscard
 	}
-	for _, s := range m.cfg.StructureMerge {
-		if ok, _ := path.Match(s.Pattern, name); ok {
-			p, _ := ParseMergePolicy(string(s.Policy))
-			return p
-		}
+	if p := m.configuredMerge(name); p != "" {
+		return p
 	}
 	return MergeDiscard
 }
