@@ -37,27 +37,16 @@ func lockCmd(ctx context.Context, e env, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(pos) == 0 {
-		return usagef("lock", "lock needs a subcommand: run, status or force-unlock")
+	sub, pos, err := subcommand("lock", pos, []subSpec{
+		{"run", 2, -1, "NAME -- CMD [ARGS...]"},
+		{"status", 1, 1, "NAME"},
+		{"force-unlock", 1, 1, "NAME"},
+	})
+	if err != nil {
+		return err
 	}
-	sub, pos := pos[0], pos[1:]
-	switch sub {
-	case "run":
-		if len(pos) < 2 {
-			return usagef("lock", "lock run needs NAME -- CMD [ARGS...]")
-		}
-	case "status", "force-unlock":
-		if len(pos) != 1 {
-			return usagef("lock", "lock %s needs NAME, got %d argument(s)", sub, len(pos))
-		}
-		if *lease != 0 || *wait != 0 {
-			return usagef("lock", "--lease and --wait apply to lock run only")
-		}
-	default:
-		return usagef("lock", "unknown lock subcommand %q", sub)
-	}
-	if pos[0] == "" {
-		return usagef("lock", "lock name is empty")
+	if sub != "run" && (*lease != 0 || *wait != 0) {
+		return usagef("lock", "--lease and --wait apply to lock run only")
 	}
 	if *lease < 0 || *wait < 0 {
 		return usagef("lock", "--lease and --wait must not be negative")

@@ -49,23 +49,18 @@ func (q quieter) Error() string {
 
 func (q quieter) Unwrap() error { return q.err }
 
-// mapArgs is the number of positional arguments (after the subcommand) of
-// each map subcommand.
-var mapArgs = map[string]struct {
-	n    int
-	want string
-}{
-	"put":    {3, "NAME KEY VALUE"},
-	"get":    {2, "NAME KEY"},
-	"delete": {2, "NAME KEY"},
-	"size":   {1, "NAME"},
-	"keys":   {1, "NAME"},
-	// n < 0: at least -n arguments (mapstream.go).
-	"entries":   {1, "NAME"},
-	"listen":    {-1, "NAME [KEY]"},
-	"getall":    {-1, "NAME [KEY...]"},
-	"putall":    {-1, "NAME [KEY VALUE...]"},
-	"deleteall": {-1, "NAME [KEY...]"},
+// mapSubs are the map subcommands and their positional arguments.
+var mapSubs = []subSpec{
+	{"put", 3, 3, "NAME KEY VALUE"},
+	{"get", 2, 2, "NAME KEY"},
+	{"delete", 2, 2, "NAME KEY"},
+	{"size", 1, 1, "NAME"},
+	{"keys", 1, 1, "NAME"},
+	{"entries", 1, 1, "NAME"},
+	{"listen", 1, 2, "NAME [KEY]"},
+	{"getall", 1, -1, "NAME [KEY...]"},
+	{"putall", 1, -1, "NAME [KEY VALUE...]"},
+	{"deleteall", 1, -1, "NAME [KEY...]"},
 }
 
 // mapCmd implements "gridctl map SUBCOMMAND ...". One flag set serves every
@@ -81,19 +76,9 @@ func mapCmd(ctx context.Context, e env, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(pos) == 0 {
-		return usagef("map", "map needs a subcommand: put, get, delete, size, keys, entries, listen, getall, putall or deleteall")
-	}
-	sub, pos := pos[0], pos[1:]
-	spec, ok := mapArgs[sub]
-	if !ok {
-		return usagef("map", "unknown map subcommand %q", sub)
-	}
-	if (spec.n >= 0 && len(pos) != spec.n) || len(pos) < -spec.n {
-		return usagef("map", "map %s needs %s, got %d argument(s)", sub, spec.want, len(pos))
-	}
-	if pos[0] == "" {
-		return usagef("map", "map name is empty")
+	sub, pos, err := subcommand("map", pos, mapSubs)
+	if err != nil {
+		return err
 	}
 	if *ttl != 0 && sub != "put" && sub != "putall" {
 		return usagef("map", "--ttl applies to map put and putall only")

@@ -47,8 +47,6 @@ func (sf *mapStreamFlags) check(sub string, pos []string) error {
 		return usagef("map", "--values and --count apply to map listen only")
 	case sf.count < 0:
 		return usagef("map", "--count must not be negative")
-	case sub == "listen" && len(pos) > 2:
-		return usagef("map", "map listen needs NAME [KEY], got %d argument(s)", len(pos))
 	case sub == "putall" && len(pos)%2 != 1:
 		return usagef("map", "map putall needs NAME followed by KEY VALUE pairs (or none: pairs from stdin)")
 	}

@@ -16,15 +16,9 @@ func memberCmd(ctx context.Context, e env, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(pos) == 0 {
-		return usagef("member", "member needs a subcommand: remove")
-	}
-	sub, pos := pos[0], pos[1:]
-	if sub != "remove" {
-		return usagef("member", "unknown member subcommand %q", sub)
-	}
-	if len(pos) != 1 || pos[0] == "" {
-		return usagef("member", "member remove needs NAME, got %d argument(s)", len(pos))
+	_, pos, err = subcommand("member", pos, []subSpec{{"remove", 1, 1, "NAME"}})
+	if err != nil {
+		return err
 	}
 	name := pos[0]
 	c, err := g.dial(ctx)

@@ -80,24 +80,14 @@ func queueCmd(ctx context.Context, e env, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(pos) == 0 {
-		return usagef("queue", "queue needs a subcommand: offer, poll, drain or len")
-	}
-	sub, pos := pos[0], pos[1:]
-	switch sub {
-	case "offer":
-		if len(pos) != 1 && len(pos) != 2 {
-			return usagef("queue", "queue offer needs NAME [ITEM], got %d argument(s)", len(pos))
-		}
-	case "poll", "drain", "len":
-		if len(pos) != 1 {
-			return usagef("queue", "queue %s needs NAME, got %d argument(s)", sub, len(pos))
-		}
-	default:
-		return usagef("queue", "unknown queue subcommand %q", sub)
-	}
-	if pos[0] == "" {
-		return usagef("queue", "queue name is empty")
+	sub, pos, err := subcommand("queue", pos, []subSpec{
+		{"offer", 1, 2, "NAME [ITEM]"},
+		{"poll", 1, 1, "NAME"},
+		{"drain", 1, 1, "NAME"},
+		{"len", 1, 1, "NAME"},
+	})
+	if err != nil {
+		return err
 	}
 	if *wait < 0 || *maxItems < 0 {
 		return usagef("queue", "--wait and --max must not be negative")

@@ -27,16 +27,13 @@ background (eventual consistency: the newest write of a key wins).
 
 ` + globalHelp
 
-// rmapArgs is the number of positional arguments after each subcommand.
-var rmapArgs = map[string]struct {
-	n    int
-	want string
-}{
-	"put":    {3, "NAME KEY VALUE"},
-	"get":    {2, "NAME KEY"},
-	"delete": {2, "NAME KEY"},
-	"list":   {1, "NAME"},
-	"len":    {1, "NAME"},
+// rmapSubs are the rmap subcommands and their positional arguments.
+var rmapSubs = []subSpec{
+	{"put", 3, 3, "NAME KEY VALUE"},
+	{"get", 2, 2, "NAME KEY"},
+	{"delete", 2, 2, "NAME KEY"},
+	{"list", 1, 1, "NAME"},
+	{"len", 1, 1, "NAME"},
 }
 
 // rmapEntryJSON is one entry of rmap list --json (and rmap get --json).
@@ -67,19 +64,9 @@ func rmapCmd(ctx context.Context, e env, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(pos) == 0 {
-		return usagef("rmap", "rmap needs a subcommand: put, get, delete, list or len")
-	}
-	sub, pos := pos[0], pos[1:]
-	want, ok := rmapArgs[sub]
-	if !ok {
-		return usagef("rmap", "unknown rmap subcommand %q", sub)
-	}
-	if len(pos) != want.n {
-		return usagef("rmap", "rmap %s needs %s, got %d argument(s)", sub, want.want, len(pos))
-	}
-	if pos[0] == "" {
-		return usagef("rmap", "map name is empty")
+	sub, pos, err := subcommand("rmap", pos, rmapSubs)
+	if err != nil {
+		return err
 	}
 	if len(pos) > 1 && len(pos[1]) > wire.DefaultMaxKeySize {
 		return usagef("rmap", "key of %d bytes, limit %d", len(pos[1]), wire.DefaultMaxKeySize)

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -499,6 +500,44 @@ func parseCommand(e env, topic string, fs *flag.FlagSet, g *globals, args []stri
 		return nil, err
 	}
 	return pos, nil
+}
+
+// subSpec is one subcommand of a command with subcommands: its name and
+// how many positional arguments follow it (min to max; max < 0: no upper
+// bound), described by want ("NAME KEY").
+type subSpec struct {
+	name     string
+	min, max int
+	want     string
+}
+
+// subcommand splits pos into a subcommand of cmd (one of subs) and its
+// arguments, checking their count and that the first, a structure name, is
+// not empty.
+func subcommand(cmd string, pos []string, subs []subSpec) (string, []string, error) {
+	var names []string
+	for _, s := range subs {
+		names = append(names, s.name)
+	}
+	if len(pos) == 0 {
+		list := strings.Join(names, ", ")
+		if len(names) > 1 {
+			list = strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
+		}
+		return "", nil, usagef(cmd, "%s needs a subcommand: %s", cmd, list)
+	}
+	sub, args := pos[0], pos[1:]
+	i := slices.IndexFunc(subs, func(s subSpec) bool { return s.name == sub })
+	if i < 0 {
+		return "", nil, usagef(cmd, "unknown %s subcommand %q", cmd, sub)
+	}
+	if s := subs[i]; len(args) < s.min || (s.max >= 0 && len(args) > s.max) {
+		return "", nil, usagef(cmd, "%s %s needs %s, got %d argument(s)", cmd, sub, s.want, len(args))
+	}
+	if len(args) > 0 && args[0] == "" {
+		return "", nil, usagef(cmd, "%s name is empty", cmd)
+	}
+	return sub, args, nil
 }
 
 // helpCmd prints the help of the command named in args, or the overview.
