@@ -7,14 +7,14 @@ import (
 	"slices"
 	"time"
 
+	"github.com/shoalgrid/shoal/internal/varbin"
 	"github.com/shoalgrid/shoal/op"
 )
 
-// Payload codecs of the lock service, hand-written over encoding/binary
-// varints (structure packages import only op and the standard library). A
-// decoder checks every declared count and length against the bytes actually
-// left, so a forged length fails instead of allocating, and fails on
-// trailing bytes.
+// Payload codecs of the lock service, over encoding/binary varints and
+// internal/varbin's Reader: a decoder checks every declared count and length
+// against the bytes actually left, so a forged length fails instead of
+// allocating, and fails on trailing bytes.
 
 // Codec versions tag each layout so a future one can be told apart during a
 // rolling upgrade.
@@ -23,116 +23,6 @@ const (
 	statusVersion   = 1
 	eventVersion    = 1
 )
-
-type writer struct{ b []byte }
-
-func (w *writer) byte(c byte)     { w.b = append(w.b, c) }
-func (w *writer) uint(v uint64)   { w.b = binary.AppendUvarint(w.b, v) }
-func (w *writer) int(v int64)     { w.b = binary.AppendVarint(w.b, v) }
-func (w *writer) string(s string) { w.uint(uint64(len(s))); w.b = append(w.b, s...) }
-func (w *writer) bool(v bool) {
-	if v {
-		w.byte(1)
-	} else {
-		w.byte(0)
-	}
-}
-
-type reader struct {
-	b   []byte
-	err error
-}
-
-var errShort = errors.New("truncated payload")
-
-func (r *reader) fail(err error) {
-	if r.err == nil {
-		r.err = err
-	}
-}
-
-func (r *reader) byte() byte {
-	if r.err != nil || len(r.b) == 0 {
-		r.fail(errShort)
-		return 0
-	}
-	c := r.b[0]
-	r.b = r.b[1:]
-	return c
-}
-
-func (r *reader) uint() uint64 {
-	if r.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.fail(errors.New("bad unsigned varint"))
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *reader) int() int64 {
-	if r.err != nil {
-		return 0
-	}
-	v, n := binary.Varint(r.b)
-	if n <= 0 {
-		r.fail(errors.New("bad varint"))
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *reader) bool() bool {
-	switch r.byte() {
-	case 0:
-		return false
-	case 1:
-		return true
-	}
-	r.fail(errors.New("bad boolean"))
-	return false
-}
-
-// count reads a collection length; every element takes at least min bytes,
-// so a larger count than the bytes left is a lie.
-func (r *reader) count(min int) int {
-	n := r.uint()
-	if r.err == nil && n > uint64(len(r.b)/min) {
-		r.fail(fmt.Errorf("count %d exceeds payload", n))
-		return 0
-	}
-	return int(n)
-}
-
-func (r *reader) string(limit int) string {
-	n := r.uint()
-	if r.err != nil {
-		return ""
-	}
-	if n > uint64(len(r.b)) {
-		r.fail(errShort)
-		return ""
-	}
-	if n > uint64(limit) {
-		r.fail(fmt.Errorf("string of %d bytes (limit %d)", n, limit))
-		return ""
-	}
-	s := string(r.b[:n])
-	r.b = r.b[n:]
-	return s
-}
-
-func (r *reader) done() error {
-	if r.err == nil && len(r.b) != 0 {
-		r.fail(fmt.Errorf("%d trailing bytes", len(r.b)))
-	}
-	return r.err
-}
 
 // maxName bounds a lock name in a payload; the wire's key limit is lower.
 const maxName = 1 << 20
@@ -149,12 +39,11 @@ func encodeArgs(a args) []byte {
 	if a == (args{}) {
 		return nil
 	}
-	w := writer{b: make([]byte, 0, 16)}
-	w.uint(uint64(a.limit))
+	b := binary.AppendUvarint(make([]byte, 0, 16), uint64(a.limit))
 	if a.attempt != 0 {
-		w.uint(a.attempt)
+		b = binary.AppendUvarint(b, a.attempt)
 	}
-	return w.b
+	return b
 }
 
 func decodeArgs(b []byte) (args, error) {
@@ -162,16 +51,16 @@ func decodeArgs(b []byte) (args, error) {
 	if len(b) == 0 {
 		return a, nil
 	}
-	r := reader{b: b}
-	l := r.uint()
-	if r.err == nil && l > maxHolds {
-		r.fail(fmt.Errorf("reentrancy limit %d (maximum %d)", l, maxHolds))
+	r := varbin.NewReader(b)
+	l := r.Uvarint()
+	if r.Err() == nil && l > maxHolds {
+		r.Fail(fmt.Errorf("reentrancy limit %d (maximum %d)", l, maxHolds))
 	}
 	a.limit = uint32(l)
-	if r.err == nil && len(r.b) > 0 {
-		a.attempt = r.uint()
+	if r.Err() == nil && r.Len() > 0 {
+		a.attempt = r.Uvarint()
 	}
-	if err := r.done(); err != nil {
+	if err := r.Done(); err != nil {
 		return args{}, fmt.Errorf("bad arguments: %w", err)
 	}
 	return a, nil
@@ -217,53 +106,52 @@ type Status struct {
 // held, mine, lease ended (booleans), session, owner, token, count, lease
 // end (Unix nanos, 0 none), waiter count, listed waiters (session, owner).
 func encodeStatus(st *Status) []byte {
-	w := writer{b: make([]byte, 0, 64+len(st.Name)+len(st.Holder.Owner))}
-	w.byte(statusVersion)
-	w.string(st.Name)
-	w.bool(st.Held)
-	w.bool(st.Mine)
-	w.bool(st.LeaseEnded)
-	w.uint(st.Holder.Session)
-	w.string(st.Holder.Owner)
-	w.uint(st.Token)
-	w.uint(uint64(st.Count))
+	b := append(make([]byte, 0, 64+len(st.Name)+len(st.Holder.Owner)), statusVersion)
+	b = varbin.AppendString(b, st.Name)
+	b = varbin.AppendBool(b, st.Held)
+	b = varbin.AppendBool(b, st.Mine)
+	b = varbin.AppendBool(b, st.LeaseEnded)
+	b = binary.AppendUvarint(b, st.Holder.Session)
+	b = varbin.AppendString(b, st.Holder.Owner)
+	b = binary.AppendUvarint(b, st.Token)
+	b = binary.AppendUvarint(b, uint64(st.Count))
 	var lease int64
 	if !st.LeaseEnd.IsZero() {
 		lease = st.LeaseEnd.UnixNano()
 	}
-	w.int(lease)
-	w.uint(uint64(st.Waiters))
-	w.uint(uint64(len(st.Queue)))
+	b = binary.AppendVarint(b, lease)
+	b = binary.AppendUvarint(b, uint64(st.Waiters))
+	b = binary.AppendUvarint(b, uint64(len(st.Queue)))
 	for _, h := range st.Queue {
-		w.uint(h.Session)
-		w.string(h.Owner)
+		b = binary.AppendUvarint(b, h.Session)
+		b = varbin.AppendString(b, h.Owner)
 	}
-	return w.b
+	return b
 }
 
 func decodeStatus(b []byte) (Status, error) {
 	var st Status
-	r := reader{b: b}
-	if v := r.byte(); r.err == nil && v != statusVersion {
+	r := varbin.NewReader(b)
+	if v := r.Byte(); r.Err() == nil && v != statusVersion {
 		return st, fmt.Errorf("locks: unsupported status version %d", v)
 	}
-	st.Name = r.string(maxName)
-	st.Held = r.bool()
-	st.Mine = r.bool()
-	st.LeaseEnded = r.bool()
-	st.Holder.Session = r.uint()
-	st.Holder.Owner = r.string(MaxOwnerLen)
-	st.Token = r.uint()
-	st.Count = int(min(r.uint(), maxHolds))
-	if lease := r.int(); lease != 0 {
+	st.Name = r.String(maxName)
+	st.Held = r.Bool()
+	st.Mine = r.Bool()
+	st.LeaseEnded = r.Bool()
+	st.Holder.Session = r.Uvarint()
+	st.Holder.Owner = r.String(MaxOwnerLen)
+	st.Token = r.Uvarint()
+	st.Count = int(min(r.Uvarint(), maxHolds))
+	if lease := r.Varint(); lease != 0 {
 		st.LeaseEnd = time.Unix(0, lease)
 	}
-	st.Waiters = int(min(r.uint(), 1<<40))
-	n := r.count(2)
+	st.Waiters = int(min(r.Uvarint(), 1<<40))
+	n := r.Count(2)
 	for range n {
-		st.Queue = append(st.Queue, Holder{Session: r.uint(), Owner: r.string(MaxOwnerLen)})
+		st.Queue = append(st.Queue, Holder{Session: r.Uvarint(), Owner: r.String(MaxOwnerLen)})
 	}
-	if err := r.done(); err != nil {
+	if err := r.Done(); err != nil {
 		return Status{}, fmt.Errorf("locks: decode status: %w", err)
 	}
 	return st, nil
@@ -291,29 +179,27 @@ type event struct {
 }
 
 func encodeEvent(e event) []byte {
-	w := writer{b: make([]byte, 0, 24+len(e.owner))}
-	w.byte(eventVersion)
-	w.byte(byte(e.kind))
-	w.uint(e.session)
-	w.string(e.owner)
-	w.int(e.token)
-	return w.b
+	b := append(make([]byte, 0, 24+len(e.owner)), eventVersion, byte(e.kind))
+	b = binary.AppendUvarint(b, e.session)
+	b = varbin.AppendString(b, e.owner)
+	b = binary.AppendVarint(b, e.token)
+	return b
 }
 
 func decodeEvent(b []byte) (event, error) {
 	var e event
-	r := reader{b: b}
-	if v := r.byte(); r.err == nil && v != eventVersion {
+	r := varbin.NewReader(b)
+	if v := r.Byte(); r.Err() == nil && v != eventVersion {
 		return e, fmt.Errorf("locks: unsupported event version %d", v)
 	}
-	e.kind = eventKind(r.byte())
-	if r.err == nil && (e.kind == 0 || e.kind >= eventEnd) {
-		r.fail(fmt.Errorf("unknown event kind %d", e.kind))
+	e.kind = eventKind(r.Byte())
+	if r.Err() == nil && (e.kind == 0 || e.kind >= eventEnd) {
+		r.Fail(fmt.Errorf("unknown event kind %d", e.kind))
 	}
-	e.session = r.uint()
-	e.owner = r.string(MaxOwnerLen)
-	e.token = r.int()
-	if err := r.done(); err != nil {
+	e.session = r.Uvarint()
+	e.owner = r.String(MaxOwnerLen)
+	e.token = r.Varint()
+	if err := r.Done(); err != nil {
 		return event{}, fmt.Errorf("locks: decode event: %w", err)
 	}
 	return e, nil
@@ -332,99 +218,98 @@ func encodeSnapshot(s *state) []byte {
 		size += 64 + len(name) + len(l.h.owner) + 48*len(l.waiters)
 	}
 	slices.Sort(names)
-	w := writer{b: make([]byte, 0, size)}
-	w.byte(snapshotVersion)
-	w.int(s.last)
-	w.uint(uint64(len(names)))
+	b := append(make([]byte, 0, size), snapshotVersion)
+	b = binary.AppendVarint(b, s.last)
+	b = binary.AppendUvarint(b, uint64(len(names)))
 	for _, name := range names {
 		l := s.locks[name]
-		w.string(name)
-		w.bool(l.held)
+		b = varbin.AppendString(b, name)
+		b = varbin.AppendBool(b, l.held)
 		if l.held {
-			w.uint(l.h.session)
-			w.string(l.h.owner)
-			w.int(l.h.token)
-			w.uint(uint64(l.h.count))
-			w.int(l.h.lease)
-			w.uint(l.h.call.Origin)
-			w.uint(l.h.call.Seq)
-			w.uint(l.h.attempt)
+			b = binary.AppendUvarint(b, l.h.session)
+			b = varbin.AppendString(b, l.h.owner)
+			b = binary.AppendVarint(b, l.h.token)
+			b = binary.AppendUvarint(b, uint64(l.h.count))
+			b = binary.AppendVarint(b, l.h.lease)
+			b = binary.AppendUvarint(b, l.h.call.Origin)
+			b = binary.AppendUvarint(b, l.h.call.Seq)
+			b = binary.AppendUvarint(b, l.h.attempt)
 		}
-		w.uint(uint64(len(l.waiters)))
+		b = binary.AppendUvarint(b, uint64(len(l.waiters)))
 		for _, x := range l.waiters {
-			w.uint(x.call.Origin)
-			w.uint(x.call.Seq)
-			w.string(x.owner)
-			w.int(x.leaseMS)
-			w.uint(uint64(x.limit))
-			w.uint(x.attempt)
-			w.int(x.deadline)
+			b = binary.AppendUvarint(b, x.call.Origin)
+			b = binary.AppendUvarint(b, x.call.Seq)
+			b = varbin.AppendString(b, x.owner)
+			b = binary.AppendVarint(b, x.leaseMS)
+			b = binary.AppendUvarint(b, uint64(x.limit))
+			b = binary.AppendUvarint(b, x.attempt)
+			b = binary.AppendVarint(b, x.deadline)
 		}
 	}
-	return w.b
+	return b
 }
 
 // decodeSnapshot loads a snapshot into the empty state into, checking the
 // state's invariants (no duplicate names, no waiters on a free lock,
 // positive tokens and counts not above the counter).
 func decodeSnapshot(b []byte, into *state) error {
-	r := reader{b: b}
-	if v := r.byte(); r.err == nil && v != snapshotVersion {
+	r := varbin.NewReader(b)
+	if v := r.Byte(); r.Err() == nil && v != snapshotVersion {
 		return fmt.Errorf("unsupported snapshot version %d", v)
 	}
-	into.last = r.int()
-	if r.err == nil && into.last < 0 {
-		r.fail(fmt.Errorf("negative token counter %d", into.last))
+	into.last = r.Varint()
+	if r.Err() == nil && into.last < 0 {
+		r.Fail(fmt.Errorf("negative token counter %d", into.last))
 	}
-	n := r.count(3)
+	n := r.Count(3)
 	for range n {
-		if r.err != nil {
+		if r.Err() != nil {
 			break
 		}
-		l := &lock{name: r.string(maxName)}
-		l.held = r.bool()
+		l := &lock{name: r.String(maxName)}
+		l.held = r.Bool()
 		if l.held {
-			l.h.session = r.uint()
-			l.h.owner = r.string(MaxOwnerLen)
-			l.h.token = r.int()
-			c := r.uint()
-			l.h.lease = r.int()
-			l.h.call = op.CallID{Origin: r.uint(), Seq: r.uint()}
-			l.h.attempt = r.uint()
+			l.h.session = r.Uvarint()
+			l.h.owner = r.String(MaxOwnerLen)
+			l.h.token = r.Varint()
+			c := r.Uvarint()
+			l.h.lease = r.Varint()
+			l.h.call = op.CallID{Origin: r.Uvarint(), Seq: r.Uvarint()}
+			l.h.attempt = r.Uvarint()
 			switch {
-			case r.err != nil:
+			case r.Err() != nil:
 			case l.h.token <= 0 || l.h.token > into.last:
-				r.fail(fmt.Errorf("lock %q: token %d outside 1..%d", l.name, l.h.token, into.last))
+				r.Fail(fmt.Errorf("lock %q: token %d outside 1..%d", l.name, l.h.token, into.last))
 			case c == 0 || c > maxHolds:
-				r.fail(fmt.Errorf("lock %q: hold count %d", l.name, c))
+				r.Fail(fmt.Errorf("lock %q: hold count %d", l.name, c))
 			}
 			l.h.count = uint32(c)
 		}
-		nw := r.count(7)
+		nw := r.Count(7)
 		for range nw {
-			x := waiter{call: op.CallID{Origin: r.uint(), Seq: r.uint()}, owner: r.string(MaxOwnerLen), leaseMS: r.int()}
-			lim := r.uint()
-			if r.err == nil && lim > maxHolds {
-				r.fail(fmt.Errorf("lock %q: waiter limit %d", l.name, lim))
+			x := waiter{call: op.CallID{Origin: r.Uvarint(), Seq: r.Uvarint()}, owner: r.String(MaxOwnerLen), leaseMS: r.Varint()}
+			lim := r.Uvarint()
+			if r.Err() == nil && lim > maxHolds {
+				r.Fail(fmt.Errorf("lock %q: waiter limit %d", l.name, lim))
 			}
 			x.limit = uint32(lim)
-			x.attempt = r.uint()
-			x.deadline = r.int()
-			if r.err != nil {
+			x.attempt = r.Uvarint()
+			x.deadline = r.Varint()
+			if r.Err() != nil {
 				break
 			}
 			l.waiters = append(l.waiters, x)
 		}
 		switch {
-		case r.err != nil:
+		case r.Err() != nil:
 		case l.name == "":
-			r.fail(errors.New("empty lock name"))
+			r.Fail(errors.New("empty lock name"))
 		case into.locks[l.name] != nil:
-			r.fail(fmt.Errorf("lock %q twice", l.name))
+			r.Fail(fmt.Errorf("lock %q twice", l.name))
 		case !l.held:
-			r.fail(fmt.Errorf("lock %q is stored but not held", l.name))
+			r.Fail(fmt.Errorf("lock %q is stored but not held", l.name))
 		}
 		into.locks[l.name] = l
 	}
-	return r.done()
+	return r.Done()
 }

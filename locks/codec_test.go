@@ -2,6 +2,7 @@ package locks
 
 import (
 	"bytes"
+	"encoding/binary"
 	"reflect"
 	"strings"
 	"testing"
@@ -62,17 +63,13 @@ func TestEventRoundTrip(t *testing.T) {
 }
 
 func TestReaderRefusesLyingCounts(t *testing.T) {
-	w := writer{}
-	w.byte(snapshotVersion)
-	w.int(5)
-	w.uint(1 << 40) // a billion locks in a few bytes
-	if err := newState(0).Restore(time.Time{}, w.b); err == nil || !strings.Contains(err.Error(), "exceeds") {
+	b := binary.AppendVarint([]byte{snapshotVersion}, 5)
+	b = binary.AppendUvarint(b, 1<<40) // a billion locks in a few bytes
+	if err := newState(0).Restore(time.Time{}, b); err == nil || !strings.Contains(err.Error(), "exceeds") {
 		t.Fatalf("lying count: %v", err)
 	}
-	w = writer{}
-	w.byte(statusVersion)
-	w.uint(1 << 50) // a name longer than the payload
-	if _, err := decodeStatus(w.b); err == nil {
+	b = binary.AppendUvarint([]byte{statusVersion}, 1<<50) // a name longer than the payload
+	if _, err := decodeStatus(b); err == nil {
 		t.Fatal("lying string length accepted")
 	}
 }

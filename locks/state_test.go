@@ -2,6 +2,7 @@ package locks
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoalgrid/shoal/internal/varbin"
 	"github.com/shoalgrid/shoal/op"
 )
 
@@ -864,14 +866,12 @@ func TestRestoreRejectsCorruptSnapshots(t *testing.T) {
 		t.Fatal("a failed restore changed the state")
 	}
 	// A lock stored twice, and a free lock, are refused.
-	w := writer{}
-	w.byte(snapshotVersion)
-	w.int(10)
-	w.uint(1)
-	w.string("x")
-	w.bool(false)
-	w.uint(0)
-	if err := newState(0).Restore(h.now, w.b); err == nil {
+	b := binary.AppendVarint([]byte{snapshotVersion}, 10)
+	b = binary.AppendUvarint(b, 1)
+	b = varbin.AppendString(b, "x")
+	b = varbin.AppendBool(b, false)
+	b = binary.AppendUvarint(b, 0)
+	if err := newState(0).Restore(h.now, b); err == nil {
 		t.Fatal("free stored lock accepted")
 	}
 }

@@ -2,11 +2,13 @@ package queues
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
 
+	"github.com/shoalgrid/shoal/internal/varbin"
 	"github.com/shoalgrid/shoal/op"
 )
 
@@ -74,7 +76,7 @@ func waitCtx(ctx context.Context, wait time.Duration) (context.Context, context.
 	if wait%time.Millisecond != 0 {
 		ms++
 	}
-	return c, cancel, appendUvarint(nil, uint64(min(ms, int64(maxWait/time.Millisecond))))
+	return c, cancel, binary.AppendUvarint(nil, uint64(min(ms, int64(maxWait/time.Millisecond))))
 }
 
 // expired reports whether err is the end of a wait that ran out while the
@@ -192,10 +194,10 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 	if err != nil {
 		return Stats{}, err
 	}
-	r := reader{b: resp.Value}
-	st := Stats{Ready: int(resp.Num), InFlight: int(r.uvarint()), WaitingTakers: int(r.uvarint()), WaitingOffers: int(r.uvarint())}
-	if r.err != nil {
-		return Stats{}, fmt.Errorf("queues: len on queue %q: %w: %v", q.name, op.ErrInternal, r.err)
+	r := varbin.NewReader(resp.Value)
+	st := Stats{Ready: int(resp.Num), InFlight: int(r.Uvarint()), WaitingTakers: int(r.Uvarint()), WaitingOffers: int(r.Uvarint())}
+	if r.Err() != nil {
+		return Stats{}, fmt.Errorf("queues: len on queue %q: %w: %v", q.name, op.ErrInternal, r.Err())
 	}
 	return st, nil
 }

@@ -1,12 +1,14 @@
 package queues
 
 import (
+	"encoding/binary"
 	"fmt"
 	"path"
 	"slices"
 	"strconv"
 	"time"
 
+	"github.com/shoalgrid/shoal/internal/varbin"
 	"github.com/shoalgrid/shoal/op"
 )
 
@@ -294,9 +296,9 @@ func (s *state) Execute(x *op.Exec, req *op.Request) *op.Response {
 		if q == nil {
 			return &op.Response{Value: []byte{0, 0, 0}}
 		}
-		v := appendUvarint(nil, uint64(len(q.inflight)))
-		v = appendUvarint(v, uint64(len(q.takers)))
-		v = appendUvarint(v, uint64(len(q.offerers)))
+		v := binary.AppendUvarint(nil, uint64(len(q.inflight)))
+		v = binary.AppendUvarint(v, uint64(len(q.takers)))
+		v = binary.AppendUvarint(v, uint64(len(q.offerers)))
 		return &op.Response{Num: int64(q.ready.len()), Value: v}
 	case OpClear:
 		q := s.queues[req.Name]
@@ -449,9 +451,9 @@ func waitUntil(x *op.Exec, req *op.Request) (time.Time, *op.Response) {
 	if len(req.Aux) == 0 {
 		return time.Time{}, nil
 	}
-	r := reader{b: req.Aux}
-	ms := r.uvarint()
-	if err := r.done(); err != nil || ms > uint64(maxWait/time.Millisecond) {
+	r := varbin.NewReader(req.Aux)
+	ms := r.Uvarint()
+	if err := r.Done(); err != nil || ms > uint64(maxWait/time.Millisecond) {
 		return time.Time{}, fail(op.CodeBadRequest, "queue: bad wait (at most %v)", maxWait)
 	}
 	return x.Now.Add(time.Duration(ms) * time.Millisecond), nil

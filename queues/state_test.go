@@ -2,6 +2,7 @@ package queues
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -478,7 +479,7 @@ func FuzzRestore(f *testing.F) {
 func TestWaitIsDecidedByTheOwner(t *testing.T) {
 	p := newPair(t)
 	w := p.req(OpPollWait, "q")
-	w.Aux = appendUvarint(nil, 100)
+	w.Aux = binary.AppendUvarint(nil, 100)
 	p.run(w)
 	var at time.Time
 	for _, e := range p.effects {

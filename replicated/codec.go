@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+
+	"github.com/shoalgrid/shoal/internal/varbin"
 )
 
 // The replicated map's messages are a small hand-written binary format:
@@ -32,84 +34,63 @@ const (
 // ErrCorrupt is wrapped by the errors of messages that do not decode.
 var ErrCorrupt = errors.New("replicated: corrupt message")
 
-func appendBytes(b, s []byte) []byte {
-	b = binary.AppendUvarint(b, uint64(len(s)))
-	return append(b, s...)
-}
-
-func appendString(b []byte, s string) []byte {
-	b = binary.AppendUvarint(b, uint64(len(s)))
-	return append(b, s...)
-}
-
 func appendVersion(b []byte, v Version) []byte {
 	b = binary.AppendUvarint(b, uint64(v.Time))
-	return appendString(b, v.Origin)
+	return varbin.AppendString(b, v.Origin)
 }
 
-// reader decodes one message; the first error sticks.
+// reader decodes one message over varbin.Reader; the first error sticks.
+// It wraps ErrCorrupt and names the field that failed, so a refused peer
+// message says where it went wrong.
 type reader struct {
-	b   []byte
-	err error
+	in  varbin.Reader
+	err error // nil exactly when in.Err() is
 }
 
+func newReader(b []byte) reader { return reader{in: varbin.NewReader(b)} }
+
+// fail records a fault the codec itself found, such as an unknown tag; the
+// reads that follow stop.
 func (r *reader) fail(what string) {
 	if r.err == nil {
 		r.err = fmt.Errorf("%w: %s", ErrCorrupt, what)
+		r.in.Fail(r.err)
 	}
 }
 
-func (r *reader) done() bool { return r.err != nil || len(r.b) == 0 }
-
-func (r *reader) byte1(what string) byte {
-	if r.err != nil {
-		return 0
+// at names the field what in the error of the read just made, if it
+// failed.
+func (r *reader) at(what string) {
+	if r.err == nil && r.in.Err() != nil {
+		r.err = fmt.Errorf("%w: %s: %w", ErrCorrupt, what, r.in.Err())
 	}
-	if len(r.b) == 0 {
-		r.fail(what + ": truncated")
-		return 0
-	}
-	c := r.b[0]
-	r.b = r.b[1:]
-	return c
 }
 
-func (r *reader) uvarint(what string) uint64 {
-	if r.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.fail(what + ": bad varint")
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
+// more reports whether another record follows (false after an error).
+func (r *reader) more() bool { return r.in.Len() > 0 }
+
+// end fails on bytes after the last field of message what and returns the
+// first error.
+func (r *reader) end(what string) error {
+	r.in.Done()
+	r.at(what)
+	return r.err
 }
+
+func (r *reader) byte1(what string) byte     { c := r.in.Byte(); r.at(what); return c }
+func (r *reader) uvarint(what string) uint64 { v := r.in.Uvarint(); r.at(what); return v }
 
 // bytes returns the next length-prefixed slice, aliasing the input.
-func (r *reader) bytes(what string) []byte {
-	n := r.uvarint(what)
-	if r.err != nil {
-		return nil
-	}
-	if n > uint64(len(r.b)) {
-		r.fail(fmt.Sprintf("%s: length %d, %d bytes left", what, n, len(r.b)))
-		return nil
-	}
-	s := r.b[:n:n]
-	r.b = r.b[n:]
-	return s
-}
+func (r *reader) bytes(what string) []byte { p := r.in.Bytes(); r.at(what); return p }
 
 func (r *reader) str(what string) string { return string(r.bytes(what)) }
 
-func (r *reader) version(what string) Version {
-	t := r.uvarint(what + " time")
+func (r *reader) version() Version {
+	t := r.uvarint("version time")
 	if t > math.MaxInt64 {
-		r.fail(what + ": time out of range")
+		r.fail("version: time out of range")
 	}
-	return Version{Time: int64(t), Origin: r.str(what + " origin")}
+	return Version{Time: int64(t), Origin: r.str("version origin")}
 }
 
 func (r *reader) tag(want byte) {
@@ -127,15 +108,15 @@ type change struct {
 }
 
 func appendChange(b []byte, c *change) []byte {
-	b = appendString(b, c.name)
-	b = appendString(b, c.key)
+	b = varbin.AppendString(b, c.name)
+	b = varbin.AppendString(b, c.key)
 	b = appendVersion(b, c.ver)
 	var flags byte
 	if c.deleted {
 		flags = 1
 	}
 	b = append(b, flags)
-	return appendBytes(b, c.value)
+	return varbin.AppendBytes(b, c.value)
 }
 
 // decodeChanges calls fn for each record of a change message; values alias
@@ -143,13 +124,13 @@ func appendChange(b []byte, c *change) []byte {
 // changes nothing.
 func decodeChanges(msg []byte, fn func(*change)) error {
 	for pass := 0; pass < 2; pass++ {
-		r := reader{b: msg}
+		r := newReader(msg)
 		r.tag(tagChanges)
-		for !r.done() {
+		for r.more() {
 			var c change
 			c.name = r.str("name")
 			c.key = r.str("key")
-			c.ver = r.version("version")
+			c.ver = r.version()
 			flags := r.byte1("flags")
 			if flags > 1 {
 				r.fail("unknown flags")
@@ -174,19 +155,17 @@ type mapDigest struct {
 }
 
 func decodeDigest(b []byte) (map[string]mapDigest, error) {
-	r := reader{b: b}
+	r := newReader(b)
 	r.tag(tagDigest)
 	out := map[string]mapDigest{}
-	for !r.done() {
+	for r.more() {
 		name := r.str("name")
 		live := r.uvarint("count")
 		var h uint64
-		if len(r.b) < 8 {
-			r.fail("hash: truncated")
-		} else if r.err == nil {
-			h = binary.BigEndian.Uint64(r.b)
-			r.b = r.b[8:]
+		if p := r.in.Next(8); p != nil {
+			h = binary.BigEndian.Uint64(p)
 		}
+		r.at("hash")
 		if live > math.MaxInt32 {
 			r.fail("count out of range")
 		}
@@ -201,28 +180,25 @@ func encodeEntry(v Version, value []byte) []byte {
 	b := make([]byte, 0, 16+len(v.Origin)+len(value))
 	b = append(b, tagEntry)
 	b = appendVersion(b, v)
-	return appendBytes(b, value)
+	return varbin.AppendBytes(b, value)
 }
 
 func decodeEntry(b []byte) (Version, []byte, error) {
-	r := reader{b: b}
+	r := newReader(b)
 	r.tag(tagEntry)
-	v := r.version("version")
+	v := r.version()
 	val := r.bytes("value")
-	if r.err == nil && len(r.b) != 0 {
-		r.fail("trailing bytes")
-	}
-	return v, val, r.err
+	return v, val, r.end("entry")
 }
 
 func decodeEntries(b []byte) ([]Entry, error) {
-	r := reader{b: b}
+	r := newReader(b)
 	r.tag(tagEntries)
 	var out []Entry
-	for !r.done() {
+	for r.more() {
 		var e Entry
 		e.Key = r.str("key")
-		e.Version = r.version("version")
+		e.Version = r.version()
 		e.Value = r.bytes("value")
 		if r.err == nil {
 			out = append(out, e)
@@ -234,15 +210,15 @@ func decodeEntries(b []byte) ([]Entry, error) {
 func encodeEvent(ev *Event) []byte {
 	b := make([]byte, 0, 24+len(ev.Key)+len(ev.Version.Origin)+len(ev.Value))
 	b = append(b, tagEvent, byte(ev.Type))
-	b = appendString(b, ev.Key)
+	b = varbin.AppendString(b, ev.Key)
 	b = appendVersion(b, ev.Version)
-	return appendBytes(b, ev.Value)
+	return varbin.AppendBytes(b, ev.Value)
 }
 
 // DecodeEvent decodes an event payload (as delivered by an
 // op.EventSource subscription to the replicated map service).
 func DecodeEvent(b []byte) (Event, error) {
-	r := reader{b: b}
+	r := newReader(b)
 	r.tag(tagEvent)
 	var ev Event
 	ev.Type = EventType(r.byte1("type"))
@@ -250,10 +226,7 @@ func DecodeEvent(b []byte) (Event, error) {
 		r.fail(fmt.Sprintf("unknown event type %d", ev.Type))
 	}
 	ev.Key = r.str("key")
-	ev.Version = r.version("version")
+	ev.Version = r.version()
 	ev.Value = r.bytes("value")
-	if r.err == nil && len(r.b) != 0 {
-		r.fail("trailing bytes")
-	}
-	return ev, r.err
+	return ev, r.end("event")
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/shoalgrid/shoal/internal/varbin"
 	"github.com/shoalgrid/shoal/op"
 )
 
@@ -345,9 +346,9 @@ func (r *Replica) Apply(x *op.Exec, req *op.Request) (*op.Response, []byte) {
 		slices.Sort(keys)
 		for _, k := range keys {
 			e := m.entries[k]
-			b = appendString(b, k)
+			b = varbin.AppendString(b, k)
 			b = appendVersion(b, e.ver)
-			b = appendBytes(b, e.value)
+			b = varbin.AppendBytes(b, e.value)
 		}
 		return &op.Response{Found: len(keys) > 0, Value: b, Num: int64(len(keys))}, nil
 	case OpLen:
@@ -387,7 +388,7 @@ func (r *Replica) Digest(time.Time) []byte {
 	b := []byte{tagDigest}
 	for _, n := range names {
 		m := r.maps[n]
-		b = appendString(b, n)
+		b = varbin.AppendString(b, n)
 		b = binary.AppendUvarint(b, uint64(m.live))
 		b = binary.BigEndian.AppendUint64(b, m.hash)
 	}

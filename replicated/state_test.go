@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/shoalgrid/shoal/internal/varbin"
 	"github.com/shoalgrid/shoal/op"
 )
 
@@ -367,6 +369,17 @@ func TestCorruptInput(t *testing.T) {
 	}
 	if len(r.maps) != 0 {
 		t.Fatal("a corrupt message changed state")
+	}
+	// The error wraps ErrCorrupt and names the field that failed.
+	var x op.Exec
+	x.Reset(t0, -1, false, nil)
+	if err := r.Merge(&x, delta[:len(delta)-1]); !errors.Is(err, ErrCorrupt) || !errors.Is(err, varbin.ErrTruncated) ||
+		!strings.Contains(err.Error(), "value") {
+		t.Fatalf("value cut short: %v", err)
+	}
+	if _, err := DecodeEvent(append(encodeEvent(&Event{Type: Added, Key: "k"}), 0)); !errors.Is(err, ErrCorrupt) ||
+		!strings.Contains(err.Error(), "trailing") {
+		t.Fatalf("trailing byte: %v", err)
 	}
 	if _, _, err := r.Diff(t0, []byte{tagDigest, 5, 'a'}, 100); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("corrupt digest: %v", err)

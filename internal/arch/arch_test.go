@@ -47,6 +47,8 @@ func TestLayering(t *testing.T) {
 		{"internal/mpsafe", nil},
 		// internal/iheap is a leaf the state machines may share.
 		{"internal/iheap", nil},
+		// internal/varbin is the bounded varint reader their codecs share.
+		{"internal/varbin", nil},
 		{"partition", []string{"internal/mpsafe"}},
 		{"wire", []string{"op", "internal/mpsafe"}},
 		// internal/invoke is the route-and-retry loop grid and client
@@ -67,7 +69,7 @@ func TestLayering(t *testing.T) {
 		rules = append(rules, struct {
 			pkg     string
 			allowed []string
-		}{s, []string{"op", "internal/mpsafe", "internal/iheap"}})
+		}{s, []string{"op", "internal/mpsafe", "internal/iheap", "internal/varbin"}})
 	}
 	for _, r := range rules {
 		t.Run(r.pkg, func(t *testing.T) {
