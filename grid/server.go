@@ -431,7 +431,7 @@ func (m *Member) handleSys(c *wire.Conn, id uint64, req *op.Request) {
 	case sysop.ReplDelta, sysop.ReplPull:
 		c.Respond(id, m.handleWideSys(req))
 	case sysReplicaSeqs:
-		version, seal := decodeSeal(req.Value)
+		version, seal := decodeSeal(req.Value, m.cfg.PartitionCount)
 		c.Respond(id, &op.Response{Found: true, Value: m.replicaSeqs(req.Num, version, seal), TableVersion: cur})
 	case sysTrigger:
 		if req.Num != 0 {
@@ -479,15 +479,22 @@ func encodeSeal(version uint64, parts []int32) []byte {
 	return b
 }
 
-// decodeSeal reads encodeSeal's bytes; anything malformed seals nothing.
-func decodeSeal(b []byte) (uint64, map[int32]bool) {
-	if len(b) < 8 || (len(b)-8)%4 != 0 {
+// decodeSeal reads encodeSeal's bytes for a cluster of count partitions;
+// anything malformed (a partition out of range, more partitions than the
+// cluster has) seals nothing, so a peer's bytes cannot make it allocate
+// more than one entry per partition.
+func decodeSeal(b []byte, count int) (uint64, map[int32]bool) {
+	if len(b) < 8 || (len(b)-8)%4 != 0 || (len(b)-8)/4 > count {
 		return 0, nil
 	}
 	version := binary.BigEndian.Uint64(b)
 	parts := make(map[int32]bool, (len(b)-8)/4)
 	for i := 8; i < len(b); i += 4 {
-		parts[int32(binary.BigEndian.Uint32(b[i:]))] = true
+		p := binary.BigEndian.Uint32(b[i:])
+		if p >= uint32(count) {
+			return 0, nil
+		}
+		parts[int32(p)] = true
 	}
 	return version, parts
 }
