@@ -157,7 +157,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.Var(intFlag(&o.partitions, partition.DefaultCount, 1, 1<<16), "partitions", "`number` of partitions, the same on every member")
 	fs.StringVar(&o.config, "config", "", "YAML config `file`; its keys are flag names")
 	fs.Var(addrFlag(&o.http, "", true), "http", "HTTP `host:port` for /healthz, /readyz, /status and /metrics (empty: off)")
-	fs.BoolVar(&o.pprof, "pprof", false, "also serve Go's profiler at /debug/pprof/ on the --http address (exposes internals: keep that address private)")
+	fs.BoolVar(&o.pprof, "pprof", false, "also serve Go's profiler at /debug/pprof/ on the --http address, with lock contention sampled for /debug/pprof/mutex (exposes internals: keep that address private)")
 	fs.Var(enumFlag(&o.gossip, "lan", "lan", "fast"), "gossip", "failure-detection `timings`: lan (crash detected in ~2-3 s) or fast (~1 s, one machine)")
 	fs.Var(durationFlag(&o.probeInterval, 0, false), "probe-interval", "gossip probe `interval` (0: from --gossip)")
 	fs.Var(durationFlag(&o.probeTimeout, 0, false), "probe-timeout", "gossip probe `timeout` (0: from --gossip)")

@@ -28,6 +28,10 @@ const httpStopTimeout = 5 * time.Second
 // first signal on sigs and leaves the cluster gracefully. A signal more
 // than signalCoalesce after the first calls exit(1) at once. It returns the
 // process exit code.
+// mutexProfileFraction is the share of lock contention events sampled
+// (1 in N) while --pprof is on.
+const mutexProfileFraction = 20
+
 func run(o options, log *slog.Logger, stderr io.Writer, sigs <-chan os.Signal, exit func(int)) int {
 	started := time.Now()
 	events := newEventLog(50)
@@ -51,6 +55,12 @@ func run(o options, log *slog.Logger, stderr io.Writer, sigs <-chan os.Signal, e
 	var member atomic.Pointer[grid.Member]
 	var httpDone <-chan struct{}
 	httpAddr := ""
+	if o.pprof {
+		// Sample lock contention too, so /debug/pprof/mutex answers the
+		// question profiles of a busy member are usually taken for; one
+		// event in mutexProfileFraction costs next to nothing.
+		runtime.SetMutexProfileFraction(mutexProfileFraction)
+	}
 	if o.http != "" {
 		hs, err := startHTTP(o.http, newHTTPHandler(member.Load, httpOptions{pprof: o.pprof, started: started, cluster: o.cluster, events: events}), log)
 		if err != nil {
