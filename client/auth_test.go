@@ -77,6 +77,25 @@ func TestTokensAndRoles(t *testing.T) {
 	if err := maps.New(admin, "orders.eu").Clear(ctx); err != nil {
 		t.Errorf("admin clear: %v", err)
 	}
+	// Listening registers on every partition (a replicated write of
+	// bookkeeping), yet a reader may listen: it sees the writer's change.
+	got := make(chan maps.Event, 4)
+	stop, err := maps.New(reader, "orders.eu").Listen(ctx, func(e maps.Event) { got <- e })
+	if err != nil {
+		t.Fatalf("reader listen: %v", err)
+	}
+	defer stop()
+	if err := maps.New(writer, "orders.eu").Put(ctx, "k3", []byte("w")); err != nil {
+		t.Fatalf("writer put: %v", err)
+	}
+	select {
+	case e := <-got:
+		if e.Key != "k3" || e.Kind != maps.EventAdded {
+			t.Errorf("reader's listener got %+v, want k3 added", e)
+		}
+	case <-ctx.Done():
+		t.Fatal("reader's listener saw nothing")
+	}
 	// Removing a member needs the admin role on "*"; the admin is then
 	// refused only because the member is alive.
 	alive := cl.Member(1).Name()

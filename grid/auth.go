@@ -86,6 +86,15 @@ type AdminOps interface {
 	AdminOp(op uint8) bool
 }
 
+// ReaderOps may be implemented by a Service with operations that write
+// only bookkeeping a reader needs, such as registering or renewing an event
+// listener: a token with RoleRead may run them although Mutates reports
+// them (they are replicated like any mutation).
+type ReaderOps interface {
+	// ReaderOp reports whether operation op needs only RoleRead.
+	ReaderOp(op uint8) bool
+}
+
 // security is a member's resolved authentication settings.
 type security struct {
 	// handshake holds the keys members prove in the handshake.
@@ -233,10 +242,11 @@ func (m *Member) checkAccess(c *wire.Conn, req *op.Request) error {
 		svc = ws.svc
 	}
 	if svc != nil {
+		r, isReader := svc.(ReaderOps)
 		switch a, isAdmin := svc.(AdminOps); {
 		case isAdmin && a.AdminOp(req.Op):
 			need = RoleAdmin
-		case svc.Mutates(req.Op):
+		case svc.Mutates(req.Op) && !(isReader && r.ReaderOp(req.Op)):
 			need = RoleWrite
 		}
 	}

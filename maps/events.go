@@ -74,6 +74,13 @@ const listenFlagValues = 1
 // renew every listenLease/3 (Map.Listen).
 const listenLease = 30 * time.Second
 
+// MaxListeners bounds the registrations of one map in one partition (a
+// listener holds one in every partition). Renewals always pass; a new
+// registration past the bound fails with op.ErrTooLarge, so that a caller
+// registering without end (a leak, or a hostile client) cannot grow the
+// record, and the cost of every registration with it, without end.
+const MaxListeners = 1024
+
 type listenerID struct{ session, id uint64 }
 
 // listenRec is a listened map's record in one partition.
@@ -155,6 +162,9 @@ func (s *state) listenOp(now int64, req *op.Request) *op.Response {
 	id := listenerID{req.Origin, uint64(req.Num)}
 	values := len(req.Aux) > 0 && req.Aux[0]&listenFlagValues != 0
 	_, had := rec.subs[id]
+	if !had && len(rec.subs) >= MaxListeners {
+		return fail(op.CodeTooLarge, "map %s has %d listeners, the most one map takes", op.Quote(req.Name), MaxListeners)
+	}
 	rec.subs[id] = listenerReg{values: values, until: satAdd(now, int64(listenLease))}
 	rec.recount()
 	return &op.Response{Found: !had, Num: int64(rec.seq), Value: binary.AppendUvarint(nil, uint64(rec.epoch))}

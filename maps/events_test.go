@@ -444,3 +444,34 @@ func TestListenNeedsEvents(t *testing.T) {
 		t.Fatalf("nil func = %v", err)
 	}
 }
+
+// TestListenersBounded: a map takes MaxListeners registrations per
+// partition; renewals still pass at the bound, a new one fails with
+// op.ErrTooLarge, and one whose lease ended makes room.
+func TestListenersBounded(t *testing.T) {
+	s := newState(3)
+	for i := range MaxListeners {
+		if resp, _ := execEvents(t, s, true, ms(0), listenReq("m", 7, uint64(i+1), false)); resp.Code != op.OK || !resp.Found {
+			t.Fatalf("listener %d: %+v", i+1, resp)
+		}
+	}
+	resp, _ := execEvents(t, s, true, ms(1), listenReq("m", 7, MaxListeners+1, false))
+	if resp.Code != op.CodeTooLarge {
+		t.Fatalf("listener past the bound: %+v, want CodeTooLarge", resp)
+	}
+	if resp, _ := execEvents(t, s, true, ms(1), listenReq("m", 7, 5, false)); resp.Code != op.OK || resp.Found {
+		t.Fatalf("renewal at the bound: %+v", resp)
+	}
+	if resp, _ := execEvents(t, s, true, ms(2), listenReq("other", 7, MaxListeners+1, false)); resp.Code != op.OK {
+		t.Fatalf("another map: %+v", resp)
+	}
+	// Only listener 5 was renewed (at 1 ms): once the others' leases end,
+	// new listeners fit again.
+	later := ms(int(listenLease / time.Millisecond))
+	if resp, _ := execEvents(t, s, true, later, listenReq("m", 7, MaxListeners+1, false)); resp.Code != op.OK || !resp.Found {
+		t.Fatalf("after the leases ended: %+v", resp)
+	}
+	if n := len(s.listen["m"].subs); n != 2 {
+		t.Fatalf("%d registrations left, want 2 (the renewed one and the new one)", n)
+	}
+}

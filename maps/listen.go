@@ -161,9 +161,9 @@ var ErrNoEvents = fmt.Errorf("%w: the invoker does not deliver structure events"
 //
 // After stop returns fn is not called again, except for a call already
 // running. ctx bounds the registration only. It fails with ErrNoEvents when the
-// invoker cannot deliver events. Listening needs the write role on
-// clusters that check client tokens (a registration is a replicated
-// write).
+// invoker cannot deliver events, and with op.ErrTooLarge when the map
+// already has MaxListeners listeners. On clusters that check client tokens
+// the read role on the map is enough.
 func (m *Map) Listen(ctx context.Context, fn func(Event), opts ...ListenOption) (stop func(), err error) {
 	if err := m.check(); err != nil {
 		return nil, fmt.Errorf("maps: listen: %w", err)

@@ -167,6 +167,11 @@ func (Service) OpName(o uint8) string {
 // that check client tokens (grid.AdminOps): Clear does.
 func (Service) AdminOp(o uint8) bool { return o == OpClear }
 
+// ReaderOp reports whether a mutating operation needs only the read role
+// on clusters that check client tokens (grid.ReaderOps): registering,
+// renewing and removing a listener write bookkeeping, no data.
+func (Service) ReaderOp(o uint8) bool { return o == OpListen || o == OpUnlisten }
+
 // Grows reports whether a map operation may grow the map (op.Grower): the
 // member's memory guard refuses these when its heap is above the limit.
 func (Service) Grows(o uint8) bool {
