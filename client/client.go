@@ -162,6 +162,12 @@ type Client struct {
 	// table).
 	synced    chan struct{}
 	ignoreAnn atomic.Bool
+	// relayed counts the calls sent through another member because
+	// their owner was unreachable (see relay).
+	relayed atomic.Uint64
+	// noDial, set by tests only, makes dials to the addresses it
+	// reports fail as an unreachable member's would.
+	noDial atomic.Pointer[func(addr string) bool]
 	// loop is the route-and-retry loop of Invoke, InvokeAll and
 	// InvokeMany (shared with the member, see internal/invoke); its table
 	// reads are shared among the calls that need one.
@@ -175,6 +181,28 @@ type memberConns struct {
 	next     atomic.Uint32
 	failedAt time.Time
 	backoff  time.Duration
+	// relays counts the calls relayed through this member (see relay).
+	relays atomic.Int32
+}
+
+// live returns one of mc's open connections, or nil, also while a dial to
+// the member holds mc.mu (a relay must not wait for it).
+func (mc *memberConns) live() *wire.Conn {
+	if !mc.mu.TryLock() {
+		return nil
+	}
+	defer mc.mu.Unlock()
+	for _, cn := range mc.conns {
+		if cn == nil {
+			continue
+		}
+		select {
+		case <-cn.Done():
+		default:
+			return cn
+		}
+	}
+	return nil
 }
 
 // Dial connects to the cluster through the first reachable address in
@@ -371,7 +399,13 @@ func (c *Client) conn(ctx context.Context, addr string) (*wire.Conn, error) {
 	if ip := net.ParseIP(c.cfg.LocalIP); ip != nil {
 		d.LocalAddr = &net.TCPAddr{IP: ip}
 	}
-	cn, err := wire.Dial(dctx, d, addr, wire.Hello{Role: wire.RoleClient, Name: c.cfg.Name, Cluster: c.cfg.Cluster, Token: c.cfg.Token}, wire.Options{Limits: c.cfg.Limits, TLS: c.cfg.TLS, KeepAlive: c.cfg.KeepAlive, OnEvent: c.events.OnEvent})
+	var cn *wire.Conn
+	var err error
+	if f := c.noDial.Load(); f != nil && (*f)(addr) {
+		err = fmt.Errorf("%w: dial %s: cut off by the test", op.ErrUnavailable, addr)
+	} else {
+		cn, err = wire.Dial(dctx, d, addr, wire.Hello{Role: wire.RoleClient, Name: c.cfg.Name, Cluster: c.cfg.Cluster, Token: c.cfg.Token}, wire.Options{Limits: c.cfg.Limits, TLS: c.cfg.TLS, KeepAlive: c.cfg.KeepAlive, OnEvent: c.events.OnEvent})
+	}
 	if err != nil {
 		mc.failedAt = time.Now()
 		mc.backoff = min(max(2*mc.backoff, 50*time.Millisecond), c.cfg.MaxBackoff)

@@ -19,6 +19,7 @@ import (
 	"github.com/shoalgrid/shoal/maps"
 	"github.com/shoalgrid/shoal/maps/mapstest"
 	"github.com/shoalgrid/shoal/op"
+	"github.com/shoalgrid/shoal/partition"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, gridtest.LeakOptions()...) }
@@ -110,6 +111,47 @@ func TestClientLearnsJoinsAndRoutesToOwners(t *testing.T) {
 	for _, mem := range cl.Live() {
 		if mem.Stats().Entries == 0 {
 			t.Errorf("%s holds no entries", mem.Name())
+		}
+	}
+}
+
+// TestClientRelaysWhenOwnerUnreachable: a client that cannot reach a
+// member (a network cut between them only) still reaches that member's
+// partitions, through another member that forwards its calls; the calls
+// keep their identity, so each is applied once.
+func TestClientRelaysWhenOwnerUnreachable(t *testing.T) {
+	cl := gridtest.New(t, 3)
+	c, err := client.Dial(ctxT(t, 10*time.Second), client.Config{Addrs: []string{cl.Member(0).Addr()}, RefreshInterval: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cut := cl.Member(2)
+	client.CutOff(c, cut.Addr())
+	ctx := ctxT(t, 20*time.Second)
+	m := maps.New(c, "relayed")
+	owned := 0
+	for i := range 200 {
+		k := fmt.Sprint(i)
+		if o, _ := c.Table().Owner(partition.ID(k, c.PartitionCount())); o.Name == cut.Name() {
+			owned++
+		}
+		if _, err := m.Incr(ctx, k, 1); err != nil {
+			t.Fatalf("incr %s: %v", k, err)
+		}
+	}
+	if owned == 0 {
+		t.Fatalf("no key of 200 is owned by %s", cut.Name())
+	}
+	if n := client.Relayed(c); n < uint64(owned) {
+		t.Errorf("%d calls relayed, want at least the %d to %s", n, owned, cut.Name())
+	}
+	// Read on the cut-off member itself: every key counted once.
+	direct := maps.New(cut, "relayed")
+	for i := range 200 {
+		v, found, err := direct.Get(ctx, fmt.Sprint(i))
+		if err != nil || !found || string(v) != "1" {
+			t.Fatalf("key %d on %s: %v %v %v", i, cut.Name(), v, found, err)
 		}
 	}
 }

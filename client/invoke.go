@@ -2,11 +2,13 @@ package client
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/shoalgrid/shoal/internal/invoke"
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/partition"
+	"github.com/shoalgrid/shoal/wire"
 )
 
 // Invoke sends req to the owner of its partition and returns the owner's
@@ -75,9 +77,63 @@ func (t clientTransport) Err() error {
 func (t clientTransport) Send(ctx context.Context, owner partition.Member, r op.Request) (*op.Response, error) {
 	cn, err := t.c.conn(ctx, owner.Addr)
 	if err != nil {
+		if resp, rerr, ok := t.c.relay(ctx, owner.Addr, r, err); ok {
+			return resp, rerr
+		}
 		return nil, err
 	}
 	return cn.Call(ctx, &r)
+}
+
+// maxRelays bounds the calls relayed through one member at a time: below
+// the member's own bound on the calls it forwards for one connection (4),
+// past which it stops reading that connection, and with it every other
+// call of this client to that member.
+const maxRelays = 2
+
+// relay sends r, whose owner at addr this client cannot reach (dialErr:
+// the call was not sent), through another member it is connected to, as
+// an unrouted call (table version 0): that member forwards it to the owner
+// it knows, or refuses it at once when its side of a network cut has no
+// quorum (op.ErrQuorum), instead of the call waiting for addr until its
+// deadline. The call keeps its identity, so a retry after a relay is not
+// applied twice. ok is false when nothing was sent: dialErr is not an
+// unreachable member's, or no other member is connected or free.
+func (c *Client) relay(ctx context.Context, addr string, r op.Request, dialErr error) (resp *op.Response, err error, ok bool) {
+	if !errors.Is(dialErr, op.ErrUnavailable) || !errors.Is(dialErr, wire.ErrNotSent) {
+		return nil, nil, false
+	}
+	c.mu.Lock()
+	others := make([]*memberConns, 0, len(c.conns))
+	for a, mc := range c.conns {
+		if a != addr {
+			others = append(others, mc)
+		}
+	}
+	c.mu.Unlock()
+	var via *wire.Conn
+	var through *memberConns
+	for _, mc := range others {
+		if mc.relays.Load() >= maxRelays {
+			continue
+		}
+		if cn := mc.live(); cn != nil {
+			via, through = cn, mc
+			break
+		}
+	}
+	if via == nil {
+		return nil, nil, false
+	}
+	if through.relays.Add(1) > maxRelays {
+		through.relays.Add(-1)
+		return nil, nil, false
+	}
+	defer through.relays.Add(-1)
+	c.relayed.Add(1)
+	r.TableVersion = 0
+	resp, err = via.Call(ctx, &r)
+	return resp, err, true
 }
 
 func (t clientTransport) SendMany(ctx context.Context, owner partition.Member, rs []*op.Request) []op.Result {

@@ -366,6 +366,7 @@ func TestPartitionCutOffMember(t *testing.T) {
 	cut := time.Now() // the rules are in place
 	lost := waitQuorum(t, ctx, n3, false)
 	checkNoQuorumSurface(t, ctx, n3)
+	checkRelayedRefusal(t, ctx, n3, n1)
 	runFor(ctx, 3*time.Second)
 	if st, err := n1.Status(ctx); err != nil || !st.Quorum {
 		t.Fatalf("n1 during the cut: quorum %v, %v", st.Quorum, err)
@@ -427,6 +428,32 @@ func TestPartitionCutOffMember(t *testing.T) {
 	if lostUsers+lostMajor != 0 {
 		t.Errorf("%d acknowledged writes lost", lostUsers+lostMajor)
 	}
+}
+
+// checkRelayedRefusal starts a new client beside the cut-off member cut
+// (it reaches only cut) and writes a key that other, across the cut, owns:
+// the client cannot dial other, relays the call through cut, and gets
+// ErrQuorum from it, not a timeout.
+func checkRelayedRefusal(t *testing.T, ctx context.Context, cut, other *proctest.Proc) {
+	t.Helper()
+	c := dialFrom(t, ctx, netcut.ClientAddr(1), cut)
+	tab := c.Table()
+	key := ""
+	for i := 0; key == ""; i++ {
+		k := fmt.Sprintf("relay-%d", i)
+		if o, _ := tab.Owner(partition.ID(k, tab.Count)); o.Name == other.Name {
+			key = k
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	err := shoalmaps.New(c, "users").Put(cctx, key, []byte("v"))
+	if !errors.Is(err, op.ErrQuorum) {
+		t.Errorf("a new client beside %s writing a key of %s: %v, want ErrQuorum (relayed)", cut.Name, other.Name, err)
+		return
+	}
+	t.Logf("a new client beside %s writing a key of %s: ErrQuorum after %v (relayed through %s)", cut.Name, other.Name, time.Since(start).Round(time.Millisecond), cut.Name)
 }
 
 func durSince(t, since time.Time) string {
