@@ -469,7 +469,15 @@ func (s *slot) adopt(m *Member, t *partition.Table) (dropped, orphaned int, merg
 	if s.frozen != 0 && t.Version > s.frozen {
 		s.frozen = 0
 	}
-	if (role < 0 && t.Version >= s.dataVersion) || (lost && s.role < 0) {
+	// An owner that finds itself a backup without having handed the
+	// partition over was declared gone (the losing side of a healed cut,
+	// a long pause) and another replica promoted in its place; the table
+	// re-adds it as a backup to give the partition back by a hand-over.
+	// What it holds is the losing side's: orphaned as if it held no
+	// replica (merged by policy, reported), and the replica starts again
+	// from the new owner's copy.
+	demoted := s.role == 0 && role > 0 && !handedOver && t.Version >= s.dataVersion
+	if (role < 0 && t.Version >= s.dataVersion) || (lost && s.role < 0) || demoted {
 		s.dataVersion = 0
 		before := dropped
 		orphan := s.role == 0 && !handedOver

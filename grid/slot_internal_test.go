@@ -3,9 +3,12 @@ package grid
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"testing"
 	"time"
 
+	"github.com/shoalgrid/shoal/maps"
 	"github.com/shoalgrid/shoal/op"
 	"github.com/shoalgrid/shoal/partition"
 	"github.com/shoalgrid/shoal/wire"
@@ -115,5 +118,41 @@ func TestExpireWaitsFailsLateMutations(t *testing.T) {
 	late.ack()
 	if err := late.result(); !errors.Is(err, op.ErrBackupTimeout) {
 		t.Errorf("result after a late ack: %v", err)
+	}
+}
+
+// An owner that a new table makes a backup of its own partition, without
+// a hand-over, was declared gone and replaced: its data is the losing
+// side's, orphaned (snapshotted for the merge, counted, dropped) and the
+// replica starts again partial, as when it holds no replica at all. After
+// a hand-over the same change drops nothing.
+func TestDemotedOwnerOrphansItsData(t *testing.T) {
+	tab := func(version uint64, owner, backup string) *partition.Table {
+		reps := make([][]string, 4)
+		for i := range reps {
+			reps[i] = []string{owner, backup}
+		}
+		tb, err := partition.New(version, 4, []partition.Member{{Name: "a"}, {Name: "b"}}, reps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tb
+	}
+	svc := maps.Service{}
+	st := svc.NewState(2)
+	for _, k := range []string{"x", "y", "z"} {
+		st.Apply(time.Now(), &op.Request{Op: maps.OpPut, Name: "m", Key: k, Value: []byte("v")})
+	}
+	m := &Member{cfg: Config{Name: "a"}, log: slog.New(slog.NewTextHandler(io.Discard, nil)), services: []op.Service{svc}}
+	s := &slot{id: 2, role: 0, seq: 10, term: 3, states: []op.State{st}, targets: []*target{{name: "b"}}}
+	dropped, orphaned, snaps, _ := s.adopt(m, tab(9, "b", "a"))
+	if dropped != 3 || orphaned != 3 || snaps == nil || s.states[0] != nil || !s.partial || s.seq != 0 || s.role != 1 {
+		t.Fatalf("demoted owner: dropped %d orphaned %d snaps %v states %v partial %v seq %d role %d",
+			dropped, orphaned, snaps, s.states, s.partial, s.seq, s.role)
+	}
+	// After a hand-over (the slot was frozen for it) nothing is orphaned.
+	s = &slot{id: 2, role: 0, seq: 10, term: 3, frozen: 8, states: []op.State{st}, targets: []*target{{name: "b"}}}
+	if dropped, orphaned, snaps, _ := s.adopt(m, tab(9, "b", "a")); dropped != 0 || orphaned != 0 || snaps != nil || s.states[0] == nil {
+		t.Fatalf("owner after a hand-over: dropped %d orphaned %d snaps %v", dropped, orphaned, snaps)
 	}
 }
