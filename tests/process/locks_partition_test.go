@@ -13,7 +13,6 @@ import (
 	"github.com/shoalgrid/shoal/internal/netcut"
 	"github.com/shoalgrid/shoal/locks"
 	"github.com/shoalgrid/shoal/op"
-	"github.com/shoalgrid/shoal/partition"
 	"github.com/shoalgrid/shoal/sysop"
 )
 
@@ -48,14 +47,7 @@ func TestPartitionNoLockOnMinority(t *testing.T) {
 
 	// A lock whose partition member 3 owns: the cut-off member could grant
 	// it locally if nothing stopped it.
-	table := minor.Table()
-	name := ""
-	for i := 0; name == ""; i++ {
-		n := fmt.Sprintf("job-%d", i)
-		if o, _ := table.Owner(partition.ID(n, table.Count)); o.Name == n3.Name {
-			name = n
-		}
-	}
+	name := keyOwnedBy(minor.Table(), "job-", n3)
 
 	nc := netcut.New(t)
 	if err := nc.Cut(append(ipsOf(n3), netcut.ClientAddr(1)), append(ipsOf(n1, n2), netcut.ClientAddr(2))); err != nil {

@@ -437,14 +437,7 @@ func TestPartitionCutOffMember(t *testing.T) {
 func checkRelayedRefusal(t *testing.T, ctx context.Context, cut, other *proctest.Proc) {
 	t.Helper()
 	c := dialFrom(t, ctx, netcut.ClientAddr(1), cut)
-	tab := c.Table()
-	key := ""
-	for i := 0; key == ""; i++ {
-		k := fmt.Sprintf("relay-%d", i)
-		if o, _ := tab.Owner(partition.ID(k, tab.Count)); o.Name == other.Name {
-			key = k
-		}
-	}
+	key := keyOwnedBy(c.Table(), "relay-", other)
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -454,6 +447,17 @@ func checkRelayedRefusal(t *testing.T, ctx context.Context, cut, other *proctest
 		return
 	}
 	t.Logf("a new client beside %s writing a key of %s: ErrQuorum after %v (relayed through %s)", cut.Name, other.Name, time.Since(start).Round(time.Millisecond), cut.Name)
+}
+
+// keyOwnedBy returns the first key prefix0, prefix1, ... whose partition
+// member p owns in tab.
+func keyOwnedBy(tab *partition.Table, prefix string, p *proctest.Proc) string {
+	for i := 0; ; i++ {
+		k := prefix + strconv.Itoa(i)
+		if o, _ := tab.Owner(partition.ID(k, tab.Count)); o.Name == p.Name {
+			return k
+		}
+	}
 }
 
 func durSince(t, since time.Time) string {
