@@ -77,7 +77,7 @@ func (t clientTransport) Err() error {
 func (t clientTransport) Send(ctx context.Context, owner partition.Member, r op.Request) (*op.Response, error) {
 	cn, err := t.c.conn(ctx, owner.Addr)
 	if err != nil {
-		if resp, rerr, ok := t.c.relay(ctx, owner.Addr, r, err); ok {
+		if resp, ok, rerr := t.c.relay(ctx, owner.Addr, r, err); ok {
 			return resp, rerr
 		}
 		return nil, err
@@ -99,9 +99,9 @@ const maxRelays = 2
 // deadline. The call keeps its identity, so a retry after a relay is not
 // applied twice. ok is false when nothing was sent: dialErr is not an
 // unreachable member's, or no other member is connected or free.
-func (c *Client) relay(ctx context.Context, addr string, r op.Request, dialErr error) (resp *op.Response, err error, ok bool) {
+func (c *Client) relay(ctx context.Context, addr string, r op.Request, dialErr error) (resp *op.Response, ok bool, err error) {
 	if !errors.Is(dialErr, op.ErrUnavailable) || !errors.Is(dialErr, wire.ErrNotSent) {
-		return nil, nil, false
+		return nil, false, nil
 	}
 	c.mu.Lock()
 	others := make([]*memberConns, 0, len(c.conns))
@@ -123,17 +123,17 @@ func (c *Client) relay(ctx context.Context, addr string, r op.Request, dialErr e
 		}
 	}
 	if via == nil {
-		return nil, nil, false
+		return nil, false, nil
 	}
 	if through.relays.Add(1) > maxRelays {
 		through.relays.Add(-1)
-		return nil, nil, false
+		return nil, false, nil
 	}
 	defer through.relays.Add(-1)
 	c.relayed.Add(1)
 	r.TableVersion = 0
 	resp, err = via.Call(ctx, &r)
-	return resp, err, true
+	return resp, true, err
 }
 
 func (t clientTransport) SendMany(ctx context.Context, owner partition.Member, rs []*op.Request) []op.Result {
